@@ -1,0 +1,226 @@
+"""Gateway configuration: a YAML/TOML file, then ``JITGATE_*`` environment variables.
+
+Precedence (lowest first): built-in defaults, the config file, environment variables,
+command-line options. Every section is a strict pydantic model: an unknown key or a value
+of the wrong type stops start-up with a :class:`ConfigError` that names the key.
+
+Environment variables:
+
+* ``JITGATE_CONFIG`` — path of the config file (``.yaml``, ``.yml`` or ``.toml``).
+* ``JITGATE_DATA_DIR``, ``JITGATE_DATABASE_URL``, ``JITGATE_MASTER_KEY`` — the
+  top-level keys of the same names.
+* ``JITGATE_<SECTION>__<KEY>`` — any other key, ``__`` separating nesting levels, e.g.
+  ``JITGATE_API__PORT=9000`` or ``JITGATE_LISTENERS__POSTGRES__PORT=5433``. Values are
+  parsed as YAML scalars/lists (``true``, ``12``, ``[a, b]``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+ENV_PREFIX = "JITGATE_"
+DEFAULT_DATA_DIR = "./jitgate-data"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class APISettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8009, ge=0, le=65535)
+    public_url: str | None = None
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    page_size_max: int = Field(default=500, ge=1)
+
+
+class TLSSettings(_Section):
+    """Certificate presented by the protocol listeners (generated when not configured)."""
+
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+class ListenerSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+
+
+class PostgresListenerSettings(ListenerSettings):
+    port: int = Field(default=15432, ge=0, le=65535)
+    allow_cleartext_loopback: bool = True
+    require_tls: bool = False
+    max_message_bytes: int = Field(default=64 << 20, ge=1024)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    handshake_timeout: float = Field(default=30.0, gt=0)
+
+
+class ListenersSettings(_Section):
+    postgres: PostgresListenerSettings = PostgresListenerSettings()
+    mysql: ListenerSettings = ListenerSettings(port=13306, enabled=False)
+    ssh: ListenerSettings = ListenerSettings(port=12222, enabled=False)
+    http: ListenerSettings = ListenerSettings(port=18888, enabled=False)
+
+
+class OIDCSettings(_Section):
+    """An external OpenID Connect issuer whose JWTs the gateway accepts."""
+
+    issuer: str
+    audiences: list[str] = Field(min_length=1)
+    client_id: str | None = None
+    scopes: list[str] = ["openid", "profile", "email", "offline_access"]
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    algorithms: list[str] = ["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+    leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwks_cache_seconds: int = Field(default=3600, ge=1)
+    jwks_refresh_min_interval: float = Field(default=10.0, ge=0)
+    http_timeout: float = Field(default=5.0, gt=0)
+    ca_file: Path | None = None
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: list[str]) -> list[str]:
+        bad = [a for a in value if a.lower() == "none" or a.upper().startswith("HS")]
+        if bad:
+            raise ValueError(f"algorithm(s) {bad} are not allowed: only asymmetric signatures")
+        if not value:
+            raise ValueError("at least one algorithm is required")
+        return value
+
+
+class RolesSettings(_Section):
+    """Which groups confer which role. ``admin`` implies every other role."""
+
+    admin: list[str] = ["admins"]
+    approver: list[str] = ["approvers"]
+    auditor: list[str] = ["auditors"]
+
+
+class TokenSettings(_Section):
+    default_ttl_days: int = Field(default=90, ge=1)
+    max_ttl_days: int = Field(default=365, ge=1)
+    login_ttl_hours: int = Field(default=12, ge=1)
+    delegation_max_ttl_seconds: int = Field(default=3600, ge=60)
+    delegated_token_ttl_seconds: int = Field(default=900, ge=60)
+    cache_seconds: float = Field(default=5.0, ge=0)
+
+
+class Settings(_Section):
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    database_url: str | None = None
+    master_key: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    admin_name: str = "admin"
+    api: APISettings = APISettings()
+    tls: TLSSettings = TLSSettings()
+    listeners: ListenersSettings = ListenersSettings()
+    oidc: OIDCSettings | None = None
+    roles: RolesSettings = RolesSettings()
+    tokens: TokenSettings = TokenSettings()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'jitgate.db').resolve()}"
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from exc
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path}: not valid {path.suffix[1:]}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return data
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, raw in env.items():
+        if not name.startswith(ENV_PREFIX) or name in (ENV_PREFIX + "CONFIG",):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        if path[0] in ("server", "token"):
+            continue  # JITGATE_SERVER / JITGATE_TOKEN belong to the CLI client
+        try:
+            value: Any = yaml.safe_load(raw) if path[-1] not in _STRING_KEYS else raw
+        except yaml.YAMLError:
+            value = raw
+        cursor = result
+        for part in path[:-1]:
+            cursor = cursor.setdefault(part, {})
+        cursor[path[-1]] = value
+    return result
+
+
+_STRING_KEYS = {"master_key", "database_url", "data_dir", "issuer", "client_id", "public_url"}
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg}")
+    return f"invalid configuration ({source}): " + "; ".join(lines)
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from defaults, file, environment and explicit overrides."""
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    sources = []
+    file_name = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if file_name:
+        data = _read_file(Path(file_name))
+        sources.append(str(file_name))
+    env_data = _env_overrides(env)
+    if env_data:
+        sources.append("environment")
+    data = _merge(data, env_data)
+    if overrides:
+        data = _merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, " + ".join(sources) or "defaults")) from None

@@ -1,0 +1,5 @@
+"""Shared pytest set-up: fixtures live in tests/fixtures as plugins."""
+
+pytest_plugins = [
+    "tests.fixtures.oidc",
+]
