@@ -57,6 +57,8 @@ class Authenticated:
     token_id: str | None = None
     delegation_id: str | None = None
     expires_at: datetime | None = None
+    #: When set, the credential is valid only for these connections (delegations).
+    connections: frozenset[str] | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
 
     def has_role(self, role: Role) -> bool:
@@ -64,6 +66,9 @@ class Authenticated:
         if not self.principal.has_role(role):
             return False
         return self.actor is None or self.actor.has_role(role) or role is Role.USER
+
+    def may_use(self, connection: str) -> bool:
+        return self.connections is None or connection in self.connections
 
     @property
     def display(self) -> str:

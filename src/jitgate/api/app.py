@@ -1,0 +1,49 @@
+"""The REST API application (FastAPI): ``/api/v1/…``, ``/healthz``, ``/readyz``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+import jitgate
+from jitgate.api import errors
+from jitgate.api.limits import BodyLimitMiddleware
+from jitgate.api.ratelimit import LoginLimiter
+from jitgate.api.routes import audit, connections, identity, tokens
+from jitgate.server.gateway import Gateway
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="jitgate",
+        version=jitgate.__version__,
+        description="Just-in-time access gateway API.",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.gateway = gateway
+    app.state.login_limiter = LoginLimiter()
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=gateway.settings.api.max_body_bytes)
+    for module in (identity, tokens, connections, audit):
+        app.include_router(module.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        ok = await run_in_threadpool(gateway.store.ping)
+        body = {"status": "ready" if ok else "unavailable", "store": "ok" if ok else "down"}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/api/v1/keys", tags=["health"])
+    async def keys() -> dict[str, Any]:
+        """The gateway's public signing keys (JWKS): delegated tokens, recordings."""
+        return {"keys": [gateway.signing_key.public_jwk()]}
+
+    return app

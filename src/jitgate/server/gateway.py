@@ -1,0 +1,71 @@
+"""The gateway's services wired together; what the API and the listeners share."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from jitgate.config import Settings
+from jitgate.connections.registry import ConnectionRegistry
+from jitgate.connections.vault import Vault
+from jitgate.identity.authenticator import Authenticator
+from jitgate.identity.delegation import DelegationService
+from jitgate.identity.service import IdentityService
+from jitgate.identity.signing import SigningKey
+from jitgate.server import bootstrap
+from jitgate.store.db import Store
+
+log = logging.getLogger("jitgate")
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    paths: bootstrap.DataPaths
+    store: Store
+    vault: Vault
+    signing_key: SigningKey
+    identities: IdentityService
+    delegations: DelegationService
+    authenticator: Authenticator
+    connections: ConnectionRegistry
+    tls_cert: Path
+    tls_key: Path
+    admin_token_file: str | None = None
+
+    @classmethod
+    def open(cls, settings: Settings) -> Gateway:
+        paths = bootstrap.prepare_data_dir(settings)
+        vault = Vault(bootstrap.load_keyring(settings, paths))
+        signing_key = SigningKey.load_or_create(paths.signing_key)
+        cert, key = bootstrap.tls_files(settings, paths)
+        store = bootstrap.open_store(settings)
+        identities = IdentityService(store, settings.roles, settings.tokens)
+        delegations = DelegationService(identities, signing_key)
+        oidc = None
+        if settings.oidc is not None:
+            from jitgate.identity.oidc import OIDCValidator
+
+            oidc = OIDCValidator(settings.oidc)
+        authenticator = Authenticator(
+            identities, delegations, oidc, cache_seconds=settings.tokens.cache_seconds
+        )
+        gateway = cls(
+            settings=settings,
+            paths=paths,
+            store=store,
+            vault=vault,
+            signing_key=signing_key,
+            identities=identities,
+            delegations=delegations,
+            authenticator=authenticator,
+            connections=ConnectionRegistry(store, vault),
+            tls_cert=cert,
+            tls_key=key,
+        )
+        gateway.admin_token_file = bootstrap.ensure_admin(settings, paths, identities)
+        return gateway
+
+    def close(self) -> None:
+        self.store.dispose()

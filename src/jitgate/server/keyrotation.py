@@ -1,0 +1,53 @@
+"""Master key rotation: re-encrypt every credential under a new key.
+
+Run on the gateway host (it needs the key material). Steps, each safe to repeat after a
+crash: (1) the keyring file gains the new key *first* (old keys kept, so both old and new
+blobs open); (2) all credentials are re-sealed under the new key in one transaction;
+(3) the old keys are dropped from the file. Running gateways open new blobs after a
+restart. With ``JITGATE_MASTER_KEY`` set, the new keyring is printed for the operator
+to store instead of written to disk.
+"""
+
+from __future__ import annotations
+
+from jitgate.config import ConfigError, Settings
+from jitgate.connections.registry import ConnectionRegistry
+from jitgate.connections.vault import (
+    MasterKey,
+    Vault,
+    VaultError,
+    format_keyring,
+    parse_keyring,
+    write_secret_file,
+)
+from jitgate.server import bootstrap
+
+
+def rotate_master_key(settings: Settings, new_key_text: str | None = None) -> str:
+    paths = bootstrap.prepare_data_dir(settings)
+    old_keys = bootstrap.load_keyring(settings, paths)
+    try:
+        new_key = parse_keyring(new_key_text)[0] if new_key_text else MasterKey.generate()
+    except VaultError as exc:
+        raise ConfigError(f"new master key: {exc}") from None
+    if new_key.key_id in {k.key_id for k in old_keys}:
+        raise ConfigError("new master key: it is already in the keyring")
+    from_env = settings.master_key is not None
+    if not from_env:
+        write_secret_file(paths.master_key, format_keyring([new_key, *old_keys]))
+    store = bootstrap.open_store(settings)
+    try:
+        registry = ConnectionRegistry(store, Vault(old_keys))
+        count = registry.reseal_all(Vault([new_key, *old_keys]))
+    finally:
+        store.dispose()
+    if from_env:
+        return (
+            f"re-encrypted {count} credential(s) under key {new_key.key_id}. "
+            "Set JITGATE_MASTER_KEY to the new key before the next start:\n" + new_key.encode()
+        )
+    write_secret_file(paths.master_key, format_keyring([new_key]))
+    return (
+        f"re-encrypted {count} credential(s) under key {new_key.key_id}; "
+        f"old key(s) {', '.join(k.key_id for k in old_keys)} retired from {paths.master_key}"
+    )

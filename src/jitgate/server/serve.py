@@ -1,0 +1,156 @@
+"""``jitgate serve``: one asyncio process running the API and the protocol listeners.
+
+Start-up order: configuration → data directory, keys, certificate → store migrations →
+admin bootstrap → sockets bound → "serving" banner (stdout) and ``DATA_DIR/serve.json``.
+SIGTERM or SIGINT starts a graceful shutdown: listeners stop accepting, open sessions
+are closed with a protocol-native message, the API finishes in-flight requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from typing import Protocol
+
+import uvicorn
+
+import jitgate
+from jitgate.api.app import create_app
+from jitgate.config import Settings
+from jitgate.server.gateway import Gateway
+
+log = logging.getLogger("jitgate.serve")
+
+
+class Listener(Protocol):
+    """A protocol listener (PostgreSQL, SSH, …) run by the serve process."""
+
+    name: str
+
+    async def start(self) -> str:
+        """Bind and start accepting; return the bound address for the banner."""
+
+    async def stop(self) -> None:
+        """Stop accepting and close every open session."""
+
+
+class _APIServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the serve process owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def build_listeners(gateway: Gateway) -> list[Listener]:
+    listeners: list[Listener] = []
+    pg = gateway.settings.listeners.postgres
+    if pg.enabled:
+        try:
+            from jitgate.protocols.postgres.listener import (  # type: ignore[import-not-found,unused-ignore]
+                PostgresListener,
+            )
+        except ImportError:  # the PostgreSQL path is not built yet
+            pass
+        else:
+            listeners.append(PostgresListener(gateway))
+    return listeners
+
+
+async def run(settings: Settings) -> int:
+    gateway = await asyncio.to_thread(Gateway.open, settings)
+    api_sock = _bind(settings.api.host, settings.api.port)
+    api_port = api_sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(gateway),
+        log_level=settings.log_level,
+        lifespan="on",
+        server_header=False,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=10,
+    )
+    server = _APIServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    listeners = build_listeners(gateway)
+    addresses: dict[str, str] = {}
+    try:
+        for listener in listeners:
+            addresses[listener.name] = await listener.start()
+        api_task = asyncio.create_task(server.serve(sockets=[api_sock]))
+        while not server.started:
+            if api_task.done():
+                await api_task
+                return 1
+            await asyncio.sleep(0.01)
+        _announce(gateway, _url(settings.api.host, api_port), addresses)
+        stop_task = asyncio.create_task(stop.wait())
+        await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("shutting down")
+        server.should_exit = True
+        stop_task.cancel()
+        await api_task
+    finally:
+        for listener in listeners:
+            with contextlib.suppress(Exception):
+                await listener.stop()
+        api_sock.close()
+        await asyncio.to_thread(gateway.close)
+        with contextlib.suppress(OSError):
+            (gateway.paths.root / "serve.json").unlink()
+    log.info("stopped")
+    return 0
+
+
+def _announce(gateway: Gateway, api_url: str, listeners: dict[str, str]) -> None:
+    lines = [
+        f"jitgate {jitgate.__version__} serving (data dir {gateway.paths.root})",
+        f"  API and web console   {api_url}  (OpenAPI: {api_url}/openapi.json)",
+    ]
+    for name, address in listeners.items():
+        lines.append(f"  {name + ' listener':<21} {address}")
+    if gateway.admin_token_file:
+        lines.append(f"  admin token written to {gateway.admin_token_file}")
+    print("\n".join(lines), flush=True)
+    state = {"pid": os.getpid(), "api": api_url, "listeners": listeners}
+    (gateway.paths.root / "serve.json").write_text(json.dumps(state) + "\n")
+
+
+def serve(settings: Settings) -> int:
+    os.umask(0o077)  # everything the gateway writes in its data dir is private
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        loop_factory = None
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(run(settings))

@@ -1,0 +1,215 @@
+"""SQLAlchemy 2 models: the gateway's durable state.
+
+The schema is owned by Alembic (``store/migrations``); these classes are the ORM view of
+it. Types are chosen to work the same on SQLite (embedded default) and PostgreSQL.
+Timestamps are stored as timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A DateTime that always comes back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class IdentityRow(Base):
+    """A user (human) or agent (non-human) identity."""
+
+    __tablename__ = "identities"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    oidc_issuer: Mapped[str | None] = mapped_column(String(512))
+    oidc_subject: Mapped[str | None] = mapped_column(String(256))
+    password_hash: Mapped[str | None] = mapped_column(String(256))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    groups: Mapped[list[GroupRow]] = relationship(
+        secondary="identity_groups", back_populates="members", lazy="selectin"
+    )
+
+    __table_args__ = (UniqueConstraint("oidc_issuer", "oidc_subject", name="uq_identities_oidc"),)
+
+
+class GroupRow(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    members: Mapped[list[IdentityRow]] = relationship(
+        secondary="identity_groups", back_populates="groups", lazy="raise"
+    )
+
+
+class IdentityGroupRow(Base):
+    __tablename__ = "identity_groups"
+
+    identity_id: Mapped[str] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class APITokenRow(Base):
+    """An opaque bearer token; only a SHA-256 digest of its secret part is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    identity_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(16), default="api")
+    secret_digest: Mapped[bytes] = mapped_column(LargeBinary(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(36))
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    last_used_addr: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (
+        UniqueConstraint("identity_id", "name", name="uq_api_tokens_identity_name"),
+        Index("ix_api_tokens_identity", "identity_id"),
+    )
+
+
+class DelegationRow(Base):
+    """A user's consent that an agent may act on the user's behalf, until it expires."""
+
+    __tablename__ = "delegations"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    reason: Mapped[str | None] = mapped_column(String(512))
+    connections: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class DelegatedTokenRow(Base):
+    """A short-lived token issued by token exchange; the JWT ``jti`` is the key."""
+
+    __tablename__ = "delegated_tokens"
+
+    jti: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    delegation_id: Mapped[str | None] = mapped_column(
+        ForeignKey("delegations.id", ondelete="CASCADE")
+    )
+    subject_token_id: Mapped[str | None] = mapped_column(String(32))
+    actor_token_id: Mapped[str | None] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class ConnectionRow(Base):
+    """A registered target. ``credential_blob`` is AES-256-GCM ciphertext (see vault)."""
+
+    __tablename__ = "connections"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    database: Mapped[str | None] = mapped_column(String(255))
+    username: Mapped[str | None] = mapped_column(String(255))
+    tls_mode: Mapped[str] = mapped_column(String(16), default="prefer")
+    tls_ca: Mapped[str | None] = mapped_column(Text)
+    tls_server_name: Mapped[str | None] = mapped_column(String(255))
+    tags: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    description: Mapped[str | None] = mapped_column(String(1024))
+    credential_kind: Mapped[str | None] = mapped_column(String(16))
+    credential_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    credential_key_id: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(36))
+
+
+class AdminAuditRow(Base):
+    """One administrative action: who changed what, when, and from where."""
+
+    __tablename__ = "admin_audit"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    action: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    actor_name: Mapped[str | None] = mapped_column(String(128))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(128))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_name: Mapped[str | None] = mapped_column(String(256))
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (
+        Index("ix_admin_audit_at", "at"),
+        Index("ix_admin_audit_action", "action"),
+    )
