@@ -71,7 +71,7 @@ def test_invalid_environment_value_names_the_key() -> None:
 
 
 def test_missing_config_file() -> None:
-    with pytest.raises(ConfigError, match="no-such.yaml"):
+    with pytest.raises(ConfigError, match=r"no-such\.yaml"):
         load_settings("/nonexistent/no-such.yaml", env={})
 
 

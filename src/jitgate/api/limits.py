@@ -1,4 +1,10 @@
-"""ASGI middleware bounding request bodies (Content-Length and streamed)."""
+"""ASGI middleware bounding request bodies (Content-Length and streamed).
+
+An oversized body is answered with 413 and a JSON error. Before answering, up to
+``DRAIN_FACTOR`` times the limit of the body is read and discarded, so that an ordinary
+client that is still sending sees the response instead of a connection reset; beyond
+that the connection is simply closed.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,17 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+DRAIN_FACTOR = 4
 
-class BodyTooLarge(Exception):
-    pass
+
+async def _drain(receive: Receive, budget: int) -> None:
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class BodyLimitMiddleware:
@@ -28,31 +42,37 @@ class BodyLimitMiddleware:
                 except ValueError:
                     too_big = True
                 if too_big:
+                    await _drain(receive, self.max_bytes * DRAIN_FACTOR)
                     await _reject(send, self.max_bytes)
                     return
+        # Buffer the (bounded) body, then replay it to the app in one message.
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                return  # client went away
+            body = message.get("body", b"")
+            seen += len(body)
+            more = message.get("more_body", False)
+            if seen > self.max_bytes:
+                if more:
+                    await _drain(receive, self.max_bytes * DRAIN_FACTOR - seen)
                 await _reject(send, self.max_bytes)
+                return
+            chunks.append(body)
+            if not more:
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 async def _reject(send: Send, limit: int) -> None:

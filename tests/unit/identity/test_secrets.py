@@ -1,8 +1,8 @@
 import pytest
 
+from jitgate.errors import InvalidInput
 from jitgate.identity import secrets as tokens
 from jitgate.identity.names import check_identity_name, check_simple_name
-from jitgate.errors import InvalidInput
 
 
 def test_token_format_roundtrip() -> None:

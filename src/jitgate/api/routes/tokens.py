@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Query, Request, status
 from fastapi.exceptions import RequestValidationError
@@ -114,8 +115,10 @@ async def exchange_token(request: Request, gw: GatewayDep) -> TokenExchangeOut:
 
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
-        raw = {k: v for k, v in form.items() if isinstance(v, str)}
+        try:
+            raw = dict(parse_qsl((await request.body()).decode("utf-8"), strict_parsing=True))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidInput("request body is not valid form data") from None
     else:
         try:
             raw = await request.json()
