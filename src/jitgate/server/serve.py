@@ -66,14 +66,9 @@ def build_listeners(gateway: Gateway) -> list[Listener]:
     listeners: list[Listener] = []
     pg = gateway.settings.listeners.postgres
     if pg.enabled:
-        try:
-            from jitgate.protocols.postgres.listener import (  # type: ignore[import-not-found,unused-ignore]
-                PostgresListener,
-            )
-        except ImportError:  # the PostgreSQL path is not built yet
-            pass
-        else:
-            listeners.append(PostgresListener(gateway))
+        from jitgate.protocols.postgres.listener import PostgresListener
+
+        listeners.append(PostgresListener(gateway))
     return listeners
 
 

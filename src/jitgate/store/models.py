@@ -213,3 +213,35 @@ class AdminAuditRow(Base):
         Index("ix_admin_audit_at", "at"),
         Index("ix_admin_audit_action", "action"),
     )
+
+
+class SessionRow(Base):
+    """One client connection through the gateway to one connection (the audit index)."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    protocol: Mapped[str] = mapped_column(String(16))
+    connection_id: Mapped[str | None] = mapped_column(String(36))
+    connection_name: Mapped[str] = mapped_column(String(128))
+    identity_id: Mapped[str] = mapped_column(String(36))
+    identity_name: Mapped[str] = mapped_column(String(128))
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    actor_name: Mapped[str | None] = mapped_column(String(128))
+    auth_method: Mapped[str] = mapped_column(String(16))
+    token_id: Mapped[str | None] = mapped_column(String(64))
+    client_addr: Mapped[str | None] = mapped_column(String(64))
+    client_program: Mapped[str | None] = mapped_column(String(256))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    end_reason: Mapped[str | None] = mapped_column(String(256))
+    bytes_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    recording_path: Mapped[str | None] = mapped_column(String(1024))
+
+    __table_args__ = (
+        Index("ix_sessions_started_at", "started_at"),
+        Index("ix_sessions_identity", "identity_name"),
+        Index("ix_sessions_connection", "connection_name"),
+    )

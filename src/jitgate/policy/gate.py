@@ -1,0 +1,92 @@
+"""Per-session decision function with a cache: the hot path's view of policy.
+
+A session's principal, actor and connection are fixed, so a decision depends only on the
+statement's classification and the policy version. Decisions are cached under exactly the
+classification fields policies can read (kind, tag, tables, functions, dangers, WHERE
+flags, COPY target) plus the engine's version — *not* under the libpg_query fingerprint,
+which ignores schema names, aliased table names and digits in names. A repeated
+statement costs one dictionary look-up, and any policy change (new version) misses the
+cache at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jitgate.identity.principal import Identity
+from jitgate.policy.types import Decision, PolicyEngine, Request, Target
+from jitgate.sql.types import CommandKind, Statement
+
+CACHE_ENTRIES = 2048
+
+
+class StatementGate:
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        *,
+        principal: Identity,
+        actor: Identity | None,
+        target: Target,
+        client_addr: str | None,
+        protocol: str = "sql",
+        context: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.principal = principal
+        self.actor = actor
+        self.target = target
+        self.client_addr = client_addr
+        self.protocol = protocol
+        self.context = dict(context or {})
+        self._cache: dict[tuple[object, ...], Decision] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __call__(self, statement: Statement, text: str) -> Decision:
+        key: tuple[object, ...] | None = None
+        if statement.kind is not CommandKind.UNKNOWN:
+            key = (
+                statement.kind,
+                statement.tag,
+                statement.tables_read,
+                statement.tables_written,
+                statement.functions,
+                statement.dangerous,
+                statement.has_where,
+                statement.trivial_where,
+                statement.writes_in_cte,
+                statement.copy_target,
+                statement.prepared_name,
+                self.engine.version,
+            )
+            cached = self._cache.get(key)
+            if cached is not None:
+                self.hits += 1
+                return cached
+        self.misses += 1
+        decision = self.decide(statement, text)
+        if key is not None:
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.clear()
+            self._cache[key] = decision
+        return decision
+
+    def decide(self, statement: Statement | None, text: str, action: str | None = None) -> Decision:
+        request = Request(
+            action=action or f"{self.protocol}:{statement.kind.value if statement else 'unknown'}",
+            principal=self.principal,
+            actor=self.actor,
+            target=self.target,
+            statement=statement,
+            text=text,
+            client_addr=self.client_addr,
+            context=self.context,
+        )
+        try:
+            return self.engine.decide(request)
+        except Exception as exc:  # fail closed: a broken policy never allows
+            return Decision.deny(
+                f"policy evaluation failed: {type(exc).__name__}", "builtin:fail-closed"
+            )

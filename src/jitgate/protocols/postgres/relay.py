@@ -1,0 +1,573 @@
+"""The relay phase of a PostgreSQL session, sans-IO: bytes in, bytes out.
+
+Theory of operation
+-------------------
+After both handshakes, the gateway sits between a client and one upstream backend and
+sees two byte streams. :class:`Relay` frames both (``Byte1 type, Int32 length``) and
+forwards them, looking closely at only the messages that matter:
+
+* client ``Query`` and ``Parse`` carry SQL. Every statement is classified (cached by text
+  and fingerprint) and passed to the *gate* (policy). An allowed statement is forwarded
+  byte for byte. A denied one is **replaced** by a statement that makes the upstream fail
+  at exactly that point: ``SELECT 'jitgate-denied-<nonce>'::pg_catalog.int4``. The upstream
+  raises ``invalid input syntax`` during parse analysis — before anything of it runs —
+  then does what PostgreSQL always does after an error: the rest of a multi-statement
+  Query is skipped, an explicit transaction becomes failed, extended-protocol messages are
+  discarded until Sync. When that ErrorResponse comes back carrying our nonce, it is
+  rewritten to SQLSTATE 42501 with the policy's reason. So ordering, pipelining and
+  transaction semantics are PostgreSQL's own, and the session stays usable.
+* ``Bind``/``Execute``/``Close`` keep the map from portals to prepared statements, so each
+  execution is attributed to its SQL text in the audit trail.
+* backend ``CommandComplete``/``EmptyQueryResponse``/``PortalSuspended``/``ErrorResponse``
+  and ``ReadyForQuery`` close executions in order: a FIFO of *expectations* mirrors the
+  requests in flight (PostgreSQL answers strictly in order), and an error discards the
+  expectations up to the next Sync, as the server does.
+* ``FunctionCall`` (fast-path, by function OID) is allowed only for the large-object
+  functions libpq uses; any other OID is unknown and is denied the same way.
+
+Both directions are bounded: a message longer than ``max_message`` from the client is a
+protocol violation (the adapter answers with a FATAL ErrorResponse and closes both legs).
+Large backend ``DataRow``/``CopyData`` messages are streamed through without buffering.
+"""
+
+from __future__ import annotations
+
+import secrets
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Protocol
+
+from jitgate.policy.types import Decision, Outcome
+from jitgate.protocols.postgres import messages as m
+from jitgate.protocols.postgres.messages import ProtocolViolation
+from jitgate.sql.types import Classification, CommandKind, Statement
+
+_HEADER = struct.Struct("!BI")
+_UINT32 = struct.Struct("!I")
+
+#: Fast-path functions libpq's large-object API calls (pg_proc OIDs, stable across versions).
+LARGE_OBJECT_FUNCTIONS = {
+    715: "lo_create", 952: "lo_open", 953: "lo_close", 954: "loread", 955: "lowrite",
+    956: "lo_lseek", 957: "lo_creat", 958: "lo_tell", 964: "lo_unlink", 1004: "lo_truncate",
+    3170: "lo_lseek64", 3171: "lo_tell64", 3172: "lo_truncate64",
+}  # fmt: skip
+
+DENIED_SQLSTATE = "42501"
+
+
+class Expect(IntEnum):
+    """What the upstream will answer to a request in flight."""
+
+    PARSE = 1
+    BIND = 2
+    DESCRIBE = 3
+    EXECUTE = 4
+    CLOSE = 5
+    SYNC = 6
+    QUERY = 7  # a simple Query or a FunctionCall: answered up to ReadyForQuery
+
+
+@dataclass(slots=True)
+class Execution:
+    """One statement execution (or refusal), as the audit trail records it."""
+
+    seq: int
+    text: str
+    statement: Statement | None
+    decision: Decision
+    via: str  # "query", "extended", "function"
+    started_ns: int = field(default_factory=time.monotonic_ns)
+    finished_ns: int | None = None
+    status: str = "running"  # running, ok, error, denied, skipped
+    tag: str | None = None
+    rows: int | None = None
+    error: tuple[str, str] | None = None  # (sqlstate, message)
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.finished_ns is None:
+            return None
+        return (self.finished_ns - self.started_ns) / 1e6
+
+
+class Observer(Protocol):
+    """Receives executions for the audit trail (the recorder implements it)."""
+
+    def started(self, execution: Execution) -> None: ...
+
+    def finished(self, execution: Execution) -> None: ...
+
+
+@dataclass(slots=True)
+class _Prepared:
+    text: str
+    statement: Statement | None
+    decision: Decision
+
+
+@dataclass(slots=True)
+class _QueryGroup:
+    executions: list[Execution]
+    index: int = 0
+
+
+Gate = Callable[[Statement, str], Decision]
+Classifier = Callable[[str], Classification]
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        classify: Classifier,
+        gate: Gate,
+        observer: Observer,
+        max_message: int = 64 << 20,
+    ) -> None:
+        self._classify = classify
+        self._gate = gate
+        self._observer = observer
+        self.max_message = max_message
+        self._client_buf = bytearray()
+        self._server_buf = bytearray()
+        self._server_skip = 0  # bytes of a streamed backend message still to pass through
+        self._expect: deque[tuple[Expect, object]] = deque()
+        self._prepared: dict[str, _Prepared] = {}
+        self._portals: dict[str, _Prepared] = {}
+        self._denials: dict[str, tuple[Execution | None, Decision]] = {}
+        self._marker = f"jitgate-denied-{secrets.token_hex(6)}-"
+        self._marker_bytes = self._marker.encode()
+        self._seq = 0
+        self._discarding = False  # after an error, until Sync (extended protocol)
+        self.transaction_status = m.IDLE
+        self.terminated = False
+        self.bytes_from_client = 0
+        self.bytes_from_server = 0
+        self.in_copy_in = False
+
+    # ------------------------------------------------------------ client → upstream
+
+    def client_data(self, data: bytes) -> bytes:
+        """Feed bytes from the client; return the bytes to send upstream."""
+        self.bytes_from_client += len(data)
+        buf = self._client_buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        run_start = 0  # start of the current run of messages forwarded unchanged
+        size = len(buf)
+        while size - pos >= 5:
+            mtype, length = _HEADER.unpack_from(buf, pos)
+            if length < 4 or length > self.max_message:
+                raise ProtocolViolation(
+                    f"message of {length} bytes exceeds the limit of {self.max_message}"
+                    if length > self.max_message
+                    else "invalid message length",
+                    "54000" if length > self.max_message else "08P01",
+                )
+            end = pos + 1 + length
+            if end > size:
+                break
+            replacement = self._client_message(mtype, buf, pos + 5, end)
+            if replacement is not None:
+                if run_start < pos:
+                    out.append(bytes(buf[run_start:pos]))
+                out.append(replacement)
+                run_start = end
+            pos = end
+        if run_start < pos:
+            out.append(bytes(buf[run_start:pos]))
+        del buf[:pos]
+        return b"".join(out) if len(out) != 1 else out[0]
+
+    def _client_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+        """Track one client message; return replacement bytes, or None to forward it."""
+        if mtype == m.BIND:
+            portal_end = _cstring_end(buf, start, end)
+            portal = _decode(buf, start, portal_end)
+            statement = _decode(buf, portal_end + 1, _cstring_end(buf, portal_end + 1, end))
+            prepared = self._prepared.get(statement)
+            if prepared is not None:
+                self._portals[portal] = prepared
+            else:
+                self._portals.pop(portal, None)
+            self._expect.append((Expect.BIND, None))
+            return None
+        if mtype == m.EXECUTE:
+            portal = _decode(buf, start, _cstring_end(buf, start, end))
+            prepared = self._portals.get(portal)
+            execution = None
+            if prepared is not None and prepared.decision.allowed:
+                execution = self._start(
+                    prepared.text, prepared.statement, prepared.decision, "extended"
+                )
+            self._expect.append((Expect.EXECUTE, execution))
+            return None
+        if mtype == m.SYNC:
+            self._expect.append((Expect.SYNC, None))
+            return None
+        if mtype == m.QUERY:
+            return self._on_query(bytes(buf[start:end]))
+        if mtype == m.PARSE:
+            return self._on_parse(bytes(buf[start:end]))
+        if mtype == m.DESCRIBE:
+            self._expect.append((Expect.DESCRIBE, None))
+            return None
+        if mtype == m.CLOSE:
+            payload = bytes(buf[start:end])
+            name = m.parse_name(payload, 1)
+            (self._prepared if payload[:1] == b"S" else self._portals).pop(name, None)
+            self._expect.append((Expect.CLOSE, None))
+            return None
+        if mtype in (m.FLUSH, m.COPY_DATA, m.COPY_DONE, m.COPY_FAIL):
+            return None
+        if mtype == m.FUNCTION_CALL:
+            return self._on_function_call(bytes(buf[start:end]))
+        if mtype == m.TERMINATE:
+            self.terminated = True
+            return None
+        raise ProtocolViolation(f"invalid frontend message type {mtype!r}")
+
+    def _start(
+        self, text: str, statement: Statement | None, decision: Decision, via: str
+    ) -> Execution:
+        self._seq += 1
+        execution = Execution(self._seq, text, statement, decision, via)
+        self._observer.started(execution)
+        return execution
+
+    def _deny_sql(self, execution: Execution | None, decision: Decision) -> str:
+        nonce = f"{self._marker}{len(self._denials)}"
+        self._denials[nonce] = (execution, decision)
+        return f"SELECT '{nonce}'::pg_catalog.int4"
+
+    def _refuse(
+        self, text: str, statement: Statement | None, decision: Decision, via: str
+    ) -> tuple[Execution, str]:
+        """Record a refused statement and return the SQL that fails in its place."""
+        if decision.outcome is Outcome.ALLOW:  # defensive: never called for allowed
+            raise AssertionError("refusing an allowed statement")
+        execution = self._start(text, statement, decision, via)
+        execution.status = "denied"
+        return execution, self._deny_sql(execution, decision)
+
+    def _on_query(self, payload: bytes) -> bytes | None:
+        text = m.parse_query(payload)
+        classification = self._classify(text)
+        statements = classification.statements
+        executions: list[Execution] = []
+        replacements: list[tuple[int, int, str]] = []
+        if not statements:
+            statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
+        for stmt in statements:
+            decision = self._gate(stmt, stmt.text)
+            if decision.allowed:
+                executions.append(self._start(stmt.text, stmt, decision, "query"))
+            else:
+                execution, sql = self._refuse(stmt.text, stmt, decision, "query")
+                executions.append(execution)
+                replacements.append((stmt.start, stmt.end, sql))
+        self._expect.append((Expect.QUERY, _QueryGroup(executions)))
+        if not replacements:
+            return None
+        if classification.error is not None:
+            rewritten = replacements[0][2]  # unparseable: nothing of it may reach upstream
+        else:
+            rewritten = text
+            for start, end, sql in reversed(replacements):
+                rewritten = rewritten[:start] + sql + rewritten[end:]
+        return m.query(rewritten)
+
+    def _on_parse(self, payload: bytes) -> bytes | None:
+        parse = m.parse_parse(payload)
+        classification = self._classify(parse.query)
+        statements = classification.statements
+        if len(statements) > 1:
+            # PostgreSQL refuses several statements in one Parse; let it say so.
+            stmt = statements[0]
+            decision = self._gate(stmt, parse.query)
+            for other in statements[1:]:
+                other_decision = self._gate(other, other.text)
+                if not other_decision.allowed:
+                    decision = other_decision
+        elif statements:
+            stmt = statements[0]
+            decision = self._gate(stmt, stmt.text)
+        else:
+            stmt = Statement(CommandKind.EMPTY, "", "", 0, 0)
+            decision = self._gate(stmt, "")
+        if decision.allowed:
+            self._prepared[parse.statement] = _Prepared(parse.query, stmt, decision)
+            self._expect.append((Expect.PARSE, None))
+            return None
+        self._prepared.pop(parse.statement, None)
+        execution, sql = self._refuse(parse.query, stmt, decision, "extended")
+        self._expect.append((Expect.PARSE, execution))
+        return m.build_parse(parse.statement, sql, parse.param_types)
+
+    def _on_function_call(self, payload: bytes) -> bytes | None:
+        (oid,) = _UINT32.unpack_from(payload, 0) if len(payload) >= 4 else (0,)
+        name = LARGE_OBJECT_FUNCTIONS.get(oid)
+        text = f"<fast-path call of {name or f'function OID {oid}'}>"
+        if name is not None:
+            decision = Decision.allow("builtin:large-object-fast-path")
+            execution = self._start(text, None, decision, "function")
+            self._expect.append((Expect.QUERY, _QueryGroup([execution])))
+            return None
+        decision = Decision.deny(
+            f"fast-path call of function OID {oid} is not allowed", "builtin:deny-fast-path"
+        )
+        execution, sql = self._refuse(text, None, decision, "function")
+        self._expect.append((Expect.QUERY, _QueryGroup([execution])))
+        return m.query(sql)
+
+    # ------------------------------------------------------------ upstream → client
+
+    def server_data(self, data: bytes) -> bytes:
+        """Feed bytes from the upstream; return the bytes to send to the client."""
+        self.bytes_from_server += len(data)
+        if self._server_skip >= len(data) and not self._server_buf:
+            self._server_skip -= len(data)
+            return data
+        buf = self._server_buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        run_start = 0
+        size = len(buf)
+        if self._server_skip:
+            pos = self._server_skip
+            self._server_skip = 0
+        while size - pos >= 5:
+            mtype, length = _HEADER.unpack_from(buf, pos)
+            end = pos + 1 + length
+            if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
+                self._on_row(mtype)
+                if end > size:  # stream the rest of a large row through
+                    self._server_skip = end - size
+                    pos = size
+                    break
+                pos = end
+                continue
+            if end > size:
+                break
+            replacement = self._server_message(mtype, buf, pos + 5, end)
+            if replacement is not None:
+                if run_start < pos:
+                    out.append(bytes(buf[run_start:pos]))
+                out.append(replacement)
+                run_start = end
+            pos = end
+        if run_start < pos:
+            out.append(bytes(buf[run_start:pos]))
+        del buf[:pos]
+        return b"".join(out) if len(out) != 1 else out[0]
+
+    def _front_execution(self) -> Execution | None:
+        if not self._expect:
+            return None
+        kind, item = self._expect[0]
+        if kind is Expect.QUERY:
+            assert isinstance(item, _QueryGroup)
+            if item.index < len(item.executions):
+                return item.executions[item.index]
+            return None
+        if kind is Expect.EXECUTE:
+            return item if isinstance(item, Execution) else None
+        return None
+
+    def _on_row(self, mtype: int) -> None:
+        if mtype == m.DATA_ROW:
+            execution = self._front_execution()
+            if execution is not None:
+                execution.rows = (execution.rows or 0) + 1
+
+    def _server_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+        if mtype == m.READY_FOR_QUERY:
+            self.transaction_status = buf[start] if end > start else m.IDLE
+            self._on_ready()
+            return None
+        if mtype == m.COMMAND_COMPLETE:
+            tag = bytes(buf[start : end - 1]).decode("ascii", "replace")
+            self._complete(tag)
+            return None
+        if mtype == m.ERROR_RESPONSE:
+            return self._on_error(bytes(buf[start:end]))
+        if mtype in (
+            m.PARSE_COMPLETE,
+            m.BIND_COMPLETE,
+            m.CLOSE_COMPLETE,
+            m.NO_DATA,
+            m.ROW_DESCRIPTION,
+        ):
+            self._pop_simple(mtype)
+            return None
+        if mtype == m.EMPTY_QUERY_RESPONSE:
+            self._complete("")
+            return None
+        if mtype == m.PORTAL_SUSPENDED:
+            self._complete("(suspended)")
+            return None
+        if mtype == m.FUNCTION_CALL_RESPONSE:
+            self._complete("FUNCTION CALL")
+            return None
+        if mtype == m.COPY_IN_RESPONSE:
+            self.in_copy_in = True
+        return None
+
+    def _pop_simple(self, mtype: int) -> None:
+        if not self._expect:
+            return
+        kind, _ = self._expect[0]
+        if (
+            (mtype == m.PARSE_COMPLETE and kind is Expect.PARSE)
+            or (mtype == m.BIND_COMPLETE and kind is Expect.BIND)
+            or (mtype == m.CLOSE_COMPLETE and kind is Expect.CLOSE)
+            or (mtype in (m.NO_DATA, m.ROW_DESCRIPTION) and kind is Expect.DESCRIBE)
+        ):
+            self._expect.popleft()
+
+    def _complete(self, tag: str) -> None:
+        self.in_copy_in = False
+        if not self._expect:
+            return
+        kind, item = self._expect[0]
+        if kind is Expect.QUERY:
+            assert isinstance(item, _QueryGroup)
+            if item.index < len(item.executions):
+                self._finish(item.executions[item.index], "ok", tag)
+                item.index += 1
+            return
+        if kind is Expect.EXECUTE:
+            self._expect.popleft()
+            if isinstance(item, Execution):
+                self._finish(item, "ok", tag)
+
+    def _finish(
+        self,
+        execution: Execution,
+        status: str,
+        tag: str | None = None,
+        error: tuple[str, str] | None = None,
+    ) -> None:
+        if execution.finished_ns is not None:
+            return
+        execution.finished_ns = time.monotonic_ns()
+        if execution.status != "denied":
+            execution.status = status
+        execution.tag = tag
+        if tag:
+            rows = m.command_tag_rows(tag)
+            if rows is not None:
+                execution.rows = rows
+        if error is not None and execution.error is None:
+            execution.error = error
+        self._observer.finished(execution)
+
+    def _on_error(self, payload: bytes) -> bytes | None:
+        fields = m.parse_error_fields(payload)
+        replacement = None
+        denied: tuple[Execution | None, Decision] | None = None
+        if self._marker_bytes in payload:
+            message = fields.get("M", "")
+            start = message.find(self._marker)
+            if start >= 0:
+                nonce = message[start:].split('"', 1)[0]
+                denied = self._denials.pop(nonce, None)
+        if denied is not None:
+            execution, decision = denied
+            replacement, error_pair = _denial_error(execution, decision)
+            if execution is not None:
+                self._finish(execution, "denied", None, error_pair)
+        error = (fields.get("C", ""), fields.get("M", ""))
+        self._fail_front(error, fatal=fields.get("S") in ("FATAL", "PANIC"))
+        return replacement
+
+    def _fail_front(self, error: tuple[str, str], *, fatal: bool) -> None:
+        """An ErrorResponse ends the front request; the rest up to Sync is skipped."""
+        self.in_copy_in = False
+        if not self._expect:
+            return
+        kind, item = self._expect[0]
+        if kind is Expect.QUERY:
+            assert isinstance(item, _QueryGroup)
+            if item.index < len(item.executions):
+                self._finish(item.executions[item.index], "error", None, error)
+                for skipped in item.executions[item.index + 1 :]:
+                    self._finish(skipped, "skipped")
+                item.index = len(item.executions)
+            return
+        if kind is Expect.SYNC:
+            return
+        self._expect.popleft()
+        if isinstance(item, Execution):
+            self._finish(item, "error", None, error)
+        # Extended protocol: the server now ignores everything up to the next Sync.
+        while self._expect and self._expect[0][0] is not Expect.SYNC:
+            _kind, later = self._expect.popleft()
+            if isinstance(later, Execution):
+                self._finish(later, "skipped")
+
+    def _on_ready(self) -> None:
+        while self._expect:
+            kind, item = self._expect.popleft()
+            if kind is Expect.QUERY:
+                assert isinstance(item, _QueryGroup)
+                for leftover in item.executions[item.index :]:
+                    self._finish(leftover, "skipped")
+                break
+            if kind is Expect.SYNC:
+                break
+            if isinstance(item, Execution):
+                self._finish(item, "skipped")
+        self._denials.clear()
+
+    def close(self) -> None:
+        """The session ended: whatever is still in flight is recorded as interrupted."""
+        while self._expect:
+            _kind, item = self._expect.popleft()
+            pending = item.executions[item.index :] if isinstance(item, _QueryGroup) else [item]
+            for execution in pending:
+                if isinstance(execution, Execution):
+                    self._finish(execution, "error", None, ("08006", "session ended"))
+
+
+def _cstring_end(buf: bytearray, start: int, end: int) -> int:
+    nul = buf.find(0, start, end)
+    if nul < 0:
+        raise ProtocolViolation("unterminated string in message")
+    return nul
+
+
+def _decode(buf: bytearray, start: int, end: int) -> str:
+    try:
+        return buf[start:end].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolViolation("invalid UTF-8 in message", "22021") from None
+
+
+def _denial_error(execution: Execution | None, decision: Decision) -> tuple[bytes, tuple[str, str]]:
+    """The ErrorResponse a client sees for a refused statement.
+
+    A statement the parser could not understand is answered like PostgreSQL answers a
+    syntax error (42601, same parser, same message); anything else is 42501 with the
+    policy's reason.
+    """
+    statement = execution.statement if execution is not None else None
+    detail = f"Decided by {', '.join(decision.policies)}." if decision.policies else None
+    if statement is not None and statement.kind is CommandKind.UNKNOWN and statement.error:
+        return (
+            m.error_response(
+                "42601", statement.error, detail="jitgate: statement not understood, so not run."
+            ),
+            ("42601", statement.error),
+        )
+    reason = decision.reason or "denied by policy"
+    return (
+        m.error_response(DENIED_SQLSTATE, f"jitgate: {reason}", detail=detail),
+        (DENIED_SQLSTATE, reason),
+    )

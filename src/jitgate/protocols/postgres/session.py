@@ -1,0 +1,394 @@
+"""One client session through the PostgreSQL gateway: handshake, upstream, relay.
+
+Client side of the handshake::
+
+    [SSLRequest → 'S' + TLS] [GSSENCRequest → 'N'] StartupMessage(user, database=<connection>)
+    ← AuthenticationCleartextPassword      → PasswordMessage(<jitgate token>)
+    (token verified, connection resolved, "connect" decided by policy, upstream opened)
+    ← AuthenticationOk, ParameterStatus…, BackendKeyData(upstream pid, gateway secret),
+      ReadyForQuery
+
+Every refusal is a FATAL ErrorResponse with a SQLSTATE (28000, 28P01, 3D000, 08006…),
+never a dropped socket. Then the legs switch to relay mode (:mod:`.relay`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import struct
+from typing import TYPE_CHECKING
+
+from jitgate.connections.types import ConnectionInfo, ConnectionType, Credential
+from jitgate.errors import JitgateError, NotFound, Unauthenticated, Unavailable
+from jitgate.identity.principal import Authenticated
+from jitgate.policy.gate import StatementGate
+from jitgate.policy.types import Target
+from jitgate.protocols.postgres import messages as m
+from jitgate.protocols.postgres import upstream as up
+from jitgate.protocols.postgres.legs import Leg, LegClosed
+from jitgate.protocols.postgres.messages import ProtocolViolation
+from jitgate.protocols.postgres.relay import Relay
+from jitgate.recording.recorder import SessionMeta, SessionRecorder
+
+if TYPE_CHECKING:
+    from jitgate.protocols.postgres.listener import PostgresListener
+
+log = logging.getLogger("jitgate.postgres")
+
+_UINT32 = struct.Struct("!I")
+
+
+class Refused(Exception):
+    """Ends the handshake with a FATAL ErrorResponse to the client."""
+
+    def __init__(
+        self, sqlstate: str, message: str, detail: str | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
+        self.detail = detail
+        self.hint = hint
+
+
+def _is_loopback(addr: str | None) -> bool:
+    if not addr:
+        return False
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return False
+
+
+class PostgresSession:
+    def __init__(self, listener: PostgresListener, client: Leg) -> None:
+        self.listener = listener
+        self.gateway = listener.gateway
+        self.settings = listener.settings
+        self.client = client
+        self.upstream: up.Upstream | None = None
+        self.relay: Relay | None = None
+        self.recorder: SessionRecorder | None = None
+        self.cancel_secret: int | None = None
+        self.end_reason = "client disconnected"
+        peer = client.transport.get_extra_info("peername") if client.transport else None
+        self.client_addr: str | None = peer[0] if peer else None
+        self.client_port: int | None = peer[1] if peer else None
+        self.who: Authenticated | None = None
+        self.upstream_address: tuple[str, int] = ("", 0)
+        self._gate: StatementGate | None = None
+
+    # ------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        try:
+            try:
+                params = await asyncio.wait_for(self._handshake(), self.settings.handshake_timeout)
+            except TimeoutError:
+                raise Refused("08006", "jitgate: handshake timed out") from None
+            if params is None:
+                return
+            await self._relay()
+        except Refused as exc:
+            self.end_reason = f"refused: {exc.message}"
+            self.client.write(
+                m.error_response(
+                    exc.sqlstate, exc.message, severity="FATAL", detail=exc.detail, hint=exc.hint
+                )
+            )
+        except ProtocolViolation as exc:
+            self.end_reason = f"protocol violation: {exc.message}"
+            self.client.write(
+                m.error_response(exc.sqlstate, f"jitgate: {exc.message}", severity="FATAL")
+            )
+        except LegClosed:
+            pass
+        except Exception:
+            log.exception("[client=%s] session failed", self.client_addr)
+            self.end_reason = "internal error"
+            self.client.write(
+                m.error_response("XX000", "jitgate: internal error", severity="FATAL")
+            )
+        finally:
+            await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        if self.cancel_secret is not None:
+            self.listener.cancel_keys.pop(self.cancel_secret, None)
+        if self.relay is not None:
+            with contextlib.suppress(Exception):
+                self.relay.close()
+        if self.upstream is not None:
+            if self.relay is not None and not self.relay.terminated:
+                self.upstream.leg.write(m.terminate())
+            self.upstream.leg.close()
+        self.client.close()
+        if self.recorder is not None:
+            relay = self.relay
+            try:
+                await self.recorder.close(
+                    self.end_reason,
+                    relay.bytes_from_client if relay else 0,
+                    relay.bytes_from_server if relay else 0,
+                )
+            except Exception:
+                log.exception("[client=%s] could not close the recording", self.client_addr)
+
+    # ------------------------------------------------------------- handshake
+
+    async def _handshake(self) -> dict[str, str] | None:
+        params = await self._startup()
+        if params is None:
+            return None
+        if params.get("replication", "false").lower() not in ("false", "0", "off", "no"):
+            raise Refused("0A000", "jitgate: replication connections are not supported")
+        user = params.get("user", "")
+        dbname = params.get("database") or user
+        if not dbname:
+            raise Refused("3D000", "jitgate: no database (connection name) given")
+        if not self.client.is_tls and not (
+            self.settings.allow_cleartext_loopback
+            and _is_loopback(self.client_addr)
+            and not self.settings.require_tls
+        ):
+            raise Refused(
+                "28000",
+                "jitgate: TLS is required to send a token",
+                hint="Connect with sslmode=require.",
+            )
+        self.client.write(m.authentication_cleartext())
+        mtype, payload = await self.client.read_message()
+        if mtype != m.PASSWORD:
+            raise ProtocolViolation("expected a password message")
+        token, _ = m.read_cstring(payload, 0)
+        self.who = await self._authenticate(user, token)
+        info, credential = await self._resolve(dbname)
+        self.upstream_address = (info.host, info.port)
+        self._check_connect(info.name, info.tags)
+        meta = SessionMeta(
+            protocol="postgres",
+            connection_id=info.id,
+            connection_name=info.name,
+            identity_id=self.who.principal.id,
+            identity_name=self.who.principal.name,
+            actor_id=self.who.actor.id if self.who.actor else None,
+            actor_name=self.who.actor.name if self.who.actor else None,
+            auth_method=self.who.method.value,
+            token_id=self.who.token_id,
+            client_addr=self.client_addr,
+            client_program=params.get("application_name"),
+        )
+        try:
+            self.recorder = await self.listener.recorder.open(meta)
+        except Exception as exc:
+            log.error("[client=%s] cannot record the session: %s", self.client_addr, exc)
+            raise Refused(
+                "58030", "jitgate: the session cannot be recorded, so it is refused"
+            ) from None
+        try:
+            self.upstream = await up.connect(
+                info,
+                credential,
+                params,
+                timeout=self.settings.connect_timeout,
+                max_message=self.settings.max_message_bytes,
+            )
+        except up.UpstreamError as exc:
+            raise Refused(
+                exc.sqlstate if exc.sqlstate.startswith("08") else "08006",
+                f"jitgate: {exc.message}",
+            ) from None
+        self._finish_handshake(info.name, info.tags)
+        return params
+
+    async def _startup(self) -> dict[str, str] | None:
+        tls_offered = False
+        while True:
+            body = await self.client.read_startup_packet()
+            (code,) = _UINT32.unpack_from(body, 0)
+            if code == m.SSL_REQUEST:
+                if tls_offered or self.client.is_tls:
+                    raise ProtocolViolation("duplicate SSL request")
+                tls_offered = True
+                self.client.write(b"S")
+                await self.client.start_tls(self.listener.ssl_context, server_side=True)
+                continue
+            if code == m.GSSENC_REQUEST:
+                self.client.write(b"N")
+                continue
+            if code == m.CANCEL_REQUEST:
+                if len(body) >= 12:
+                    pid, secret = struct.unpack_from("!II", body, 4)
+                    await self.listener.cancel(pid, secret)
+                self.end_reason = "cancel request"
+                return None
+            major, minor = code >> 16, code & 0xFFFF
+            if major != 3:
+                raise Refused("0A000", f"jitgate: unsupported frontend protocol {major}.{minor}")
+            params = m.parse_startup_params(body[4:])
+            if minor > 0 or any(k.startswith("_pq_.") for k in params):
+                unknown = [k for k in params if k.startswith("_pq_.")]
+                self.client.write(m.negotiate_protocol_version(0, unknown))
+                params = {k: v for k, v in params.items() if not k.startswith("_pq_.")}
+            return params
+
+    async def _authenticate(self, user: str, token: str) -> Authenticated:
+        auth = self.gateway.authenticator
+        try:
+            return await asyncio.to_thread(auth.authenticate, token, client_addr=self.client_addr)
+        except Unauthenticated as exc:
+            raise Refused(
+                "28P01",
+                f'password authentication failed for user "{user}"',
+                detail=f"jitgate: {exc.message}",
+                hint="The password must be a jitgate token.",
+            ) from None
+        except Unavailable as exc:
+            raise Refused("08006", f"jitgate: {exc.message}") from None
+
+    async def _resolve(self, dbname: str) -> tuple[ConnectionInfo, Credential | None]:
+        registry = self.gateway.connections
+        assert self.who is not None
+        try:
+            info, credential = await asyncio.to_thread(registry.resolve, dbname)
+        except NotFound:
+            raise Refused(
+                "3D000",
+                f'database "{dbname}" does not exist',
+                detail=f"jitgate: there is no connection named {dbname!r}.",
+            ) from None
+        except JitgateError as exc:
+            raise Refused("08006", f"jitgate: {exc.message}") from None
+        if info.type is not ConnectionType.POSTGRES:
+            raise Refused(
+                "3D000",
+                f'database "{dbname}" does not exist',
+                detail=f"jitgate: connection {dbname!r} is not a PostgreSQL target.",
+            )
+        if not self.who.may_use(info.name):
+            raise Refused("28000", f"jitgate: this token is not valid for {info.name!r}")
+        return info, credential
+
+    def _target(self, name: str, tags: dict[str, str]) -> Target:
+        return Target(name=name, type="postgres", tags=tags)
+
+    def _check_connect(self, name: str, tags: dict[str, str]) -> None:
+        assert self.who is not None
+        gate = StatementGate(
+            self.listener.policy,
+            principal=self.who.principal,
+            actor=self.who.actor,
+            target=self._target(name, tags),
+            client_addr=self.client_addr,
+        )
+        decision = gate.decide(None, "", action="connect")
+        if not decision.allowed:
+            raise Refused(
+                "28000",
+                f"jitgate: {self.who.display} may not connect to {name!r}",
+                detail=decision.reason,
+            )
+        self._gate = gate
+
+    def _finish_handshake(self, name: str, tags: dict[str, str]) -> None:
+        assert self.upstream is not None
+        upstream = self.upstream
+        out = [m.authentication_ok()]
+        out += [m.parameter_status(k, v) for k, v in upstream.parameters]
+        out += upstream.notices
+        self.cancel_secret = self.listener.new_cancel_secret(self)
+        out.append(m.backend_key_data(upstream.pid, self.cancel_secret))
+        out.append(m.ready_for_query(upstream.status))
+        self.client.write(b"".join(out))
+
+    # ----------------------------------------------------------------- relay
+
+    async def _relay(self) -> None:
+        assert self.upstream is not None and self.recorder is not None
+        client, server = self.client, self.upstream.leg
+        recorder = self.recorder
+        assert self._gate is not None
+        relay = Relay(
+            classify=self.listener.classifier.classify,
+            gate=self._gate,
+            observer=self.recorder,
+            max_message=self.settings.max_message_bytes,
+        )
+        self.relay = relay
+        client.peer, server.peer = server, client
+
+        def from_client(data: bytes) -> None:
+            try:
+                out = relay.client_data(data)
+                if out:
+                    recorder.flush()  # the request's event is written before it goes upstream
+            except ProtocolViolation as exc:
+                self.end_reason = f"protocol violation: {exc.message}"
+                client.write(
+                    m.error_response(exc.sqlstate, f"jitgate: {exc.message}", severity="FATAL")
+                )
+                client.close()
+                server.close()
+                return
+            except OSError as exc:  # the recorder cannot write: fail closed
+                log.error("[client=%s] recording failed: %s", self.client_addr, exc)
+                self.end_reason = "recording failed"
+                client.write(
+                    m.error_response(
+                        "58030",
+                        "jitgate: the session can no longer be recorded, so it is closed",
+                        severity="FATAL",
+                    )
+                )
+                client.close()
+                server.close()
+                return
+            if out:
+                server.write(out)
+            if relay.terminated:
+                self.end_reason = "client terminated"
+                server.close()
+
+        def from_server(data: bytes) -> None:
+            try:
+                out = relay.server_data(data)
+            except (ProtocolViolation, OSError) as exc:
+                log.error("[client=%s] upstream stream failed: %s", self.client_addr, exc)
+                self.end_reason = "upstream protocol error"
+                client.close()
+                server.close()
+                return
+            if out:
+                client.write(out)
+            recorder.flush_soon()
+
+        client.relay_to(from_client)
+        server.relay_to(from_server)
+        done, _pending = await asyncio.wait(
+            {client.closed, server.closed}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if (
+            server.closed in done
+            and not client.closed.done()
+            and not relay.terminated
+            and self.end_reason == "client disconnected"
+        ):
+            self.end_reason = "upstream closed the connection"
+            client.write(
+                m.error_response(
+                    "08006",
+                    "jitgate: the upstream server closed the connection",
+                    severity="FATAL",
+                )
+            )
+
+    def terminate(self, message: str, sqlstate: str = "57P01") -> None:
+        """End the session from the gateway's side (shutdown, grant revoked)."""
+        self.end_reason = message
+        self.client.write(m.error_response(sqlstate, message, severity="FATAL"))
+        self.client.close()
+        if self.upstream is not None:
+            self.upstream.leg.close()

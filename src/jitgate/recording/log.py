@@ -1,0 +1,135 @@
+"""A session's append-only, hash-chained event log (JSON Lines).
+
+Theory of operation
+-------------------
+Each event is one line of canonical JSON (sorted keys, no spaces)::
+
+    {"at": ..., "hash": H(n), "prev": H(n-1), "seq": n, "type": ..., ...}
+
+where ``H(n) = SHA-256(H(n-1) || canonical JSON of the event without "hash")`` and
+``H(0)`` is SHA-256 of ``"jitgate-session:" + session id``. Editing, removing or
+reordering any line breaks the chain from that line on, and :func:`verify_chain` names the
+first line that does not match.
+
+Events are encoded at once and handed to the kernel by :meth:`EventLog.flush` — one
+``write`` on an ``O_APPEND`` descriptor for everything pending. The protocol adapters
+flush before they forward a request upstream, so the request's event survives a crash of
+the gateway process; result events ride along with the next flush (or a short timer).
+``fsync`` happens at close and on :meth:`EventLog.sync`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+def genesis(session_id: str) -> str:
+    return hashlib.sha256(f"jitgate-session:{session_id}".encode()).hexdigest()
+
+
+def _canonical(event: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the bytes that are hashed and stored."""
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+def chain_hash(prev: str, event: dict[str, Any]) -> str:
+    body = {k: v for k, v in event.items() if k != "hash"}
+    return hashlib.sha256(prev.encode("ascii") + _canonical(body)).hexdigest()
+
+
+class EventLog:
+    def __init__(self, path: Path, session_id: str) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.session_id = session_id
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.seq = 0
+        self.head = genesis(session_id)
+        self.bytes_written = 0
+        self.failed: OSError | None = None
+        self._pending: list[bytes] = []
+
+    def append(self, type: str, data: dict[str, Any]) -> int:
+        """Encode one event into the pending buffer; returns its sequence number."""
+        if self._fd is None:
+            raise OSError("event log is closed")
+        self.seq += 1
+        event = {
+            "seq": self.seq,
+            "at": datetime.now(UTC).isoformat(),
+            "type": type,
+            "prev": self.head,
+            **data,
+        }
+        digest = hashlib.sha256(self.head.encode("ascii") + _canonical(event)).hexdigest()
+        event["hash"] = digest
+        self._pending.append(_canonical(event) + b"\n")
+        self.head = digest
+        return self.seq
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self) -> None:
+        """Write everything pending with one system call. Raises OSError if it cannot."""
+        if not self._pending:
+            return
+        if self._fd is None:
+            raise OSError("event log is closed")
+        data = b"".join(self._pending)
+        self._pending.clear()
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.failed = exc
+            raise
+        self.bytes_written += len(data)
+
+    def sync(self) -> None:
+        self.flush()
+        if self._fd is not None:
+            os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            try:
+                self.flush()
+                os.fsync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield orjson.loads(line)
+
+
+def verify_chain(path: Path, session_id: str) -> tuple[bool, int | None, str | None]:
+    """Check the chain; returns (ok, first bad line number, why)."""
+    prev = genesis(session_id)
+    with path.open("rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                event = orjson.loads(line)
+            except ValueError:
+                return False, number, "line is not valid JSON"
+            if event.get("prev") != prev:
+                return False, number, "event does not follow the previous one"
+            if chain_hash(prev, event) != event.get("hash"):
+                return False, number, "event content does not match its hash"
+            prev = event["hash"]
+    return True, None, None
