@@ -25,6 +25,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from jitgate.policy.risk import RiskSettings
+
 ENV_PREFIX = "JITGATE_"
 DEFAULT_DATA_DIR = "./jitgate-data"
 
@@ -118,6 +120,14 @@ class TokenSettings(_Section):
     cache_seconds: float = Field(default=5.0, ge=0)
 
 
+class ApprovalSettings(_Section):
+    """How held statements wait for approvers."""
+
+    hold_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    agents_wait: bool = False  # agents get the request id at once unless they ask to wait
+
+
 class Settings(_Section):
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     database_url: str | None = None
@@ -130,6 +140,8 @@ class Settings(_Section):
     oidc: OIDCSettings | None = None
     roles: RolesSettings = RolesSettings()
     tokens: TokenSettings = TokenSettings()
+    risk: RiskSettings = RiskSettings()
+    approvals: ApprovalSettings = ApprovalSettings()
 
     @property
     def effective_database_url(self) -> str:

@@ -12,7 +12,7 @@ import jitgate
 from jitgate.api import errors
 from jitgate.api.limits import BodyLimitMiddleware
 from jitgate.api.ratelimit import LoginLimiter
-from jitgate.api.routes import audit, connections, identity, tokens
+from jitgate.api.routes import access, audit, connections, identity, policies, tokens
 from jitgate.server.gateway import Gateway
 
 
@@ -28,7 +28,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.login_limiter = LoginLimiter()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=gateway.settings.api.max_body_bytes)
-    for module in (identity, tokens, connections, audit):
+    for module in (identity, tokens, connections, policies, access, audit):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from jitgate.access.events import AccessEvents
+from jitgate.access.service import AccessService
 from jitgate.config import Settings
 from jitgate.connections.registry import ConnectionRegistry
 from jitgate.connections.vault import Vault
@@ -13,6 +15,7 @@ from jitgate.identity.authenticator import Authenticator
 from jitgate.identity.delegation import DelegationService
 from jitgate.identity.service import IdentityService
 from jitgate.identity.signing import SigningKey
+from jitgate.policy.service import PolicyService
 from jitgate.server import bootstrap
 from jitgate.store.db import Store
 
@@ -30,6 +33,8 @@ class Gateway:
     delegations: DelegationService
     authenticator: Authenticator
     connections: ConnectionRegistry
+    policies: PolicyService
+    access: AccessService
     tls_cert: Path
     tls_key: Path
     admin_token_file: str | None = None
@@ -51,6 +56,10 @@ class Gateway:
         authenticator = Authenticator(
             identities, delegations, oidc, cache_seconds=settings.tokens.cache_seconds
         )
+        connections = ConnectionRegistry(store, vault)
+        policies = PolicyService(store, risk=settings.risk)
+        policies.ensure_default_pack()
+        access = AccessService(store, connections, events=AccessEvents(), risk=settings.risk)
         gateway = cls(
             settings=settings,
             paths=paths,
@@ -60,7 +69,9 @@ class Gateway:
             identities=identities,
             delegations=delegations,
             authenticator=authenticator,
-            connections=ConnectionRegistry(store, vault),
+            connections=connections,
+            policies=policies,
+            access=access,
             tls_cert=cert,
             tls_key=key,
         )

@@ -245,3 +245,141 @@ class SessionRow(Base):
         Index("ix_sessions_identity", "identity_name"),
         Index("ix_sessions_connection", "connection_name"),
     )
+
+
+class PolicyRow(Base):
+    """A named Cedar document. The enabled documents together are the policy set."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    text: Mapped[str] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(String(1024))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class RevisionRow(Base):
+    """Monotonic counters (``policies``, ``grants``): bumped on every change, so every
+    node can tell cheaply whether its cached policy set or grant state is stale."""
+
+    __tablename__ = "revisions"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ApprovalRuleRow(Base):
+    """Who must approve access to which connections, and the limits of what they grant."""
+
+    __tablename__ = "approval_rules"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    connections: Mapped[list[str] | None] = mapped_column(JSON)
+    tags: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    steps: Mapped[list[Any]] = mapped_column(JSON)
+    allow_self_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    auto_approve_groups: Mapped[list[str] | None] = mapped_column(JSON)
+    auto_approve_business_hours_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_duration_seconds: Mapped[int] = mapped_column(Integer, default=8 * 3600)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    pending_expiry_seconds: Mapped[int] = mapped_column(Integer, default=3600)
+    allow_break_glass: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AccessRequestRow(Base):
+    """A request for just-in-time access to a connection, or for one exact statement."""
+
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # access, statement, break_glass
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    requester_id: Mapped[str] = mapped_column(String(36))
+    requester_name: Mapped[str] = mapped_column(String(128))
+    actor_id: Mapped[str | None] = mapped_column(String(36))
+    actor_name: Mapped[str | None] = mapped_column(String(128))
+    connection_name: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[list[str] | None] = mapped_column(JSON)
+    duration_seconds: Mapped[int] = mapped_column(Integer)
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    ticket: Mapped[str | None] = mapped_column(String(256))
+    task_id: Mapped[str | None] = mapped_column(String(128))
+    statement_text: Mapped[str | None] = mapped_column(Text)
+    statement_key: Mapped[str | None] = mapped_column(String(64))
+    session_id: Mapped[str | None] = mapped_column(String(36))
+    rule_name: Mapped[str | None] = mapped_column(String(128))
+    steps: Mapped[list[Any]] = mapped_column(JSON)
+    current_step: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    decided_at: Mapped[datetime | None] = mapped_column()
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    grant_id: Mapped[str | None] = mapped_column(String(36))
+
+    __table_args__ = (
+        Index("ix_access_requests_status", "status"),
+        Index("ix_access_requests_requester", "requester_name"),
+        Index("ix_access_requests_statement", "statement_key"),
+    )
+
+
+class ApprovalRow(Base):
+    __tablename__ = "approvals"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    approver_id: Mapped[str] = mapped_column(String(36))
+    approver_name: Mapped[str] = mapped_column(String(128))
+    decision: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str] = mapped_column(String(16), default="api")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("request_id", "approver_id", name="uq_approvals_request_approver"),
+    )
+
+
+class GrantRow(Base):
+    """Access granted just in time: active from start until end, uses or task completion."""
+
+    __tablename__ = "grants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    request_id: Mapped[str | None] = mapped_column(String(36))
+    kind: Mapped[str] = mapped_column(String(16))  # access, statement, break_glass
+    identity_id: Mapped[str] = mapped_column(String(36))
+    identity_name: Mapped[str] = mapped_column(String(128))
+    actor_name: Mapped[str | None] = mapped_column(String(128))
+    connection_name: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[list[str] | None] = mapped_column(JSON)
+    statement_key: Mapped[str | None] = mapped_column(String(64))
+    starts_at: Mapped[datetime] = mapped_column(default=utcnow)
+    ends_at: Mapped[datetime] = mapped_column()
+    max_uses: Mapped[int | None] = mapped_column(Integer)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    task_id: Mapped[str | None] = mapped_column(String(128))
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    revoke_reason: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_grants_identity_connection", "identity_name", "connection_name"),
+        Index("ix_grants_task", "task_id"),
+        Index("ix_grants_ends_at", "ends_at"),
+    )

@@ -1,0 +1,247 @@
+"""Access requests, approvals and grants, with races and clock edges — SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from jitgate.access.events import AccessEvents, GrantsChanged
+from jitgate.access.rules import ApprovalRule, Step
+from jitgate.access.service import AccessService, statement_key
+from jitgate.audit.log import AuditLog
+from jitgate.config import RolesSettings, TokenSettings
+from jitgate.connections.registry import ConnectionRegistry
+from jitgate.connections.types import ConnectionType
+from jitgate.connections.vault import MasterKey, Vault
+from jitgate.errors import Conflict, Forbidden, InvalidInput
+from jitgate.identity.principal import Authenticated, AuthMethod, IdentityKind
+from jitgate.identity.service import IdentityService
+from jitgate.store.db import Store
+from jitgate.store.models import utcnow
+
+
+class World:
+    def __init__(self, store: Store) -> None:
+        self.identities = IdentityService(store, RolesSettings(), TokenSettings())
+        self.connections = ConnectionRegistry(store, Vault([MasterKey.generate()]))
+        self.events = AccessEvents()
+        self.access = AccessService(store, self.connections, events=self.events)
+        self.connections.create(name="prod-db", type=ConnectionType.POSTGRES, host="h",
+                                tags={"env": "prod"})
+        self.connections.create(name="dev-db", type=ConnectionType.POSTGRES, host="h")
+        for name, groups, kind in [
+            ("alice", ["dbas"], IdentityKind.USER),
+            ("bob", ["approvers"], IdentityKind.USER),
+            ("carol", ["approvers", "security"], IdentityKind.USER),
+            ("dave", ["security"], IdentityKind.USER),
+            ("erin", ["oncall"], IdentityKind.USER),
+            ("ci-bot", [], IdentityKind.AGENT),
+        ]:
+            self.identities.create_identity(name, groups=groups, kind=kind)
+
+    def who(self, name: str, actor: str | None = None) -> Authenticated:
+        return Authenticated(principal=self.identities.identity(name), method=AuthMethod.API_TOKEN,
+                             actor=self.identities.identity(actor) if actor else None)
+
+
+@pytest.fixture
+def world(store: Store) -> World:
+    return World(store)
+
+
+def test_request_approve_grant_lifecycle(world: World) -> None:
+    seen: list[GrantsChanged] = []
+    world.events.on_grants_changed(seen.append)
+    request = world.access.create_request(world.who("alice"), "prod-db", reason="fix ticket 42",
+                                          duration=timedelta(minutes=30), ticket="OPS-42")
+    assert request.status == "pending" and request.rule == "default"
+    approved = world.access.approve(world.who("bob"), request.id, comment="ok")
+    assert approved.status == "approved" and approved.grant_id
+    [grant] = world.access.active_grants(world.who("alice").principal, None, "prod-db")
+    assert grant.id == approved.grant_id
+    assert abs((grant.ends_at - grant.starts_at) - timedelta(minutes=30)) < timedelta(seconds=1)
+    assert seen and seen[-1].connection == "prod-db"
+    with world.access.store.session() as session:
+        actions = [e.action for e in AuditLog.query(session)]
+    assert {"request:create", "request:approve", "grant:create"} <= set(actions)
+
+
+@pytest.mark.parametrize("approver", ["alice", "dave", "ci-bot"])
+def test_who_may_not_approve(world: World, approver: str) -> None:
+    request = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    with pytest.raises(Forbidden):
+        world.access.approve(world.who(approver), request.id)
+    assert world.access.get_request(request.id).status == "pending"
+
+
+def test_agent_acting_for_a_user_cannot_approve(world: World) -> None:
+    request = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    with pytest.raises(Forbidden, match="agents"):
+        world.access.approve(world.who("bob", actor="ci-bot"), request.id)
+
+
+def test_approving_twice_or_after_deny_or_expiry(world: World) -> None:
+    request = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    world.access.approve(world.who("bob"), request.id)
+    with pytest.raises(Conflict, match="already approved"):
+        world.access.approve(world.who("carol"), request.id)
+    second = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    world.access.deny(world.who("bob"), second.id, reason="no")
+    with pytest.raises(Conflict, match="denied"):
+        world.access.approve(world.who("carol"), second.id)
+    third = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    later = utcnow() + timedelta(hours=2)
+    with pytest.raises(Conflict, match="expired"):
+        world.access.approve(world.who("bob"), third.id, now=later)
+    _ended, expired = world.access.expire_due(now=later)
+    assert third.id in expired
+    assert world.access.get_request(third.id).status == "expired"
+
+
+def test_n_of_m_and_steps(world: World) -> None:
+    world.access.put_rule(ApprovalRule(
+        name="prod-two-step", connections=("prod-db",),
+        steps=(Step(("approvers",), 2, "peers"), Step(("security",), 1, "security")),
+    ))
+    request = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    assert request.rule == "prod-two-step"
+    after_one = world.access.approve(world.who("bob"), request.id)
+    assert after_one.status == "pending" and after_one.current_step == 0
+    with pytest.raises(Conflict, match="already decided"):
+        world.access.approve(world.who("bob"), request.id)
+    with pytest.raises(Forbidden):
+        world.access.approve(world.who("dave"), request.id)  # security, but step 1 is peers
+    after_two = world.access.approve(world.who("carol"), request.id)
+    assert after_two.status == "pending" and after_two.current_step == 1
+    done = world.access.approve(world.who("dave"), request.id)
+    assert done.status == "approved" and len(done.approvals) == 3
+
+
+def test_concurrent_approve_and_deny_resolve_once(world: World) -> None:
+    for _ in range(5):
+        request = world.access.create_request(world.who("alice"), "prod-db", reason="race")
+        outcomes: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def act(fn: object, who: str, request_id: str, barrier: threading.Barrier,
+                outcomes: list[str]) -> None:
+            barrier.wait()
+            try:
+                result = fn(world.who(who), request_id)  # type: ignore[operator]
+                outcomes.append(result.status)
+            except (Conflict, Forbidden) as exc:
+                outcomes.append(f"refused: {type(exc).__name__}")
+
+        threads = [
+            threading.Thread(target=act, args=(world.access.approve, "bob", request.id, barrier,
+                                               outcomes)),
+            threading.Thread(target=act, args=(world.access.deny, "carol", request.id, barrier,
+                                               outcomes)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        final = world.access.get_request(request.id).status
+        assert final in ("approved", "denied")
+        assert sorted(o for o in outcomes if not o.startswith("refused")) in (
+            ["approved"], ["denied"])
+        grants = world.access.list_grants(identity="alice", active_only=False)
+        assert len([g for g in grants if g.request_id == request.id]) == (final == "approved")
+
+
+def test_limits_from_the_rule(world: World) -> None:
+    world.access.put_rule(ApprovalRule(name="short", connections=("dev-db",),
+                                       max_duration_seconds=600, max_uses=3))
+    with pytest.raises(InvalidInput, match="maximum of 600"):
+        world.access.create_request(world.who("alice"), "dev-db", reason="r",
+                                    duration=timedelta(hours=1))
+    with pytest.raises(InvalidInput, match="reason"):
+        world.access.create_request(world.who("alice"), "dev-db", reason="  ")
+    request = world.access.create_request(world.who("alice"), "dev-db", reason="r",
+                                          duration=timedelta(minutes=5), max_uses=100)
+    assert request.max_uses == 3
+
+
+def test_auto_approve_for_oncall(world: World) -> None:
+    world.access.put_rule(ApprovalRule(name="oncall", auto_approve_groups=("oncall",)))
+    request = world.access.create_request(world.who("erin"), "prod-db", reason="paged")
+    assert request.status == "approved" and request.approvals[0].via == "auto"
+    other = world.access.create_request(world.who("alice"), "prod-db", reason="r")
+    assert other.status == "pending"
+
+
+def test_grant_end_by_time_uses_task_and_revoke(world: World) -> None:
+    alice = world.who("alice")
+
+    def granted(**kwargs: object) -> str:
+        request = world.access.create_request(alice, "dev-db", reason="r", **kwargs)  # type: ignore[arg-type]
+        return str(world.access.approve(world.who("bob"), request.id).grant_id)
+
+    timed = granted(duration=timedelta(minutes=2))
+    task = granted(task_id="task-7")
+    revoked = granted()
+    assert len(world.access.active_grants(alice.principal, None, "dev-db")) == 3
+    # Clock edge: one second before the end it is active, at the end it is not.
+    grant = world.access.get_grant(timed)
+    assert grant.active_at(grant.ends_at - timedelta(seconds=1))
+    assert not grant.active_at(grant.ends_at)
+    ended, _ = world.access.expire_due(now=grant.ends_at)
+    assert [g.id for g in ended] == [timed]
+    assert world.access.get_grant(timed).revoke_reason == "expired"
+    assert [g.id for g in world.access.complete_task(alice, "task-7")] == [task]
+    with pytest.raises(Forbidden):
+        world.access.revoke_grant(world.who("dave"), revoked)
+    world.access.revoke_grant(world.who("bob"), revoked, reason="done early")
+    assert world.access.active_grants(alice.principal, None, "dev-db") == []
+
+
+def test_statement_grant_runs_exactly_once(world: World) -> None:
+    alice = world.who("alice")
+    key = statement_key("DELETE FROM t")
+    request = world.access.create_request(alice, "prod-db", reason="cleanup", kind="statement",
+                                          statement_text="DELETE FROM t", statement_key=key)
+    world.access.approve(world.who("bob"), request.id)
+    assert world.access.consume_statement_grant(alice.principal, None, "prod-db",
+                                                statement_key("DELETE FROM u")) is None
+    results: list[object] = []
+    barrier = threading.Barrier(4)
+
+    def consume() -> None:
+        barrier.wait()
+        results.append(world.access.consume_statement_grant(alice.principal, None, "prod-db",
+                                                            key))
+
+    threads = [threading.Thread(target=consume) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len([r for r in results if r is not None]) == 1
+    # Statement grants are not connection grants.
+    assert world.access.active_grants(alice.principal, None, "prod-db") == []
+
+
+def test_break_glass_is_immediate_and_flagged(world: World) -> None:
+    with pytest.raises(InvalidInput, match="reason"):
+        world.access.break_glass(world.who("alice"), "prod-db", reason="x",
+                                 duration=timedelta(minutes=5))
+    grant = world.access.break_glass(world.who("alice"), "prod-db",
+                                     reason="database down, paging failed",
+                                     duration=timedelta(minutes=5))
+    assert grant.kind == "break_glass" and grant.active
+    with world.access.store.session() as session:
+        [event] = AuditLog.query(session, action="grant:break_glass")
+    assert event.details["flagged"] is True
+
+
+def test_grant_for_agent_acting_for_user_is_bound_to_that_agent(world: World) -> None:
+    delegated = world.who("alice", actor="ci-bot")
+    request = world.access.create_request(delegated, "dev-db", reason="agent task")
+    world.access.approve(world.who("bob"), request.id)
+    alice = world.identities.identity("alice")
+    bot = world.identities.identity("ci-bot")
+    assert world.access.active_grants(alice, bot, "dev-db")
+    assert world.access.active_grants(alice, None, "dev-db") == []
