@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from jitgate.access.notify import NotificationSettings
 from jitgate.policy.risk import RiskSettings
 
 ENV_PREFIX = "JITGATE_"
@@ -142,6 +143,7 @@ class Settings(_Section):
     tokens: TokenSettings = TokenSettings()
     risk: RiskSettings = RiskSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    notifications: NotificationSettings = NotificationSettings()
 
     @property
     def effective_database_url(self) -> str:

@@ -12,7 +12,15 @@ import jitgate
 from jitgate.api import errors
 from jitgate.api.limits import BodyLimitMiddleware
 from jitgate.api.ratelimit import LoginLimiter
-from jitgate.api.routes import access, audit, connections, identity, policies, tokens
+from jitgate.api.routes import (
+    access,
+    audit,
+    connections,
+    identity,
+    integrations,
+    policies,
+    tokens,
+)
 from jitgate.server.gateway import Gateway
 
 
@@ -28,7 +36,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.login_limiter = LoginLimiter()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=gateway.settings.api.max_body_bytes)
-    for module in (identity, tokens, connections, policies, access, audit):
+    for module in (identity, tokens, connections, policies, access, integrations, audit):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

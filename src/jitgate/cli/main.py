@@ -32,12 +32,22 @@ audit_app = typer.Typer(help="The administrative audit log.", no_args_is_help=Tr
 vault_app = typer.Typer(
     help="Master key operations (run on the gateway host).", no_args_is_help=True
 )
+policy_app = typer.Typer(help="Cedar policies: add, list, validate, test.", no_args_is_help=True)
+requests_app = typer.Typer(help="Just-in-time access requests and approvals.", no_args_is_help=True)
+grants_app = typer.Typer(help="Active and past grants.", no_args_is_help=True)
+rules_app = typer.Typer(help="Approval rules per connection or tag.", no_args_is_help=True)
+tasks_app = typer.Typer(help="Agent tasks that grants are scoped to.", no_args_is_help=True)
 app.add_typer(connections_app, name="connections")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(users_app, name="users")
 app.add_typer(delegations_app, name="delegations")
 app.add_typer(audit_app, name="audit")
 app.add_typer(vault_app, name="vault")
+app.add_typer(policy_app, name="policy")
+app.add_typer(requests_app, name="requests")
+app.add_typer(grants_app, name="grants")
+app.add_typer(rules_app, name="rules")
+app.add_typer(tasks_app, name="tasks")
 
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 Server = Annotated[str | None, typer.Option("--server", help="API URL (JITGATE_SERVER)")]
@@ -649,6 +659,329 @@ def vault_rotate_key(
     except ConfigError as exc:
         raise CLIError(str(exc), exit_code=2) from None
     typer.echo(message)
+
+
+# ------------------------------------------------------------------- policy
+
+
+@policy_app.command("add")
+def policy_add(
+    name: str,
+    file: Annotated[Path, typer.Option("--file", "-f", help="Cedar file")],
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    replace: Annotated[bool, typer.Option("--replace", help="replace if it exists")] = False,
+    disabled: Annotated[bool, typer.Option("--disabled")] = False,
+    server: Server = None,
+) -> None:
+    """Add (or with --replace, replace) a policy document; rejected whole if invalid."""
+    text = read_secret_file(file, "policy")
+    client = APIClient.from_env(server)
+    body: dict[str, Any] = {"text": text, "enabled": not disabled}
+    if description:
+        body["description"] = description
+    if replace:
+        result = client.request("PUT", f"/api/v1/policies/{name}", json_body=body)
+    else:
+        result = client.request("POST", "/api/v1/policies", json_body={"name": name, **body})
+    typer.echo(f"policy {result['name']} saved: {', '.join(result['policies'])}")
+
+
+@policy_app.command("list")
+def policy_list(server: Server = None, output: Output = OutputFormat.TABLE) -> None:
+    """List policy documents and the policies in them."""
+    rows = APIClient.from_env(server).request("GET", "/api/v1/policies")["items"]
+    emit_list(rows, ["name", "enabled", "policies", "updated_at", "created_by"], output)
+
+
+@policy_app.command("show")
+def policy_show(name: str, server: Server = None, output: Output = OutputFormat.TABLE) -> None:
+    """Print a policy document."""
+    result = APIClient.from_env(server).request("GET", f"/api/v1/policies/{name}")
+    if output is OutputFormat.JSON:
+        emit_json(result)
+    else:
+        typer.echo(result["text"])
+
+
+@policy_app.command("rm")
+def policy_rm(name: str, server: Server = None) -> None:
+    """Remove a policy document."""
+    APIClient.from_env(server).request("DELETE", f"/api/v1/policies/{name}")
+    typer.echo(f"policy {name} removed")
+
+
+@policy_app.command("validate")
+def policy_validate(
+    file: Annotated[Path, typer.Option("--file", "-f")],
+    name: Annotated[str, typer.Option("--name")] = "candidate",
+    server: Server = None,
+) -> None:
+    """Check a Cedar file alone and together with the installed policies."""
+    result = APIClient.from_env(server).request(
+        "POST",
+        "/api/v1/policies/validate",
+        json_body={"name": name, "text": read_secret_file(file, "policy")},
+    )
+    typer.echo(f"valid: {', '.join(result['policies'])}")
+
+
+@policy_app.command("test")
+def policy_test(
+    user: Annotated[str, typer.Option("--user")],
+    connection: Annotated[str, typer.Option("--connection")],
+    sql: Annotated[str | None, typer.Option("--sql")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="e.g. connect, ssh:exec")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="agent acting for the user")] = None,
+    at: Annotated[str | None, typer.Option("--at", help="ISO time, default now")] = None,
+    has_grant: Annotated[bool, typer.Option("--has-grant")] = False,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Evaluate a hypothetical request and explain which policies decided it."""
+    body: dict[str, Any] = {"user": user, "connection": connection, "has_grant": has_grant}
+    for key, value in (("sql", sql), ("action", action), ("actor", actor), ("at", at)):
+        if value is not None:
+            body[key] = value
+    result = APIClient.from_env(server).request("POST", "/api/v1/policies/test", json_body=body)
+    if output is OutputFormat.JSON:
+        emit_json(result)
+        return
+    typer.echo(
+        f"{result['outcome'].upper()}: {result['action']}"
+        + (f" — {result['reason']}" if result["reason"] else "")
+    )
+    if result["mask_profile"]:
+        typer.echo(f"mask profile: {result['mask_profile']}")
+    typer.echo(f"decided by: {', '.join(result['decided_by']) or '(default deny)'}")
+    for policy in result["matched"]:
+        typer.echo(f"  matched {policy['effect']:<7} {policy['name']} ({policy['document']})")
+    for error in result["errors"]:
+        typer.echo(f"  error   {error}")
+    typer.echo(f"risk: {result['context'].get('risk')}")
+
+
+# ----------------------------------------------------------------- requests
+
+REQUEST_COLUMNS = [
+    "id",
+    "status",
+    "kind",
+    "requester",
+    "actor",
+    "connection",
+    "reason",
+    "current_step",
+    "expires_at",
+]
+
+
+@requests_app.command("create")
+def requests_create(
+    connection: Annotated[str, typer.Option("--connection")],
+    reason: Annotated[str, typer.Option("--reason")],
+    duration: Annotated[str, typer.Option("--duration", help="e.g. 30m, 2h")] = "1h",
+    ticket: Annotated[str | None, typer.Option("--ticket")] = None,
+    task_id: Annotated[str | None, typer.Option("--task-id")] = None,
+    max_uses: Annotated[int | None, typer.Option("--max-uses")] = None,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Ask for just-in-time access to a connection."""
+    body: dict[str, Any] = {
+        "connection": connection,
+        "reason": reason,
+        "duration_seconds": parse_duration(duration),
+    }
+    for key, value in (("ticket", ticket), ("task_id", task_id), ("max_uses", max_uses)):
+        if value is not None:
+            body[key] = value
+    result = APIClient.from_env(server).request("POST", "/api/v1/requests", json_body=body)
+    if output is OutputFormat.JSON:
+        emit_json(result)
+    else:
+        typer.echo(f"request {result['id']} is {result['status']}")
+
+
+@requests_app.command("list")
+def requests_list(
+    status: Annotated[str | None, typer.Option("--status", help="pending, approved, …")] = None,
+    connection: Annotated[str | None, typer.Option("--connection")] = None,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List access requests (approvers see everyone's)."""
+    params = {k: v for k, v in (("status", status), ("connection", connection)) if v}
+    rows = APIClient.from_env(server).request("GET", "/api/v1/requests", params=params)["items"]
+    emit_list(rows, REQUEST_COLUMNS, output)
+
+
+@requests_app.command("show")
+def requests_show(
+    request_id: str, server: Server = None, output: Output = OutputFormat.TABLE
+) -> None:
+    """Show one request with its approvals."""
+    emit_one(APIClient.from_env(server).request("GET", f"/api/v1/requests/{request_id}"), output)
+
+
+def _decide(request_id: str, verb: str, comment: str | None, server: str | None) -> None:
+    result = APIClient.from_env(server).request(
+        "POST", f"/api/v1/requests/{request_id}/{verb}", json_body={"comment": comment}
+    )
+    extra = f", grant {result['grant_id']}" if result.get("grant_id") else ""
+    typer.echo(f"request {result['id']} is {result['status']}{extra}")
+
+
+@requests_app.command("approve")
+def requests_approve(
+    request_id: str,
+    comment: Annotated[str | None, typer.Option("--comment")] = None,
+    server: Server = None,
+) -> None:
+    """Approve a pending request (or its current step)."""
+    _decide(request_id, "approve", comment, server)
+
+
+@requests_app.command("deny")
+def requests_deny(
+    request_id: str,
+    comment: Annotated[str | None, typer.Option("--comment")] = None,
+    server: Server = None,
+) -> None:
+    """Deny a pending request."""
+    _decide(request_id, "deny", comment, server)
+
+
+@requests_app.command("cancel")
+def requests_cancel(request_id: str, server: Server = None) -> None:
+    """Withdraw your own pending request."""
+    result = APIClient.from_env(server).request("POST", f"/api/v1/requests/{request_id}/cancel")
+    typer.echo(f"request {result['id']} is {result['status']}")
+
+
+@app.command("break-glass")
+def break_glass(
+    connection: Annotated[str, typer.Option("--connection")],
+    reason: Annotated[str, typer.Option("--reason")],
+    duration: Annotated[str, typer.Option("--duration")] = "1h",
+    server: Server = None,
+) -> None:
+    """Emergency access without approval: granted at once, flagged and notified."""
+    result = APIClient.from_env(server).request(
+        "POST",
+        "/api/v1/break-glass",
+        json_body={
+            "connection": connection,
+            "reason": reason,
+            "duration_seconds": parse_duration(duration),
+        },
+    )
+    typer.echo(f"BREAK-GLASS grant {result['id']} on {connection} until {result['ends_at']}")
+
+
+# ------------------------------------------------------------------- grants
+
+GRANT_COLUMNS = [
+    "id",
+    "kind",
+    "identity",
+    "actor",
+    "connection",
+    "ends_at",
+    "uses",
+    "max_uses",
+    "task_id",
+    "active",
+]
+
+
+@grants_app.command("list")
+def grants_list(
+    all: Annotated[bool, typer.Option("--all", help="include ended grants")] = False,
+    identity: Annotated[str | None, typer.Option("--identity")] = None,
+    connection: Annotated[str | None, typer.Option("--connection")] = None,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List grants (active ones by default)."""
+    params: dict[str, Any] = {"all": all}
+    if identity:
+        params["identity"] = identity
+    if connection:
+        params["connection"] = connection
+    rows = APIClient.from_env(server).request("GET", "/api/v1/grants", params=params)["items"]
+    emit_list(rows, GRANT_COLUMNS, output)
+
+
+@grants_app.command("show")
+def grants_show(grant_id: str, server: Server = None, output: Output = OutputFormat.TABLE) -> None:
+    """Show one grant."""
+    emit_one(APIClient.from_env(server).request("GET", f"/api/v1/grants/{grant_id}"), output)
+
+
+@grants_app.command("revoke")
+def grants_revoke(
+    grant_id: str,
+    reason: Annotated[str, typer.Option("--reason")] = "revoked",
+    server: Server = None,
+) -> None:
+    """Revoke a grant now; sessions that depend on it are ended."""
+    APIClient.from_env(server).request(
+        "POST", f"/api/v1/grants/{grant_id}/revoke", json_body={"reason": reason}
+    )
+    typer.echo(f"grant {grant_id} revoked")
+
+
+@tasks_app.command("complete")
+def tasks_complete(task_id: str, server: Server = None) -> None:
+    """Mark an agent task complete: grants scoped to it end now."""
+    result = APIClient.from_env(server).request("POST", f"/api/v1/tasks/{task_id}/complete")
+    typer.echo(f"task {task_id} complete; {len(result['items'])} grant(s) ended")
+
+
+# -------------------------------------------------------------------- rules
+
+
+@rules_app.command("list")
+def rules_list(server: Server = None, output: Output = OutputFormat.TABLE) -> None:
+    """List approval rules."""
+    rows = APIClient.from_env(server).request("GET", "/api/v1/approval-rules")["items"]
+    emit_list(
+        rows,
+        [
+            "name",
+            "priority",
+            "connections",
+            "tags",
+            "steps",
+            "max_duration_seconds",
+            "auto_approve_groups",
+        ],
+        output,
+    )
+
+
+@rules_app.command("put")
+def rules_put(
+    name: str,
+    file: Annotated[Path, typer.Option("--file", "-f", help="YAML or JSON rule")],
+    server: Server = None,
+) -> None:
+    """Create or replace an approval rule from a YAML/JSON file."""
+    import yaml
+
+    body = yaml.safe_load(read_secret_file(file, "rule"))
+    if not isinstance(body, dict):
+        raise CLIError("the rule file must hold a mapping")
+    body["name"] = name
+    APIClient.from_env(server).request("PUT", f"/api/v1/approval-rules/{name}", json_body=body)
+    typer.echo(f"approval rule {name} saved")
+
+
+@rules_app.command("rm")
+def rules_rm(name: str, server: Server = None) -> None:
+    """Remove an approval rule."""
+    APIClient.from_env(server).request("DELETE", f"/api/v1/approval-rules/{name}")
+    typer.echo(f"approval rule {name} removed")
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jitgate.access.events import AccessEvents
+from jitgate.access.notify import Notifier
 from jitgate.access.service import AccessService
 from jitgate.config import Settings
 from jitgate.connections.registry import ConnectionRegistry
@@ -59,7 +60,11 @@ class Gateway:
         connections = ConnectionRegistry(store, vault)
         policies = PolicyService(store, risk=settings.risk)
         policies.ensure_default_pack()
-        access = AccessService(store, connections, events=AccessEvents(), risk=settings.risk)
+        notifier = Notifier(settings.notifications, public_url=settings.api.public_url)
+        notifier.start()
+        access = AccessService(
+            store, connections, events=AccessEvents(), notifier=notifier, risk=settings.risk
+        )
         gateway = cls(
             settings=settings,
             paths=paths,
@@ -79,4 +84,7 @@ class Gateway:
         return gateway
 
     def close(self) -> None:
+        notifier = self.access.notifier
+        if isinstance(notifier, Notifier):
+            notifier.stop()
         self.store.dispose()

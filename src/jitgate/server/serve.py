@@ -25,6 +25,7 @@ import jitgate
 from jitgate.api.app import create_app
 from jitgate.config import Settings
 from jitgate.server.gateway import Gateway
+from jitgate.server.jobs import access_housekeeping
 
 log = logging.getLogger("jitgate.serve")
 
@@ -102,12 +103,15 @@ async def run(settings: Settings) -> int:
                 return 1
             await asyncio.sleep(0.01)
         _announce(gateway, _url(settings.api.host, api_port), addresses)
+        jobs = asyncio.create_task(access_housekeeping(gateway, stop))
         stop_task = asyncio.create_task(stop.wait())
         await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
         server.should_exit = True
+        stop.set()
         stop_task.cancel()
         await api_task
+        await jobs
     finally:
         for listener in listeners:
             with contextlib.suppress(Exception):
