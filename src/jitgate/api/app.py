@@ -19,6 +19,7 @@ from jitgate.api.routes import (
     identity,
     integrations,
     policies,
+    sessions,
     tokens,
 )
 from jitgate.server.gateway import Gateway
@@ -36,7 +37,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.login_limiter = LoginLimiter()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=gateway.settings.api.max_body_bytes)
-    for module in (identity, tokens, connections, policies, access, integrations, audit):
+    for module in (identity, tokens, connections, policies, access, integrations, sessions, audit):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -1,0 +1,130 @@
+"""Resolving a *review* decision for one statement or command, for any protocol.
+
+When policy says review, the session that holds the statement calls
+:func:`resolve_review`:
+
+1. an approved, unused one-time grant for exactly this statement (same text and
+   parameters) is consumed — it runs, once;
+2. otherwise a statement access request is created (it may be auto-approved);
+3. in *non-blocking* mode (agents, by default) the statement fails at once with the
+   request id; after approval the same statement may be sent again and runs once;
+4. in *blocking* mode the caller is told where to approve (a NoticeResponse, a line on
+   stderr…) and the statement waits, bounded by ``timeout``: approved → it runs; denied
+   or timed out → it is refused with the reason. Only this session waits.
+
+The wait listens to in-process events and also polls the store every ``poll_interval``,
+so an approval given on another node releases the statement too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from jitgate.access.service import AccessService
+from jitgate.errors import JitgateError
+from jitgate.identity.principal import Authenticated
+from jitgate.policy.types import Decision
+
+log = logging.getLogger("jitgate.access")
+
+
+async def resolve_review(
+    access: AccessService,
+    who: Authenticated,
+    *,
+    connection: str,
+    text: str,
+    key: str,
+    decision: Decision,
+    session_id: str | None,
+    wait: bool,
+    timeout: float,
+    poll_interval: float,
+    tell: Callable[[str], None],
+    approve_hint: str = "",
+) -> Decision:
+    grant = await asyncio.to_thread(
+        access.consume_statement_grant, who.principal, who.actor, connection, key
+    )
+    if grant is not None:
+        return Decision.allow(f"approved-request:{grant.request_id}")
+    reason = decision.reason or "this statement needs approval"
+    try:
+        request = await asyncio.to_thread(
+            access.create_request,
+            who,
+            connection,
+            reason=reason,
+            kind="statement",
+            duration=timedelta(seconds=max(60, int(timeout) + 60)),
+            statement_text=text,
+            statement_key=key,
+            session_id=session_id,
+        )
+    except JitgateError as exc:
+        return Decision.deny(
+            f"{reason}; the approval request failed: {exc.message}", *decision.policies
+        )
+    if request.status != "approved" and not wait:
+        return Decision.deny(
+            f"{reason}. Approval requested as request {request.id}; run the same statement "
+            f"again once it is approved.{approve_hint}",
+            *decision.policies,
+        )
+    if request.status != "approved":
+        tell(
+            f"jitgate: {reason}. Statement held for approval as request {request.id} "
+            f"(approve with `jitgate requests approve {request.id}`{approve_hint}); "
+            f"waiting up to {int(timeout)} s."
+        )
+        status = await _wait(access, request.id, timeout, poll_interval)
+        if status != "approved":
+            info = await asyncio.to_thread(access.get_request, request.id)
+            if status == "timeout":
+                with contextlib.suppress(JitgateError):
+                    await asyncio.to_thread(access.cancel, who, request.id)
+                return Decision.deny(
+                    f"{reason}; nobody approved request {request.id} within {int(timeout)} s",
+                    *decision.policies,
+                )
+            why = f": {info.decision_reason}" if info.decision_reason else ""
+            by = f" by {info.decided_by}" if info.decided_by else ""
+            return Decision.deny(
+                f"request {request.id} was {info.status}{by}{why}", *decision.policies
+            )
+    grant = await asyncio.to_thread(
+        access.consume_statement_grant, who.principal, who.actor, connection, key
+    )
+    if grant is None:
+        return Decision.deny(
+            f"request {request.id} was approved but its grant is already used", *decision.policies
+        )
+    return Decision.allow(f"approved-request:{request.id}")
+
+
+async def _wait(
+    access: AccessService, request_id: str, timeout: float, poll_interval: float
+) -> str:
+    events = access.events
+    waiter = events.waiter(request_id)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return "timeout"
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), min(poll_interval, remaining))
+            except TimeoutError:
+                info = await asyncio.to_thread(access.get_request, request_id)
+                if info.status != "pending":
+                    return info.status
+    finally:
+        events.forget(request_id, waiter)
+        if not waiter.done():
+            waiter.cancel()
