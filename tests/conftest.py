@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.store",
     "tests.fixtures.gateway",
     "tests.fixtures.oidc",
+    "tests.fixtures.postgres_gateway",
 ]

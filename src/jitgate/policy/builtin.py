@@ -21,6 +21,7 @@ from jitgate.sql.types import CommandKind
 
 class BuiltinPolicy:
     version = 1
+    reads_text = False  # decides on the classification only (see StatementGate)
 
     def decide(self, request: Request) -> Decision:
         stmt = request.statement

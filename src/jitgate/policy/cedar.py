@@ -142,7 +142,7 @@ class CedarEngine:
         self._by_id = {p.id: p for p in self.policies}
         combined = "\n".join(texts)
         self._policy_set = cedarpy.PolicySet.from_str(combined) if combined else None
-        self.uses_text = any(
+        self.reads_text = any(
             '"attr":"text"' in cedarpy.policies_to_json_str(t).replace(" ", "") for t in texts
         )
 

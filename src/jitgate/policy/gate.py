@@ -7,6 +7,10 @@ flags, COPY target) plus the engine's version — *not* under the libpg_query fi
 which ignores schema names, aliased table names and digits in names. A repeated
 statement costs one dictionary look-up, and any policy change (new version) misses the
 cache at once.
+
+An engine whose rules can read the statement's text (``Request.text``) says so with a
+true ``reads_text`` attribute; the text is then part of the key, since two statements
+that differ only in a constant may be decided differently.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class StatementGate:
         self.protocol = protocol
         self.context = dict(context or {})
         self._cache: dict[tuple[object, ...], Decision] = {}
+        self._reads_text = bool(getattr(engine, "reads_text", False))
         self.hits = 0
         self.misses = 0
 
@@ -58,8 +63,12 @@ class StatementGate:
                 statement.trivial_where,
                 statement.writes_in_cte,
                 statement.copy_target,
+                statement.copy_direction,
+                statement.read_only,
+                statement.inner_kind,
                 statement.prepared_name,
                 self.engine.version,
+                text if self._reads_text else None,
             )
             cached = self._cache.get(key)
             if cached is not None:

@@ -76,6 +76,31 @@ _INT32_PAIR = struct.Struct("!II")
 _TRIPLE = struct.Struct("!III")
 
 
+#: Python codecs for the client encodings PostgreSQL reports in ``client_encoding``.
+#: SQL_ASCII means "bytes, unchecked": Latin-1 maps every byte and round-trips exactly.
+#: An encoding missing here (EUC_TW, MULE_INTERNAL) is ASCII-safe — no byte of a multibyte
+#: character is below 0x80 — so Latin-1 also preserves quotes, semicolons and keywords.
+PYTHON_CODECS = {
+    "UTF8": "utf-8", "SQL_ASCII": "latin-1",
+    "LATIN1": "latin-1", "LATIN2": "iso8859-2", "LATIN3": "iso8859-3", "LATIN4": "iso8859-4",
+    "LATIN5": "iso8859-9", "LATIN6": "iso8859-10", "LATIN7": "iso8859-13",
+    "LATIN8": "iso8859-14", "LATIN9": "iso8859-15", "LATIN10": "iso8859-16",
+    "ISO_8859_5": "iso8859-5", "ISO_8859_6": "iso8859-6", "ISO_8859_7": "iso8859-7",
+    "ISO_8859_8": "iso8859-8", "KOI8R": "koi8-r", "KOI8U": "koi8-u",
+    "WIN866": "cp866", "WIN874": "cp874", "WIN1250": "cp1250", "WIN1251": "cp1251",
+    "WIN1252": "cp1252", "WIN1253": "cp1253", "WIN1254": "cp1254", "WIN1255": "cp1255",
+    "WIN1256": "cp1256", "WIN1257": "cp1257", "WIN1258": "cp1258",
+    "EUC_JP": "euc_jp", "EUC_JIS_2004": "euc_jis_2004", "EUC_KR": "euc_kr", "EUC_CN": "gb2312",
+    "SJIS": "shift_jis", "SHIFT_JIS_2004": "shift_jis_2004", "BIG5": "big5", "GBK": "gbk",
+    "GB18030": "gb18030", "UHC": "cp949", "JOHAB": "johab",
+}  # fmt: skip
+
+
+def python_codec(client_encoding: str) -> str:
+    """The Python codec for a PostgreSQL client encoding name."""
+    return PYTHON_CODECS.get(client_encoding.upper().replace("-", "_"), "latin-1")
+
+
 class ProtocolViolation(Exception):
     """The peer broke the protocol. ``sqlstate`` is what to answer with (08P01 mostly)."""
 
@@ -92,8 +117,8 @@ def message(code: int, payload: bytes = b"") -> bytes:
     return bytes((code,)) + _INT32.pack(len(payload) + 4) + payload
 
 
-def cstring(text: str) -> bytes:
-    return text.encode("utf-8") + b"\x00"
+def cstring(text: str, encoding: str = "utf-8") -> bytes:
+    return text.encode(encoding) + b"\x00"
 
 
 def authentication(code: int, extra: bytes = b"") -> bytes:
@@ -148,17 +173,18 @@ def cancel_request(pid: int, secret: int) -> bytes:
     return _INT32.pack(16) + _TRIPLE.pack(CANCEL_REQUEST, pid, secret)
 
 
-def query(text: str) -> bytes:
-    return message(QUERY, cstring(text))
+def query(text: str, encoding: str = "utf-8") -> bytes:
+    return message(QUERY, cstring(text, encoding))
 
 
 def terminate() -> bytes:
     return message(TERMINATE)
 
 
-def negotiate_protocol_version(minor: int, unrecognized: Iterable[str]) -> bytes:
+def negotiate_protocol_version(version: int, unrecognized: Iterable[str]) -> bytes:
+    """``version`` is the whole protocol number (3.0 is 196608), as servers and libpq use it."""
     names = list(unrecognized)
-    payload = _INT32.pack(minor) + _INT32.pack(len(names))
+    payload = _INT32.pack(version) + _INT32.pack(len(names))
     for name in names:
         payload += cstring(name)
     return message(NEGOTIATE_PROTOCOL_VERSION, payload)
@@ -174,17 +200,22 @@ class ErrorFields:
     detail: str | None = None
     hint: str | None = None
 
-    def encode(self, code: int = ERROR_RESPONSE) -> bytes:
+    def encode(self, code: int = ERROR_RESPONSE, encoding: str = "utf-8") -> bytes:
+        """The message, its texts in the client's encoding (unmappable characters as ``?``)."""
+
+        def text(value: str) -> bytes:
+            return value.encode(encoding, "replace") + b"\x00"
+
         parts = [
-            b"S" + cstring(self.severity),
-            b"V" + cstring(self.severity),
-            b"C" + cstring(self.sqlstate),
-            b"M" + cstring(self.message),
+            b"S" + text(self.severity),
+            b"V" + text(self.severity),
+            b"C" + text(self.sqlstate),
+            b"M" + text(self.message),
         ]
         if self.detail:
-            parts.append(b"D" + cstring(self.detail))
+            parts.append(b"D" + text(self.detail))
         if self.hint:
-            parts.append(b"H" + cstring(self.hint))
+            parts.append(b"H" + text(self.hint))
         return message(code, b"".join(parts) + b"\x00")
 
 
@@ -195,8 +226,9 @@ def error_response(
     severity: str = "ERROR",
     detail: str | None = None,
     hint: str | None = None,
+    encoding: str = "utf-8",
 ) -> bytes:
-    return ErrorFields(severity, sqlstate, text, detail, hint).encode(ERROR_RESPONSE)
+    return ErrorFields(severity, sqlstate, text, detail, hint).encode(ERROR_RESPONSE, encoding)
 
 
 def notice_response(
@@ -245,7 +277,7 @@ def parse_startup_params(body: bytes) -> dict[str, str]:
     return params
 
 
-def parse_error_fields(payload: bytes) -> dict[str, str]:
+def parse_error_fields(payload: bytes, encoding: str = "utf-8") -> dict[str, str]:
     """Fields of an ErrorResponse / NoticeResponse payload, keyed by field code letter."""
     fields: dict[str, str] = {}
     offset = 0
@@ -254,7 +286,7 @@ def parse_error_fields(payload: bytes) -> dict[str, str]:
         end = payload.find(b"\x00", offset + 1)
         if end < 0:
             raise ProtocolViolation("unterminated error field")
-        fields[code] = payload[offset + 1 : end].decode("utf-8", "replace")
+        fields[code] = payload[offset + 1 : end].decode(encoding, "replace")
         offset = end + 1
     return fields
 
@@ -264,21 +296,35 @@ def encode_error_fields(fields: Mapping[str, str], code: int = ERROR_RESPONSE) -
     return message(code, body + b"\x00")
 
 
-def parse_query(payload: bytes) -> str:
-    text, _ = read_cstring(payload, 0)
+def split_cstring(payload: bytes, offset: int = 0) -> tuple[bytes, int]:
+    """The raw bytes of the NUL-terminated string at ``offset``, and the next offset.
+
+    SQL text and names arrive in the client's encoding, so the relay decodes them itself.
+    """
+    end = payload.find(b"\x00", offset)
+    if end < 0:
+        raise ProtocolViolation("unterminated string in message")
+    return payload[offset:end], end + 1
+
+
+def parse_query(payload: bytes) -> bytes:
+    """The SQL text of a Query message (raw bytes, in the client encoding)."""
+    text, _ = split_cstring(payload)
     return text
 
 
 @dataclass(frozen=True, slots=True)
 class ParseMessage:
-    statement: str
-    query: str
+    """A Parse message; name and SQL text are raw bytes in the client encoding."""
+
+    statement: bytes
+    query: bytes
     param_types: tuple[int, ...]
 
 
 def parse_parse(payload: bytes) -> ParseMessage:
-    name, offset = read_cstring(payload, 0)
-    text, offset = read_cstring(payload, offset)
+    name, offset = split_cstring(payload, 0)
+    text, offset = split_cstring(payload, offset)
     if offset + 2 > len(payload):
         raise ProtocolViolation("truncated Parse message")
     (count,) = struct.unpack_from("!H", payload, offset)
@@ -289,25 +335,15 @@ def parse_parse(payload: bytes) -> ParseMessage:
     return ParseMessage(name, text, tuple(types))
 
 
-def build_parse(statement: str, text: str, param_types: tuple[int, ...] = ()) -> bytes:
+def build_parse(statement: bytes, text: bytes, param_types: tuple[int, ...] = ()) -> bytes:
     payload = (
-        cstring(statement)
-        + cstring(text)
+        statement
+        + b"\x00"
+        + text
+        + b"\x00"
         + struct.pack(f"!H{len(param_types)}I", len(param_types), *param_types)
     )
     return message(PARSE, payload)
-
-
-def parse_bind_names(payload: bytes) -> tuple[str, str]:
-    """Portal and statement names of a Bind message (the rest is left alone)."""
-    portal, offset = read_cstring(payload, 0)
-    statement, _ = read_cstring(payload, offset)
-    return portal, statement
-
-
-def parse_name(payload: bytes, offset: int = 0) -> str:
-    name, _ = read_cstring(payload, offset)
-    return name
 
 
 def command_tag_rows(tag: str) -> int | None:

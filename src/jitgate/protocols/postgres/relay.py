@@ -17,13 +17,25 @@ forwards them, looking closely at only the messages that matter:
   rewritten to SQLSTATE 42501 with the policy's reason. So ordering, pipelining and
   transaction semantics are PostgreSQL's own, and the session stays usable.
 * ``Bind``/``Execute``/``Close`` keep the map from portals to prepared statements, so each
-  execution is attributed to its SQL text in the audit trail.
+  execution is attributed to its SQL text in the audit trail. A named statement counts as
+  prepared once the server confirms it (``ParseComplete``): a Parse that fails — a duplicate
+  name, a refused statement — leaves the previous meaning of the name alone, as PostgreSQL
+  does. Until then a Bind in the same pipeline refers to the pending Parse.
+* SQL text and names are in the session's ``client_encoding`` (followed through
+  ParameterStatus); text that is not valid in it is refused like a statement the parser
+  cannot understand (SQLSTATE 22021), never guessed at.
 * backend ``CommandComplete``/``EmptyQueryResponse``/``PortalSuspended``/``ErrorResponse``
   and ``ReadyForQuery`` close executions in order: a FIFO of *expectations* mirrors the
   requests in flight (PostgreSQL answers strictly in order), and an error discards the
   expectations up to the next Sync, as the server does.
 * ``FunctionCall`` (fast-path, by function OID) is allowed only for the large-object
   functions libpq uses; any other OID is unknown and is denied the same way.
+* In copy-in mode the server ignores ``Sync`` and ``Flush``. libpq sends a Sync right after
+  the Execute of an extended-protocol ``COPY … FROM STDIN`` (before it knows it is a COPY)
+  and another one after CopyDone; only the second is answered. So when CopyInResponse
+  arrives, the Syncs the client sent between that request and its CopyDone/CopyFail are
+  dropped from the FIFO. Every expectation carries the number of CopyDone/CopyFail
+  messages the client had sent before it, which tells exactly which Syncs those are.
 
 Both directions are bounded: a message longer than ``max_message`` from the client is a
 protocol violation (the adapter answers with a FATAL ErrorResponse and closes both legs).
@@ -81,6 +93,7 @@ class Execution:
     decision: Decision
     via: str  # "query", "extended", "function"
     started_ns: int = field(default_factory=time.monotonic_ns)
+    nonce: str | None = None  # for a refused statement: the marker in its stand-in SQL
     finished_ns: int | None = None
     status: str = "running"  # running, ok, error, denied, skipped
     tag: str | None = None
@@ -104,6 +117,7 @@ class Observer(Protocol):
 
 @dataclass(slots=True)
 class _Prepared:
+    name: bytes
     text: str
     statement: Statement | None
     decision: Decision
@@ -118,6 +132,12 @@ class _QueryGroup:
 Gate = Callable[[Statement, str], Decision]
 Classifier = Callable[[str], Classification]
 
+#: What the server will answer, with what it concerns, and how many CopyDone/CopyFail
+#: messages the client had sent before it (see "copy-in mode" above).
+_Expectation = tuple[Expect, object, int]
+
+_UNDECODABLE = "invalid byte sequence for encoding"
+
 
 class Relay:
     def __init__(
@@ -127,6 +147,7 @@ class Relay:
         gate: Gate,
         observer: Observer,
         max_message: int = 64 << 20,
+        client_encoding: str = "UTF8",
     ) -> None:
         self._classify = classify
         self._gate = gate
@@ -135,16 +156,20 @@ class Relay:
         self._client_buf = bytearray()
         self._server_buf = bytearray()
         self._server_skip = 0  # bytes of a streamed backend message still to pass through
-        self._expect: deque[tuple[Expect, object]] = deque()
-        self._prepared: dict[str, _Prepared] = {}
-        self._portals: dict[str, _Prepared] = {}
-        self._denials: dict[str, tuple[Execution | None, Decision]] = {}
+        self._expect: deque[_Expectation] = deque()
+        self._prepared: dict[bytes, _Prepared] = {}  # confirmed by ParseComplete
+        self._pending: dict[bytes, _Prepared] = {}  # Parse sent, not yet answered
+        self._portals: dict[bytes, _Prepared] = {}
+        self._denials: dict[str, tuple[Execution, Decision]] = {}
         self._marker = f"jitgate-denied-{secrets.token_hex(6)}-"
         self._marker_bytes = self._marker.encode()
         self._seq = 0
-        self._discarding = False  # after an error, until Sync (extended protocol)
+        self._copy_ends = 0  # CopyDone/CopyFail messages the client has sent
+        self._syncs_ignored = False  # the server is in copy-in mode for an extended COPY
+        self.encoding = m.python_codec(client_encoding)
         self.transaction_status = m.IDLE
         self.terminated = False
+        self.upstream_fatal = False  # the upstream sent a FATAL (or PANIC) ErrorResponse
         self.bytes_from_client = 0
         self.bytes_from_server = 0
         self.in_copy_in = False
@@ -188,42 +213,52 @@ class Relay:
         """Track one client message; return replacement bytes, or None to forward it."""
         if mtype == m.BIND:
             portal_end = _cstring_end(buf, start, end)
-            portal = _decode(buf, start, portal_end)
-            statement = _decode(buf, portal_end + 1, _cstring_end(buf, portal_end + 1, end))
-            prepared = self._prepared.get(statement)
+            portal = bytes(buf[start:portal_end])
+            name = bytes(buf[portal_end + 1 : _cstring_end(buf, portal_end + 1, end)])
+            prepared = self._pending.get(name) or self._prepared.get(name)
             if prepared is not None:
                 self._portals[portal] = prepared
             else:
                 self._portals.pop(portal, None)
-            self._expect.append((Expect.BIND, None))
+            self._expect.append((Expect.BIND, None, self._copy_ends))
             return None
         if mtype == m.EXECUTE:
-            portal = _decode(buf, start, _cstring_end(buf, start, end))
+            portal = bytes(buf[start : _cstring_end(buf, start, end)])
             prepared = self._portals.get(portal)
             execution = None
             if prepared is not None and prepared.decision.allowed:
                 execution = self._start(
                     prepared.text, prepared.statement, prepared.decision, "extended"
                 )
-            self._expect.append((Expect.EXECUTE, execution))
+            self._expect.append((Expect.EXECUTE, execution, self._copy_ends))
             return None
         if mtype == m.SYNC:
-            self._expect.append((Expect.SYNC, None))
+            if not self._syncs_ignored:
+                self._expect.append((Expect.SYNC, None, self._copy_ends))
             return None
         if mtype == m.QUERY:
             return self._on_query(bytes(buf[start:end]))
         if mtype == m.PARSE:
             return self._on_parse(bytes(buf[start:end]))
         if mtype == m.DESCRIBE:
-            self._expect.append((Expect.DESCRIBE, None))
+            self._expect.append((Expect.DESCRIBE, None, self._copy_ends))
             return None
         if mtype == m.CLOSE:
-            payload = bytes(buf[start:end])
-            name = m.parse_name(payload, 1)
-            (self._prepared if payload[:1] == b"S" else self._portals).pop(name, None)
-            self._expect.append((Expect.CLOSE, None))
+            if end - start < 2:
+                raise ProtocolViolation("truncated Close message")
+            name = bytes(buf[start + 1 : _cstring_end(buf, start + 1, end)])
+            if buf[start] == ord("S"):
+                self._prepared.pop(name, None)
+                self._pending.pop(name, None)
+            else:
+                self._portals.pop(name, None)
+            self._expect.append((Expect.CLOSE, None, self._copy_ends))
             return None
-        if mtype in (m.FLUSH, m.COPY_DATA, m.COPY_DONE, m.COPY_FAIL):
+        if mtype in (m.COPY_DONE, m.COPY_FAIL):
+            self._copy_ends += 1
+            self._syncs_ignored = False
+            return None
+        if mtype in (m.FLUSH, m.COPY_DATA):
             return None
         if mtype == m.FUNCTION_CALL:
             return self._on_function_call(bytes(buf[start:end]))
@@ -240,11 +275,6 @@ class Relay:
         self._observer.started(execution)
         return execution
 
-    def _deny_sql(self, execution: Execution | None, decision: Decision) -> str:
-        nonce = f"{self._marker}{len(self._denials)}"
-        self._denials[nonce] = (execution, decision)
-        return f"SELECT '{nonce}'::pg_catalog.int4"
-
     def _refuse(
         self, text: str, statement: Statement | None, decision: Decision, via: str
     ) -> tuple[Execution, str]:
@@ -253,11 +283,24 @@ class Relay:
             raise AssertionError("refusing an allowed statement")
         execution = self._start(text, statement, decision, via)
         execution.status = "denied"
-        return execution, self._deny_sql(execution, decision)
+        execution.nonce = f"{self._marker}{execution.seq}"
+        self._denials[execution.nonce] = (execution, decision)
+        return execution, f"SELECT '{execution.nonce}'::pg_catalog.int4"
+
+    def _decode_sql(self, raw: bytes) -> tuple[str, Classification]:
+        """The SQL text in the client encoding, classified; undecodable text is unknown."""
+        try:
+            text = raw.decode(self.encoding)
+        except UnicodeDecodeError as exc:
+            text = raw.decode(self.encoding, "replace")
+            bad = " ".join(f"0x{b:02x}" for b in raw[exc.start : min(exc.end, exc.start + 4)])
+            problem = f"{_UNDECODABLE} {self.encoding!r}: {bad}"
+            unknown = Statement(CommandKind.UNKNOWN, "", text, 0, len(text), error=problem)
+            return text, Classification((unknown,), unknown=True, error=problem)
+        return text, self._classify(text)
 
     def _on_query(self, payload: bytes) -> bytes | None:
-        text = m.parse_query(payload)
-        classification = self._classify(text)
+        text, classification = self._decode_sql(m.parse_query(payload))
         statements = classification.statements
         executions: list[Execution] = []
         replacements: list[tuple[int, int, str]] = []
@@ -271,7 +314,7 @@ class Relay:
                 execution, sql = self._refuse(stmt.text, stmt, decision, "query")
                 executions.append(execution)
                 replacements.append((stmt.start, stmt.end, sql))
-        self._expect.append((Expect.QUERY, _QueryGroup(executions)))
+        self._expect.append((Expect.QUERY, _QueryGroup(executions), self._copy_ends))
         if not replacements:
             return None
         if classification.error is not None:
@@ -280,16 +323,16 @@ class Relay:
             rewritten = text
             for start, end, sql in reversed(replacements):
                 rewritten = rewritten[:start] + sql + rewritten[end:]
-        return m.query(rewritten)
+        return m.query(rewritten, self.encoding)
 
     def _on_parse(self, payload: bytes) -> bytes | None:
         parse = m.parse_parse(payload)
-        classification = self._classify(parse.query)
+        query, classification = self._decode_sql(parse.query)
         statements = classification.statements
         if len(statements) > 1:
             # PostgreSQL refuses several statements in one Parse; let it say so.
             stmt = statements[0]
-            decision = self._gate(stmt, parse.query)
+            decision = self._gate(stmt, query)
             for other in statements[1:]:
                 other_decision = self._gate(other, other.text)
                 if not other_decision.allowed:
@@ -300,14 +343,19 @@ class Relay:
         else:
             stmt = Statement(CommandKind.EMPTY, "", "", 0, 0)
             decision = self._gate(stmt, "")
+        name = parse.statement
+        if not name:
+            # The server drops the unnamed statement before it parses a new one.
+            self._prepared.pop(name, None)
         if decision.allowed:
-            self._prepared[parse.statement] = _Prepared(parse.query, stmt, decision)
-            self._expect.append((Expect.PARSE, None))
+            prepared = _Prepared(name, query, stmt, decision)
+            self._pending[name] = prepared
+            self._expect.append((Expect.PARSE, prepared, self._copy_ends))
             return None
-        self._prepared.pop(parse.statement, None)
-        execution, sql = self._refuse(parse.query, stmt, decision, "extended")
-        self._expect.append((Expect.PARSE, execution))
-        return m.build_parse(parse.statement, sql, parse.param_types)
+        self._pending.pop(name, None)
+        execution, sql = self._refuse(query, stmt, decision, "extended")
+        self._expect.append((Expect.PARSE, execution, self._copy_ends))
+        return m.build_parse(name, sql.encode(self.encoding), parse.param_types)
 
     def _on_function_call(self, payload: bytes) -> bytes | None:
         (oid,) = _UINT32.unpack_from(payload, 0) if len(payload) >= 4 else (0,)
@@ -316,14 +364,14 @@ class Relay:
         if name is not None:
             decision = Decision.allow("builtin:large-object-fast-path")
             execution = self._start(text, None, decision, "function")
-            self._expect.append((Expect.QUERY, _QueryGroup([execution])))
+            self._expect.append((Expect.QUERY, _QueryGroup([execution]), self._copy_ends))
             return None
         decision = Decision.deny(
             f"fast-path call of function OID {oid} is not allowed", "builtin:deny-fast-path"
         )
         execution, sql = self._refuse(text, None, decision, "function")
-        self._expect.append((Expect.QUERY, _QueryGroup([execution])))
-        return m.query(sql)
+        self._expect.append((Expect.QUERY, _QueryGroup([execution]), self._copy_ends))
+        return m.query(sql, self.encoding)
 
     # ------------------------------------------------------------ upstream → client
 
@@ -344,6 +392,8 @@ class Relay:
             self._server_skip = 0
         while size - pos >= 5:
             mtype, length = _HEADER.unpack_from(buf, pos)
+            if length < 4:
+                raise ProtocolViolation("invalid message length from the upstream")
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
                 self._on_row(mtype)
@@ -370,7 +420,7 @@ class Relay:
     def _front_execution(self) -> Execution | None:
         if not self._expect:
             return None
-        kind, item = self._expect[0]
+        kind, item, _ = self._expect[0]
         if kind is Expect.QUERY:
             assert isinstance(item, _QueryGroup)
             if item.index < len(item.executions):
@@ -397,13 +447,15 @@ class Relay:
             return None
         if mtype == m.ERROR_RESPONSE:
             return self._on_error(bytes(buf[start:end]))
-        if mtype in (
-            m.PARSE_COMPLETE,
-            m.BIND_COMPLETE,
-            m.CLOSE_COMPLETE,
-            m.NO_DATA,
-            m.ROW_DESCRIPTION,
-        ):
+        if mtype == m.PARSE_COMPLETE:
+            if self._expect and self._expect[0][0] is Expect.PARSE:
+                _kind, item, _ = self._expect.popleft()
+                if isinstance(item, _Prepared):
+                    self._confirm(item)
+                else:
+                    self._drop(item)
+            return None
+        if mtype in (m.BIND_COMPLETE, m.CLOSE_COMPLETE, m.NO_DATA, m.ROW_DESCRIPTION):
             self._pop_simple(mtype)
             return None
         if mtype == m.EMPTY_QUERY_RESPONSE:
@@ -417,15 +469,51 @@ class Relay:
             return None
         if mtype == m.COPY_IN_RESPONSE:
             self.in_copy_in = True
+            self._ignore_syncs_in_copy()
+            return None
+        if mtype == m.PARAMETER_STATUS:
+            name_end = _cstring_end(buf, start, end)
+            if bytes(buf[start:name_end]) == b"client_encoding":
+                value = bytes(buf[name_end + 1 : _cstring_end(buf, name_end + 1, end)])
+                self.encoding = m.python_codec(value.decode("ascii", "replace"))
         return None
+
+    def _ignore_syncs_in_copy(self) -> None:
+        """The server ignores the Syncs the client sends until its CopyDone/CopyFail."""
+        if not self._expect:
+            return
+        front = self._expect.popleft()
+        ends = front[2]
+        kept = [e for e in self._expect if e[0] is not Expect.SYNC or e[2] != ends]
+        self._expect = deque([front, *kept])
+        if self._copy_ends == ends:  # the client is still sending its copy data
+            self._syncs_ignored = True
+
+    def _confirm(self, prepared: _Prepared) -> None:
+        if self._pending.get(prepared.name) is prepared:
+            del self._pending[prepared.name]
+        self._prepared[prepared.name] = prepared
+
+    def _drop(self, item: object) -> None:
+        """A request that failed or was skipped: forget what it would have created."""
+        if isinstance(item, _Prepared):
+            if self._pending.get(item.name) is item:
+                del self._pending[item.name]
+            if not item.name:
+                self._prepared.pop(item.name, None)
+        elif isinstance(item, Execution):
+            self._finish(item, "skipped")
+        elif isinstance(item, _QueryGroup):  # a Query sent before Sync is discarded too
+            for execution in item.executions[item.index :]:
+                self._finish(execution, "skipped")
+            item.index = len(item.executions)
 
     def _pop_simple(self, mtype: int) -> None:
         if not self._expect:
             return
-        kind, _ = self._expect[0]
+        kind = self._expect[0][0]
         if (
-            (mtype == m.PARSE_COMPLETE and kind is Expect.PARSE)
-            or (mtype == m.BIND_COMPLETE and kind is Expect.BIND)
+            (mtype == m.BIND_COMPLETE and kind is Expect.BIND)
             or (mtype == m.CLOSE_COMPLETE and kind is Expect.CLOSE)
             or (mtype in (m.NO_DATA, m.ROW_DESCRIPTION) and kind is Expect.DESCRIBE)
         ):
@@ -433,9 +521,10 @@ class Relay:
 
     def _complete(self, tag: str) -> None:
         self.in_copy_in = False
+        self._syncs_ignored = False
         if not self._expect:
             return
-        kind, item = self._expect[0]
+        kind, item, _ = self._expect[0]
         if kind is Expect.QUERY:
             assert isinstance(item, _QueryGroup)
             if item.index < len(item.executions):
@@ -457,6 +546,8 @@ class Relay:
         if execution.finished_ns is not None:
             return
         execution.finished_ns = time.monotonic_ns()
+        if execution.nonce is not None:
+            self._denials.pop(execution.nonce, None)
         if execution.status != "denied":
             execution.status = status
         execution.tag = tag
@@ -469,9 +560,9 @@ class Relay:
         self._observer.finished(execution)
 
     def _on_error(self, payload: bytes) -> bytes | None:
-        fields = m.parse_error_fields(payload)
+        fields = m.parse_error_fields(payload, self.encoding)
         replacement = None
-        denied: tuple[Execution | None, Decision] | None = None
+        denied: tuple[Execution, Decision] | None = None
         if self._marker_bytes in payload:
             message = fields.get("M", "")
             start = message.find(self._marker)
@@ -480,19 +571,21 @@ class Relay:
                 denied = self._denials.pop(nonce, None)
         if denied is not None:
             execution, decision = denied
-            replacement, error_pair = _denial_error(execution, decision)
-            if execution is not None:
-                self._finish(execution, "denied", None, error_pair)
+            replacement, error_pair = _denial_error(execution, decision, self.encoding)
+            self._finish(execution, "denied", None, error_pair)
+        fatal = fields.get("S") in ("FATAL", "PANIC")
+        self.upstream_fatal = self.upstream_fatal or fatal
         error = (fields.get("C", ""), fields.get("M", ""))
-        self._fail_front(error, fatal=fields.get("S") in ("FATAL", "PANIC"))
+        self._fail_front(error, fatal=fatal)
         return replacement
 
     def _fail_front(self, error: tuple[str, str], *, fatal: bool) -> None:
         """An ErrorResponse ends the front request; the rest up to Sync is skipped."""
         self.in_copy_in = False
+        self._syncs_ignored = False
         if not self._expect:
             return
-        kind, item = self._expect[0]
+        kind, item, _ = self._expect[0]
         if kind is Expect.QUERY:
             assert isinstance(item, _QueryGroup)
             if item.index < len(item.executions):
@@ -506,15 +599,16 @@ class Relay:
         self._expect.popleft()
         if isinstance(item, Execution):
             self._finish(item, "error", None, error)
+        else:
+            self._drop(item)
         # Extended protocol: the server now ignores everything up to the next Sync.
         while self._expect and self._expect[0][0] is not Expect.SYNC:
-            _kind, later = self._expect.popleft()
-            if isinstance(later, Execution):
-                self._finish(later, "skipped")
+            _kind, later, _ = self._expect.popleft()
+            self._drop(later)
 
     def _on_ready(self) -> None:
         while self._expect:
-            kind, item = self._expect.popleft()
+            kind, item, _ = self._expect.popleft()
             if kind is Expect.QUERY:
                 assert isinstance(item, _QueryGroup)
                 for leftover in item.executions[item.index :]:
@@ -522,14 +616,15 @@ class Relay:
                 break
             if kind is Expect.SYNC:
                 break
-            if isinstance(item, Execution):
-                self._finish(item, "skipped")
-        self._denials.clear()
+            self._drop(item)
+        if self.transaction_status == m.IDLE:
+            # Outside a transaction no portal survives (protocol portals are never WITH HOLD).
+            self._portals.clear()
 
     def close(self) -> None:
         """The session ended: whatever is still in flight is recorded as interrupted."""
         while self._expect:
-            _kind, item = self._expect.popleft()
+            _kind, item, _ = self._expect.popleft()
             pending = item.executions[item.index :] if isinstance(item, _QueryGroup) else [item]
             for execution in pending:
                 if isinstance(execution, Execution):
@@ -543,31 +638,30 @@ def _cstring_end(buf: bytearray, start: int, end: int) -> int:
     return nul
 
 
-def _decode(buf: bytearray, start: int, end: int) -> str:
-    try:
-        return buf[start:end].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolViolation("invalid UTF-8 in message", "22021") from None
-
-
-def _denial_error(execution: Execution | None, decision: Decision) -> tuple[bytes, tuple[str, str]]:
+def _denial_error(
+    execution: Execution, decision: Decision, encoding: str
+) -> tuple[bytes, tuple[str, str]]:
     """The ErrorResponse a client sees for a refused statement.
 
     A statement the parser could not understand is answered like PostgreSQL answers a
-    syntax error (42601, same parser, same message); anything else is 42501 with the
-    policy's reason.
+    syntax error (42601, same parser, same message; 22021 for text that is not valid in the
+    client encoding); anything else is 42501 with the policy's reason.
     """
-    statement = execution.statement if execution is not None else None
+    statement = execution.statement
     detail = f"Decided by {', '.join(decision.policies)}." if decision.policies else None
     if statement is not None and statement.kind is CommandKind.UNKNOWN and statement.error:
+        sqlstate = "22021" if statement.error.startswith(_UNDECODABLE) else "42601"
         return (
             m.error_response(
-                "42601", statement.error, detail="jitgate: statement not understood, so not run."
+                sqlstate,
+                statement.error,
+                detail="jitgate: statement not understood, so not run.",
+                encoding=encoding,
             ),
-            ("42601", statement.error),
+            (sqlstate, statement.error),
         )
     reason = decision.reason or "denied by policy"
     return (
-        m.error_response(DENIED_SQLSTATE, f"jitgate: {reason}", detail=detail),
+        m.error_response(DENIED_SQLSTATE, f"jitgate: {reason}", detail=detail, encoding=encoding),
         (DENIED_SQLSTATE, reason),
     )

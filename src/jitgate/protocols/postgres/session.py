@@ -54,6 +54,46 @@ class Refused(Exception):
         self.hint = hint
 
 
+#: Settings a client may not give at start-up (as parameters or in ``options``): as
+#: statements (SET ROLE, SET SESSION AUTHORIZATION) they are decided by policy.
+_REFUSED_SETTINGS = frozenset({"role", "session_authorization"})
+
+
+def _startup_settings(params: dict[str, str]) -> list[str]:
+    """Names of the run-time settings a StartupMessage asks for, normalized.
+
+    Every parameter other than user/database/options/replication is a setting; ``options``
+    holds command-line switches, split on unescaped whitespace like the server does
+    (``pg_split_opts``): ``-c name=value``, ``-cname=value``, ``--name=value``.
+    """
+    names = [k for k in params if k not in ("user", "database", "options", "replication")]
+    words: list[str] = []
+    word: list[str] = []
+    escaped = False
+    for char in params.get("options", "") + " ":
+        if escaped:
+            word.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char.isspace():
+            if word:
+                words.append("".join(word))
+                word = []
+        else:
+            word.append(char)
+    expect_setting = False
+    for item in words:
+        if expect_setting:
+            names.append(item.split("=", 1)[0])
+            expect_setting = False
+        elif item == "-c":
+            expect_setting = True
+        elif item.startswith(("-c", "--")):
+            names.append(item[2:].split("=", 1)[0])
+    return [n.strip().lower().replace("-", "_") for n in names]
+
+
 def _is_loopback(addr: str | None) -> bool:
     if not addr:
         return False
@@ -145,6 +185,13 @@ class PostgresSession:
             return None
         if params.get("replication", "false").lower() not in ("false", "0", "off", "no"):
             raise Refused("0A000", "jitgate: replication connections are not supported")
+        for name in _startup_settings(params):
+            if name in _REFUSED_SETTINGS:
+                raise Refused(
+                    "42501",
+                    f"jitgate: {name} cannot be set when connecting",
+                    detail="Changing the role is decided per statement, like SET ROLE.",
+                )
         user = params.get("user", "")
         dbname = params.get("database") or user
         if not dbname:
@@ -231,7 +278,7 @@ class PostgresSession:
             params = m.parse_startup_params(body[4:])
             if minor > 0 or any(k.startswith("_pq_.") for k in params):
                 unknown = [k for k in params if k.startswith("_pq_.")]
-                self.client.write(m.negotiate_protocol_version(0, unknown))
+                self.client.write(m.negotiate_protocol_version(m.PROTOCOL_V3, unknown))
                 params = {k: v for k, v in params.items() if not k.startswith("_pq_.")}
             return params
 
@@ -316,9 +363,19 @@ class PostgresSession:
             gate=self._gate,
             observer=self.recorder,
             max_message=self.settings.max_message_bytes,
+            client_encoding=dict(self.upstream.parameters).get("client_encoding", "UTF8"),
         )
         self.relay = relay
         client.peer, server.peer = server, client
+
+        def end(reason: str, sqlstate: str, message: str) -> None:
+            """Fail closed: a FATAL ErrorResponse to the client, both legs closed."""
+            self.end_reason = reason
+            client.write(
+                m.error_response(sqlstate, message, severity="FATAL", encoding=relay.encoding)
+            )
+            client.close()
+            server.close()
 
         def from_client(data: bytes) -> None:
             try:
@@ -326,25 +383,19 @@ class PostgresSession:
                 if out:
                     recorder.flush()  # the request's event is written before it goes upstream
             except ProtocolViolation as exc:
-                self.end_reason = f"protocol violation: {exc.message}"
-                client.write(
-                    m.error_response(exc.sqlstate, f"jitgate: {exc.message}", severity="FATAL")
-                )
-                client.close()
-                server.close()
+                end(f"protocol violation: {exc.message}", exc.sqlstate, f"jitgate: {exc.message}")
                 return
             except OSError as exc:  # the recorder cannot write: fail closed
                 log.error("[client=%s] recording failed: %s", self.client_addr, exc)
-                self.end_reason = "recording failed"
-                client.write(
-                    m.error_response(
-                        "58030",
-                        "jitgate: the session can no longer be recorded, so it is closed",
-                        severity="FATAL",
-                    )
+                end(
+                    "recording failed",
+                    "58030",
+                    "jitgate: the session can no longer be recorded, so it is closed",
                 )
-                client.close()
-                server.close()
+                return
+            except Exception:  # a bug of ours: nothing of this data goes upstream
+                log.exception("[client=%s] relaying a request failed", self.client_addr)
+                end("internal error", "XX000", "jitgate: internal error")
                 return
             if out:
                 server.write(out)
@@ -358,6 +409,12 @@ class PostgresSession:
             except (ProtocolViolation, OSError) as exc:
                 log.error("[client=%s] upstream stream failed: %s", self.client_addr, exc)
                 self.end_reason = "upstream protocol error"
+                client.close()
+                server.close()
+                return
+            except Exception:  # a bug of ours; the client may be mid-message: just close
+                log.exception("[client=%s] relaying a response failed", self.client_addr)
+                self.end_reason = "internal error"
                 client.close()
                 server.close()
                 return
@@ -377,6 +434,8 @@ class PostgresSession:
             and self.end_reason == "client disconnected"
         ):
             self.end_reason = "upstream closed the connection"
+            if relay.upstream_fatal:
+                return  # the client has the upstream's own FATAL ErrorResponse
             client.write(
                 m.error_response(
                     "08006",

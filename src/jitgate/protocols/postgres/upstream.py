@@ -70,13 +70,15 @@ async def connect(
         )
     except TimeoutError:
         raise UpstreamError(f"timed out connecting to the upstream of {info.name!r}") from None
+    except ssl.SSLError as exc:  # before OSError, of which it is a subclass
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = f"certificate verify failed: {exc.verify_message}"
+        else:
+            reason = exc.reason or str(exc)
+        raise UpstreamError(f"TLS to the upstream of {info.name!r} failed: {reason}") from None
     except (OSError, LegClosed) as exc:
         raise UpstreamError(
             f"could not connect to the upstream of {info.name!r}: {_describe(exc)}"
-        ) from None
-    except ssl.SSLError as exc:
-        raise UpstreamError(
-            f"TLS to the upstream of {info.name!r} failed: {exc.reason or exc}"
         ) from None
     except ProtocolViolation as exc:
         raise UpstreamError(f"upstream of {info.name!r} broke the protocol: {exc}") from None

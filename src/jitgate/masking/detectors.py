@@ -1,0 +1,210 @@
+"""Built-in detectors for personal and payment data inside free text and JSON.
+
+A detector is cheap to *skip*: it declares how many ASCII digits a cell must hold
+(``min_digits``) and/or which substrings must occur (``needles``) before its regex runs;
+the :class:`~jitgate.masking.scanner.Scanner` checks those with plain ``str``/``bytes``
+operations first. Only then does one precompiled regex propose candidates, and a
+validator (Luhn and IIN ranges, SSA rules, IBAN length and mod-97) keeps the real
+values; IP addresses live in :mod:`~jitgate.masking.network`, phone numbers in
+:mod:`~jitgate.masking.phone`. Every regex is anchored by look-behinds that stop
+it from restarting inside a run it already rejected, so scanning stays linear in the cell.
+
+Regex shape matters for speed: CPython's ``re`` skips quickly to candidate positions only
+when a pattern *starts* with a literal or a character set, so patterns here start with one
+(``[0-9]``, ``@``…) and put their "not preceded by" look-behind right after it.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+from jitgate.masking.findings import Claims, Finding
+from jitgate.masking.validators import (
+    IBAN_LENGTHS,
+    card_brand,
+    iban_valid,
+    luhn_valid,
+    ssn_valid,
+)
+
+_ASCII_DIGITS = b"0123456789"
+
+
+def digit_count(text: str) -> int:
+    """Number of ASCII digits in ``text`` (UTF-8 keeps them single bytes, so bytes work)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw) - len(raw.translate(None, _ASCII_DIGITS))
+
+
+class Detector(ABC):
+    """Finds one type of sensitive value in a cell's text."""
+
+    type: str
+    """Detector type reported in findings and selected by rules (``card``, ``secret``…)."""
+    min_digits: int = 0
+    """Fewest ASCII digits a cell must contain for this detector to possibly match."""
+    needles: tuple[str, ...] = ()
+    """If not empty, at least one must occur in the cell for this detector to run."""
+
+    @abstractmethod
+    def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        """Validated findings in ``text``; ``claims`` holds what stronger detectors took."""
+
+
+class CardDetector(Detector):
+    """Payment card numbers: 13–19 digits, plain or in consistent space/dash groups."""
+
+    type = "card"
+    min_digits = 13
+    _pattern = re.compile(
+        r"[0-9](?<![\w.+][0-9])"
+        r"(?:[0-9]{12,18}"
+        r"|[0-9]{3}(?P<sep>[ -])[0-9]{4}(?:(?P=sep)[0-9]{4}){1,2}(?:(?P=sep)[0-9]{1,4})?"
+        r"|[0-9]{3}(?P<sep2>[ -])[0-9]{6}(?P=sep2)[0-9]{4,5})"
+        r"(?![\w]|\.[0-9])"
+    )
+
+    def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        position = 0
+        while (match := self._pattern.search(text, position)) is not None:
+            start = match.start()
+            candidate = match.group()
+            separator = match.group("sep") or match.group("sep2")
+            while True:
+                digits = candidate.replace(separator, "") if separator else candidate
+                brand = card_brand(digits)
+                if brand is not None and luhn_valid(digits):
+                    why = f"{len(digits)} digits, IIN {brand}, Luhn ok"
+                    yield Finding(self.type, start, start + len(candidate), candidate, why)
+                    break
+                # A trailing group may be a CVV or the start of the next number glued on
+                # ("…1111 123", "…1111 4111 …"): retry without it.
+                if not separator or candidate.count(separator) < 3:
+                    candidate = ""
+                    break
+                candidate = candidate[: candidate.rindex(separator)]
+            # Go on right after a card; after a rejected run, from its next group, which
+            # may start a card of its own ("1234 4111 1111 1111 1111").
+            position = start + len(candidate) if candidate else start + 1
+
+
+# File names such as icon@2x.png look like addresses; these suffixes are not TLDs.
+_FILE_SUFFIXES = frozenset(
+    (
+        "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "tif", "tiff", "heic",
+        "avif", "pdf", "css", "js", "mjs", "ts", "tsx", "jsx", "json", "txt", "log", "html",
+        "htm", "xml", "yaml", "yml", "csv", "gz", "tgz", "bz2", "xz", "mp3", "mp4", "wav",
+        "webm", "woff", "woff2", "ttf", "otf", "map", "lock", "java", "class", "jar",
+    )
+)  # fmt: skip
+
+
+class EmailDetector(Detector):
+    """E-mail addresses: a practical RFC 5322 subset, Unicode (IDN) letters allowed.
+
+    Anchored on each ``@``: the domain is matched forwards, the local part backwards
+    (at most 64 characters), so text without ``@`` costs one ``str`` search.
+    """
+
+    type = "email"
+    needles = ("@",)
+    _local = re.compile(r"[\w%+-]+(?:[.'][\w%+-]+)*\Z")
+    _domain = re.compile(
+        r"(?P<domain>(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?P<tld>[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}))"
+        r"(?![\w-]|\.[^\W_])"
+    )
+    _local_chars = frozenset("%+.-_")
+    _max_local = 64
+
+    def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        at = text.find("@")
+        while at != -1:
+            domain = self._domain.match(text, at + 1)
+            if domain is not None and domain.group("tld").lower() not in _FILE_SUFFIXES:
+                local = self._local.search(text, max(0, at - self._max_local), at)
+                if local is not None and not self._glued(text, local.start()):
+                    start, end = local.start(), domain.end()
+                    why = f"address at {domain.group('domain')}"
+                    yield Finding(self.type, start, end, text[start:end], why)
+            at = text.find("@", at + 1)
+
+    def _glued(self, text: str, start: int) -> bool:
+        """The local part starts right after ``.``, ``-``…: it is the tail of something else."""
+        if start == 0:
+            return False
+        before = text[start - 1]
+        return before in self._local_chars
+
+
+class SsnDetector(Detector):
+    """US Social Security numbers ``AAA-GG-SSSS`` (dashes or spaces) under SSA rules.
+
+    With ``bare=True`` (set by a column rule) a plain nine-digit value counts too.
+    """
+
+    type = "ssn"
+    min_digits = 9
+    _grouped = re.compile(
+        r"[0-9](?<![\w.-][0-9])[0-9]{2}(?P<sep>[- ])[0-9]{2}(?P=sep)[0-9]{4}(?![\w]|[.-][0-9])"
+    )
+    _bare = re.compile(r"[0-9](?<![\w.-][0-9])[0-9]{8}(?![\w]|[.-][0-9])")
+
+    def __init__(self, *, bare: bool = False) -> None:
+        self.bare = bare
+
+    def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        for match in self._grouped.finditer(text):
+            digits = match.group().replace(match.group("sep"), "")
+            if ssn_valid(digits):
+                start, end = match.span()
+                yield Finding(self.type, start, end, match.group(), "area, group, serial valid")
+        if self.bare:
+            for match in self._bare.finditer(text):
+                if ssn_valid(match.group()):
+                    start, end = match.span()
+                    why = "nine digits in an SSN column, area, group, serial valid"
+                    yield Finding(self.type, start, end, match.group(), why)
+
+
+class IbanDetector(Detector):
+    """IBANs, compact or printed in groups of four: country length table and mod-97."""
+
+    type = "iban"
+    min_digits = 2
+    _pattern = re.compile(
+        r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
+        r"(?![A-Za-z0-9])"
+    )
+
+    def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        for match in self._pattern.finditer(text):
+            candidate = match.group()
+            expected = IBAN_LENGTHS.get(candidate[:2])
+            if expected is None:
+                continue
+            compact = candidate.replace(" ", "")
+            if len(compact) > expected:
+                # Printed IBAN followed by another group of four: cut at the country length.
+                prefix = _prefix_with_alnum(candidate, expected)
+                if prefix is None:
+                    continue
+                candidate = prefix
+                compact = compact[:expected]
+            if iban_valid(compact):
+                start = match.start()
+                why = f"{compact[:2]} length {expected}, mod-97 ok"
+                yield Finding(self.type, start, start + len(candidate), candidate, why)
+
+
+def _prefix_with_alnum(candidate: str, count: int) -> str | None:
+    """The prefix of a space-grouped candidate holding ``count`` characters, if it ends a group."""
+    seen = 0
+    for index, char in enumerate(candidate):
+        if char != " ":
+            seen += 1
+            if seen == count:
+                rest = candidate[index + 1 :]
+                return candidate[: index + 1] if not rest or rest[0] == " " else None
+    return None

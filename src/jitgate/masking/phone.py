@@ -1,0 +1,194 @@
+"""Phone number detection with the ``phonenumbers`` library (libphonenumber's port).
+
+Validation is by far the most expensive step of all detectors, so this module works hard
+at calling the library only for digit runs that can be phone numbers at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import phonenumbers
+
+from jitgate.masking.detectors import Detector
+from jitgate.masking.findings import Claims, Finding
+
+
+class PhoneDetector(Detector):
+    """Phone numbers validated by ``phonenumbers`` (``PhoneNumberMatcher``, leniency VALID).
+
+    The matcher is slow, so it only sees short windows around cheap candidates: a digit
+    run with phone separators, 7–15 digits, not a date, not already claimed by a card,
+    SSN, IBAN or IP, and — unless written with ``+`` or an international call prefix —
+    whose digits fit the default region's national number pattern (from the library's
+    own metadata), so timestamps and numeric IDs never reach it. A match glued to a longer
+    token (``INV-…``, ``….00``) is dropped. Results are cached per window text, since the
+    same number tends to repeat down a column. A cell with more than ``max_windows``
+    candidates (a huge blob of numbers) fails closed: the rest count unvalidated.
+    """
+
+    type = "phone"
+    min_digits = 7
+    _candidate = re.compile(r"[0-9](?<![\w./-][0-9])[0-9 ().-]{5,}[0-9](?!(?!x[0-9])\w|[.-][0-9])")
+    _date_like = re.compile(
+        r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}\b|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$"
+    )
+    _digit_group = re.compile(r"[0-9]+")
+    _card_shaped = re.compile(r"[0-9]{4}(?P<sep>[ -])[0-9]{4,6}(?:(?P=sep)[0-9]{1,5}){1,3}")
+    _lead = re.compile(r"[+(][ (]?\Z|[ (]\Z")
+    _extension = re.compile(r"(?i)[ ,]*(?:ext\.?|extension|x|#)[ .]*[0-9]{1,6}\b|\)")
+
+    def __init__(
+        self, region: str = "US", *, max_windows: int = 10_000, cache_size: int = 4096
+    ) -> None:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+        if region not in phonenumbers.SUPPORTED_REGIONS or metadata is None:
+            raise ValueError(f"unknown phone region {region!r}")
+        self.region = region
+        self.max_windows = max_windows
+        general = metadata.general_desc
+        self._national = re.compile(
+            (general.national_number_pattern if general else None) or r"[0-9]+"
+        )
+        self._national_prefix = metadata.national_prefix or ""
+        possible = set((general.possible_length if general else None) or range(7, 16))
+        # Lengths a national number of the region can have, with or without its prefix.
+        self._national_lengths = frozenset(
+            possible | {length + len(self._national_prefix) for length in possible}
+        )
+        self._international = re.compile(metadata.international_prefix or "00")
+        self._cache: dict[str, list[tuple[int, int, str, str]]] = {}
+        self._cache_size = cache_size
+
+    def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        windows, unchecked = self._windows(text, claims)
+        for window_start, window_end in windows:
+            window = text[window_start:window_end]
+            claimed = claims.between(window_start, window_end)
+            if claimed:  # blank what stronger detectors took, so it cannot join a number
+                chars = list(window)
+                for claim_start, claim_end in claimed:
+                    low = max(claim_start, window_start) - window_start
+                    high = min(claim_end, window_end) - window_start
+                    chars[low:high] = " " * (high - low)
+                window = "".join(chars)
+            for start, end, raw, why in self._match(window):
+                start, end = window_start + start, window_start + end
+                if not self._glued(text, start, end):
+                    yield Finding(self.type, start, end, raw, why)
+        # Fail closed: past the validation budget, plausible numbers count unvalidated.
+        for start, end in unchecked:
+            why = "plausible number, not validated (validation budget of the cell spent)"
+            yield Finding(self.type, start, end, text[start:end], why)
+
+    def _match(self, window: str) -> list[tuple[int, int, str, str]]:
+        cached = self._cache.get(window)
+        if cached is not None:
+            return cached
+        found = []
+        matcher = phonenumbers.PhoneNumberMatcher(
+            window, self.region, leniency=phonenumbers.Leniency.VALID
+        )
+        for match in matcher:
+            code = match.number.country_code or 0
+            region = phonenumbers.region_code_for_country_code(code)
+            why = f"valid number, country code +{code} ({region})"
+            found.append((match.start, match.end, match.raw_string, why))
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[window] = found
+        return found
+
+    def _windows(
+        self, text: str, claims: Claims
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """Merged windows for the matcher, and plausible spans beyond ``max_windows``."""
+        windows: list[tuple[int, int]] = []
+        unchecked: list[tuple[int, int]] = []
+        for run in self._candidate.finditer(text):
+            if self._card_shaped.fullmatch(run.group()):
+                continue  # grouped like a card number: a Luhn failure is not a phone
+            for start, end in self._plausible_spans(text, run.start(), run.end(), claims):
+                # Give the matcher the "+" or "(" before and an extension after, not the
+                # neighbouring numbers it could try to join.
+                before = self._lead.search(text, max(0, start - 4), start)
+                window_start = before.start() if before else start
+                after = self._extension.match(text, end)
+                window_end = after.end() if after else end
+                if windows and window_start <= windows[-1][1]:
+                    windows[-1] = (windows[-1][0], window_end)
+                elif len(windows) < self.max_windows:
+                    windows.append((window_start, window_end))
+                else:
+                    while start > 0 and text[start - 1] in "+(":
+                        start -= 1
+                    unchecked.append((start, end))
+        return windows, unchecked
+
+    def _plausible_spans(
+        self, text: str, run_start: int, run_end: int, claims: Claims
+    ) -> Iterator[tuple[int, int]]:
+        """Sub-runs of consecutive digit groups (7–15 digits) shaped like a phone number.
+
+        A run such as ``$65,793.72. 616-332-5339`` or ``+4915123452078 17.0.1`` holds
+        more than one number, so every sequence of its groups is tried, left to right.
+        """
+        spans = [match.span() for match in self._digit_group.finditer(text, run_start, run_end)]
+        groups = [text[start:end] for start, end in spans]
+        first = 0
+        while first < len(groups):
+            start = spans[first][0]
+            plus = start > 0 and text[start - 1] == "+"
+            international = plus or bool(
+                self._international.match("".join(groups[first : first + 3]))
+            )
+            length = 0
+            longest = None
+            for last in range(first, len(groups)):
+                length += len(groups[last])
+                if length > 15:
+                    break
+                # Cheap length test first: most runs are dates, times and IDs.
+                if length < 7 or not (international or length in self._national_lengths):
+                    continue
+                end = spans[last][1]
+                if (
+                    (international or self._national_shaped("".join(groups[first : last + 1])))
+                    and not self._date_like.match(text, start, end)
+                    and not claims.overlaps(start, end)
+                ):
+                    longest = last
+            if longest is None:
+                first += 1
+            else:
+                yield start, spans[longest][1]
+                first = longest + 1
+
+    def _national_shaped(self, digits: str) -> bool:
+        """Digits that fit the default region's national number pattern (prefix allowed)."""
+        if self._national.fullmatch(digits):
+            return True
+        prefix = self._national_prefix
+        return (
+            bool(prefix)
+            and digits.startswith(prefix)
+            and (self._national.fullmatch(digits[len(prefix) :]) is not None)
+        )
+
+    @staticmethod
+    def _glued(text: str, start: int, end: int) -> bool:
+        """Whether the match continues a longer token: ``INV-415…``, ``…2671.00``, ``#…``."""
+        if start > 0:
+            before = text[start - 1]
+            if before.isalnum() or before in "#_":
+                return True
+            if before in "-./" and start > 1 and text[start - 2].isalnum():
+                return True
+        if end < len(text):
+            after = text[end]
+            if after.isdigit():
+                return True
+            if after in "-./" and end + 1 < len(text) and text[end + 1].isdigit():
+                return True
+        return False

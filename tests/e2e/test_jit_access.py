@@ -1,0 +1,236 @@
+"""Just-in-time access end to end: `jitgate serve`, a real PostgreSQL, psycopg, the CLI.
+
+* a DELETE without WHERE on a prod connection is held, approved from the CLI by a second
+  identity, then executes once; a second run is held again;
+* denial and timeout give SQLSTATE 42501 and leave the session usable;
+* an agent that needs a grant connects only while its grant is active, and its live
+  session is ended with "jitgate: grant expired" when the grant ends (the end time is moved
+  forward in the store instead of waiting minutes);
+* a task-scoped grant ends, with its session, when the task is completed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from sqlalchemy import update
+
+from jitgate.store.db import Store
+from jitgate.store.models import GrantRow, utcnow
+from tests.support.pgcluster import PgCluster
+from tests.support.served import JITGATE, start_gateway, stop, wait_ready
+
+GRANT_POLICY = """
+@id("prod-needs-grant-for-agents")
+@reason("agents need a just-in-time grant for production")
+forbid (principal, action == Action::"connect", resource)
+when { context.is_agent && resource.tags has env && resource.tags.env == "prod" }
+unless { context.has_grant };
+"""
+
+
+@dataclass
+class Env:
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    api: str
+    pg_port: int
+    tokens: dict[str, str]
+    cluster: PgCluster
+
+    def cli(self, who: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "JITGATE_SERVER": self.api, "JITGATE_TOKEN": self.tokens[who],
+               "XDG_CONFIG_HOME": str(self.data_dir.parent / "xdg")}
+        result = subprocess.run([*JITGATE, *args], capture_output=True, text=True, env=env,
+                                timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"jitgate {' '.join(args)}: {result.stderr}")
+        return result
+
+    def http(self, who: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return httpx.request(method, self.api + path, timeout=30, **kwargs,
+                             headers={"Authorization": f"Bearer {self.tokens[who]}"})
+
+    def connect(self, who: str, **kwargs: Any) -> psycopg.Connection[Any]:
+        return psycopg.connect(host="127.0.0.1", port=self.pg_port, dbname="prod-db", user=who,
+                               password=self.tokens[who], sslmode="disable", autocommit=True,
+                               **kwargs)
+
+    def pending(self, requester: str, timeout: float = 20) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = json.loads(self.cli("bob", "requests", "list", "--status", "pending",
+                                       "-o", "json").stdout)
+            mine = [r for r in rows if r["requester"] == requester]
+            if mine:
+                return mine[0]
+            time.sleep(0.1)
+        raise AssertionError(f"no pending request from {requester}")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    cluster = PgCluster(auth="scram-sha-256").start()
+    cluster.psql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)")
+    data_dir = tmp_path / "data"
+    proc = start_gateway(data_dir, extra_config=(
+        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n"))
+    try:
+        api = wait_ready(proc, data_dir)
+        pg_port = int(json.loads((data_dir / "serve.json").read_text())["listeners"][
+            "postgres"].rsplit(":", 1)[1])
+        admin = (data_dir / "admin.token").read_text().strip()
+        headers = {"Authorization": f"Bearer {admin}"}
+        httpx.post(api + "/api/v1/connections", headers=headers, json={
+            "name": "prod-db", "type": "postgres", "host": "127.0.0.1", "port": cluster.port,
+            "database": "postgres", "username": cluster.superuser, "password": cluster.password,
+            "tls_mode": "disable", "tags": {"env": "prod"}}).raise_for_status()
+        tokens = {"admin": admin}
+        for name, groups in (("alice", ["dbas"]), ("bob", ["approvers"])):
+            httpx.post(api + "/api/v1/users", headers=headers,
+                       json={"name": name, "groups": groups}).raise_for_status()
+            tokens[name] = httpx.post(api + "/api/v1/tokens", headers=headers, json={
+                "user": name, "name": "t"}).json()["token"]
+        tokens["ci-bot"] = httpx.post(api + "/api/v1/tokens", headers=headers, json={
+            "agent": "ci-bot", "name": "t", "create_agent": True}).json()["token"]
+        yield Env(proc, data_dir, api, pg_port, tokens, cluster)
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+        cluster.stop()
+
+
+def _run_in_thread(fn: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = fn()
+        except Exception as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, box
+
+
+def test_held_delete_approved_from_the_cli_runs_once(env: Env) -> None:
+    notices: list[str] = []
+    with env.connect("alice") as conn:
+        conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        thread, box = _run_in_thread(lambda: conn.execute("DELETE FROM t").rowcount)
+        request = env.pending("alice")
+        assert request["kind"] == "statement" and "DELETE FROM t" in request["reason"] + (
+            env.cli("bob", "requests", "show", request["id"], "-o", "json").stdout)
+        assert thread.is_alive()  # held, not run
+        assert env.cluster.psql("SELECT count(*) FROM t") == "10"
+        denied_self = env.cli("alice", "requests", "approve", request["id"], check=False)
+        assert denied_self.returncode == 1 and "own request" in denied_self.stderr
+        approved = env.cli("bob", "requests", "approve", request["id"], "--comment", "ok")
+        assert "approved" in approved.stdout
+        thread.join(30)
+        assert box.get("result") == 10, box
+        assert any(request["id"] in n for n in notices)
+        assert env.cluster.psql("SELECT count(*) FROM t") == "0"
+        # The approval was for one execution: the same statement is held again.
+        env.cluster.psql("INSERT INTO t VALUES (1)")
+        thread, box = _run_in_thread(lambda: conn.execute("DELETE FROM t"))
+        second = env.pending("alice")
+        assert second["id"] != request["id"]
+        env.cli("bob", "requests", "deny", second["id"], "--comment", "not twice")
+        thread.join(30)
+        error = box.get("error")
+        assert isinstance(error, psycopg.errors.InsufficientPrivilege), box
+        assert "not twice" in str(error)
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)  # still usable
+
+
+def test_hold_timeout_gives_42501_and_the_session_stays_usable(env: Env) -> None:
+    with env.connect("alice") as conn:
+        conn.execute("BEGIN")
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="nobody approved"):
+            conn.execute("UPDATE t SET id = 0")
+        assert 15 < time.monotonic() - started < 60
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.execute("ROLLBACK")
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (10,)
+
+
+def _grant_for_agent(env: Env, **body: Any) -> dict[str, Any]:
+    created = env.http("ci-bot", "POST", "/api/v1/requests", json={
+        "connection": "prod-db", "reason": "nightly migration check", **body})
+    assert created.status_code == 201, created.text
+    approved = env.http("bob", "POST", f"/api/v1/requests/{created.json()['id']}/approve",
+                        json={})
+    assert approved.json()["status"] == "approved"
+    return approved.json()
+
+
+def test_agent_grant_ends_its_live_session_on_time(env: Env) -> None:
+    env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
+    with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
+        env.connect("ci-bot")
+    approved = _grant_for_agent(env, duration_seconds=120)
+    conn = env.connect("ci-bot")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    # Bring the end of the 2-minute grant forward to "in one second" instead of waiting.
+    ends_at = utcnow() + timedelta(seconds=1)
+    store = Store.from_url(f"sqlite:///{env.data_dir / 'jitgate.db'}")
+    with store.session() as session:
+        session.execute(update(GrantRow).where(GrantRow.id == approved["grant_id"]).values(
+            ends_at=ends_at))
+    store.dispose()
+    deadline = time.monotonic() + 10
+    ended_after = None
+    while time.monotonic() < deadline:
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            assert "grant expired" in str(exc)
+            ended_after = (utcnow() - ends_at).total_seconds()
+            break
+        time.sleep(0.1)
+    conn.close()
+    assert ended_after is not None and ended_after < 3, ended_after
+    with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
+        env.connect("ci-bot")
+
+
+def test_task_scoped_grant_ends_when_the_task_completes(env: Env) -> None:
+    env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
+    _grant_for_agent(env, task_id="task-42")
+    conn = env.connect("ci-bot")
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    done = env.cli("ci-bot", "tasks", "complete", "task-42")
+    assert "1 grant(s) ended" in done.stdout
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.OperationalError as exc:
+            assert "grant" in str(exc)
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the session outlived its task")
+    conn.close()
+
+
+def _write(env: Env, text: str) -> str:
+    path = env.data_dir.parent / "policy.cedar"
+    path.write_text(text)
+    return str(path)

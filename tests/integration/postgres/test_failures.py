@@ -1,0 +1,227 @@
+"""When things break: oversized messages, vanished clients, killed backends, cancels."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from jitgate.recording.log import read_events
+from tests.fixtures.postgres_gateway import PgGateway, unique
+from tests.support.pgcluster import PgCluster
+from tests.support.pgwire import WireClient, query, send_cancel
+
+pytestmark = pytest.mark.postgres
+
+
+def backends(cluster: PgCluster, app: str) -> int:
+    out = cluster.psql(f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}'")
+    return int(out)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_oversized_message_is_fatal_and_closes_both_legs(
+    make_pg_gateway: Callable[..., PgGateway], pg_scram: PgCluster
+) -> None:
+    gw = make_pg_gateway(max_message_bytes=4096)
+    name = gw.add_connection(pg_scram).name
+    app = unique("oversized")
+    client = WireClient.connect(gw.port, name, gw.admin_token, application_name=app)
+    client.send(query("SELECT 1"))
+    assert client.until_ready()[-1].code == b"Z"
+    assert backends(pg_scram, app) == 1
+    client.send(query("SELECT '" + "x" * 10_000 + "'"))
+    answer = client.read_all_until_closed()
+    assert [m.code for m in answer] == [b"E"]
+    assert answer[0].fields["S"] == "FATAL" and answer[0].sqlstate == "54000"
+    assert "exceeds the limit of 4096" in answer[0].fields["M"]
+    client.close()
+    wait_until(lambda: backends(pg_scram, app) == 0, what="the upstream backend to go")
+    row = gw.session(name)
+    assert row.end_reason is not None and row.end_reason.startswith("protocol violation")
+    # libpq sees the same
+    with psycopg.connect(gw.dsn(name), autocommit=True) as conn:
+        with pytest.raises(psycopg.OperationalError, match="exceeds the limit"):
+            conn.execute("SELECT %s::text", ["y" * 10_000])
+        assert conn.closed
+
+
+def test_client_that_drops_mid_result(pg_gateway: PgGateway, pg_scram: PgCluster) -> None:
+    name = pg_gateway.add_connection(pg_scram).name
+    app = unique("dropper")
+    client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token, application_name=app)
+    client.send(query("SELECT g, repeat('x', 1000) FROM generate_series(1, 2000000) g"))
+    for _ in range(100):
+        client.read()
+    # vanish with a reset, mid-result
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+    wait_until(lambda: backends(pg_scram, app) == 0, what="the upstream backend to go")
+    row = pg_gateway.session(name)
+    assert row.ended_at is not None
+    stmts = pg_gateway.statements(row)
+    assert stmts[-1]["text"].startswith("SELECT g") and stmts[-1]["status"] == "error"
+    assert stmts[-1]["error"] == "08006" and stmts[-1]["rows"] >= 100
+    pg_gateway.verify(row)
+
+
+def test_upstream_terminated_mid_query(pg_gateway: PgGateway, pg_scram: PgCluster) -> None:
+    name = pg_gateway.add_connection(pg_scram).name
+    app = unique("victim")
+    path_seen: list[bool] = []
+
+    def kill() -> None:
+        wait_until(
+            lambda: pg_scram.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                f"'{app}' AND query LIKE '%pg_sleep%' AND state = 'active'"
+            ) == "1",
+            what="the query to run",
+        )  # fmt: skip
+        # the statement is on disk before it reached the upstream
+        row = pg_gateway.session(name, ended=False)
+        events = list(read_events(pg_gateway.recording_path(row)))
+        path_seen.append(any("pg_sleep" in e.get("text", "") for e in events))
+        pg_scram.psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      f"WHERE application_name = '{app}'")  # fmt: skip
+
+    killer = threading.Thread(target=kill)
+    with psycopg.connect(pg_gateway.dsn(name, application_name=app), autocommit=True) as conn:
+        killer.start()
+        started = time.monotonic()
+        with pytest.raises(errors.AdminShutdown, match="terminating connection"):
+            conn.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 15
+        killer.join()
+        assert conn.closed or conn.broken
+    assert path_seen == [True]
+    row = pg_gateway.session(name)
+    assert row.ended_at is not None
+    assert row.end_reason == "upstream closed the connection"
+    stmts = pg_gateway.statements(row)
+    assert stmts[-1]["text"] == "SELECT pg_sleep(30)"
+    assert (stmts[-1]["status"], stmts[-1]["error"]) == ("error", "57P01")
+    pg_gateway.verify(row)
+    pg_gateway.wait_idle()
+
+
+def test_cancel_needs_the_right_key(pg_gateway: PgGateway, pg_scram: PgCluster) -> None:
+    name = pg_gateway.add_connection(pg_scram).name
+    client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+    try:
+        client.send(query("SELECT pg_backend_pid()"))
+        reply = client.until_ready()
+        assert int(reply[1].payload[6:].decode()) == client.pid  # DataRow: 1 col, len, value
+        # forged: right PID, wrong secret; wrong PID, right secret
+        client.send(query("SELECT pg_sleep(1), 'done'"))
+        time.sleep(0.2)
+        send_cancel(pg_gateway.port, client.pid, client.secret ^ 0x5A5A5A5A)
+        send_cancel(pg_gateway.port, client.pid + 1, client.secret)
+        reply = client.until_ready()
+        assert [m.code for m in reply] == [b"T", b"D", b"C", b"Z"]
+        # the real key cancels at once
+        client.send(query("SELECT pg_sleep(30)"))
+        time.sleep(0.2)
+        started = time.monotonic()
+        send_cancel(pg_gateway.port, client.pid, client.secret)
+        reply = client.until_ready()
+        assert time.monotonic() - started < 5
+        assert [m.code for m in reply] == [b"T", b"E", b"Z"] and reply[1].sqlstate == "57014"
+    finally:
+        client.close()
+    row = pg_gateway.session(name)
+    cancels = [e for e in pg_gateway.events(row) if e["type"] == "cancel"]
+    assert len(cancels) == 1
+
+
+def test_gateway_shutdown_ends_sessions_natively(
+    make_pg_gateway: Callable[..., PgGateway], pg_scram: PgCluster
+) -> None:
+    gw = make_pg_gateway()
+    name = gw.add_connection(pg_scram).name
+    app = unique("shutdown")
+    client = WireClient.connect(gw.port, name, gw.admin_token, application_name=app)
+    gw.call(gw.listener.stop())
+    answer = client.read_all_until_closed()
+    client.close()
+    assert [m.code for m in answer] == [b"E"] and answer[0].sqlstate == "57P01"
+    wait_until(lambda: backends(pg_scram, app) == 0, what="the upstream backend to go")
+    assert gw.session(name).end_reason == "jitgate: the gateway is shutting down"
+
+
+def test_upstream_fatal_reaches_the_client_once(pg_gateway: PgGateway, pg_scram: PgCluster) -> None:
+    name = pg_gateway.add_connection(pg_scram).name
+    app = unique("fatal-once")
+    client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token, application_name=app)
+    try:
+        client.send(query("SELECT pg_sleep(30)"))
+        wait_until(
+            lambda: (
+                pg_scram.psql(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    f"WHERE application_name = '{app}' AND state = 'active'"
+                )
+                == "1"
+            ),
+            what="the query to run",
+        )
+        pg_scram.psql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE application_name = '{app}'"
+        )
+        answer = client.read_all_until_closed()
+    finally:
+        client.close()
+    # the RowDescription the backend had buffered, then its FATAL — and nothing more
+    assert [(m.code, m.sqlstate) for m in answer] == [(b"T", None), (b"E", "57P01")]
+    assert pg_gateway.session(name).end_reason == "upstream closed the connection"
+
+
+def test_silent_client_is_timed_out(make_pg_gateway: Callable[..., PgGateway]) -> None:
+    gw = make_pg_gateway(handshake_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        started = time.monotonic()
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    assert time.monotonic() - started < 5
+    assert data[:1] == b"E" and b"C08006\0" in data and b"handshake timed out" in data
+
+
+def test_an_internal_error_fails_closed(
+    make_pg_gateway: Callable[..., PgGateway],
+    pg_scram: PgCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = make_pg_gateway()
+    name = gw.add_connection(pg_scram).name
+    real = gw.listener.classifier
+
+    class Broken:
+        def classify(self, sql: str) -> object:
+            if "boom" in sql:
+                raise RuntimeError("classifier bug")
+            return real.classify(sql)
+
+    gw.listener.classifier = Broken()  # type: ignore[assignment]
+    client = WireClient.connect(gw.port, name, gw.admin_token)
+    client.send(query("SELECT 'boom'"))
+    answer = client.read_all_until_closed()
+    client.close()
+    assert [(m.code, m.sqlstate) for m in answer] == [(b"E", "XX000")]
+    assert answer[0].fields["M"] == "jitgate: internal error"
+    assert gw.session(name).end_reason == "internal error"
+    assert "relaying a request failed" in caplog.text

@@ -1,0 +1,220 @@
+"""Refused statements: the client sees PostgreSQL's own behaviour around a native error."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.fixtures.postgres_gateway import PgGateway
+from tests.support.pgcluster import PgCluster
+from tests.support.pgwire import WireClient, bind, describe, execute, parse, query, sync
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def prod(pg_gateway: PgGateway, pg_scram: PgCluster) -> str:
+    """A connection tagged env=prod, with a table ``items`` holding 1, 2, 3."""
+    name = pg_gateway.add_connection(pg_scram, tags={"env": "prod"}).name
+    table = name.replace("-", "_")
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (x int)")
+        conn.execute(f"INSERT INTO {table} VALUES (1), (2), (3)")
+    return name
+
+
+def table_of(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def connect(gw: PgGateway, name: str, **kw: object) -> psycopg.Connection[tuple[object, ...]]:
+    kw.setdefault("autocommit", True)
+    return psycopg.connect(gw.dsn(name), **kw)  # type: ignore[arg-type]
+
+
+def count(conn: psycopg.Connection[tuple[object, ...]], table: str) -> object:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return row[0] if row else None
+
+
+def test_denied_outside_a_transaction(pg_gateway: PgGateway, prod: str) -> None:
+    t = table_of(prod)
+    with connect(pg_gateway, prod) as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as denied:
+            conn.execute(f"DROP TABLE {t}")
+        diag = denied.value.diag
+        assert diag.sqlstate == "42501"
+        assert (
+            diag.message_primary == "jitgate: DROP TABLE is not allowed on production connections"
+        )
+        assert diag.message_detail == "Decided by builtin:deny-drop-prod."
+        assert "jitgate-denied" not in str(denied.value)
+        with pytest.raises(errors.InsufficientPrivilege, match="needs approval"):
+            conn.execute(f"DELETE FROM {t}")
+        with pytest.raises(errors.InsufficientPrivilege, match="DROP TABLE"):
+            conn.execute(f"DROP TABLE {t}", prepare=True)  # extended protocol, named
+        assert count(conn, t) == 3
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    stmts = pg_gateway.statements(pg_gateway.session(prod))
+    assert [(s["text"], s["decision"], s["status"], s["error"]) for s in stmts[-4:]] == [
+        (f"DROP TABLE {t}", "deny", "denied", "42501"),
+        (f"DELETE FROM {t}", "review", "denied", "42501"),
+        (f"DROP TABLE {t}", "deny", "denied", "42501"),
+        (f"SELECT count(*) FROM {t}", "allow", "ok", None),
+    ]
+
+
+def test_denied_inside_a_transaction(pg_gateway: PgGateway, prod: str) -> None:
+    t = table_of(prod)
+    with connect(pg_gateway, prod, autocommit=False) as conn:
+        conn.execute(f"INSERT INTO {t} VALUES (4)")
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(f"TRUNCATE {t}")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+        with pytest.raises(errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        assert count(conn, t) == 3
+        conn.commit()
+    stmts = pg_gateway.statements(pg_gateway.session(prod))
+    kinds = [(s["text"], s["status"], s["error"]) for s in stmts[1:]]
+    assert kinds[:4] == [
+        (f"INSERT INTO {t} VALUES (4)", "ok", None),
+        (f"TRUNCATE {t}", "denied", "42501"),
+        ("SELECT 1", "error", "25P02"),
+        ("ROLLBACK", "ok", None),
+    ]
+
+
+def test_denied_in_the_middle_of_a_multi_statement_query(
+    pg_gateway: PgGateway, prod: str, pg_scram: PgCluster
+) -> None:
+    t = table_of(prod)
+    with connect(pg_gateway, prod) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(
+                f"INSERT INTO {t} VALUES (10); DROP TABLE {t}; INSERT INTO {t} VALUES (11)"
+            )
+        assert count(conn, t) == 3  # the implicit transaction was rolled back
+    # exactly what PostgreSQL does with an error in the same place
+    with psycopg.connect(pg_scram.dsn("app"), autocommit=True) as direct:
+        with pytest.raises(errors.DivisionByZero):
+            direct.execute(f"INSERT INTO {t} VALUES (10); SELECT 1/0; INSERT INTO {t} VALUES (11)")
+        assert count(direct, t) == 3
+    stmts = pg_gateway.statements(pg_gateway.session(prod))
+    # the INSERT completed, then the implicit transaction it ran in was rolled back
+    assert [(s["status"], s["error"]) for s in stmts[-4:-1]] == [
+        ("ok", None),
+        ("denied", "42501"),
+        ("skipped", None),
+    ]
+
+
+def test_multi_statement_with_explicit_commit_keeps_the_committed_part(
+    pg_gateway: PgGateway, prod: str
+) -> None:
+    t = table_of(prod)
+    with connect(pg_gateway, prod) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(f"BEGIN; INSERT INTO {t} VALUES (20); COMMIT; TRUNCATE {t}")
+        assert count(conn, t) == 4
+
+
+def test_denied_in_a_pipeline(pg_gateway: PgGateway, prod: str, pg_scram: PgCluster) -> None:
+    t = table_of(prod)
+    with connect(pg_gateway, prod) as conn:
+        with pytest.raises(errors.InsufficientPrivilege), conn.pipeline() as p:
+            first = conn.execute(f"INSERT INTO {t} VALUES (%s) RETURNING x", [30])
+            conn.execute(f"DROP TABLE {t}")
+            conn.execute(f"INSERT INTO {t} VALUES (%s)", [31])
+            p.sync()
+        assert first.fetchone() == (30,)
+        with conn.pipeline():  # the session is usable, pipelines too
+            again = conn.execute("SELECT %s::int", [1])
+        assert again.fetchone() == (1,)
+        after = count(conn, t)
+    with psycopg.connect(pg_scram.dsn("app"), autocommit=True) as direct:
+        with pytest.raises(errors.DivisionByZero), direct.pipeline() as p:
+            direct.execute(f"INSERT INTO {t} VALUES (%s)", [30])
+            direct.execute("SELECT 1/0")
+            direct.execute(f"INSERT INTO {t} VALUES (%s)", [31])
+            p.sync()
+        assert count(direct, t) == after == 3  # same implicit-transaction rollback
+
+
+def test_denied_parse_in_the_raw_extended_protocol(pg_gateway: PgGateway, prod: str) -> None:
+    """A refused Parse fails there; later messages are skipped up to Sync; the portal
+    bound afterwards to the refused statement's name is not attributed to it."""
+    t = table_of(prod)
+    client = WireClient.connect(pg_gateway.port, prod, pg_gateway.admin_token)
+    try:
+        client.send(
+            parse("SELECT 1", "ok_stmt")
+            + sync()
+            + parse(f"DROP TABLE {t}", "bad")
+            + bind("", "bad")
+            + describe(b"P")
+            + execute()
+            + sync()
+            + bind("", "ok_stmt")
+            + execute()
+            + sync()
+        )
+        first = client.until_ready()
+        assert [m.code for m in first] == [b"1", b"Z"]
+        second = client.until_ready()
+        assert [m.code for m in second] == [b"E", b"Z"]
+        assert second[0].sqlstate == "42501" and "DROP TABLE" in second[0].fields["M"]
+        third = client.until_ready()
+        assert [m.code for m in third] == [b"2", b"D", b"C", b"Z"]
+        # Bind to the refused name: PostgreSQL says it does not exist
+        client.send(bind("", "bad") + execute() + sync())
+        fourth = client.until_ready()
+        assert [m.code for m in fourth] == [b"E", b"Z"] and fourth[0].sqlstate == "26000"
+        client.send(query("SELECT 2"))
+        assert [m.code for m in client.until_ready()] == [b"T", b"D", b"C", b"Z"]
+    finally:
+        client.close()
+    stmts = pg_gateway.statements(pg_gateway.session(prod))
+    assert [(s["text"], s["status"]) for s in stmts] == [
+        (f"DROP TABLE {t}", "denied"),
+        ("SELECT 1", "ok"),
+        ("SELECT 2", "ok"),
+    ]
+
+
+def test_syntax_errors_are_42601(pg_gateway: PgGateway, prod: str) -> None:
+    with connect(pg_gateway, prod) as conn:
+        with pytest.raises(errors.SyntaxError) as simple:
+            conn.execute("SELEC 1")
+        assert simple.value.diag.sqlstate == "42601"
+        assert 'syntax error at or near "SELEC"' in str(simple.value)
+        with pytest.raises(errors.SyntaxError):
+            conn.execute("SELECT FROM WHERE %s", [1])
+        with pytest.raises(errors.SyntaxError):
+            conn.execute("SELECT 1; SELEC 2")
+        assert conn.execute("SELECT 'fine'").fetchone() == ("fine",)
+
+
+def test_dangerous_functions_and_do_blocks(pg_gateway: PgGateway, prod: str) -> None:
+    with connect(pg_gateway, prod) as conn:
+        for sql in (
+            "SELECT pg_read_file('/etc/passwd')",
+            "DO $$BEGIN PERFORM 1; END$$",
+            "COPY (SELECT 1) TO PROGRAM 'id'",
+            "ALTER SYSTEM SET work_mem = '1GB'",
+            "SET ROLE postgres",
+            "SELECT set_config('role', 'postgres', false)",
+        ):
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute(sql)
+        assert conn.execute("SELECT current_user").fetchone() == ("app",)
+
+
+def test_large_denied_statement_and_unicode(pg_gateway: PgGateway, prod: str) -> None:
+    t = table_of(prod)
+    with connect(pg_gateway, prod) as conn:
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute(f"SELECT 'ünïcødé ☃ {'x' * 100_000}'; DROP TABLE {t}")
+        assert conn.execute("SELECT 'ünïcødé'").fetchone() == ("ünïcødé",)
