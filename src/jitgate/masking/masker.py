@@ -48,7 +48,7 @@ def _type_class(value: TypeClass | str) -> TypeClass:
 
 
 _ACTION_CACHE_SIZE = 4096
-_MAX_PASSES = 3
+_MAX_PASSES = 4
 # Which strategy wins when several findings share a non-text cell: the strictest.
 _SEVERITY = {Strategy.PARTIAL: 0, Strategy.REDACT: 1, Strategy.HASH: 2, Strategy.NULL: 3}
 
@@ -248,6 +248,7 @@ class Masker:
         type_class: TypeClass | str = TypeClass.TEXT,
     ) -> MaskResult:
         """Mask one cell; without ``column`` only rules that name no columns apply."""
+        kind = _type_class(type_class)
         if value is None:
             return MaskResult(None, False, _EMPTY_COUNTS)
         action = self.action_for(column, table)
@@ -255,7 +256,7 @@ class Masker:
             isinstance(action, Detection) and not action.scanner.could_match(value)
         ):
             return MaskResult(value, False, _EMPTY_COUNTS)  # the hot path: nothing to look at
-        new, counts = self._apply(action, value, _type_class(type_class))
+        new, counts = self._apply(action, value, kind)
         if counts is None:
             return MaskResult(value, False, _EMPTY_COUNTS)
         return MaskResult(new, True, MappingProxyType(counts))

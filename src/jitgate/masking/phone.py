@@ -75,7 +75,7 @@ class PhoneDetector(Detector):
                 window = "".join(chars)
             for start, end, raw, why in self._match(window):
                 start, end = window_start + start, window_start + end
-                if not self._glued(text, start, end):
+                if not self._glued(text, start, end, claims):
                     yield Finding(self.type, start, end, raw, why)
         # Fail closed: past the validation budget, plausible numbers count unvalidated.
         for start, end in unchecked:
@@ -177,15 +177,18 @@ class PhoneDetector(Detector):
         )
 
     @staticmethod
-    def _glued(text: str, start: int, end: int) -> bool:
-        """Whether the match continues a longer token: ``INV-415…``, ``…2671.00``, ``#…``."""
-        if start > 0:
+    def _glued(text: str, start: int, end: int, claims: Claims) -> bool:
+        """Whether the match continues a longer token: ``INV-415…``, ``…2671.00``, ``#…``.
+
+        A neighbour that another finding claimed will be masked, so it does not count.
+        """
+        if start > 0 and not claims.overlaps(start - 1, start):
             before = text[start - 1]
             if before.isalnum() or before in "#_":
                 return True
             if before in "-./" and start > 1 and text[start - 2].isalnum():
                 return True
-        if end < len(text):
+        if end < len(text) and not claims.overlaps(end, end + 1):
             after = text[end]
             if after.isdigit():
                 return True

@@ -10,11 +10,14 @@ cache at once.
 
 An engine whose rules can read the statement's text (``Request.text``) says so with a
 true ``reads_text`` attribute; the text is then part of the key, since two statements
-that differ only in a constant may be decided differently.
+that differ only in a constant may be decided differently. The key also holds the
+session context's version (bumped when, say, the session's grants change) and the
+current UTC hour, because policies may read ``context.hour`` and ``business_hours``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,7 +48,7 @@ class StatementGate:
         self.protocol = protocol
         self.context = dict(context or {})
         self._cache: dict[tuple[object, ...], Decision] = {}
-        self._reads_text = bool(getattr(engine, "reads_text", False))
+        self._context_version = 0
         self.hits = 0
         self.misses = 0
 
@@ -68,7 +71,9 @@ class StatementGate:
                 statement.inner_kind,
                 statement.prepared_name,
                 self.engine.version,
-                text if self._reads_text else None,
+                self._context_version,
+                int(time.time() // 3600),
+                text if getattr(self.engine, "reads_text", False) else None,
             )
             cached = self._cache.get(key)
             if cached is not None:
@@ -81,6 +86,11 @@ class StatementGate:
                 self._cache.clear()
             self._cache[key] = decision
         return decision
+
+    def set_context(self, **updates: Any) -> None:
+        """Change what policies see in ``context`` (e.g. grants); cached decisions lapse."""
+        self.context.update(updates)
+        self._context_version += 1
 
     def decide(self, statement: Statement | None, text: str, action: str | None = None) -> Decision:
         request = Request(

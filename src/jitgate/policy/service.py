@@ -27,7 +27,7 @@ from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
 from jitgate.policy.cedar import CedarEngine, Explanation, PolicyDocument, parse_document
 from jitgate.policy.risk import RiskSettings
-from jitgate.policy.types import Request
+from jitgate.policy.types import Decision, Request
 from jitgate.store import revisions
 from jitgate.store.db import Store
 from jitgate.store.models import PolicyRow
@@ -242,3 +242,22 @@ class PolicyService:
 
     def test(self, request: Request, *, engine: CedarEngine | None = None) -> Explanation:
         return (engine or self.engine()).explain(request)
+
+
+class LiveEngine:
+    """The current engine of a :class:`PolicyService`, as a ``PolicyEngine``: sessions hold
+    this, so a policy change reaches open sessions with their next statement."""
+
+    def __init__(self, service: PolicyService) -> None:
+        self.service = service
+
+    @property
+    def version(self) -> int:
+        return self.service.engine().version
+
+    @property
+    def reads_text(self) -> bool:
+        return self.service.engine().reads_text
+
+    def decide(self, request: Request) -> Decision:
+        return self.service.engine().decide(request)

@@ -48,10 +48,10 @@ def test_denied_outside_a_transaction(pg_gateway: PgGateway, prod: str) -> None:
         assert (
             diag.message_primary == "jitgate: DROP TABLE is not allowed on production connections"
         )
-        assert diag.message_detail == "Decided by builtin:deny-drop-prod."
+        assert diag.message_detail == "Decided by deny-drop-truncate-on-prod."
         assert "jitgate-denied" not in str(denied.value)
-        with pytest.raises(errors.InsufficientPrivilege, match="needs approval"):
-            conn.execute(f"DELETE FROM {t}")
+        with pytest.raises(errors.InsufficientPrivilege, match=r"needs approval.*nobody approved"):
+            conn.execute(f"DELETE FROM {t}")  # held for review; nobody approves in 1 s
         with pytest.raises(errors.InsufficientPrivilege, match="DROP TABLE"):
             conn.execute(f"DROP TABLE {t}", prepare=True)  # extended protocol, named
         assert count(conn, t) == 3
@@ -59,7 +59,7 @@ def test_denied_outside_a_transaction(pg_gateway: PgGateway, prod: str) -> None:
     stmts = pg_gateway.statements(pg_gateway.session(prod))
     assert [(s["text"], s["decision"], s["status"], s["error"]) for s in stmts[-4:]] == [
         (f"DROP TABLE {t}", "deny", "denied", "42501"),
-        (f"DELETE FROM {t}", "review", "denied", "42501"),
+        (f"DELETE FROM {t}", "deny", "denied", "42501"),
         (f"DROP TABLE {t}", "deny", "denied", "42501"),
         (f"SELECT count(*) FROM {t}", "allow", "ok", None),
     ]

@@ -160,7 +160,7 @@ def test_psql_denied_and_wrong_password(pg_gateway: PgGateway, pg_scram: PgClust
     out = psql(pg_gateway, name, "-c", "TRUNCATE pg_class", check=False)
     assert out.returncode == 1
     assert "ERROR:  jitgate: TRUNCATE TABLE is not allowed on production connections" in out.stderr
-    assert "DETAIL:  Decided by builtin:deny-drop-prod." in out.stderr
+    assert "DETAIL:  Decided by deny-drop-truncate-on-prod." in out.stderr
     out = psql(pg_gateway, name, "-c", "SELECT 1", env={"PGPASSWORD": "jgt_wrong"}, check=False)
     assert out.returncode == 2
     assert 'password authentication failed for user "admin"' in out.stderr

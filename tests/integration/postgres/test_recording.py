@@ -58,7 +58,7 @@ def test_every_statement_in_order_with_its_outcome(
         assert s["seq"] < s["result_seq"]
     denied = next(e for e in events if e["type"] == "request" and e["decision"] == "deny")
     assert denied["reason"] == "DROP TABLE is not allowed on production connections"
-    assert denied["policies"] == ["builtin:deny-drop-prod"]
+    assert denied["policies"] == ["deny-drop-truncate-on-prod"]
     end = events[-1]
     assert end["counts"] == {"allow": 7, "deny": 1, "error": 1}
     assert row.counts == end["counts"] and row.bytes_in > 0 and row.bytes_out > 0

@@ -21,7 +21,25 @@ VALUES = [
     "4111111111111112", "550e8400-e29b-41d4-a716-446655440000", "v1.2.3", "icon@2x.png",
     "5d41402abc4b2a76b9719d911017c592", "1234567890",
 ]  # fmt: skip
-SEPARATORS = [" ", ", ", "; ", "\n", " | ", '", "', "=", ":", "/", "-", "", "  "]
+SEPARATORS = [
+    " ",
+    ", ",
+    "; ",
+    "\n",
+    " | ",
+    '", "',
+    "=",
+    ":",
+    "/",
+    "-",
+    "",
+    "  ",
+    "(",
+    ".",
+    "+",
+    "@",
+    "#",
+]
 
 any_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=300)
 fragments = st.one_of(

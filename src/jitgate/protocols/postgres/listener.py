@@ -15,7 +15,8 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from jitgate.policy.builtin import BuiltinPolicy
+from jitgate.access.events import GrantsChanged
+from jitgate.policy.service import LiveEngine
 from jitgate.policy.types import PolicyEngine
 from jitgate.protocols.postgres import upstream as up
 from jitgate.protocols.postgres.legs import Leg
@@ -37,7 +38,7 @@ class PostgresListener:
         self.gateway = gateway
         self.settings = gateway.settings.listeners.postgres
         self.ssl_context = server_context(gateway.tls_cert, gateway.tls_key)
-        self.policy: PolicyEngine = policy or BuiltinPolicy()
+        self.policy: PolicyEngine = policy or LiveEngine(gateway.policies)
         self.classifier = PostgresClassifier()
         self.recorder = Recorder(gateway.store, gateway.paths.recordings)
         self.sessions: set[PostgresSession] = set()
@@ -56,7 +57,23 @@ class PostgresListener:
         )
         sock = self._server.sockets[0].getsockname()
         self.port = int(sock[1])
+        self.gateway.access.events.on_grants_changed(self._grants_changed)
         return f"{self.settings.host}:{self.port}"
+
+    def _grants_changed(self, event: GrantsChanged) -> None:
+        """Re-check the sessions a grant change may affect (it may end them)."""
+        loop = asyncio.get_running_loop()
+        for session in list(self.sessions):
+            who = session.who
+            if who is None:
+                continue
+            if event.identity not in (None, who.principal.name):
+                continue
+            if event.connection not in (None, session.connection_name):
+                continue
+            task = loop.create_task(session.refresh_grants(event.ended))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _accept(self) -> Leg:
         from jitgate.protocols.postgres.session import PostgresSession

@@ -238,8 +238,9 @@ def notice_response(
     sqlstate: str = "00000",
     detail: str | None = None,
     hint: str | None = None,
+    encoding: str = "utf-8",
 ) -> bytes:
-    return ErrorFields(severity, sqlstate, text, detail, hint).encode(NOTICE_RESPONSE)
+    return ErrorFields(severity, sqlstate, text, detail, hint).encode(NOTICE_RESPONSE, encoding)
 
 
 # ---------------------------------------------------------------------- parsers

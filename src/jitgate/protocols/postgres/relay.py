@@ -123,6 +123,22 @@ class _Prepared:
     decision: Decision
 
 
+@dataclass(frozen=True, slots=True)
+class HeldStatement:
+    """A statement policy sent to review: the relay stops before it until it is released."""
+
+    text: str
+    statement: Statement
+    decision: Decision
+    via: str
+
+
+class _Hold(Exception):
+    def __init__(self, held: HeldStatement) -> None:
+        super().__init__(held.text)
+        self.held = held
+
+
 @dataclass(slots=True)
 class _QueryGroup:
     executions: list[Execution]
@@ -173,6 +189,34 @@ class Relay:
         self.bytes_from_client = 0
         self.bytes_from_server = 0
         self.in_copy_in = False
+        self.held: HeldStatement | None = None
+        self._released: dict[tuple[int, str], Decision] = {}
+
+    # ------------------------------------------------------------ held statements
+
+    def release(self, decision: Decision) -> bytes:
+        """Decide the held statement (allow or deny) and go on; returns bytes for upstream.
+
+        The held message is processed again from the buffer with ``decision`` in place of
+        the review; other statements of the same message are decided as before.
+        """
+        held = self.held
+        if held is None:
+            raise RuntimeError("nothing is held")
+        if decision.outcome is Outcome.REVIEW:
+            raise ValueError("a held statement is released with allow or deny")
+        self.held = None
+        self._released[(held.statement.start, held.text)] = decision
+        return self.client_data(b"")
+
+    def _decide(self, stmt: Statement, text: str, via: str) -> Decision:
+        decision = self._gate(stmt, text)
+        if decision.outcome is Outcome.REVIEW:
+            released = self._released.get((stmt.start, text))
+            if released is None:
+                raise _Hold(HeldStatement(text, stmt, decision, via))
+            return released
+        return decision
 
     # ------------------------------------------------------------ client → upstream
 
@@ -197,7 +241,14 @@ class Relay:
             end = pos + 1 + length
             if end > size:
                 break
-            replacement = self._client_message(mtype, buf, pos + 5, end)
+            if self.held is not None:
+                break
+            try:
+                replacement = self._client_message(mtype, buf, pos + 5, end)
+            except _Hold as hold:
+                self.held = hold.held  # stop here; the message stays in the buffer
+                break
+            self._released.clear()
             if replacement is not None:
                 if run_start < pos:
                     out.append(bytes(buf[run_start:pos]))
@@ -208,6 +259,11 @@ class Relay:
             out.append(bytes(buf[run_start:pos]))
         del buf[:pos]
         return b"".join(out) if len(out) != 1 else out[0]
+
+    @property
+    def buffered(self) -> int:
+        """Client bytes waiting (behind a held statement, or an incomplete message)."""
+        return len(self._client_buf)
 
     def _client_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
         """Track one client message; return replacement bytes, or None to forward it."""
@@ -306,8 +362,8 @@ class Relay:
         replacements: list[tuple[int, int, str]] = []
         if not statements:
             statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
-        for stmt in statements:
-            decision = self._gate(stmt, stmt.text)
+        decisions = [self._decide(stmt, stmt.text, "query") for stmt in statements]
+        for stmt, decision in zip(statements, decisions, strict=True):
             if decision.allowed:
                 executions.append(self._start(stmt.text, stmt, decision, "query"))
             else:
@@ -332,17 +388,17 @@ class Relay:
         if len(statements) > 1:
             # PostgreSQL refuses several statements in one Parse; let it say so.
             stmt = statements[0]
-            decision = self._gate(stmt, query)
+            decision = self._decide(stmt, query, "extended")
             for other in statements[1:]:
-                other_decision = self._gate(other, other.text)
+                other_decision = self._decide(other, other.text, "extended")
                 if not other_decision.allowed:
                     decision = other_decision
         elif statements:
             stmt = statements[0]
-            decision = self._gate(stmt, stmt.text)
+            decision = self._decide(stmt, stmt.text, "extended")
         else:
             stmt = Statement(CommandKind.EMPTY, "", "", 0, 0)
-            decision = self._gate(stmt, "")
+            decision = self._decide(stmt, "", "extended")
         name = parse.statement
         if not name:
             # The server drops the unnamed statement before it parses a new one.

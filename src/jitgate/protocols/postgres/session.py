@@ -16,21 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from jitgate.access.hold import resolve_review
+from jitgate.access.service import statement_key
 from jitgate.connections.types import ConnectionInfo, ConnectionType, Credential
 from jitgate.errors import JitgateError, NotFound, Unauthenticated, Unavailable
 from jitgate.identity.principal import Authenticated
 from jitgate.policy.gate import StatementGate
-from jitgate.policy.types import Target
+from jitgate.policy.types import Decision, Target
 from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres import upstream as up
 from jitgate.protocols.postgres.legs import Leg, LegClosed
 from jitgate.protocols.postgres.messages import ProtocolViolation
-from jitgate.protocols.postgres.relay import Relay
+from jitgate.protocols.postgres.relay import HeldStatement, Relay
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
 
 if TYPE_CHECKING:
@@ -119,6 +123,9 @@ class PostgresSession:
         self.client_port: int | None = peer[1] if peer else None
         self.who: Authenticated | None = None
         self.upstream_address: tuple[str, int] = ("", 0)
+        self.connection_name = ""
+        self.grant_ids: set[str] = set()
+        self._hold_task: asyncio.Task[None] | None = None
         self._gate: StatementGate | None = None
 
     # ------------------------------------------------------------------- run
@@ -158,6 +165,8 @@ class PostgresSession:
     async def _cleanup(self) -> None:
         if self.cancel_secret is not None:
             self.listener.cancel_keys.pop(self.cancel_secret, None)
+        if self._hold_task is not None and not self._hold_task.done():
+            self._hold_task.cancel()
         if self.relay is not None:
             with contextlib.suppress(Exception):
                 self.relay.close()
@@ -214,7 +223,7 @@ class PostgresSession:
         self.who = await self._authenticate(user, token)
         info, credential = await self._resolve(dbname)
         self.upstream_address = (info.host, info.port)
-        self._check_connect(info.name, info.tags)
+        await self._check_connect(info.name, info.tags)
         meta = SessionMeta(
             protocol="postgres",
             connection_id=info.id,
@@ -322,7 +331,7 @@ class PostgresSession:
     def _target(self, name: str, tags: dict[str, str]) -> Target:
         return Target(name=name, type="postgres", tags=tags)
 
-    def _check_connect(self, name: str, tags: dict[str, str]) -> None:
+    async def _check_connect(self, name: str, tags: dict[str, str]) -> None:
         assert self.who is not None
         gate = StatementGate(
             self.listener.policy,
@@ -331,6 +340,9 @@ class PostgresSession:
             target=self._target(name, tags),
             client_addr=self.client_addr,
         )
+        self._gate = gate
+        self.connection_name = name
+        await self._load_grants()
         decision = gate.decide(None, "", action="connect")
         if not decision.allowed:
             raise Refused(
@@ -338,7 +350,42 @@ class PostgresSession:
                 f"jitgate: {self.who.display} may not connect to {name!r}",
                 detail=decision.reason,
             )
-        self._gate = gate
+
+    async def _load_grants(self) -> None:
+        """Put the caller's active grants for this connection into the policy context."""
+        assert self.who is not None and self._gate is not None
+        grants = await asyncio.to_thread(
+            self.gateway.access.active_grants,
+            self.who.principal,
+            self.who.actor,
+            self.connection_name,
+        )
+        self.grant_ids = {g.id for g in grants}
+        scopes = sorted({s for g in grants for s in (g.scope or ())})
+        self._gate.set_context(has_grant=bool(grants), grant_scopes=scopes)
+
+    async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
+        """Grants changed: re-decide whether this session may stay connected."""
+        if self._gate is None or self.who is None or self.client.closed.done():
+            return
+        held_ended = [g for g in ended if g in self.grant_ids]
+        try:
+            await self._load_grants()
+        except Exception as exc:  # the store is unavailable: fail closed only if it mattered
+            log.warning("[client=%s] could not reload grants: %s", self.client_addr, exc)
+            return
+        decision = self._gate.decide(None, "", action="connect")
+        if decision.allowed:
+            return
+        if held_ended:
+            grant = await asyncio.to_thread(self.gateway.access.get_grant, held_ended[0])
+            reason = grant.revoke_reason or "ended"
+            message = (
+                "jitgate: grant expired" if reason == "expired" else f"jitgate: grant {reason}"
+            )
+        else:
+            message = f"jitgate: access ended: {decision.reason or 'not allowed any more'}"
+        self.terminate(message)
 
     def _finish_handshake(self, name: str, tags: dict[str, str]) -> None:
         assert self.upstream is not None
@@ -377,14 +424,15 @@ class PostgresSession:
             client.close()
             server.close()
 
-        def from_client(data: bytes) -> None:
+        def forward(step: Callable[[], bytes]) -> bool:
+            """Run one relay step for the client side; False if the session was ended."""
             try:
-                out = relay.client_data(data)
+                out = step()
                 if out:
                     recorder.flush()  # the request's event is written before it goes upstream
             except ProtocolViolation as exc:
                 end(f"protocol violation: {exc.message}", exc.sqlstate, f"jitgate: {exc.message}")
-                return
+                return False
             except OSError as exc:  # the recorder cannot write: fail closed
                 log.error("[client=%s] recording failed: %s", self.client_addr, exc)
                 end(
@@ -392,16 +440,38 @@ class PostgresSession:
                     "58030",
                     "jitgate: the session can no longer be recorded, so it is closed",
                 )
-                return
+                return False
             except Exception:  # a bug of ours: nothing of this data goes upstream
                 log.exception("[client=%s] relaying a request failed", self.client_addr)
                 end("internal error", "XX000", "jitgate: internal error")
-                return
+                return False
             if out:
                 server.write(out)
             if relay.terminated:
                 self.end_reason = "client terminated"
                 server.close()
+            return True
+
+        def from_client(data: bytes) -> None:
+            if forward(lambda: relay.client_data(data)) and relay.held is not None:
+                hold()
+
+        def hold() -> None:
+            """A statement waits for review: stop reading the client until it is decided."""
+            if self._hold_task is not None and not self._hold_task.done():
+                return
+            if client.transport is not None:
+                client.transport.pause_reading()
+            self._hold_task = asyncio.create_task(resolve_holds())
+
+        async def resolve_holds() -> None:
+            while relay.held is not None and not client.closed.done():
+                held = relay.held
+                decision = await self._review(held, relay.encoding)
+                if not forward(functools.partial(relay.release, decision)):
+                    return
+            if client.transport is not None and not client.closed.done():
+                client.transport.resume_reading()
 
         def from_server(data: bytes) -> None:
             try:
@@ -424,6 +494,8 @@ class PostgresSession:
 
         client.relay_to(from_client)
         server.relay_to(from_server)
+        if relay.held is not None:
+            hold()
         done, _pending = await asyncio.wait(
             {client.closed, server.closed}, return_when=asyncio.FIRST_COMPLETED
         )
@@ -443,6 +515,48 @@ class PostgresSession:
                     severity="FATAL",
                 )
             )
+
+    async def _review(self, held: HeldStatement, encoding: str) -> Decision:
+        """Resolve a review: a one-time approval, a wait for approvers, or a refusal."""
+        assert self.who is not None and self.recorder is not None
+        approvals = self.gateway.settings.approvals
+        wait = approvals.agents_wait or not (self.who.actor or self.who.principal.is_agent)
+        client = self.client
+
+        def tell(text: str) -> None:
+            client.write(m.notice_response(text, encoding=encoding))
+
+        try:
+            decision = await resolve_review(
+                self.gateway.access,
+                self.who,
+                connection=self.connection_name,
+                text=held.text,
+                key=statement_key(held.text),
+                decision=held.decision,
+                session_id=self.recorder.session_id,
+                wait=wait,
+                timeout=approvals.hold_timeout_seconds,
+                poll_interval=approvals.poll_interval_seconds,
+                tell=tell,
+            )
+        except Exception as exc:  # fail closed
+            log.exception("[client=%s] resolving a review failed", self.client_addr)
+            decision = Decision.deny(
+                f"the approval could not be handled: {type(exc).__name__}", *held.decision.policies
+            )
+        with contextlib.suppress(OSError):
+            self.recorder.event(
+                "review",
+                {
+                    "text": held.text,
+                    "reason": held.decision.reason,
+                    "policies": list(held.decision.policies),
+                    "outcome": decision.outcome.value,
+                    "by": list(decision.policies),
+                },
+            )
+        return decision
 
     def terminate(self, message: str, sqlstate: str = "57P01") -> None:
         """End the session from the gateway's side (shutdown, grant revoked)."""

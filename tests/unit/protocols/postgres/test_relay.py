@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from jitgate.policy.types import Decision
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from tests.unit.protocols.postgres.wire import (
     Bind,
@@ -392,12 +393,41 @@ def test_upstream_fatal_is_noted() -> None:
 def test_non_prod_allows_drop_but_still_reviews_unbounded_writes() -> None:
     relay, rec = make_relay(tags={})
     assert relay.client_data(Query("DROP TABLE t")) == Query("DROP TABLE t")
-    forwarded = relay.client_data(Query("DELETE FROM t"))
-    assert b"jitgate-denied" in forwarded
+    # Review holds the statement: nothing goes upstream and it is not recorded yet.
+    assert relay.client_data(Query("DELETE FROM t") + Query("SELECT 1")) == b""
+    assert relay.held is not None and relay.held.text == "DELETE FROM t"
+    assert relay.held.decision.outcome.value == "review"
+    assert [e.text for e in rec.started] == ["DROP TABLE t"]
+    # Denied by the approvers: it fails in place, and what was queued behind it flows on.
+    forwarded = relay.release(Decision.deny("request 7 was denied", "review-unbounded-writes"))
+    assert b"jitgate-denied" in forwarded and forwarded.endswith(Query("SELECT 1"))
+    assert relay.held is None
     assert [(e.text, e.decision.outcome.value) for e in rec.started] == [
         ("DROP TABLE t", "allow"),
-        ("DELETE FROM t", "review"),
+        ("DELETE FROM t", "deny"),
+        ("SELECT 1", "allow"),
     ]
+
+
+def test_held_statement_released_by_approval_runs_unchanged() -> None:
+    relay, rec = make_relay(tags={})
+    both = Query("SELECT 1; DELETE FROM t; UPDATE t SET a = 1")
+    assert relay.client_data(both) == b""
+    assert relay.held is not None and relay.held.text == "DELETE FROM t"
+    assert relay.release(Decision.allow("approved-request:1")) == b""
+    assert relay.held is not None and relay.held.text == "UPDATE t SET a = 1"
+    assert relay.release(Decision.allow("approved-request:2")) == both
+    assert [(e.text, e.decision.outcome.value) for e in rec.started] == [
+        ("SELECT 1", "allow"),
+        ("DELETE FROM t", "allow"),
+        ("UPDATE t SET a = 1", "allow"),
+    ]
+    assert [e.decision.policies for e in rec.started[1:]] == [
+        ("approved-request:1",),
+        ("approved-request:2",),
+    ]
+    with pytest.raises(RuntimeError):
+        relay.release(Decision.allow())
 
 
 def test_startup_client_encoding_and_multibyte_encodings() -> None:

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from jitgate.policy.types import Decision
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from jitgate.protocols.postgres.relay import Relay
 from tests.unit.protocols.postgres import wire as w
@@ -86,6 +87,9 @@ def _feed(relay: Relay, direction: str, data: bytes, cuts: list[int]) -> bytes:
     for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
         out.append(feed(data[previous:cut]))
         previous = cut
+        while direction == "client" and relay.held is not None:
+            # A statement held for review: the approvers say no, and the rest flows on.
+            out.append(relay.release(Decision.deny("not approved", "test")))
     return b"".join(out)
 
 
