@@ -12,7 +12,7 @@ from jitgate.store.models import Base
 
 
 def test_migrations_reach_head_and_match_models(store: Store) -> None:
-    assert current_revision(store.engine) == "0003"
+    assert current_revision(store.engine) == "0004"
     with store.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
@@ -23,14 +23,14 @@ def test_downgrade_and_upgrade_again(store_url: str, store: Store) -> None:
     assert current_revision(store.engine) is None
     assert "identities" not in inspect(store.engine).get_table_names()
     upgrade(store.engine)
-    assert current_revision(store.engine) == "0003"
+    assert current_revision(store.engine) == "0004"
     assert "identities" in inspect(store.engine).get_table_names()
 
 
 def test_upgrade_is_idempotent(store: Store) -> None:
     upgrade(store.engine)
     upgrade(store.engine)
-    assert current_revision(store.engine) == "0003"
+    assert current_revision(store.engine) == "0004"
 
 
 def test_sqlite_runs_in_wal_mode(tmp_path: object) -> None:

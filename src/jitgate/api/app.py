@@ -18,6 +18,7 @@ from jitgate.api.routes import (
     connections,
     identity,
     integrations,
+    masking,
     policies,
     sessions,
     tokens,
@@ -37,7 +38,17 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.login_limiter = LoginLimiter()
     errors.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=gateway.settings.api.max_body_bytes)
-    for module in (identity, tokens, connections, policies, access, integrations, sessions, audit):
+    for module in (
+        identity,
+        tokens,
+        connections,
+        policies,
+        access,
+        integrations,
+        masking,
+        sessions,
+        audit,
+    ):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

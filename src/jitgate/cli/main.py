@@ -38,6 +38,9 @@ grants_app = typer.Typer(help="Active and past grants.", no_args_is_help=True)
 rules_app = typer.Typer(help="Approval rules per connection or tag.", no_args_is_help=True)
 tasks_app = typer.Typer(help="Agent tasks that grants are scoped to.", no_args_is_help=True)
 sessions_app = typer.Typer(help="Recorded sessions.", no_args_is_help=True)
+mask_app = typer.Typer(help="Data masking: test profiles, manage them.", no_args_is_help=True)
+mask_profiles_app = typer.Typer(help="Mask profiles.", no_args_is_help=True)
+mask_app.add_typer(mask_profiles_app, name="profiles")
 app.add_typer(connections_app, name="connections")
 app.add_typer(tokens_app, name="tokens")
 app.add_typer(users_app, name="users")
@@ -50,6 +53,7 @@ app.add_typer(grants_app, name="grants")
 app.add_typer(rules_app, name="rules")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(sessions_app, name="sessions")
+app.add_typer(mask_app, name="mask")
 
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 Server = Annotated[str | None, typer.Option("--server", help="API URL (JITGATE_SERVER)")]
@@ -1067,6 +1071,82 @@ def audit_verify(session_id: str, server: Server = None) -> None:
     raise CLIError(
         f"session {session_id}: event {result['first_bad_event']} was altered: {result['problem']}"
     )
+
+
+# -------------------------------------------------------------------- mask
+
+
+@mask_app.command("test")
+def mask_test(
+    profile: Annotated[str, typer.Option("--profile")],
+    column: Annotated[str | None, typer.Option("--column")] = None,
+    table: Annotated[str | None, typer.Option("--table")] = None,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Read text on stdin; show each line masked and why."""
+    client = APIClient.from_env(server)
+    results = []
+    for line in sys.stdin.read().splitlines():
+        result = client.request(
+            "POST",
+            "/api/v1/masking/test",
+            json_body={"profile": profile, "text": line, "column": column, "table": table},
+        )
+        results.append({"input": line, **result})
+    if output is OutputFormat.JSON:
+        emit_json(results)
+        return
+    for result in results:
+        typer.echo(result["masked"] if result["masked"] is not None else "NULL")
+        for finding in result["findings"]:
+            typer.echo(
+                f"    {finding['type']:<8} [{finding['start']}:{finding['end']}] {finding['why']}"
+            )
+
+
+@mask_profiles_app.command("list")
+def mask_profiles_list(server: Server = None, output: Output = OutputFormat.TABLE) -> None:
+    """List mask profiles (built-in and stored)."""
+    rows = APIClient.from_env(server).request("GET", "/api/v1/masking/profiles")["items"]
+    if output is OutputFormat.JSON:
+        emit_json(rows)
+        return
+    emit_list(
+        [
+            {
+                "name": r["name"],
+                "builtin": r["builtin"],
+                "rules": len(r["definition"].get("rules", [])),
+            }
+            for r in rows
+        ],
+        ["name", "builtin", "rules"],
+        output,
+    )
+
+
+@mask_profiles_app.command("put")
+def mask_profiles_put(
+    name: str, file: Annotated[Path, typer.Option("--file", "-f")], server: Server = None
+) -> None:
+    """Create or replace a mask profile from a YAML/JSON file."""
+    import yaml
+
+    definition = yaml.safe_load(read_secret_file(file, "profile"))
+    if not isinstance(definition, dict):
+        raise CLIError("the profile file must hold a mapping")
+    APIClient.from_env(server).request(
+        "PUT", f"/api/v1/masking/profiles/{name}", json_body={"definition": definition}
+    )
+    typer.echo(f"mask profile {name} saved")
+
+
+@mask_profiles_app.command("rm")
+def mask_profiles_rm(name: str, server: Server = None) -> None:
+    """Remove a stored mask profile."""
+    APIClient.from_env(server).request("DELETE", f"/api/v1/masking/profiles/{name}")
+    typer.echo(f"mask profile {name} removed")
 
 
 def main() -> None:

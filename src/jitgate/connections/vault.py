@@ -138,6 +138,13 @@ class Vault:
         except InvalidTag as exc:
             raise VaultError("sealed credential failed authentication") from exc
 
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte key for another purpose, derived from the *oldest* master key so that it
+        survives rotation of the current one (e.g. deterministic masking tokens)."""
+        import hmac as _hmac
+
+        return _hmac.new(self._keys[-1].material, b"jitgate:" + label, "sha256").digest()
+
     @staticmethod
     def key_id_of(blob: bytes) -> str:
         return blob[len(MAGIC) : len(MAGIC) + _KEY_ID_BYTES].hex()

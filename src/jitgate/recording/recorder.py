@@ -143,6 +143,9 @@ class SessionRecorder:
             data["duration_ms"] = round(execution.duration_ms, 3)
         if execution.error is not None:
             data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
+        masked = getattr(execution, "masked_values", 0)
+        if masked:
+            data["masked_values"] = masked
         if execution.status in ("error", "skipped"):
             self.counts[execution.status] += 1
         self.log.append("result", data)
@@ -172,7 +175,9 @@ class SessionRecorder:
         self.log.append(type, data)
         self.log.flush()
 
-    async def close(self, reason: str, bytes_in: int, bytes_out: int) -> None:
+    async def close(
+        self, reason: str, bytes_in: int, bytes_out: int, *, masked: dict[str, int] | None = None
+    ) -> None:
         if self._closed:
             return
         self._closed = True
@@ -187,10 +192,13 @@ class SessionRecorder:
                     "bytes_in": bytes_in,
                     "bytes_out": bytes_out,
                     "counts": dict(self.counts),
+                    **({"masked": masked} if masked else {}),
                 },
             )
         await asyncio.to_thread(self.log.close)
-        counts = dict(self.counts)
+        counts: dict[str, Any] = dict(self.counts)
+        if masked:
+            counts["masked"] = masked
 
         def update() -> None:
             with self.recorder.store.session() as session:

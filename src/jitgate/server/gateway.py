@@ -16,6 +16,7 @@ from jitgate.identity.authenticator import Authenticator
 from jitgate.identity.delegation import DelegationService
 from jitgate.identity.service import IdentityService
 from jitgate.identity.signing import SigningKey
+from jitgate.masking.service import MaskingService
 from jitgate.policy.service import PolicyService
 from jitgate.server import bootstrap
 from jitgate.store.db import Store
@@ -36,6 +37,7 @@ class Gateway:
     connections: ConnectionRegistry
     policies: PolicyService
     access: AccessService
+    masking: MaskingService
     tls_cert: Path
     tls_key: Path
     admin_token_file: str | None = None
@@ -77,6 +79,7 @@ class Gateway:
             connections=connections,
             policies=policies,
             access=access,
+            masking=MaskingService(store, vault.derive(b"mask tokens")),
             tls_cert=cert,
             tls_key=key,
         )

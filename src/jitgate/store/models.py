@@ -383,3 +383,15 @@ class GrantRow(Base):
         Index("ix_grants_task", "task_id"),
         Index("ix_grants_ends_at", "ends_at"),
     )
+
+
+class MaskProfileRow(Base):
+    """An operator-defined mask profile (rules + custom detectors), as JSON."""
+
+    __tablename__ = "mask_profiles"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    definition: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(128))

@@ -292,8 +292,12 @@ def parse_error_fields(payload: bytes, encoding: str = "utf-8") -> dict[str, str
     return fields
 
 
-def encode_error_fields(fields: Mapping[str, str], code: int = ERROR_RESPONSE) -> bytes:
-    body = b"".join(k.encode("ascii") + cstring(v) for k, v in fields.items())
+def encode_error_fields(
+    fields: Mapping[str, str], code: int = ERROR_RESPONSE, encoding: str = "utf-8"
+) -> bytes:
+    body = b"".join(
+        k.encode("ascii") + v.encode(encoding, "replace") + b"\x00" for k, v in fields.items()
+    )
     return message(code, body + b"\x00")
 
 

@@ -53,13 +53,17 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
+from jitgate.masking import Masker, RowPlan
 from jitgate.policy.types import Decision, Outcome
+from jitgate.protocols.postgres import masking as pgmask
 from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
 _UINT32 = struct.Struct("!I")
+_INT16 = struct.Struct("!h")
+_INT32 = struct.Struct("!i")
 
 #: Fast-path functions libpq's large-object API calls (pg_proc OIDs, stable across versions).
 LARGE_OBJECT_FUNCTIONS = {
@@ -69,6 +73,7 @@ LARGE_OBJECT_FUNCTIONS = {
 }  # fmt: skip
 
 DENIED_SQLSTATE = "42501"
+_NO_MASKING = object()  # an execution's row_plan when its results are not masked
 
 
 class Expect(IntEnum):
@@ -99,6 +104,12 @@ class Execution:
     tag: str | None = None
     rows: int | None = None
     error: tuple[str, str] | None = None  # (sqlstate, message)
+    # Masking: where this execution's result shape comes from, and its plan once known.
+    source: _Prepared | None = None
+    result_formats: tuple[int, ...] = ()
+    row_description: bytes | None = None
+    row_plan: object | None = None
+    masked_values: int = 0
 
     @property
     def duration_ms(self) -> float | None:
@@ -121,6 +132,15 @@ class _Prepared:
     text: str
     statement: Statement | None
     decision: Decision
+    row_description: bytes | None = None  # from a Describe, for masking its results
+
+
+class Masking(Protocol):
+    """What the relay needs to mask results (see :mod:`.masking` and the session)."""
+
+    def masker(self, profile: str | None) -> Masker | None: ...
+
+    def profile_for(self, decision: Decision) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +184,7 @@ class Relay:
         observer: Observer,
         max_message: int = 64 << 20,
         client_encoding: str = "UTF8",
+        masking: Masking | None = None,
     ) -> None:
         self._classify = classify
         self._gate = gate
@@ -191,6 +212,8 @@ class Relay:
         self.in_copy_in = False
         self.held: HeldStatement | None = None
         self._released: dict[tuple[int, str], Decision] = {}
+        self.masking = masking
+        self._portal_formats: dict[bytes, tuple[int, ...]] = {}
 
     # ------------------------------------------------------------ held statements
 
@@ -276,6 +299,9 @@ class Relay:
                 self._portals[portal] = prepared
             else:
                 self._portals.pop(portal, None)
+            if self.masking is not None:
+                name_nul = portal_end + 1 + len(name)
+                self._portal_formats[portal] = _bind_result_formats(buf, name_nul + 1, end)
             self._expect.append((Expect.BIND, None, self._copy_ends))
             return None
         if mtype == m.EXECUTE:
@@ -286,6 +312,9 @@ class Relay:
                 execution = self._start(
                     prepared.text, prepared.statement, prepared.decision, "extended"
                 )
+                if self.masking is not None:
+                    execution.source = prepared
+                    execution.result_formats = self._portal_formats.get(portal, ())
             self._expect.append((Expect.EXECUTE, execution, self._copy_ends))
             return None
         if mtype == m.SYNC:
@@ -297,7 +326,14 @@ class Relay:
         if mtype == m.PARSE:
             return self._on_parse(bytes(buf[start:end]))
         if mtype == m.DESCRIBE:
-            self._expect.append((Expect.DESCRIBE, None, self._copy_ends))
+            target = None
+            if self.masking is not None and end - start >= 2:
+                name = bytes(buf[start + 1 : _cstring_end(buf, start + 1, end)])
+                if buf[start] == ord("S"):
+                    target = self._pending.get(name) or self._prepared.get(name)
+                else:
+                    target = self._portals.get(name)
+            self._expect.append((Expect.DESCRIBE, target, self._copy_ends))
             return None
         if mtype == m.CLOSE:
             if end - start < 2:
@@ -452,11 +488,26 @@ class Relay:
                 raise ProtocolViolation("invalid message length from the upstream")
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
-                self._on_row(mtype)
-                if end > size:  # stream the rest of a large row through
-                    self._server_skip = end - size
-                    pos = size
+                masking = self._row_masking(mtype) if self.masking is not None else None
+                if masking is None:
+                    self._on_row(mtype)
+                    if end > size:  # stream the rest of a large row through
+                        self._server_skip = end - size
+                        pos = size
+                        break
+                    pos = end
+                    continue
+                if end > size:  # a row to mask is needed whole (bounded by max_message)
+                    if length > self.max_message:
+                        raise ProtocolViolation("a result row to mask exceeds the size limit")
                     break
+                self._on_row(mtype)
+                replacement = self._mask_row(mtype, masking, bytes(buf[pos + 5 : end]))
+                if replacement is not None:
+                    if run_start < pos:
+                        out.append(bytes(buf[run_start:pos]))
+                    out.append(replacement)
+                    run_start = end
                 pos = end
                 continue
             if end > size:
@@ -472,6 +523,82 @@ class Relay:
             out.append(bytes(buf[run_start:pos]))
         del buf[:pos]
         return b"".join(out) if len(out) != 1 else out[0]
+
+    # ----------------------------------------------------------------- masking
+
+    def _on_row_description(self, payload: bytes) -> None:
+        """Remember a result shape where its rows will look for it."""
+        if not self._expect:
+            return
+        kind, item, _ = self._expect[0]
+        if kind is Expect.DESCRIBE and isinstance(item, _Prepared):
+            item.row_description = payload
+        elif kind is Expect.QUERY:
+            execution = self._front_execution()
+            if execution is not None:
+                execution.row_description = payload
+                execution.row_plan = None
+
+    def _row_masking(self, mtype: int) -> tuple[Masker, object] | None:
+        """The masker and plan for the front execution's rows, or None to pass them through."""
+        assert self.masking is not None
+        execution = self._front_execution()
+        if execution is None:
+            return None
+        if execution.row_plan is _NO_MASKING:
+            return None
+        masker = self.masking.masker(self.masking.profile_for(execution.decision))
+        if masker is None:
+            execution.row_plan = _NO_MASKING
+            return None
+        if mtype == m.COPY_DATA:
+            return masker, None
+        if execution.row_plan is None:
+            description = execution.row_description
+            if description is None and execution.source is not None:
+                description = execution.source.row_description
+            if description is None:
+                # Rows with no known shape (no Describe seen): mask every cell as text.
+                return masker, None
+            fields = pgmask.parse_row_description(description, self.encoding)
+            table = _sole_table(execution.statement)
+            execution.row_plan = pgmask.plan(masker, fields, table, execution.result_formats)
+        if getattr(execution.row_plan, "passthrough", False):
+            return None
+        return masker, execution.row_plan
+
+    def _mask_row(self, mtype: int, masking: tuple[Masker, object], payload: bytes) -> bytes | None:
+        masker, row_plan = masking
+        before = masker.counts.total()
+        if mtype == m.COPY_DATA:
+            masked = pgmask.mask_copy_data(payload, masker, self.encoding)
+        elif row_plan is None:
+            masked = pgmask.mask_all_text_cells(payload, masker, self.encoding)
+        else:
+            assert isinstance(row_plan, RowPlan)
+            masked = pgmask.rewrite_data_row(payload, row_plan, masker, self.encoding)
+        if masked is None:
+            return None
+        execution = self._front_execution()
+        if execution is not None:
+            execution.masked_values += masker.counts.total() - before
+        return m.message(mtype, masked)
+
+    def _mask_notice(self, mtype: int, payload: bytes) -> bytes | None:
+        assert self.masking is not None
+        execution = self._front_execution()
+        profile = (
+            self.masking.profile_for(execution.decision)
+            if execution is not None
+            else self.masking.profile_for(Decision.allow())
+        )
+        masker = self.masking.masker(profile)
+        if masker is None:
+            return None
+        fields = pgmask.mask_error_fields(payload, masker, self.encoding)
+        if fields is None:
+            return None
+        return m.encode_error_fields(fields, mtype, self.encoding)
 
     def _front_execution(self) -> Execution | None:
         if not self._expect:
@@ -502,7 +629,14 @@ class Relay:
             self._complete(tag)
             return None
         if mtype == m.ERROR_RESPONSE:
-            return self._on_error(bytes(buf[start:end]))
+            replacement = self._on_error(bytes(buf[start:end]))
+            if replacement is None and self.masking is not None:
+                replacement = self._mask_notice(mtype, bytes(buf[start:end]))
+            return replacement
+        if mtype == m.NOTICE_RESPONSE and self.masking is not None:
+            return self._mask_notice(mtype, bytes(buf[start:end]))
+        if mtype == m.ROW_DESCRIPTION and self.masking is not None:
+            self._on_row_description(bytes(buf[start:end]))
         if mtype == m.PARSE_COMPLETE:
             if self._expect and self._expect[0][0] is Expect.PARSE:
                 _kind, item, _ = self._expect.popleft()
@@ -685,6 +819,31 @@ class Relay:
             for execution in pending:
                 if isinstance(execution, Execution):
                     self._finish(execution, "error", None, ("08006", "session ended"))
+
+
+def _sole_table(statement: Statement | None) -> str | None:
+    if statement is None or len(statement.tables_read) != 1:
+        return None
+    return next(iter(statement.tables_read))
+
+
+def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ...]:
+    """The result-column format codes at the end of a Bind message (offset: after names)."""
+    try:
+        (nformats,) = _INT16.unpack_from(buf, offset)
+        offset += 2 + 2 * nformats
+        (nparams,) = _INT16.unpack_from(buf, offset)
+        offset += 2
+        for _ in range(nparams):
+            (length,) = _INT32.unpack_from(buf, offset)
+            offset += 4 + max(length, 0)
+        (nresults,) = _INT16.unpack_from(buf, offset)
+        offset += 2
+        if offset + 2 * nresults > end:
+            raise ProtocolViolation("truncated Bind message")
+        return struct.unpack_from(f"!{nresults}h", buf, offset) if nresults else ()
+    except struct.error:
+        raise ProtocolViolation("truncated Bind message") from None
 
 
 def _cstring_end(buf: bytearray, start: int, end: int) -> int:

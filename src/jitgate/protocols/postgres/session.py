@@ -28,6 +28,7 @@ from jitgate.access.service import statement_key
 from jitgate.connections.types import ConnectionInfo, ConnectionType, Credential
 from jitgate.errors import JitgateError, NotFound, Unauthenticated, Unavailable
 from jitgate.identity.principal import Authenticated
+from jitgate.masking.service import SessionMasking
 from jitgate.policy.gate import StatementGate
 from jitgate.policy.types import Decision, Target
 from jitgate.protocols.postgres import messages as m
@@ -126,6 +127,7 @@ class PostgresSession:
         self.connection_name = ""
         self.grant_ids: set[str] = set()
         self._hold_task: asyncio.Task[None] | None = None
+        self.masking: SessionMasking | None = None
         self._gate: StatementGate | None = None
 
     # ------------------------------------------------------------------- run
@@ -182,6 +184,7 @@ class PostgresSession:
                     self.end_reason,
                     relay.bytes_from_client if relay else 0,
                     relay.bytes_from_server if relay else 0,
+                    masked=self.masking.counts if self.masking is not None else None,
                 )
             except Exception:
                 log.exception("[client=%s] could not close the recording", self.client_addr)
@@ -223,6 +226,8 @@ class PostgresSession:
         self.who = await self._authenticate(user, token)
         info, credential = await self._resolve(dbname)
         self.upstream_address = (info.host, info.port)
+        profile = info.options.get("mask_profile")
+        self.masking = self.gateway.masking.session(str(profile) if profile else None)
         await self._check_connect(info.name, info.tags)
         meta = SessionMeta(
             protocol="postgres",
@@ -411,6 +416,7 @@ class PostgresSession:
             observer=self.recorder,
             max_message=self.settings.max_message_bytes,
             client_encoding=dict(self.upstream.parameters).get("client_encoding", "UTF8"),
+            masking=self.masking,
         )
         self.relay = relay
         client.peer, server.peer = server, client
