@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ class SessionRecorder:
         self.counts: Counter[str] = Counter()
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
+        self._t0 = time.monotonic()
 
     # ------------------------------------------------------------------ Observer
 
@@ -149,6 +151,26 @@ class SessionRecorder:
         if execution.status in ("error", "skipped"):
             self.counts[execution.status] += 1
         self.log.append("result", data)
+
+    # ------------------------------------------------------------------ terminals
+
+    def terminal(self, stream: str, data: str) -> None:
+        """One chunk of a terminal stream as an asciicast v2 frame.
+
+        ``stream`` is ``"o"`` (output the client saw) or ``"i"`` (input it typed); the
+        event's ``t`` is seconds since the session started, as asciicast wants it.
+        """
+        self.log.append(
+            "term", {"t": round(time.monotonic() - self._t0, 6), "s": stream, "d": data}
+        )
+        self.flush_soon()
+
+    def resize(self, cols: int, rows: int) -> None:
+        """A terminal window change (asciicast ``"r"`` frame, ``COLSxROWS``)."""
+        self.log.append(
+            "term", {"t": round(time.monotonic() - self._t0, 6), "s": "r", "d": f"{cols}x{rows}"}
+        )
+        self.flush_soon()
 
     # --------------------------------------------------------------------- flush
 

@@ -18,6 +18,7 @@ from jitgate.identity.service import IdentityService
 from jitgate.identity.signing import SigningKey
 from jitgate.masking.service import MaskingService
 from jitgate.policy.service import PolicyService
+from jitgate.recording.recorder import Recorder
 from jitgate.server import bootstrap
 from jitgate.store.db import Store
 
@@ -38,6 +39,7 @@ class Gateway:
     policies: PolicyService
     access: AccessService
     masking: MaskingService
+    recorder: Recorder
     tls_cert: Path
     tls_key: Path
     admin_token_file: str | None = None
@@ -80,6 +82,7 @@ class Gateway:
             policies=policies,
             access=access,
             masking=MaskingService(store, vault.derive(b"mask tokens")),
+            recorder=Recorder(store, paths.recordings),
             tls_cert=cert,
             tls_key=key,
         )

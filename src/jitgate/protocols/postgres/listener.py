@@ -20,7 +20,6 @@ from jitgate.policy.service import LiveEngine
 from jitgate.policy.types import PolicyEngine
 from jitgate.protocols.postgres import upstream as up
 from jitgate.protocols.postgres.legs import Leg
-from jitgate.recording.recorder import Recorder
 from jitgate.server.tls import server_context
 from jitgate.sql.postgres import PostgresClassifier
 
@@ -40,7 +39,7 @@ class PostgresListener:
         self.ssl_context = server_context(gateway.tls_cert, gateway.tls_key)
         self.policy: PolicyEngine = policy or LiveEngine(gateway.policies)
         self.classifier = PostgresClassifier()
-        self.recorder = Recorder(gateway.store, gateway.paths.recordings)
+        self.recorder = gateway.recorder
         self.sessions: set[PostgresSession] = set()
         self.cancel_keys: dict[int, PostgresSession] = {}
         self._server: asyncio.AbstractServer | None = None
