@@ -168,3 +168,12 @@ def test_restart_keeps_state_and_key_rotation(tmp_path: Path) -> None:
     finally:
         gateway.close()
     assert credential is not None and credential.secret == SECRET
+
+
+@pytest.mark.parametrize("args", [["nosuchcommand"], ["policy", "nosuch"], ["tokens", "create",
+                                                                            "--bogus-flag"]])
+def test_cli_usage_errors_print_usage_not_a_traceback(args: list[str]) -> None:
+    result = subprocess.run([*JITGATE, *args], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "Usage: jitgate" in result.stderr and "Error:" in result.stderr

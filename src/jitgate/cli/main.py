@@ -1151,7 +1151,7 @@ def mask_profiles_rm(name: str, server: Server = None) -> None:
 
 def main() -> None:
     try:
-        result = app(standalone_mode=False)
+        result = app(standalone_mode=False, prog_name="jitgate")
         sys.exit(result if isinstance(result, int) else 0)
     except CLIError as exc:
         typer.echo(f"error: {exc.message}", err=True)
@@ -1162,12 +1162,13 @@ def main() -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
+        # Typer may bundle its own copy of click, so match the exceptions by shape: a usage
+        # error prints its message and usage line (exit 2), never a traceback.
+        names = {cls.__name__ for cls in type(exc).__mro__}
+        if "ClickException" in names:
+            exc.show()  # type: ignore[attr-defined]
+            sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+        if "Exit" in names and hasattr(exc, "exit_code"):
             sys.exit(exc.exit_code)
         raise
 
