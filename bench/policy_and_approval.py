@@ -78,14 +78,19 @@ def main() -> None:
                     finished: list[float] = []
 
                     def run(done: threading.Event, finished: list[float]) -> None:
-                        conn.execute("DELETE FROM t")
-                        finished.append(time.perf_counter())
-                        done.set()
+                        try:
+                            conn.execute("DELETE FROM t")
+                            finished.append(time.perf_counter())
+                        finally:
+                            done.set()
 
                     thread = threading.Thread(target=run, args=(done, finished))
                     thread.start()
                     request_id = None
+                    deadline = time.monotonic() + 30
                     while request_id is None:
+                        if done.is_set() or time.monotonic() > deadline:
+                            raise SystemExit(f"the DELETE was not held for review: {finished}")
                         pending = gw.access.list_requests(status="pending")
                         request_id = pending[0].id if pending else None
                         time.sleep(0.005)

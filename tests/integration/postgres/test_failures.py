@@ -225,3 +225,24 @@ def test_an_internal_error_fails_closed(
     assert answer[0].fields["M"] == "jitgate: internal error"
     assert gw.session(name).end_reason == "internal error"
     assert "relaying a request failed" in caplog.text
+
+
+def test_upstream_refusal_keeps_a_retryable_sqlstate(pg_gateway: PgGateway) -> None:
+    """Too many connections upstream reaches the client as 53300 (drivers and poolers
+    retry on it), with the upstream's reason."""
+    role = unique("limited").replace("-", "_")
+    local = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
+    with psycopg.connect(local, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
+        try:
+            name = pg_gateway.add_connection(None, database="postgres", username=role,
+                                             password=None, port=5432).name
+            with psycopg.connect(pg_gateway.dsn(name)) as first:
+                assert first.execute("SELECT 1").fetchone() == (1,)
+                with pytest.raises(ConnectionRefusedError) as refused:
+                    WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+            fields = refused.value.args[0]
+            assert fields["S"] == "FATAL" and fields["C"] == "53300"
+            assert "too many connections" in fields["M"]
+        finally:
+            admin.execute(f"DROP ROLE IF EXISTS {role}")

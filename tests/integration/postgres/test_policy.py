@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import psycopg
 import pytest
 from psycopg import errors
@@ -218,3 +221,64 @@ def test_large_denied_statement_and_unicode(pg_gateway: PgGateway, prod: str) ->
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute(f"SELECT 'ünïcødé ☃ {'x' * 100_000}'; DROP TABLE {t}")
         assert conn.execute("SELECT 'ünïcødé'").fetchone() == ("ünïcødé",)
+
+
+def test_prepared_statement_follows_a_policy_change_at_its_next_execute(
+    pg_gateway: PgGateway, prod: str
+) -> None:
+    t = table_of(prod)
+    sql = f"SELECT count(*) FROM {t}"
+    with connect(pg_gateway, prod, autocommit=False) as conn:
+        assert conn.execute(sql, prepare=True).fetchone() == (3,)  # Parse + Execute, named
+        pg_gateway.gateway.policies.put("no-reads-of-t", (
+            '@id("no-reads-of-t") @reason("reads of this table are suspended")\n'
+            "forbid (principal, action, resource)\n"
+            f'when {{ context.tables_read.contains("{t}") }};'
+        ))
+        try:
+            conn.execute(f"INSERT INTO {t} VALUES (9)")
+            with pytest.raises(errors.InsufficientPrivilege, match="reads of this table"):
+                conn.execute(sql, prepare=True)  # Bind + Execute of the statement prepared
+            # A real error upstream: the transaction is aborted, the INSERT never commits.
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+            conn.rollback()
+        finally:
+            pg_gateway.gateway.policies.delete("no-reads-of-t")
+        assert conn.execute(sql, prepare=True).fetchone() == (3,)
+        conn.rollback()
+    stmts = pg_gateway.statements(pg_gateway.session(prod))
+    assert [(s["text"], s["decision"], s["status"]) for s in stmts if s["text"] == sql] == [
+        (sql, "allow", "ok"), (sql, "deny", "denied"), (sql, "allow", "ok")
+    ]
+
+
+def test_an_approval_covers_one_execute_of_a_prepared_statement(
+    pg_gateway: PgGateway, prod: str
+) -> None:
+    """Approving a held statement must not approve every later run of the same
+    prepared statement (psycopg prepares a query after a few runs)."""
+    t = table_of(prod)
+    access = pg_gateway.gateway.access
+    approver_token = pg_gateway.add_user(groups=("approvers",))  # returns its token
+    approved: list[str] = []
+
+    def approve_next() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pending = [r for r in access.list_requests(status="pending") if r.id not in approved]
+            if pending:
+                who = pg_gateway.gateway.authenticator.authenticate(approver_token)
+                access.approve(who, pending[0].id)
+                approved.append(pending[0].id)
+                return
+            time.sleep(0.02)
+
+    with connect(pg_gateway, prod) as conn:
+        for _ in range(2):
+            helper = threading.Thread(target=approve_next)
+            helper.start()
+            conn.execute(f"DELETE FROM {t}", prepare=True)  # held, approved, runs
+            helper.join()
+        with pytest.raises(errors.InsufficientPrivilege, match="nobody approved"):
+            conn.execute(f"DELETE FROM {t}", prepare=True)  # nobody approves this one
+    assert len(approved) == 2

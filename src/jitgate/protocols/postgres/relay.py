@@ -110,6 +110,9 @@ class Execution:
     row_description: bytes | None = None
     row_plan: object | None = None
     masked_values: int = 0
+    # Recording: called with each DataRow body exactly as the client is sent it (after
+    # masking) while the recorder wants a sample of this result; None otherwise.
+    row_sink: Callable[[bytes], None] | None = None
 
     @property
     def duration_ms(self) -> float | None:
@@ -133,6 +136,8 @@ class _Prepared:
     statement: Statement | None
     decision: Decision
     row_description: bytes | None = None  # from a Describe, for masking its results
+    # A review approved at Parse covers the first Execute; later ones are decided again.
+    approved_runs: int = 0
 
 
 class Masking(Protocol):
@@ -241,6 +246,25 @@ class Relay:
             return released
         return decision
 
+    def _decide_execute(self, prepared: _Prepared) -> Decision:
+        """Decide an Execute of a prepared statement again, as policy stands now.
+
+        Parse decided once; a policy or grant change since then applies to the next
+        Execute (the gate answers a repeated statement from its cache), and a one-time
+        approval given at Parse is spent by the first Execute: the next one is reviewed
+        again instead of riding on it.
+        """
+        stmt = prepared.statement
+        if stmt is None:
+            return prepared.decision
+        decision = self._gate(stmt, prepared.text)
+        if decision.outcome is not Outcome.REVIEW:
+            return decision
+        if prepared.approved_runs > 0:
+            prepared.approved_runs -= 1
+            return prepared.decision
+        return self._decide(stmt, prepared.text, "extended")
+
     # ------------------------------------------------------------ client → upstream
 
     def client_data(self, data: bytes) -> bytes:
@@ -309,9 +333,10 @@ class Relay:
             prepared = self._portals.get(portal)
             execution = None
             if prepared is not None and prepared.decision.allowed:
-                execution = self._start(
-                    prepared.text, prepared.statement, prepared.decision, "extended"
-                )
+                decision = self._decide_execute(prepared)
+                if not decision.allowed:
+                    return self._refuse_execute(prepared, decision)
+                execution = self._start(prepared.text, prepared.statement, decision, "extended")
                 if self.masking is not None:
                     execution.source = prepared
                     execution.result_formats = self._portal_formats.get(portal, ())
@@ -441,6 +466,8 @@ class Relay:
             self._prepared.pop(name, None)
         if decision.allowed:
             prepared = _Prepared(name, query, stmt, decision)
+            if self._released:  # decided by an approval just now: good for one Execute
+                prepared.approved_runs = 1
             self._pending[name] = prepared
             self._expect.append((Expect.PARSE, prepared, self._copy_ends))
             return None
@@ -448,6 +475,18 @@ class Relay:
         execution, sql = self._refuse(query, stmt, decision, "extended")
         self._expect.append((Expect.PARSE, execution, self._copy_ends))
         return m.build_parse(name, sql.encode(self.encoding), parse.param_types)
+
+    def _refuse_execute(self, prepared: _Prepared, decision: Decision) -> bytes:
+        """An Execute that policy now refuses: a Parse that fails takes its place.
+
+        The upstream must see a real error, so that an open transaction is aborted and
+        the rest of the pipeline up to Sync is skipped exactly as for any failed
+        statement; the stand-in Parse names a statement nobody uses and is never created.
+        """
+        execution, sql = self._refuse(prepared.text, prepared.statement, decision, "extended")
+        self._expect.append((Expect.PARSE, execution, self._copy_ends))
+        name = execution.nonce.encode() if execution.nonce else b"jitgate_refused"
+        return m.build_parse(name, sql.encode(self.encoding), ())
 
     def _on_function_call(self, payload: bytes) -> bytes | None:
         (oid,) = _UINT32.unpack_from(payload, 0) if len(payload) >= 4 else (0,)
@@ -495,6 +534,7 @@ class Relay:
                         self._server_skip = end - size
                         pos = size
                         break
+                    self._sample_row(mtype, buf, pos + 5, end)
                     pos = end
                     continue
                 if end > size:  # a row to mask is needed whole (bounded by max_message)
@@ -508,6 +548,9 @@ class Relay:
                         out.append(bytes(buf[run_start:pos]))
                     out.append(replacement)
                     run_start = end
+                    self._sample_row(mtype, replacement, 5, len(replacement))
+                else:
+                    self._sample_row(mtype, buf, pos + 5, end)
                 pos = end
                 continue
             if end > size:
@@ -612,6 +655,13 @@ class Relay:
         if kind is Expect.EXECUTE:
             return item if isinstance(item, Execution) else None
         return None
+
+    def _sample_row(self, mtype: int, data: bytes | bytearray, start: int, end: int) -> None:
+        """Give a DataRow body, as the client is sent it, to the recorder's sample."""
+        if mtype == m.DATA_ROW:
+            execution = self._front_execution()
+            if execution is not None and execution.row_sink is not None:
+                execution.row_sink(bytes(data[start:end]))
 
     def _on_row(self, mtype: int) -> None:
         if mtype == m.DATA_ROW:

@@ -35,8 +35,9 @@ from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres import upstream as up
 from jitgate.protocols.postgres.legs import Leg, LegClosed
 from jitgate.protocols.postgres.messages import ProtocolViolation
-from jitgate.protocols.postgres.relay import HeldStatement, Relay
+from jitgate.protocols.postgres.relay import Gate, HeldStatement, Relay
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
+from jitgate.sql.types import Statement
 
 if TYPE_CHECKING:
     from jitgate.protocols.postgres.listener import PostgresListener
@@ -106,6 +107,21 @@ def _is_loopback(addr: str | None) -> bool:
         return ipaddress.ip_address(addr).is_loopback
     except ValueError:
         return False
+
+
+def _refuse_unrecorded(gate: Gate, recorder: SessionRecorder) -> Gate:
+    """The policy gate, refusing every statement while the recording cannot be written
+    (a session that fails closed; see :mod:`jitgate.recording.recorder`)."""
+
+    def decide(stmt: Statement, text: str) -> Decision:
+        if recorder.refusing:
+            return Decision.deny(
+                "the session cannot be recorded, so statements are refused",
+                "builtin:recording-failed",
+            )
+        return gate(stmt, text)
+
+    return decide
 
 
 class PostgresSession:
@@ -241,9 +257,11 @@ class PostgresSession:
             token_id=self.who.token_id,
             client_addr=self.client_addr,
             client_program=params.get("application_name"),
+            grant_ids=tuple(sorted(self.grant_ids)),
+            client_port=self.client_port,
         )
         try:
-            self.recorder = await self.listener.recorder.open(meta)
+            self.recorder = await self.listener.recorder.open(meta, options=info.options)
         except Exception as exc:
             log.error("[client=%s] cannot record the session: %s", self.client_addr, exc)
             raise Refused(
@@ -258,10 +276,7 @@ class PostgresSession:
                 max_message=self.settings.max_message_bytes,
             )
         except up.UpstreamError as exc:
-            raise Refused(
-                exc.sqlstate if exc.sqlstate.startswith("08") else "08006",
-                f"jitgate: {exc.message}",
-            ) from None
+            raise Refused(_client_sqlstate(exc.sqlstate), f"jitgate: {exc.message}") from None
         self._finish_handshake(info.name, info.tags)
         return params
 
@@ -412,7 +427,7 @@ class PostgresSession:
         assert self._gate is not None
         relay = Relay(
             classify=self.listener.classifier.classify,
-            gate=self._gate,
+            gate=_refuse_unrecorded(self._gate, recorder),
             observer=self.recorder,
             max_message=self.settings.max_message_bytes,
             client_encoding=dict(self.upstream.parameters).get("client_encoding", "UTF8"),
@@ -571,3 +586,15 @@ class PostgresSession:
         self.client.close()
         if self.upstream is not None:
             self.upstream.leg.close()
+
+
+# Upstream refusals whose SQLSTATE the client should see as is: connection exceptions
+# (08), too many connections and other resource limits (53), and "the server is
+# starting up / shutting down" (57P0x) — drivers and poolers retry on those. Anything
+# else (a wrong stored credential: 28P01, a missing upstream database: 3D000) is the
+# gateway's configuration problem, not the client's, and is reported as 08006.
+_PASSED_THROUGH = ("08", "53", "57P")
+
+
+def _client_sqlstate(upstream: str) -> str:
+    return upstream if upstream.startswith(_PASSED_THROUGH) else "08006"
