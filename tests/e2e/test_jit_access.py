@@ -234,3 +234,36 @@ def _write(env: Env, text: str) -> str:
     path = env.data_dir.parent / "policy.cedar"
     path.write_text(text)
     return str(path)
+
+
+def test_gateway_restart_while_a_statement_is_held(env: Env) -> None:
+    """The held statement fails cleanly, its request is withdrawn, and after the restart
+    nothing of it runs; the same statement sent again is held again, as a new request."""
+    with env.connect("alice") as conn:
+        thread, box = _run_in_thread(lambda: conn.execute("DELETE FROM t"))
+        request = env.pending("alice")
+        code, _out, _err = stop(env.proc)
+        assert code == 0
+        thread.join(30)
+    error = box.get("error")
+    assert isinstance(error, psycopg.OperationalError), box
+    assert error.sqlstate in ("57P01", None) and "shutting down" in str(error), error
+    assert env.cluster.psql("SELECT count(*) FROM t") == "10"
+
+    env.proc = start_gateway(env.data_dir, config=env.data_dir.parent / "jitgate.yaml")
+    env.api = wait_ready(env.proc, env.data_dir)
+    env.pg_port = int(json.loads((env.data_dir / "serve.json").read_text())["listeners"][
+        "postgres"].rsplit(":", 1)[1])
+    shown = json.loads(env.cli("bob", "requests", "show", request["id"], "-o", "json").stdout)
+    assert shown["status"] == "cancelled"
+    late = env.cli("bob", "requests", "approve", request["id"], check=False)
+    assert late.returncode == 1 and "already cancelled" in late.stderr
+    assert env.cluster.psql("SELECT count(*) FROM t") == "10"
+    with env.connect("alice") as conn:
+        thread, box = _run_in_thread(lambda: conn.execute("DELETE FROM t"))
+        again = env.pending("alice")
+        assert again["id"] != request["id"]
+        env.cli("bob", "requests", "deny", again["id"], "--comment", "no")
+        thread.join(30)
+    assert isinstance(box.get("error"), psycopg.errors.InsufficientPrivilege), box
+    assert env.cluster.psql("SELECT count(*) FROM t") == "10"

@@ -10,7 +10,8 @@ When policy says review, the session that holds the statement calls
    request id; after approval the same statement may be sent again and runs once;
 4. in *blocking* mode the caller is told where to approve (a NoticeResponse, a line on
    stderr…) and the statement waits, bounded by ``timeout``: approved → it runs; denied
-   or timed out → it is refused with the reason. Only this session waits.
+   or timed out → it is refused with the reason. Only this session waits. If the session
+   ends while it waits (client gone, gateway shutdown), the request is withdrawn.
 
 The wait listens to in-process events and also polls the store every ``poll_interval``,
 so an approval given on another node releases the statement too.
@@ -82,7 +83,17 @@ async def resolve_review(
             f"(approve with `jitgate requests approve {request.id}`{approve_hint}); "
             f"waiting up to {int(timeout)} s."
         )
-        status = await _wait(access, request.id, timeout, poll_interval)
+        try:
+            status = await _wait(access, request.id, timeout, poll_interval)
+        except asyncio.CancelledError:
+            # The session ended while its statement was held (the client left, the gateway
+            # is shutting down): withdraw the request, so that nobody approves a statement
+            # that can no longer run. Nothing is left to run twice after a restart.
+            try:
+                access.cancel(who, request.id)
+            except Exception as exc:  # already decided, or the store is gone
+                log.info("held request %s not withdrawn: %s", request.id, exc)
+            raise
         if status != "approved":
             info = await asyncio.to_thread(access.get_request, request.id)
             if status == "timeout":
