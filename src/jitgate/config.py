@@ -129,6 +129,23 @@ class ApprovalSettings(_Section):
     agents_wait: bool = False  # agents get the request id at once unless they ask to wait
 
 
+class RecordingSettings(_Section):
+    """Session recordings (see :mod:`jitgate.recording`). Connections may override
+    ``enabled``, ``on_failure``, ``retention_days`` and ``legal_hold`` in their options
+    (``recording``, ``recording_on_failure``, ``recording_retention_days``, ``legal_hold``)."""
+
+    enabled: bool = True
+    sample_rows: int = Field(default=5, ge=0, le=1000)
+    sample_bytes: int = Field(default=4096, ge=0, le=1 << 20)
+    on_failure: Literal["closed", "open"] = "closed"
+    storage: Literal["local"] = "local"
+    retention_days: int | None = Field(default=None, ge=1)
+    housekeeping_interval_seconds: float = Field(default=3600.0, gt=0)
+    export_to: str | None = None  # file:PATH, stdout, syslog://host:port, https://… (serve)
+    export_secret: SecretStr | None = None  # HMAC key for webhook exports
+    export_interval_seconds: float = Field(default=5.0, gt=0)
+
+
 class Settings(_Section):
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     database_url: str | None = None
@@ -144,6 +161,7 @@ class Settings(_Section):
     risk: RiskSettings = RiskSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     notifications: NotificationSettings = NotificationSettings()
+    recording: RecordingSettings = RecordingSettings()
 
     @property
     def effective_database_url(self) -> str:
@@ -200,7 +218,10 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     return result
 
 
-_STRING_KEYS = {"master_key", "database_url", "data_dir", "issuer", "client_id", "public_url"}
+_STRING_KEYS = {
+    "master_key", "database_url", "data_dir", "issuer", "client_id", "public_url", "export_to",
+    "export_secret",
+}  # fmt: skip
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from jitgate.cli import sessions as sessions_commands
 from jitgate.cli.client import APIClient, CLIError, load_saved, save_credentials
 from jitgate.cli.output import OutputFormat, emit_json, emit_list, emit_one
 
@@ -992,85 +993,8 @@ def rules_rm(name: str, server: Server = None) -> None:
 
 # ----------------------------------------------------------------- sessions
 
-SESSION_COLUMNS = [
-    "id",
-    "identity",
-    "actor",
-    "connection",
-    "client_program",
-    "started_at",
-    "ended_at",
-    "counts",
-]
-
-
-@sessions_app.command("list")
-def sessions_list(
-    identity: Annotated[str | None, typer.Option("--identity")] = None,
-    connection: Annotated[str | None, typer.Option("--connection")] = None,
-    open_only: Annotated[bool, typer.Option("--open", help="only open sessions")] = False,
-    limit: Annotated[int, typer.Option("--limit")] = 50,
-    server: Server = None,
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """List sessions, newest first."""
-    params: dict[str, Any] = {"limit": min(limit, 500)}
-    if identity:
-        params["identity"] = identity
-    if connection:
-        params["connection"] = connection
-    if open_only:
-        params["open"] = True
-    rows = APIClient.from_env(server).paged("/api/v1/sessions", params, limit=limit)
-    emit_list(rows, SESSION_COLUMNS, output)
-
-
-@sessions_app.command("show")
-def sessions_show(
-    session_id: str, server: Server = None, output: Output = OutputFormat.TABLE
-) -> None:
-    """A session as a timeline: each statement, its decision and its result."""
-    client = APIClient.from_env(server)
-    session = client.request("GET", f"/api/v1/sessions/{session_id}")
-    events = client.request("GET", f"/api/v1/sessions/{session_id}/events")["items"]
-    if output is OutputFormat.JSON:
-        emit_json({"session": session, "events": events})
-        return
-    actor = f" (agent {session['actor']})" if session.get("actor") else ""
-    typer.echo(
-        f"session {session['id']}: {session['identity']}{actor} → "
-        f"{session['connection']} from {session['client_addr']} "
-        f"[{session['client_program'] or '-'}]"
-    )
-    typer.echo(
-        f"  {session['started_at']} – {session['ended_at'] or 'open'}"
-        f" ({session['end_reason'] or ''})"
-    )
-    results = {e["request"]: e for e in events if e.get("type") == "result"}
-    for event in events:
-        if event.get("type") != "request":
-            continue
-        result = results.get(event["request"], {})
-        outcome = event["decision"].upper()
-        detail = result.get("command_tag") or result.get("status", "")
-        if result.get("error"):
-            detail = f"{result['error']['sqlstate']} {result['error']['message']}"
-        rows = f", {result['rows']} rows" if result.get("rows") is not None else ""
-        ms = f", {result['duration_ms']} ms" if result.get("duration_ms") is not None else ""
-        typer.echo(f"  {event['at'][11:23]} {outcome:<6} {event['text'][:100]}")
-        typer.echo(f"               → {detail}{rows}{ms}")
-
-
-@audit_app.command("verify")
-def audit_verify(session_id: str, server: Server = None) -> None:
-    """Check a session recording's hash chain; names the first altered event."""
-    result = APIClient.from_env(server).request("GET", f"/api/v1/sessions/{session_id}/verify")
-    if result["valid"]:
-        typer.echo(f"session {session_id}: recording intact")
-        return
-    raise CLIError(
-        f"session {session_id}: event {result['first_bad_event']} was altered: {result['problem']}"
-    )
+# sessions list|show|replay and audit verify|export live in jitgate.cli.sessions
+sessions_commands.register(sessions_app, audit_app)
 
 
 # -------------------------------------------------------------------- mask

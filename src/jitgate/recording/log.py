@@ -15,7 +15,12 @@ Events are encoded at once and handed to the kernel by :meth:`EventLog.flush` â€
 ``write`` on an ``O_APPEND`` descriptor for everything pending. The protocol adapters
 flush before they forward a request upstream, so the request's event survives a crash of
 the gateway process; result events ride along with the next flush (or a short timer).
-``fsync`` happens at close and on :meth:`EventLog.sync`.
+``fsync`` happens at close and on :meth:`EventLog.sync`. A failed write keeps the bytes
+that did not reach the kernel (up to :data:`MAX_REQUEUE`) for the next flush, so a
+recording that recovers (a full disk freed) continues its chain without a gap.
+
+At close the recorder appends a ``seal`` event whose Ed25519 signature covers the final
+digest (see :mod:`jitgate.recording.seal`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+#: Unwritten bytes kept for the next flush after a failed write; beyond this they are lost.
+MAX_REQUEUE = 4 << 20
 
 
 def genesis(session_id: str) -> str:
@@ -53,7 +61,8 @@ class EventLog:
         self.seq = 0
         self.head = genesis(session_id)
         self.bytes_written = 0
-        self.failed: OSError | None = None
+        self.failed: OSError | None = None  # the last flush failed (and its bytes wait)
+        self.lost = 0  # batches given up after a failure (fail-open): the chain has a gap
         self._pending: list[bytes] = []
 
     def append(self, type: str, data: dict[str, Any]) -> int:
@@ -86,15 +95,20 @@ class EventLog:
             raise OSError("event log is closed")
         data = b"".join(self._pending)
         self._pending.clear()
+        view = memoryview(data)
         try:
-            view = memoryview(data)
             while view:
                 written = os.write(self._fd, view)
+                self.bytes_written += written
                 view = view[written:]
         except OSError as exc:
             self.failed = exc
+            if len(view) <= MAX_REQUEUE:  # keep what was not written: retried on next flush
+                self._pending.append(bytes(view))
+            else:
+                self.lost += 1
             raise
-        self.bytes_written += len(data)
+        self.failed = None
 
     def sync(self) -> None:
         self.flush()

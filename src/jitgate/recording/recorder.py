@@ -4,18 +4,29 @@
 :class:`SessionRecorder` for one client session. The session recorder is what the
 protocol relays report executions to (it implements their ``Observer``): a ``request``
 event is written when a statement is seen — before it is forwarded upstream — and a
-``result`` event when its answer is complete.
+``result`` event when its answer is complete, with a capped sample of the result rows
+*as the client received them* (after masking; see :class:`RowSample`).
+
+Failure mode: when the event log cannot be written, a recorder that *fails closed* (the
+default) raises from :meth:`SessionRecorder.flush` — the adapter then forwards nothing —
+and reports :attr:`SessionRecorder.refusing` so that the statements that follow are
+refused with a protocol error. A recorder that *fails open* (``on_failure: open`` in the
+``recording`` settings or ``recording_on_failure: open`` in a connection's options) logs
+every failure at ERROR and lets traffic through; the bytes not written are retried at the
+next flush. At close the log gets a ``session.end`` and a signed ``seal`` event
+(:mod:`jitgate.recording.seal`) and the session row the seal's digest and signature.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
+import struct
 import time
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,16 +35,23 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from jitgate.recording.log import EventLog
+from jitgate.recording.seal import SEAL_TYPE, b64url, seal_message
 from jitgate.store.db import Store
 from jitgate.store.models import SessionRow, utcnow
 
 if TYPE_CHECKING:
+    from jitgate.config import RecordingSettings
+    from jitgate.identity.signing import SigningKey
     from jitgate.protocols.postgres.relay import Execution
 
 log = logging.getLogger("jitgate.recording")
 
 #: Longest time a result event waits in memory before it is written.
 FLUSH_DELAY = 0.05
+
+_INT16 = struct.Struct("!h")
+_INT32 = struct.Struct("!i")
+_FIELD_TAIL = 18  # RowDescription: table oid, attnum, type oid, typlen, typmod, format
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +67,49 @@ class SessionMeta:
     token_id: str | None
     client_addr: str | None
     client_program: str | None
+    grant_ids: tuple[str, ...] = ()
+    client_port: int | None = None
+
+
+def _flag(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "off", "no", "0", "")
+    return bool(value)
 
 
 class Recorder:
-    def __init__(self, store: Store, root: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        root: Path,
+        *,
+        signing_key: SigningKey | None = None,
+        settings: RecordingSettings | None = None,
+    ) -> None:
+        from jitgate.config import RecordingSettings
+
         self.store = store
         self.root = root
+        self.signing_key = signing_key
+        self.settings = settings or RecordingSettings()
 
     def _path(self, session_id: str, started: datetime) -> Path:
         return self.root / started.strftime("%Y/%m/%d") / f"{session_id}.jsonl"
 
-    async def open(self, meta: SessionMeta) -> SessionRecorder:
+    async def open(
+        self, meta: SessionMeta, *, options: Mapping[str, Any] | None = None
+    ) -> SessionRecorder:
+        """Start recording a session. ``options`` are the connection's options, which may
+        turn recording off (``recording: false``), choose ``recording_on_failure`` and
+        put its sessions under ``legal_hold``."""
+        options = options or {}
+        enabled = _flag(options.get("recording"), self.settings.enabled)
+        on_failure = str(options.get("recording_on_failure") or self.settings.on_failure)
         session_id = str(uuid.uuid4())
         started = datetime.now(UTC)
-        path = self._path(session_id, started)
+        path = self._path(session_id, started) if enabled else None
 
         def insert() -> None:
             with self.store.session() as session:
@@ -84,33 +131,140 @@ class Recorder:
                         counts={},
                         bytes_in=0,
                         bytes_out=0,
-                        recording_path=str(path.relative_to(self.root)),
+                        recording_path=str(path.relative_to(self.root)) if path else None,
+                        grant_ids=sorted(meta.grant_ids),
+                        recording_state="ok" if enabled else "off",
+                        legal_hold=_flag(options.get("legal_hold"), False),
                     )
                 )
 
+        event_log = EventLog(path, session_id) if path is not None else None
         await asyncio.to_thread(insert)
-        log = EventLog(path, session_id)
-        recorder = SessionRecorder(self, session_id, log)
-        log.append("session.start", {"session": session_id, **dataclasses.asdict(meta)})
+        recorder = SessionRecorder(self, session_id, event_log, fail_open=on_failure == "open")
+        if event_log is not None:
+            start = {"session": session_id, **dataclasses.asdict(meta)}
+            start["grant_ids"] = sorted(meta.grant_ids)
+            event_log.append("session.start", start)
         return recorder
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
 
 
+class RowSample:
+    """The first rows of one result, as sent to the client, within a row and byte cap.
+
+    The relay hands it each ``DataRow`` body *after* masking (``Execution.row_sink``);
+    it keeps whole rows only, and stops asking for more once a cap is reached.
+    """
+
+    __slots__ = ("execution", "max_bytes", "max_rows", "rows", "size", "truncated")
+
+    def __init__(self, execution: Execution, max_rows: int, max_bytes: int) -> None:
+        self.execution = execution
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.rows: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, payload: bytes) -> None:
+        if len(self.rows) >= self.max_rows or self.size + len(payload) > self.max_bytes:
+            self.truncated = True
+            self.execution.row_sink = None
+            return
+        self.rows.append(payload)
+        self.size += len(payload)
+
+    def render(self, encoding: str = "utf-8") -> dict[str, Any]:
+        execution = self.execution
+        description = execution.row_description
+        if description is None and execution.source is not None:
+            description = execution.source.row_description
+        columns, formats = _columns(description, encoding) if description else ([], [])
+        formats = list(execution.result_formats) or formats
+        rows = [_cells(row, formats, encoding) for row in self.rows]
+        out: dict[str, Any] = {"rows": rows}
+        if columns:
+            out["columns"] = columns
+        if self.truncated:
+            out["truncated"] = True
+        return out
+
+
+def _columns(payload: bytes, encoding: str) -> tuple[list[str], list[int]]:
+    try:
+        (count,) = _INT16.unpack_from(payload, 0)
+        offset, names, formats = 2, [], []
+        for _ in range(count):
+            end = payload.index(b"\x00", offset)
+            names.append(payload[offset:end].decode(encoding, "replace"))
+            formats.append(struct.unpack_from("!h", payload, end + 1 + _FIELD_TAIL - 2)[0])
+            offset = end + 1 + _FIELD_TAIL
+        return names, formats
+    except (struct.error, ValueError):
+        return [], []
+
+
+def _cells(payload: bytes, formats: list[int], encoding: str) -> list[str | None]:
+    cells: list[str | None] = []
+    try:
+        (count,) = _INT16.unpack_from(payload, 0)
+        offset = 2
+        for index in range(count):
+            (length,) = _INT32.unpack_from(payload, offset)
+            offset += 4
+            if length < 0:
+                cells.append(None)
+                continue
+            raw = payload[offset : offset + length]
+            offset += length
+            fmt = formats[index] if index < len(formats) else (formats[0] if formats else 0)
+            cells.append(raw.decode(encoding, "replace") if fmt == 0 else "\\x" + raw.hex())
+    except struct.error:
+        cells.append("<truncated row>")
+    return cells
+
+
 class SessionRecorder:
-    def __init__(self, recorder: Recorder, session_id: str, log: EventLog) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        session_id: str,
+        log: EventLog | None,
+        *,
+        fail_open: bool = False,
+    ) -> None:
         self.recorder = recorder
         self.session_id = session_id
         self.log = log
+        self.fail_open = fail_open
         self.counts: Counter[str] = Counter()
+        self.write_failures = 0
+        self._allowed_pending = False  # an allowed request's event is not written yet
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
+        settings = recorder.settings
+        self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
+        self._sample_bytes = settings.sample_bytes
+        self._samples: dict[int, RowSample] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.log is not None
+
+    @property
+    def refusing(self) -> bool:
+        """The log cannot be written and this session fails closed: refuse new requests."""
+        return self.log is not None and self.log.failed is not None and not self.fail_open
 
     # ------------------------------------------------------------------ Observer
 
     def started(self, execution: Execution) -> None:
+        self.counts[execution.decision.outcome.value] += 1
+        if self.log is None:
+            return
         stmt = execution.statement
         data: dict[str, Any] = {
             "request": execution.seq,
@@ -132,10 +286,23 @@ class SessionRecorder:
                 data["has_where"] = stmt.has_where
             if stmt.dangerous:
                 data["dangerous"] = list(stmt.dangerous)
-        self.counts[execution.decision.outcome.value] += 1
         self.log.append("request", data)
+        if execution.decision.allowed:
+            self._allowed_pending = True
+        if self._sample_rows and execution.decision.allowed:
+            sample = RowSample(execution, self._sample_rows, self._sample_bytes)
+            execution.row_sink = sample.add
+            self._samples[execution.seq] = sample
 
     def finished(self, execution: Execution) -> None:
+        if execution.status in ("error", "skipped"):
+            self.counts[execution.status] += 1
+        masked = getattr(execution, "masked_values", 0)
+        if masked:
+            self.counts["masked_values"] += masked
+        sample = self._samples.pop(execution.seq, None)
+        if self.log is None:
+            return
         data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
         if execution.tag:
             data["command_tag"] = execution.tag
@@ -145,11 +312,10 @@ class SessionRecorder:
             data["duration_ms"] = round(execution.duration_ms, 3)
         if execution.error is not None:
             data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
-        masked = getattr(execution, "masked_values", 0)
         if masked:
             data["masked_values"] = masked
-        if execution.status in ("error", "skipped"):
-            self.counts[execution.status] += 1
+        if sample is not None and (sample.rows or execution.row_description is not None):
+            data["sample"] = sample.render()
         self.log.append("result", data)
 
     # ------------------------------------------------------------------ terminals
@@ -160,6 +326,8 @@ class SessionRecorder:
         ``stream`` is ``"o"`` (output the client saw) or ``"i"`` (input it typed); the
         event's ``t`` is seconds since the session started, as asciicast wants it.
         """
+        if self.log is None:
+            return
         self.log.append(
             "term", {"t": round(time.monotonic() - self._t0, 6), "s": stream, "d": data}
         )
@@ -167,6 +335,8 @@ class SessionRecorder:
 
     def resize(self, cols: int, rows: int) -> None:
         """A terminal window change (asciicast ``"r"`` frame, ``COLSxROWS``)."""
+        if self.log is None:
+            return
         self.log.append(
             "term", {"t": round(time.monotonic() - self._t0, 6), "s": "r", "d": f"{cols}x{rows}"}
         )
@@ -175,27 +345,60 @@ class SessionRecorder:
     # --------------------------------------------------------------------- flush
 
     def flush(self) -> None:
-        """Hand pending events to the kernel (before a request is forwarded)."""
-        self.log.flush()
+        """Hand pending events to the kernel (before a request is forwarded).
+
+        Raises OSError when the log cannot be written, this session fails closed and an
+        allowed request is among the pending events (refusals and results may wait).
+        """
+        if self.log is None or not self.log.pending:
+            return
+        try:
+            self.log.flush()
+        except OSError as exc:
+            self._write_failed(exc)
+            if not self.fail_open and self._allowed_pending:
+                raise  # an allowed request whose event is not on disk: it must not go on
+            return
+        self._allowed_pending = False
+
+    def _write_failed(self, exc: OSError) -> None:
+        self.write_failures += 1
+        if self.fail_open:
+            log.error(
+                "RECORDING FAILURE (fail-open): session %s is not being recorded, traffic "
+                "continues unrecorded: %s",
+                self.session_id,
+                exc,
+            )
+        else:
+            log.error(
+                "session %s: cannot write its recording, refusing its requests: %s",
+                self.session_id,
+                exc,
+            )
 
     def flush_soon(self) -> None:
         """Make sure pending result events are written within ``FLUSH_DELAY``."""
-        if self._timer is None and self.log.pending:
+        if self._timer is None and self.log is not None and self.log.pending:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(FLUSH_DELAY, self._timed_flush)
 
     def _timed_flush(self) -> None:
         self._timer = None
+        if self.log is None:
+            return
         try:
             self.log.flush()
         except OSError as exc:
-            log.error("session %s: cannot write its recording: %s", self.session_id, exc)
+            self._write_failed(exc)
 
     # --------------------------------------------------------------------- close
 
     def event(self, type: str, data: dict[str, Any]) -> None:
+        if self.log is None:
+            return
         self.log.append(type, data)
-        self.log.flush()
+        self.flush()
 
     async def close(
         self, reason: str, bytes_in: int, bytes_out: int, *, masked: dict[str, int] | None = None
@@ -206,8 +409,15 @@ class SessionRecorder:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        with contextlib.suppress(OSError):
-            self.log.append(
+        counts: dict[str, Any] = dict(self.counts)
+        if masked:
+            counts["masked"] = masked
+        seal: dict[str, Any] | None = None
+        state = "off"
+        event_log = self.log
+        if event_log is not None:
+            state = "ok"
+            event_log.append(
                 "session.end",
                 {
                     "reason": reason,
@@ -217,10 +427,27 @@ class SessionRecorder:
                     **({"masked": masked} if masked else {}),
                 },
             )
-        await asyncio.to_thread(self.log.close)
-        counts: dict[str, Any] = dict(self.counts)
-        if masked:
-            counts["masked"] = masked
+            key = self.recorder.signing_key
+            if key is not None:
+                digest, last = event_log.head, event_log.seq
+                signature = key.sign_bytes(seal_message(self.session_id, last, last, digest))
+                seal = {
+                    "session": self.session_id,
+                    "last_seq": last,
+                    "events": last,
+                    "digest": digest,
+                    "alg": "Ed25519",
+                    "kid": key.key_id,
+                    "signature": b64url(signature),
+                }
+                event_log.append(SEAL_TYPE, seal)
+            try:
+                await asyncio.to_thread(event_log.close)
+            except OSError as exc:
+                self._write_failed(exc)
+                state, seal = "failed", None
+            if self.write_failures or event_log.lost:
+                state = "failed"
 
         def update() -> None:
             with self.recorder.store.session() as session:
@@ -231,5 +458,12 @@ class SessionRecorder:
                     row.bytes_in = bytes_in
                     row.bytes_out = bytes_out
                     row.counts = counts
+                    row.recording_state = state
+                    if event_log is not None:
+                        row.event_count = event_log.seq
+                    if seal is not None:
+                        row.seal_digest = seal["digest"]
+                        row.seal_signature = seal["signature"]
+                        row.seal_key_id = seal["kid"]
 
         await asyncio.to_thread(update)

@@ -82,7 +82,9 @@ class Gateway:
             policies=policies,
             access=access,
             masking=MaskingService(store, vault.derive(b"mask tokens")),
-            recorder=Recorder(store, paths.recordings),
+            recorder=Recorder(
+                store, paths.recordings, signing_key=signing_key, settings=settings.recording
+            ),
             tls_cert=cert,
             tls_key=key,
         )

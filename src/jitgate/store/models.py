@@ -239,12 +239,31 @@ class SessionRow(Base):
     bytes_out: Mapped[int] = mapped_column(BigInteger, default=0)
     counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recording_path: Mapped[str | None] = mapped_column(String(1024))
+    # Recording completeness and tamper evidence (migration 0005).
+    grant_ids: Mapped[list[str] | None] = mapped_column(JSON)
+    event_count: Mapped[int | None] = mapped_column(Integer)
+    seal_digest: Mapped[str | None] = mapped_column(String(64))
+    seal_signature: Mapped[str | None] = mapped_column(String(128))
+    seal_key_id: Mapped[str | None] = mapped_column(String(64))
+    recording_state: Mapped[str | None] = mapped_column(String(16))  # ok, failed, off, deleted
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (
         Index("ix_sessions_started_at", "started_at"),
         Index("ix_sessions_identity", "identity_name"),
         Index("ix_sessions_connection", "connection_name"),
+        Index("ix_sessions_ended_at", "ended_at"),
     )
+
+
+class ExportCursorRow(Base):
+    """Where an audit export stream has got to (acknowledged by its sink)."""
+
+    __tablename__ = "export_cursors"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class PolicyRow(Base):

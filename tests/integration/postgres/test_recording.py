@@ -32,7 +32,8 @@ def test_every_statement_in_order_with_its_outcome(
         c.execute("UPDATE r SET x = x + 1 WHERE x > 2; SELECT 1")
     row = pg_gateway.session(name)
     events = pg_gateway.events(row)
-    assert events[0]["type"] == "session.start" and events[-1]["type"] == "session.end"
+    assert events[0]["type"] == "session.start" and events[-2]["type"] == "session.end"
+    assert events[-1]["type"] == "seal"
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     start = events[0]
     assert (start["identity_name"], start["connection_name"], start["client_program"]) == (
@@ -59,7 +60,7 @@ def test_every_statement_in_order_with_its_outcome(
     denied = next(e for e in events if e["type"] == "request" and e["decision"] == "deny")
     assert denied["reason"] == "DROP TABLE is not allowed on production connections"
     assert denied["policies"] == ["deny-drop-truncate-on-prod"]
-    end = events[-1]
+    end = events[-2]
     assert end["counts"] == {"allow": 7, "deny": 1, "error": 1}
     assert row.counts == end["counts"] and row.bytes_in > 0 and row.bytes_out > 0
     pg_gateway.verify(row)

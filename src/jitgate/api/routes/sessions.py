@@ -1,12 +1,23 @@
-"""Sessions and their recordings: list, show, events, verify the hash chain."""
+"""Sessions and their recordings: list and search, events, live tail, verify.
+
+``GET /sessions/{id}/verify`` checks the hash chain *and* the Ed25519 seal against the
+gateway's public keys (``GET /api/v1/keys``) and names the first altered event.
+``GET /sessions/{id}/tail`` streams the events of a session as server-sent events while
+it is open (each event's ``id`` is its ``seq``; reconnect with ``Last-Event-ID``).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+import orjson
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
@@ -14,7 +25,8 @@ from jitgate.api.deps import Caller, GatewayDep, PageDep
 from jitgate.api.schemas import PageOut
 from jitgate.errors import Forbidden, InvalidInput, NotFound
 from jitgate.identity.principal import Authenticated, Role
-from jitgate.recording.log import read_events, verify_chain
+from jitgate.recording.log import read_events
+from jitgate.recording.seal import StoredSeal, verify_recording
 from jitgate.server.gateway import Gateway
 from jitgate.store.models import SessionRow
 
@@ -36,6 +48,11 @@ class SessionOut(BaseModel):
     bytes_in: int
     bytes_out: int
     counts: dict[str, Any]
+    grant_ids: list[str] = []
+    recording: str | None = None  # ok, failed, off, deleted
+    signed: bool = False
+    legal_hold: bool = False
+    events: int | None = None
 
     @classmethod
     def of(cls, row: SessionRow) -> SessionOut:
@@ -54,6 +71,11 @@ class SessionOut(BaseModel):
             bytes_in=row.bytes_in,
             bytes_out=row.bytes_out,
             counts=dict(row.counts or {}),
+            grant_ids=list(row.grant_ids or []),
+            recording=row.recording_state,
+            signed=row.seal_signature is not None,
+            legal_hold=bool(row.legal_hold),
+            events=row.event_count,
         )
 
 
@@ -91,6 +113,12 @@ def list_sessions(
     since: Annotated[datetime | None, Query()] = None,
     until: Annotated[datetime | None, Query()] = None,
     open: Annotated[bool | None, Query(description="only open (true) or ended (false)")] = None,
+    decision: Annotated[
+        str | None, Query(max_length=16, description="with at least one request so decided")
+    ] = None,
+    q: Annotated[
+        str | None, Query(max_length=256, description="text search in requests and output")
+    ] = None,
 ) -> PageOut[SessionOut]:
     stmt = select(SessionRow).order_by(SessionRow.started_at.desc(), SessionRow.id.desc())
     if not _may_see_all(who):
@@ -118,10 +146,61 @@ def list_sessions(
             (SessionRow.started_at < anchor.started_at)
             | ((SessionRow.started_at == anchor.started_at) & (SessionRow.id < anchor.id))
         )
+    if decision is None and q is None:
+        with gw.store.session() as db:
+            rows = list(db.scalars(stmt.limit(page.limit + 1)))
+        items = [SessionOut.of(r) for r in rows[: page.limit]]
+        return PageOut(items=items, next_cursor=items[-1].id if len(rows) > page.limit else None)
+    # Filters that need the counts or the recordings: scan a bounded window of candidates.
+    matched: list[SessionRow] = []
+    scanned = 0
     with gw.store.session() as db:
-        rows = list(db.scalars(stmt.limit(page.limit + 1)))
-    items = [SessionOut.of(r) for r in rows[: page.limit]]
-    return PageOut(items=items, next_cursor=items[-1].id if len(rows) > page.limit else None)
+        for row in db.scalars(stmt.limit(SEARCH_WINDOW)):
+            scanned += 1
+            if decision and not (row.counts or {}).get(decision):
+                continue
+            if q and not _recording_mentions(gw, row, q):
+                continue
+            matched.append(row)
+            if len(matched) > page.limit:
+                break
+    items = [SessionOut.of(r) for r in matched[: page.limit]]
+    more = len(matched) > page.limit
+    return PageOut(items=items, next_cursor=items[-1].id if more else None)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+#: How many sessions one search request may look through (newest first).
+SEARCH_WINDOW = 2000
+
+
+def _searchable(event: dict[str, Any]) -> Iterable[str]:
+    for key in ("text", "d", "reason"):
+        value = event.get(key)
+        if isinstance(value, str):
+            yield value
+    error = event.get("error")
+    if isinstance(error, dict):
+        yield str(error.get("message", ""))
+    sample = event.get("sample")
+    if isinstance(sample, dict):
+        yield orjson.dumps(sample).decode()
+
+
+def _matches(event: dict[str, Any], needle: str) -> bool:
+    return any(needle in text.lower() for text in _searchable(event))
+
+
+def _recording_mentions(gw: Gateway, row: SessionRow, q: str) -> bool:
+    try:
+        path = _recording(gw, row)
+    except NotFound:
+        return False
+    needle = q.lower()
+    return any(_matches(event, needle) for event in read_events(path))
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
@@ -137,25 +216,105 @@ def session_events(
     type: Annotated[str | None, Query(max_length=32)] = None,
     decision: Annotated[str | None, Query(max_length=16)] = None,
     q: Annotated[str | None, Query(max_length=256, description="text search")] = None,
+    since: Annotated[datetime | None, Query()] = None,
+    until: Annotated[datetime | None, Query()] = None,
+    after: Annotated[int | None, Query(ge=0, description="events after this seq")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> dict[str, Any]:
     path = _recording(gw, _session(gw, who, session_id))
     items = []
+    needle = q.lower() if q else None
     for event in read_events(path):
+        if after is not None and event.get("seq", 0) <= after:
+            continue
         if type and event.get("type") != type:
             continue
         if decision and event.get("decision") != decision:
             continue
-        if q and q.lower() not in str(event.get("text", "")).lower():
+        if needle and not _matches(event, needle):
             continue
+        if since or until:
+            at = datetime.fromisoformat(str(event.get("at")))
+            since, until = _aware(since), _aware(until)
+            if (since and at < since) or (until and at >= until):
+                continue
         items.append(event)
         if len(items) >= limit:
             break
     return {"items": items}
 
 
+@router.get("/sessions/{session_id}/tail")
+async def tail_session(
+    session_id: str,
+    gw: GatewayDep,
+    who: Caller,
+    last_event_id: Annotated[str | None, Header()] = None,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    timeout: Annotated[float, Query(gt=0, le=86400)] = 3600,
+) -> StreamingResponse:
+    """Server-sent events: the session's events as they are written, until it closes."""
+    row = _session(gw, who, session_id)
+    path = _recording(gw, row)
+    start = after if after is not None else int(last_event_id or 0)
+    return StreamingResponse(
+        _tail(gw, row.id, path, start, timeout),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _tail(
+    gw: Gateway, session_id: str, path: Path, after: int, timeout: float
+) -> AsyncIterator[bytes]:
+    deadline = time.monotonic() + timeout
+    offset = 0
+    partial = b""
+    last_beat = time.monotonic()
+    while time.monotonic() < deadline:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            chunk = fh.read(1 << 20)
+        offset += len(chunk)
+        lines = (partial + chunk).split(b"\n")
+        partial = lines.pop()
+        finished = False
+        for line in lines:
+            if not line.strip():
+                continue
+            event = orjson.loads(line)
+            if event.get("seq", 0) <= after:
+                continue
+            yield b"id: %d\nevent: %s\ndata: %s\n\n" % (
+                event["seq"],
+                str(event.get("type", "event")).encode(),
+                line,
+            )
+            finished = finished or event.get("type") == "seal"
+        if finished:
+            return
+        if not chunk:
+            with gw.store.session() as db:
+                ended = db.scalar(select(SessionRow.ended_at).where(SessionRow.id == session_id))
+            if ended is not None:
+                return
+            if time.monotonic() - last_beat > 15:
+                last_beat = time.monotonic()
+                yield b": keep-alive\n\n"
+            await asyncio.sleep(TAIL_POLL)
+
+
+#: How often the live tail looks for new events.
+TAIL_POLL = 0.1
+
+
 @router.get("/sessions/{session_id}/verify")
 def verify_session(session_id: str, gw: GatewayDep, who: Caller) -> dict[str, Any]:
+    """Check the hash chain and the seal's Ed25519 signature; name the first bad event."""
     row = _session(gw, who, session_id)
-    ok, line, why = verify_chain(_recording(gw, row), row.id)
-    return {"session": row.id, "valid": ok, "first_bad_event": line, "problem": why}
+    keys = {gw.signing_key.key_id: gw.signing_key.public_jwk()}
+    stored = StoredSeal(row.seal_digest, row.seal_signature, row.seal_key_id, row.event_count)
+    result = verify_recording(
+        _recording(gw, row), row.id, keys, stored=stored, open_session=row.ended_at is None
+    )
+    return result.as_dict()

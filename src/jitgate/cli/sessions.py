@@ -1,0 +1,214 @@
+"""``jitgate sessions list|show|replay`` and ``jitgate audit verify|export``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from jitgate.cli.client import APIClient, CLIError
+from jitgate.cli.output import OutputFormat, emit_json, emit_list
+from jitgate.recording import replay as rp
+
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+Server = Annotated[str | None, typer.Option("--server", help="API URL (JITGATE_SERVER)")]
+
+SESSION_COLUMNS = [
+    "id",
+    "identity",
+    "actor",
+    "connection",
+    "client_program",
+    "started_at",
+    "ended_at",
+    "counts",
+]
+
+
+def _events(client: APIClient, session_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = client.request(
+            "GET",
+            f"/api/v1/sessions/{session_id}/events",
+            params={"after": after, "limit": 10000},
+        )["items"]
+        events.extend(page)
+        if len(page) < 10000:
+            return events
+        after = page[-1]["seq"]
+
+
+def sessions_list(
+    identity: Annotated[str | None, typer.Option("--identity")] = None,
+    actor: Annotated[str | None, typer.Option("--actor", help="the agent acting")] = None,
+    connection: Annotated[str | None, typer.Option("--connection")] = None,
+    decision: Annotated[
+        str | None, typer.Option("--decision", help="with a request so decided (deny, …)")
+    ] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO time")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="ISO time")] = None,
+    search: Annotated[str | None, typer.Option("--search", help="text in the recording")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="only open sessions")] = False,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List sessions, newest first."""
+    params: dict[str, Any] = {"limit": min(limit, 500)}
+    for key, value in (
+        ("identity", identity),
+        ("actor", actor),
+        ("connection", connection),
+        ("decision", decision),
+        ("since", since),
+        ("until", until),
+        ("q", search),
+    ):
+        if value:
+            params[key] = value
+    if open_only:
+        params["open"] = True
+    rows = APIClient.from_env(server).paged("/api/v1/sessions", params, limit=limit)
+    emit_list(rows, SESSION_COLUMNS, output)
+
+
+def sessions_show(
+    session_id: str, server: Server = None, output: Output = OutputFormat.TABLE
+) -> None:
+    """A session as a timeline: each statement, its decision and its result."""
+    client = APIClient.from_env(server)
+    session = client.request("GET", f"/api/v1/sessions/{session_id}")
+    events = _events(client, session_id)
+    if output is OutputFormat.JSON:
+        emit_json({"session": session, "events": events})
+        return
+    typer.echo(
+        f"  {session['started_at']} – {session['ended_at'] or 'open'}"
+        f" ({session['end_reason'] or ''}); {session['bytes_in']} bytes in, "
+        f"{session['bytes_out']} bytes out; recording {session.get('recording')}"
+        f"{', signed' if session.get('signed') else ''}"
+    )
+    typer.echo(rp.timeline(events), nl=False)
+
+
+class ReplayFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+    ASCIICAST = "asciicast"
+
+
+def sessions_replay(
+    session_id: str,
+    speed: Annotated[float, typer.Option("--speed", min=0.01, help="2 = twice as fast")] = 1.0,
+    skip_idle: Annotated[
+        float | None,
+        typer.Option("--skip-idle", min=0.0, help="cap pauses at this many seconds"),
+    ] = None,
+    output: Annotated[
+        ReplayFormat, typer.Option("--output", "-o", help="text, json or asciicast")
+    ] = ReplayFormat.TEXT,
+    server: Server = None,
+) -> None:
+    """Replay a session (terminal: original timing; database: timeline with masked rows)."""
+    events = _events(APIClient.from_env(server), session_id)
+    if output is ReplayFormat.JSON:
+        emit_json(events)
+        return
+    if output is ReplayFormat.ASCIICAST:
+        sys.stdout.write(rp.asciicast(events))
+        return
+    out = sys.stdout
+    for delay, (_t, stream, data) in rp.schedule(
+        rp.frames(events), speed=speed, idle_limit=skip_idle
+    ):
+        if stream != "o":
+            continue
+        if delay > 0:
+            out.flush()
+            time.sleep(delay)
+        out.write(data.replace("\r\n", "\n") if not rp.is_terminal(events) else data)
+    out.flush()
+
+
+def audit_verify(
+    session_id: str, server: Server = None, output: Output = OutputFormat.TABLE
+) -> None:
+    """Check a recording's hash chain and signed seal; names the first altered event."""
+    result = APIClient.from_env(server).request("GET", f"/api/v1/sessions/{session_id}/verify")
+    if output is OutputFormat.JSON:
+        emit_json(result)
+    if result["valid"]:
+        if output is not OutputFormat.JSON:
+            state = "signed" if result["signature"] == "valid" else "open, not sealed yet"
+            typer.echo(
+                f"session {session_id}: recording intact ({result['events']} events, {state})"
+            )
+        return
+    where = f"event {result['first_bad_event']}" if result.get("first_bad_event") else "recording"
+    raise CLIError(f"session {session_id}: {where}: {result['problem']}")
+
+
+def audit_export(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="file:PATH, stdout, syslog://HOST:PORT (udp), "
+            "syslog+tcp://HOST:PORT, or an https:// webhook",
+        ),
+    ],
+    cursor_file: Annotated[
+        Path | None,
+        typer.Option("--cursor-file", help="where the position is kept between runs"),
+    ] = None,
+    follow: Annotated[bool, typer.Option("--follow", help="keep exporting new events")] = False,
+    secret_env: Annotated[
+        str, typer.Option("--secret-env", help="variable holding the webhook HMAC key")
+    ] = "JITGATE_EXPORT_SECRET",  # noqa: S107 - the name of a variable
+    batch: Annotated[int, typer.Option("--batch", min=1, max=5000)] = 500,
+    server: Server = None,
+) -> None:
+    """Export audit events as JSON Lines, at least once, resuming from a cursor file.
+
+    The stream holds administrative actions and the events of closed session recordings.
+    """
+    import os
+
+    from jitgate.recording.export import APISource, Exporter, FileCursor, open_sink
+
+    client = APIClient.from_env(server)
+    secret = os.environ.get(secret_env)
+    try:
+        sink = open_sink(to, secret=secret.encode() if secret else None)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    cursor_path = cursor_file or Path(".jitgate-export.cursor")
+    exporter = Exporter(APISource(client.request), sink, FileCursor(cursor_path), batch=batch)
+    try:
+        while True:
+            sent = exporter.run_once()
+            if not follow:
+                if to != "stdout":
+                    typer.echo(f"exported {sent} events; cursor in {cursor_path}", err=True)
+                return
+            if not sent:
+                time.sleep(2)
+    except OSError as exc:
+        raise CLIError(f"export stopped: {exc}") from None
+    finally:
+        sink.close()
+
+
+def register(sessions_app: typer.Typer, audit_app: typer.Typer) -> None:
+    """Add these commands to the ``sessions`` and ``audit`` groups of the CLI."""
+    sessions_app.command("list")(sessions_list)
+    sessions_app.command("show")(sessions_show)
+    sessions_app.command("replay")(sessions_replay)
+    audit_app.command("verify")(audit_verify)
+    audit_app.command("export")(audit_export)

@@ -1,0 +1,435 @@
+"""Exporting the audit trail as a JSON Lines stream, at least once, resumable.
+
+Theory of operation
+-------------------
+The stream has two parts, each with its own position in one *cursor*:
+
+* ``admin`` — administrative audit events (``connection:create``…), in id order;
+* ``session`` — the events of every closed session recording, sessions in the order
+  they ended (``ended_at``, id), each session's events in ``seq`` order. A session is
+  exported once it has been closed for :data:`SETTLE_SECONDS`, so a slow close committed
+  late is not skipped.
+
+:class:`Exporter` repeats: fetch a batch after the cursor → hand it to the sink, which
+returns only when the batch is acknowledged (file written and fsynced, TCP send done,
+webhook answered 2xx) → save the batch's end cursor. A crash between delivery and saving
+repeats at most that one batch; nothing is ever skipped. Every record carries
+``export_id`` (``admin:<id>`` or ``<session>:<seq>``) so a receiver can drop repeats.
+
+Sinks: ``file:PATH``, ``stdout``, ``syslog://HOST:PORT`` (RFC 5424 over UDP),
+``syslog+tcp://HOST:PORT`` (RFC 5424, octet-counted framing of RFC 6587) and ``https://``
+webhooks (``http://`` only to loopback) signed like approver notifications:
+``X-Jitgate-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from sqlalchemy import select, tuple_
+
+from jitgate.access.notify import sign
+from jitgate.audit.log import AuditLog
+from jitgate.recording.log import read_events
+from jitgate.store.db import Store
+from jitgate.store.models import ExportCursorRow, SessionRow
+
+SETTLE_SECONDS = 2.0
+Record = dict[str, Any]
+
+
+# ---------------------------------------------------------------------- cursor
+
+
+@dataclass
+class Cursor:
+    admin: int = 0
+    ended_at: str | None = None  # the session being / last exported
+    session: str | None = None
+    seq: int = 0  # last exported event of that session
+
+    def encode(self) -> str:
+        body = orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)
+        return base64.urlsafe_b64encode(body).decode("ascii").rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor:
+        if not text:
+            return cls()
+        try:
+            data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            return cls(
+                admin=int(data.get("admin", 0)),
+                ended_at=data.get("ended_at"),
+                session=data.get("session"),
+                seq=int(data.get("seq", 0)),
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError("export cursor is not valid") from exc
+
+
+# ---------------------------------------------------------------------- source
+
+
+@dataclass
+class StoreSource:
+    """Reads the stream from the store and the recordings directory."""
+
+    store: Store
+    recordings: Path
+    settle: float = SETTLE_SECONDS
+
+    def fetch(self, cursor: Cursor, limit: int) -> tuple[list[Record], Cursor]:
+        records: list[Record] = []
+        after = Cursor(**cursor.__dict__)
+        with self.store.session() as db:
+            for event in AuditLog.query(db, after_id=after.admin or None, limit=limit):
+                records.append(
+                    {
+                        "export_id": f"admin:{event.id}",
+                        "source": "admin",
+                        "id": event.id,
+                        "at": event.at.isoformat(),
+                        "action": event.action,
+                        "outcome": event.outcome,
+                        "actor": event.actor,
+                        "on_behalf_of": event.on_behalf_of,
+                        "target_type": event.target_type,
+                        "target_name": event.target_name,
+                        "client_addr": event.client_addr,
+                        "details": dict(event.details),
+                    }
+                )
+                after.admin = event.id
+        if len(records) >= limit:
+            return records, after
+        self._sessions(after, records, limit)
+        return records, after
+
+    def _sessions(self, after: Cursor, records: list[Record], limit: int) -> None:
+        horizon = datetime.now(UTC) - timedelta(seconds=self.settle)
+        if after.session is not None:
+            with self.store.session() as db:
+                current = db.get(SessionRow, after.session)
+            if current is not None and not self._read(current, after, records, limit):
+                return
+        while len(records) < limit:
+            stmt = (
+                select(SessionRow)
+                .where(SessionRow.ended_at.is_not(None), SessionRow.ended_at <= horizon)
+                .order_by(SessionRow.ended_at, SessionRow.id)
+                .limit(50)
+            )
+            if after.ended_at is not None and after.session is not None:
+                stmt = stmt.where(
+                    tuple_(SessionRow.ended_at, SessionRow.id)
+                    > tuple_(datetime.fromisoformat(after.ended_at), after.session)
+                )
+            with self.store.session() as db:
+                rows = list(db.scalars(stmt))
+                db.expunge_all()
+            if not rows:
+                return
+            for row in rows:
+                assert row.ended_at is not None
+                after.ended_at, after.session, after.seq = row.ended_at.isoformat(), row.id, 0
+                if not self._read(row, after, records, limit):
+                    return
+
+    def _read(self, row: SessionRow, after: Cursor, records: list[Record], limit: int) -> bool:
+        """Append the session's events after ``after.seq``; False when the batch is full."""
+        if not row.recording_path:
+            return True
+        path = self.recordings / row.recording_path
+        if not path.exists():
+            return True
+        for event in read_events(path):
+            seq = int(event.get("seq", 0))
+            if seq <= after.seq:
+                continue
+            if len(records) >= limit:
+                return False
+            records.append(
+                {
+                    "export_id": f"{row.id}:{seq}",
+                    "source": "session",
+                    "session": row.id,
+                    "connection": row.connection_name,
+                    "identity": row.identity_name,
+                    "actor": row.actor_name,
+                    **event,
+                }
+            )
+            after.seq = seq
+        return True
+
+
+class APISource:
+    """Reads the stream through the REST API (``GET /api/v1/audit/export``)."""
+
+    def __init__(self, request: Callable[..., Any]) -> None:
+        self._request = request
+
+    def fetch(self, cursor: Cursor, limit: int) -> tuple[list[Record], Cursor]:
+        page = self._request(
+            "GET", "/api/v1/audit/export", params={"cursor": cursor.encode(), "limit": limit}
+        )
+        return list(page["items"]), Cursor.decode(page["cursor"])
+
+
+class Source(Protocol):
+    def fetch(self, cursor: Cursor, limit: int) -> tuple[list[Record], Cursor]: ...
+
+
+# ------------------------------------------------------------------ cursor stores
+
+
+class CursorStore(Protocol):
+    def load(self) -> Cursor: ...
+
+    def save(self, cursor: Cursor) -> None: ...
+
+
+@dataclass
+class FileCursor:
+    path: Path
+
+    def load(self) -> Cursor:
+        try:
+            return Cursor.decode(self.path.read_text().strip())
+        except FileNotFoundError:
+            return Cursor()
+
+    def save(self, cursor: Cursor) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with tmp.open("w") as fh:
+            fh.write(cursor.encode() + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+
+@dataclass
+class StoreCursor:
+    store: Store
+    name: str
+
+    def load(self) -> Cursor:
+        with self.store.session() as db:
+            row = db.get(ExportCursorRow, self.name)
+            return Cursor.decode(row.cursor.get("cursor")) if row is not None else Cursor()
+
+    def save(self, cursor: Cursor) -> None:
+        with self.store.session() as db:
+            row = db.get(ExportCursorRow, self.name)
+            if row is None:
+                db.add(ExportCursorRow(name=self.name, cursor={"cursor": cursor.encode()}))
+            else:
+                row.cursor = {"cursor": cursor.encode()}
+
+
+# ----------------------------------------------------------------------- sinks
+
+
+class Sink(Protocol):
+    def send(self, records: list[Record]) -> None:
+        """Deliver the batch; return only once it is acknowledged, else raise OSError."""
+
+    def close(self) -> None: ...
+
+
+def _line(record: Record) -> bytes:
+    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS, default=str)
+
+
+@dataclass
+class FileSink:
+    path: Path
+
+    def send(self, records: list[Record]) -> None:
+        data = b"".join(_line(r) + b"\n" for r in records)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        pass
+
+
+class StdoutSink:
+    def send(self, records: list[Record]) -> None:
+        out = sys.stdout.buffer
+        out.write(b"".join(_line(r) + b"\n" for r in records))
+        out.flush()
+
+    def close(self) -> None:
+        pass
+
+
+#: RFC 5424 facility "log audit" (13); severity notice (5) for refusals, info (6) otherwise.
+FACILITY = 13
+MAX_UDP_MESSAGE = 60000
+
+
+def syslog_message(record: Record, hostname: str) -> bytes:
+    refused = record.get("decision") in ("deny", "review") or record.get("outcome") == "failure"
+    pri = FACILITY * 8 + (5 if refused else 6)
+    at = str(record.get("at") or datetime.now(UTC).isoformat())
+    msgid = str(record.get("type") or record.get("action") or "audit").replace(" ", "_")[:32]
+    sd = f'[jitgate@32473 export_id="{_sd_escape(str(record.get("export_id", "")))}"]'
+    header = f"<{pri}>1 {at} {hostname[:255]} jitgate {os.getpid()} {msgid} {sd} "
+    return header.encode("utf-8") + _line(record)
+
+
+def _sd_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("]", "\\]")
+
+
+class SyslogSink:
+    def __init__(self, host: str, port: int, *, tcp: bool, timeout: float = 10.0) -> None:
+        self.address = (host, port)
+        self.tcp = tcp
+        self.timeout = timeout
+        self.hostname = socket.gethostname() or "-"
+        self._sock: socket.socket | None = None
+
+    def _socket(self) -> socket.socket:
+        if self._sock is None:
+            if self.tcp:
+                self._sock = socket.create_connection(self.address, timeout=self.timeout)
+            else:
+                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                self._sock.settimeout(self.timeout)
+        return self._sock
+
+    def send(self, records: list[Record]) -> None:
+        try:
+            sock = self._socket()
+            if self.tcp:
+                frames = []
+                for record in records:
+                    message = syslog_message(record, self.hostname)
+                    frames.append(str(len(message)).encode() + b" " + message)
+                sock.sendall(b"".join(frames))
+            else:
+                for record in records:
+                    sock.sendto(
+                        syslog_message(record, self.hostname)[:MAX_UDP_MESSAGE], self.address
+                    )
+        except OSError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+@dataclass
+class WebhookSink:
+    url: str
+    secret: bytes | None
+    timeout: float = 10.0
+    _client: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._client = httpx.Client(timeout=self.timeout)
+
+    def send(self, records: list[Record]) -> None:
+        body = b"".join(_line(r) + b"\n" for r in records)
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/x-ndjson",
+            "X-Jitgate-Event": "audit.export",
+            "X-Jitgate-Timestamp": timestamp,
+        }
+        if self.secret:
+            headers["X-Jitgate-Signature"] = sign(self.secret.decode(), timestamp, body)
+        try:
+            response = self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise OSError(f"webhook unreachable: {exc}") from exc
+        if not response.is_success:
+            raise OSError(f"webhook answered HTTP {response.status_code}")
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def open_sink(target: str, *, secret: bytes | None = None) -> Sink:
+    if target == "stdout":
+        return StdoutSink()
+    if target.startswith("file:"):
+        path = Path(target[5:]).expanduser()
+        if not target[5:]:
+            raise ValueError("file: needs a path")
+        return FileSink(path)
+    parts = urlsplit(target)
+    if parts.scheme in ("syslog", "syslog+udp", "syslog+tcp"):
+        if not parts.hostname or not parts.port:
+            raise ValueError("syslog export needs syslog://HOST:PORT")
+        return SyslogSink(parts.hostname, parts.port, tcp=parts.scheme == "syslog+tcp")
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        return WebhookSink(target, secret)
+    raise ValueError(
+        f"unknown export target {target!r}: use file:PATH, stdout, syslog://HOST:PORT, "
+        "syslog+tcp://HOST:PORT or https://URL"
+    )
+
+
+# ---------------------------------------------------------------------- exporter
+
+
+class Exporter:
+    def __init__(self, source: Source, sink: Sink, cursors: CursorStore, *, batch: int = 500):
+        self.source = source
+        self.sink = sink
+        self.cursors = cursors
+        self.batch = batch
+
+    def run_once(self, *, max_batches: int | None = None) -> int:
+        """Export everything available now; returns the number of records delivered."""
+        cursor = self.cursors.load()
+        sent = 0
+        batches = 0
+        while max_batches is None or batches < max_batches:
+            records, after = self.source.fetch(cursor, self.batch)
+            if records:
+                self.sink.send(records)  # raises if not acknowledged: cursor stays put
+                sent += len(records)
+            if after != cursor:
+                self.cursors.save(after)
+                cursor = after
+            batches += 1
+            if len(records) < self.batch:
+                break
+        return sent

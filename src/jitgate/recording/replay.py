@@ -1,0 +1,144 @@
+"""Turning a recording's events back into what happened: a timeline, an asciicast, frames.
+
+Pure functions over the list of events (as stored, or as the API returns them):
+
+* :func:`timeline` — a database session as text: each statement with its time, decision,
+  outcome and the sample of rows the client was sent (already masked).
+* :func:`frames` — ``(seconds, stream, data)`` frames: a terminal session's own ``term``
+  events; for a database session the timeline lines, each at the moment it happened.
+* :func:`asciicast` — asciicast v2 (header line, then one JSON array per frame).
+* :func:`schedule` — frame delays for a replay at ``speed`` with idle gaps capped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+Frame = tuple[float, str, str]
+
+
+def is_terminal(events: Sequence[dict[str, Any]]) -> bool:
+    return any(e.get("type") == "term" for e in events)
+
+
+def _at(event: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(event["at"]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _sample_lines(sample: dict[str, Any]) -> list[str]:
+    columns = sample.get("columns") or []
+    rows = sample.get("rows") or []
+    lines = []
+    if columns:
+        lines.append(" | ".join(str(c) for c in columns))
+    for row in rows:
+        lines.append(" | ".join("NULL" if c is None else str(c) for c in row))
+    if sample.get("truncated"):
+        lines.append("…")
+    return lines
+
+
+def timeline_entries(events: Sequence[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], str]]:
+    """``(event, line)`` pairs of the text timeline, in order."""
+    results = {e["request"]: e for e in events if e.get("type") == "result"}
+    for event in events:
+        kind = event.get("type")
+        if kind == "session.start":
+            actor = f" (agent {event['actor_name']})" if event.get("actor_name") else ""
+            grants = event.get("grant_ids") or []
+            yield (
+                event,
+                f"session {event.get('session')}: {event.get('identity_name')}{actor} → "
+                f"{event.get('connection_name')} from {event.get('client_addr')} "
+                f"[{event.get('client_program') or '-'}]"
+                + (f" grants {', '.join(grants)}" if grants else ""),
+            )
+        elif kind == "request":
+            result = results.get(event.get("request"), {})
+            clock = str(event.get("at", ""))[11:23]
+            yield event, f"{clock} {str(event.get('decision', '')).upper():<6} {event.get('text')}"
+            if event.get("reason"):
+                yield event, f"    reason: {event['reason']}"
+            if not result:
+                yield event, "    → (no result recorded)"
+                continue
+            detail = result.get("command_tag") or result.get("status", "")
+            if result.get("error"):
+                detail = f"ERROR {result['error']['sqlstate']} {result['error']['message']}"
+            extra = []
+            if result.get("rows") is not None:
+                extra.append(f"{result['rows']} rows")
+            if result.get("duration_ms") is not None:
+                extra.append(f"{result['duration_ms']} ms")
+            if result.get("masked_values"):
+                extra.append(f"{result['masked_values']} values masked")
+            yield result, f"    → {detail}" + (f" ({', '.join(extra)})" if extra else "")
+            for line in _sample_lines(result.get("sample") or {}):
+                yield result, f"      {line}"
+        elif kind == "review":
+            yield event, f"    review: {event.get('outcome')} by {', '.join(event.get('by', []))}"
+        elif kind == "cancel":
+            yield event, "    (cancel requested)"
+        elif kind == "session.end":
+            yield event, f"session ended: {event.get('reason')} counts {event.get('counts')}"
+        elif kind == "seal":
+            yield event, f"sealed: digest {str(event.get('digest'))[:16]}… key {event.get('kid')}"
+
+
+def timeline(events: Sequence[dict[str, Any]]) -> str:
+    return "\n".join(line for _event, line in timeline_entries(events)) + "\n"
+
+
+def frames(events: Sequence[dict[str, Any]]) -> list[Frame]:
+    if is_terminal(events):
+        return [
+            (float(e["t"]), str(e["s"]), str(e["d"]))
+            for e in events
+            if e.get("type") == "term" and e.get("s") in ("o", "i", "r")
+        ]
+    start = _at(events[0]) if events else None
+    out: list[Frame] = []
+    for event, line in timeline_entries(events):
+        at = _at(event)
+        t = (at - start).total_seconds() if at is not None and start is not None else 0.0
+        t = max(t, out[-1][0] if out else 0.0)
+        out.append((round(t, 6), "o", line + "\r\n"))
+    return out
+
+
+def asciicast(events: Sequence[dict[str, Any]], *, width: int = 120, height: int = 40) -> str:
+    """The session as asciicast v2 text."""
+    start = _at(events[0]) if events else None
+    for event in events:
+        if event.get("type") == "term" and event.get("s") == "r":
+            cols, _, rows = str(event.get("d")).partition("x")
+            if cols.isdigit() and rows.isdigit():
+                width, height = int(cols), int(rows)
+            break
+    header: dict[str, Any] = {"version": 2, "width": width, "height": height}
+    if start is not None:
+        header["timestamp"] = int(start.timestamp())
+    if events and events[0].get("session"):
+        header["title"] = f"jitgate session {events[0]['session']}"
+    lines = [json.dumps(header)]
+    lines += [json.dumps([t, s, d], ensure_ascii=False) for t, s, d in frames(events)]
+    return "\n".join(lines) + "\n"
+
+
+def schedule(
+    frames: Iterable[Frame], *, speed: float = 1.0, idle_limit: float | None = None
+) -> Iterator[tuple[float, Frame]]:
+    """``(delay before it, frame)``: original timing divided by ``speed``, gaps capped."""
+    last = 0.0
+    for frame in frames:
+        gap = max(0.0, frame[0] - last)
+        last = frame[0]
+        if idle_limit is not None:
+            gap = min(gap, idle_limit)
+        yield gap / speed, frame
