@@ -142,11 +142,27 @@ class CedarEngine:
         self._by_id = {p.id: p for p in self.policies}
         combined = "\n".join(texts)
         self._policy_set = cedarpy.PolicySet.from_str(combined) if combined else None
-        self.reads_text = any(
-            '"attr":"text"' in cedarpy.policies_to_json_str(t).replace(" ", "") for t in texts
-        )
+        # Which actions have a policy that reads context.text: for those, two statements
+        # that differ only in a constant may be decided differently (see the gate's cache).
+        self._text_scopes: list[frozenset[str] | None] = []
+        for text in texts:
+            parsed_json = json.loads(cedarpy.policies_to_json_str(text))
+            for policy in parsed_json.get("staticPolicies", {}).values():
+                if '"attr":"text"' in json.dumps(policy, separators=(",", ":")):
+                    self._text_scopes.append(_action_scope(policy.get("action", {})))
+        self.reads_text = bool(self._text_scopes)
+        self._reads_text_for: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- decide
+
+    def reads_text_for(self, action: str) -> bool:
+        """Whether some policy that can apply to ``action`` reads ``context.text``."""
+        known = self._reads_text_for.get(action)
+        if known is None:
+            ids = {action, *(parent["id"] for parent in _action_parents(action))}
+            known = any(scope is None or scope & ids for scope in self._text_scopes)
+            self._reads_text_for[action] = known
+        return known
 
     def decide(self, request: Request) -> Decision:
         return self.explain(request).decision
@@ -270,6 +286,18 @@ def _identity_entities(identity: Identity) -> list[dict[str, Any]]:
         },
         *({"uid": {"type": "Group", "id": g}, "attrs": {}, "parents": []} for g in groups),
     ]
+
+
+def _action_scope(scope: dict[str, Any]) -> frozenset[str] | None:
+    """The action ids a policy's action constraint names (``None``: any action)."""
+    op = scope.get("op")
+    if op == "==":
+        return frozenset([scope["entity"]["id"]])
+    if op == "in" and "entities" in scope:
+        return frozenset(entity["id"] for entity in scope["entities"])
+    if op == "in" and "entity" in scope:
+        return frozenset([scope["entity"]["id"]])
+    return None
 
 
 def _action_parents(action: str) -> list[dict[str, str]]:

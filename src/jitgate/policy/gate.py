@@ -8,11 +8,14 @@ which ignores schema names, aliased table names and digits in names. A repeated
 statement costs one dictionary look-up, and any policy change (new version) misses the
 cache at once.
 
-An engine whose rules can read the statement's text (``Request.text``) says so with a
-true ``reads_text`` attribute; the text is then part of the key, since two statements
-that differ only in a constant may be decided differently. The key also holds the
-session context's version (bumped when, say, the session's grants change) and the
-current UTC hour, because policies may read ``context.hour`` and ``business_hours``.
+An engine whose rules can read the statement's text (``Request.text``) says so, per
+action, with ``reads_text_for(action)`` (or for all actions with a true ``reads_text``
+attribute); for those actions the text is part of the key, since two statements that
+differ only in a constant may be decided differently. A policy that reads the text of
+SSH environment variables leaves the SQL cache keyed on the classification alone. The
+key also holds the session context's version (bumped when, say, the session's grants
+change) and the current UTC hour, because policies may read ``context.hour`` and
+``business_hours``.
 """
 
 from __future__ import annotations
@@ -73,7 +76,7 @@ class StatementGate:
                 self.engine.version,
                 self._context_version,
                 int(time.time() // 3600),
-                text if getattr(self.engine, "reads_text", False) else None,
+                text if self._reads_text(statement) else None,
             )
             cached = self._cache.get(key)
             if cached is not None:
@@ -86,6 +89,12 @@ class StatementGate:
                 self._cache.clear()
             self._cache[key] = decision
         return decision
+
+    def _reads_text(self, statement: Statement) -> bool:
+        per_action = getattr(self.engine, "reads_text_for", None)
+        if per_action is not None:
+            return bool(per_action(f"{self.protocol}:{statement.kind.value}"))
+        return bool(getattr(self.engine, "reads_text", False))
 
     def set_context(self, **updates: Any) -> None:
         """Change what policies see in ``context`` (e.g. grants); cached decisions lapse."""

@@ -259,5 +259,8 @@ class LiveEngine:
     def reads_text(self) -> bool:
         return self.service.engine().reads_text
 
+    def reads_text_for(self, action: str) -> bool:
+        return self.service.engine().reads_text_for(action)
+
     def decide(self, request: Request) -> Decision:
         return self.service.engine().decide(request)

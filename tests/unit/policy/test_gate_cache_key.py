@@ -56,3 +56,42 @@ def test_copy_direction_is_part_of_the_key() -> None:
     out = classifier.classify("COPY t TO STDOUT").statements[0]
     assert gate(into, into.text).allowed
     assert not gate(out, out.text).allowed
+
+
+def _cedar_gate(*texts: str) -> StatementGate:
+    from jitgate.policy.cedar import CedarEngine, PolicyDocument
+
+    docs = [PolicyDocument("allow", '@id("allow") permit (principal, action, resource);')]
+    docs += [PolicyDocument(f"p{i}", text) for i, text in enumerate(texts)]
+    return StatementGate(
+        CedarEngine(docs),
+        principal=Identity("1", "a", IdentityKind.USER),
+        actor=None,
+        target=Target("db", "postgres", {}),
+        client_addr=None,
+    )
+
+
+def test_a_text_policy_for_other_actions_keeps_the_sql_cache_on_the_classification() -> None:
+    gate = _cedar_gate(
+        '@id("env") forbid (principal, action == Action::"ssh:env", resource)\n'
+        'when { context.text == "LD_PRELOAD" };'
+    )
+    classifier = PostgresClassifier()
+    for aid in range(5):
+        stmt = classifier.classify(f"SELECT abalance FROM acc WHERE aid = {aid}").statements[0]
+        assert gate(stmt, stmt.text).allowed
+    assert (gate.misses, gate.hits) == (1, 4)
+
+
+def test_a_text_policy_on_a_parent_action_keys_the_cache_on_the_text() -> None:
+    gate = _cedar_gate(
+        '@id("no-ssn") forbid (principal, action in Action::"sql:read", resource)\n'
+        'when { context.text like "*ssn*" };'
+    )
+    classifier = PostgresClassifier()
+    plain = classifier.classify("SELECT id FROM people WHERE note = 'x'").statements[0]
+    ssn = classifier.classify("SELECT id FROM people WHERE note = 'ssn'").statements[0]
+    assert gate(plain, plain.text).allowed
+    assert not gate(ssn, ssn.text).allowed  # same classification, another text
+    assert gate(plain, plain.text).allowed and (gate.misses, gate.hits) == (2, 1)
