@@ -69,9 +69,9 @@ def test_fail_closed_a_request_that_cannot_be_recorded_never_runs(
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         conn.execute(f"INSERT INTO {table} VALUES (1)")
         recorder = _recorder(pg_gateway, name)
-        with disk_full(recorder):
-            with pytest.raises(psycopg.OperationalError, match="can no longer be recorded"):
-                conn.execute(f"INSERT INTO {table} VALUES (2)")
+        refused = pytest.raises(psycopg.OperationalError, match="can no longer be recorded")
+        with disk_full(recorder), refused:
+            conn.execute(f"INSERT INTO {table} VALUES (2)")
     assert _rows(pg_scram, table) == [1]  # the unrecorded INSERT never reached the target
     row = pg_gateway.session(name)
     assert row.end_reason == "recording failed"
