@@ -70,10 +70,24 @@ class PostgresListenerSettings(ListenerSettings):
     handshake_timeout: float = Field(default=30.0, gt=0)
 
 
+class SSHListenerSettings(ListenerSettings):
+    """The SSH listener: native ssh/scp/sftp through the gateway (off unless enabled)."""
+
+    enabled: bool = False
+    port: int = Field(default=12222, ge=0, le=65535)
+    connect_timeout: float = Field(default=10.0, gt=0)
+    login_timeout: float = Field(default=30.0, gt=0)
+    idle_timeout: float = Field(default=0, ge=0)  # seconds without traffic; 0 = no limit
+    max_sessions_per_connection: int = Field(default=10, ge=1)
+    record_input: bool = False  # keystrokes into the recording (may contain secrets)
+    uncertain_lines: Literal["allow", "deny"] = "allow"  # shell lines not fully reconstructed
+    max_sftp_packet: int = Field(default=1 << 20, ge=34000)
+
+
 class ListenersSettings(_Section):
     postgres: PostgresListenerSettings = PostgresListenerSettings()
     mysql: ListenerSettings = ListenerSettings(port=13306, enabled=False)
-    ssh: ListenerSettings = ListenerSettings(port=12222, enabled=False)
+    ssh: SSHListenerSettings = SSHListenerSettings()
     http: ListenerSettings = ListenerSettings(port=18888, enabled=False)
 
 

@@ -30,6 +30,7 @@ DEFAULT_BASE: dict[str, int] = {
     "insert": 20, "update": 30, "delete": 40, "merge": 35, "copy": 25, "call": 40,
     "lock": 30, "maintenance": 30, "session": 10, "truncate": 70, "ddl": 55, "dcl": 65,
     "do": 70, "unknown": 90, "connect": 10, "exec": 40, "shell": 50,
+    "line": 40, "sftp_read": 10, "sftp_write": 30, "forward": 35, "env": 5,
 }  # fmt: skip
 
 

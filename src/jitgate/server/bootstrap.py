@@ -65,6 +65,11 @@ class DataPaths:
     def recordings(self) -> Path:
         return self.root / "recordings"
 
+    @property
+    def ssh_host_key(self) -> Path:
+        """The SSH listener's host key (generated on first start, then stable)."""
+        return self.root / "ssh" / "host_ed25519_key"
+
 
 def prepare_data_dir(settings: Settings) -> DataPaths:
     root = settings.data_dir.expanduser().resolve()

@@ -70,6 +70,10 @@ def build_listeners(gateway: Gateway) -> list[Listener]:
         from jitgate.protocols.postgres.listener import PostgresListener
 
         listeners.append(PostgresListener(gateway))
+    if gateway.settings.listeners.ssh.enabled:
+        from jitgate.protocols.ssh.listener import SSHListener
+
+        listeners.append(SSHListener(gateway))
     return listeners
 
 

@@ -1,0 +1,1 @@
+"""The SSH gateway: asyncssh server for clients, asyncssh client to the target."""

@@ -1,0 +1,916 @@
+"""One client SSH connection through the gateway, and its channels.
+
+Theory of operation
+-------------------
+:class:`GatewayConnection` is asyncssh's ``SSHServer`` for one client. Log-in names the
+target: ``CONNECTION`` or ``USER+CONNECTION``. The client proves who it is with a public
+key registered to a jitgate identity, or with a jitgate token given as the password or
+the keyboard-interactive answer. Before log-in succeeds, the connection is resolved
+(it must be an ``ssh`` connection the credential may use), the caller's grants are
+loaded and policy decides ``connect``; a refusal is sent as an authentication banner.
+
+After log-in the session is recorded and the gateway opens its own connection to the
+target (:mod:`.upstream`: stored credential, pinned host key). Every client channel then
+gets its own upstream channel on that one upstream connection:
+
+* session channels (:class:`ClientChannel`): ``shell`` (``ssh:shell``), ``exec``
+  (``ssh:exec``, the command line classified by :mod:`jitgate.shell`; legacy ``scp -t``
+  / ``scp -f`` become file operations) and the ``sftp`` subsystem (each file operation
+  decided, see :mod:`.sftp`). A denial is written on stderr with exit status 1; a
+  review holds the channel until an approver decides (the client is told where). The
+  PTY, window changes, signals, breaks, EOF and the exit status or signal are relayed.
+  Environment variables reach the target only when ``ssh:env`` allows their name;
+* ``direct-tcpip`` (local port forwarding): tunnelled over the upstream connection when
+  ``ssh:forward`` allows ``host:port``, refused otherwise;
+* agent forwarding, X11 forwarding and remote port forwarding are refused.
+
+In a shell with a PTY, the typed lines are reconstructed (:mod:`jitgate.shell.line`)
+and put to policy as ``ssh:line`` when Enter is pressed; a denied line is cancelled
+(Ctrl-C goes upstream instead of Enter) and the user is told why. This is best effort
+and documented as such: see the module docstring of :mod:`jitgate.shell.line`.
+
+Flow control is end to end: when one side's send buffer fills, the other side stops
+reading, so a slow client slows the target down and no buffer grows without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import asyncssh
+
+from jitgate.access.hold import resolve_review
+from jitgate.connections.types import ConnectionInfo, ConnectionType, Credential
+from jitgate.errors import JitgateError, NotFound, Unauthenticated, Unavailable
+from jitgate.identity.principal import Authenticated
+from jitgate.policy.gate import StatementGate
+from jitgate.policy.types import Decision, Outcome, Target
+from jitgate.protocols.ssh import upstream as up
+from jitgate.protocols.ssh.policy import SSHPolicy
+from jitgate.protocols.ssh.sftp import FileOperation, SFTPInspector, SFTPProtocolError
+from jitgate.recording.recorder import SessionMeta, SessionRecorder
+from jitgate.shell.commands import CommandLine, classify
+from jitgate.shell.line import LineEditor, TypedLine
+
+if TYPE_CHECKING:
+    from jitgate.protocols.ssh.listener import SSHListener
+
+log = logging.getLogger("jitgate.ssh")
+
+_ALT_SCREEN = re.compile(rb"\x1b\[\?(1049|1047|47)([hl])")
+_SECRET_PROMPT = re.compile(r"(password|passphrase|passcode|pin|token)[^\n]{0,40}:\s*$", re.I)
+_CANCEL_LINE = b"\x03"
+
+
+def parse_username(username: str) -> tuple[str | None, str]:
+    """``USER+CONNECTION`` or ``CONNECTION`` → (user or None, connection)."""
+    user, sep, connection = username.rpartition("+")
+    return (user or None) if sep else None, connection
+
+
+class Refusal(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# ----------------------------------------------------------------------- connection
+
+
+class GatewayConnection(asyncssh.SSHServer):
+    def __init__(self, listener: SSHListener) -> None:
+        self.listener = listener
+        self.gateway = listener.gateway
+        self.settings = listener.settings
+        self.conn: asyncssh.SSHServerConnection | None = None
+        self.client_addr: str | None = None
+        self.requested_user: str | None = None
+        self.connection_name = ""
+        self.who: Authenticated | None = None
+        self.auth_method = ""
+        self.info: ConnectionInfo | None = None
+        self.credential: Credential | None = None
+        self.policy: SSHPolicy | None = None
+        self.gate: StatementGate | None = None
+        self.grant_ids: set[str] = set()
+        self.recorder: SessionRecorder | None = None
+        self.upstream: up.Upstream | None = None
+        self.ready: asyncio.Future[up.Upstream] | None = None
+        self.channels: set[ClientChannel] = set()
+        self.end_reason = "client disconnected"
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._admitted: dict[str, bool] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
+
+    # --------------------------------------------------------------- lifecycle
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self.conn = conn
+        peer = conn.get_extra_info("peername")
+        self.client_addr = peer[0] if peer else None
+        self.listener.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        if exc is not None and self.end_reason == "client disconnected":
+            self.end_reason = f"connection lost: {type(exc).__name__}"
+        self.spawn(self._cleanup())
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        self.listener.tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self.listener.tasks.discard)
+        return task
+
+    async def _cleanup(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.ready is not None and not self.ready.done():
+            self.ready.cancel()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+        if self.upstream is not None:
+            self.upstream.conn.close()
+        if self.recorder is not None:
+            try:
+                await self.recorder.close(self.end_reason, self.bytes_in, self.bytes_out)
+            except Exception:
+                log.exception("[client=%s] could not close the recording", self.client_addr)
+
+    def record(self, type: str, data: dict[str, Any]) -> None:
+        """Write an event; a recorder that cannot write ends the session (fail closed)."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.event(type, data)
+        except OSError as exc:
+            log.error("[client=%s] cannot record: %s", self.client_addr, exc)
+            self.terminate("jitgate: the session cannot be recorded any more")
+
+    def terminate(self, message: str) -> None:
+        """End the session from the gateway's side (grant ended, shutdown)."""
+        self.end_reason = message
+        for channel in list(self.channels):
+            channel.tell(message)
+        if self.conn is not None:
+            self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, message)
+
+    # -------------------------------------------------------------------- auth
+
+    def begin_auth(self, username: str) -> bool:
+        self.requested_user, self.connection_name = parse_username(username)
+        return True
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return True
+
+    def kbdint_auth_supported(self) -> bool:
+        return True
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        fp = str(key.get_fingerprint("sha256"))
+        if fp in self._admitted:
+            return self._admitted[fp]
+        try:
+            who = await asyncio.to_thread(self.listener.keys.authenticate, key)
+        except JitgateError:
+            who = None
+        ok = who is not None and await self._admit(who, "ssh_key")
+        self._admitted[fp] = ok
+        return ok
+
+    async def validate_password(self, username: str, password: str) -> bool:
+        return await self._login_with_token(password, "password")
+
+    def get_kbdint_challenge(
+        self, username: str, lang: str, submethods: str
+    ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        return "jitgate", "Log in with a jitgate token.", "", [("jitgate token: ", False)]
+
+    async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
+        if len(responses) != 1:
+            return False
+        return await self._login_with_token(responses[0], "keyboard-interactive")
+
+    async def _login_with_token(self, token: str, how: str) -> bool:
+        token = token.strip()
+        if not token or len(token) > 16384:
+            return False
+        try:
+            who = await asyncio.to_thread(
+                self.gateway.authenticator.authenticate, token, client_addr=self.client_addr
+            )
+        except Unauthenticated:
+            return False
+        except (Unavailable, JitgateError) as exc:
+            self._banner(f"jitgate: {exc.message}")
+            return False
+        return await self._admit(who, who.method.value)
+
+    def _banner(self, message: str) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.send_auth_banner(message + "\r\n")
+
+    async def _admit(self, who: Authenticated, method: str) -> bool:
+        """May ``who`` open this connection? Tells the client why not (banner)."""
+        try:
+            if self.requested_user is not None and self.requested_user != who.principal.name:
+                raise Refusal(
+                    f"jitgate: you logged in as {who.principal.name}, not {self.requested_user}"
+                )
+            info, credential = await self._resolve(who)
+            gate = StatementGate(
+                self.listener.policy,
+                principal=who.principal,
+                actor=who.actor,
+                target=Target(name=info.name, type="ssh", tags=info.tags),
+                client_addr=self.client_addr,
+                protocol="ssh",
+            )
+            self.who, self.info, self.credential, self.gate = who, info, credential, gate
+            self.policy = SSHPolicy(gate)
+            await self.load_grants()
+            decision = self.policy.connect()
+            if not decision.allowed:
+                raise Refusal(
+                    f"jitgate: {who.display} may not connect to {info.name!r}: "
+                    f"{decision.reason or 'denied'}"
+                )
+        except Refusal as exc:
+            self.who = self.info = self.credential = self.gate = self.policy = None
+            self._banner(exc.message)
+            return False
+        self.auth_method = method
+        return True
+
+    async def _resolve(self, who: Authenticated) -> tuple[ConnectionInfo, Credential | None]:
+        name = self.connection_name
+        if not name:
+            raise Refusal("jitgate: log in as CONNECTION or USER+CONNECTION")
+        try:
+            info, credential = await asyncio.to_thread(self.gateway.connections.resolve, name)
+        except NotFound:
+            raise Refusal(f"jitgate: there is no connection named {name!r}") from None
+        except JitgateError as exc:
+            raise Refusal(f"jitgate: {exc.message}") from None
+        if info.type is not ConnectionType.SSH:
+            raise Refusal(f"jitgate: connection {name!r} is not an SSH target")
+        if not who.may_use(info.name):
+            raise Refusal(f"jitgate: this credential is not valid for {info.name!r}")
+        return info, credential
+
+    async def load_grants(self) -> None:
+        assert self.who is not None and self.gate is not None and self.info is not None
+        grants = await asyncio.to_thread(
+            self.gateway.access.active_grants, self.who.principal, self.who.actor, self.info.name
+        )
+        self.grant_ids = {g.id for g in grants}
+        scopes = sorted({s for g in grants for s in (g.scope or ())})
+        self.gate.set_context(has_grant=bool(grants), grant_scopes=scopes)
+
+    async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
+        """Grants changed: re-decide whether this session may stay connected."""
+        if self.policy is None or self.who is None or self._closed:
+            return
+        held_ended = [g for g in ended if g in self.grant_ids]
+        try:
+            await self.load_grants()
+        except Exception as exc:
+            log.warning("[client=%s] could not reload grants: %s", self.client_addr, exc)
+            return
+        decision = self.policy.connect()
+        if decision.allowed:
+            return
+        if held_ended:
+            grant = await asyncio.to_thread(self.gateway.access.get_grant, held_ended[0])
+            reason = grant.revoke_reason or "ended"
+            message = (
+                "jitgate: grant expired" if reason == "expired" else f"jitgate: grant {reason}"
+            )
+        else:
+            message = f"jitgate: access ended: {decision.reason or 'not allowed any more'}"
+        self.record("grant.end", {"message": message})
+        self.terminate(message)
+
+    def auth_completed(self) -> None:
+        self.ready = asyncio.get_running_loop().create_future()
+        self.spawn(self._open())
+
+    async def _open(self) -> None:
+        assert self.ready is not None and self.who is not None and self.info is not None
+        who, info = self.who, self.info
+        conn = self.conn
+        meta = SessionMeta(
+            protocol="ssh",
+            connection_id=info.id,
+            connection_name=info.name,
+            identity_id=who.principal.id,
+            identity_name=who.principal.name,
+            actor_id=who.actor.id if who.actor else None,
+            actor_name=who.actor.name if who.actor else None,
+            auth_method=self.auth_method,
+            token_id=who.token_id,
+            client_addr=self.client_addr,
+            client_program=str(conn.get_extra_info("client_version", "")) if conn else None,
+        )
+        try:
+            self.recorder = await self.listener.recorder.open(meta)
+        except Exception as exc:
+            log.error("[client=%s] cannot record the session: %s", self.client_addr, exc)
+            self._fail_ready("the session cannot be recorded, so it is refused")
+            return
+        try:
+            upstream = await up.connect(
+                info,
+                self.credential,
+                connect_timeout=self.settings.connect_timeout,
+                login_timeout=self.settings.login_timeout,
+            )
+        except up.UpstreamError as exc:
+            self.record("upstream.error", {"message": exc.message})
+            self.end_reason = f"refused: {exc.message}"
+            self._fail_ready(exc.message)
+            return
+        self.credential = None  # the upstream is authenticated; drop the secret
+        self.upstream = upstream
+        fp = upstream.host_key.get_fingerprint("sha256") if upstream.host_key else None
+        self.record(
+            "upstream.connected", {"host_key": fp, "pinned_now": bool(upstream.learned_host_key)}
+        )
+        if upstream.learned_host_key is not None:
+            options = {**info.options, "host_key": upstream.learned_host_key}
+            try:
+                await asyncio.to_thread(self.gateway.connections.update, info.name, options=options)
+            except JitgateError as exc:
+                log.warning("could not pin the host key of %s: %s", info.name, exc)
+        if self._closed:
+            upstream.conn.close()
+            return
+        self.ready.set_result(upstream)
+
+    def _fail_ready(self, message: str) -> None:
+        assert self.ready is not None
+        if not self.ready.done():
+            self.ready.set_exception(Refusal(f"jitgate: {message}"))
+            self.ready.exception()  # retrieved: channel opens re-raise it
+
+    async def upstream_ready(self) -> up.Upstream:
+        if self.ready is None:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED, "jitgate: not logged in"
+            )
+        try:
+            return await asyncio.shield(self.ready)
+        except Refusal as exc:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, exc.message) from None
+
+    # ----------------------------------------------------------------- channels
+
+    def session_requested(self) -> Any:
+        if len(self.channels) >= self.settings.max_sessions_per_connection:
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_RESOURCE_SHORTAGE, "jitgate: too many sessions on this connection"
+            )
+
+        return ClientChannel(self)
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        assert self.policy is not None
+        decision = self.policy.forward(dest_host, dest_port)
+        self.record(
+            "ssh.forward",
+            {
+                "host": dest_host,
+                "port": dest_port,
+                "decision": decision.outcome.value,
+                "policies": list(decision.policies),
+                **({"reason": decision.reason} if decision.reason else {}),
+            },
+        )
+        if not decision.allowed:
+            why = decision.reason or "denied"
+            if decision.outcome is Outcome.REVIEW:
+                why += " (port forwards cannot wait for approval)"
+            raise asyncssh.ChannelOpenError(
+                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                f"jitgate: port forwarding to {dest_host}:{dest_port} is not allowed: {why}",
+            )
+        conn = self.conn
+        assert conn is not None
+
+        async def tunnel() -> Any:
+            upstream = await self.upstream_ready()
+            return await conn.forward_tunneled_connection(upstream.conn, dest_host, dest_port)
+
+        return tunnel()
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        self.record(
+            "ssh.remote_forward", {"host": listen_host, "port": listen_port, "decision": "deny"}
+        )
+        return False
+
+
+# ------------------------------------------------------------------------ channels
+
+
+class ClientChannel(asyncssh.SSHServerSession[bytes]):
+    """A session channel from the client, relayed to one upstream session channel."""
+
+    def __init__(self, connection: GatewayConnection) -> None:
+        self.connection = connection
+        self.settings = connection.settings
+        self.chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.kind = ""
+        self.command: str | None = None
+        self.subsystem: str | None = None
+        self.term_type: str | None = None
+        self.term_size: tuple[int, int, int, int] | None = None
+        self.term_modes: dict[int, int] = {}
+        self.up_chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self.upstream_side: UpstreamChannel | None = None
+        self.sftp: SFTPInspector | None = None
+        self.editor: LineEditor | None = None
+        self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+        self._out_decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._held = False
+        self._backlog: list[str] = []
+        self._early: list[tuple[bytes, asyncssh.DataType]] = []
+        self._prompt_tail = ""
+        self._ended = False
+        self.exit_status: int | None = None
+
+    # ------------------------------------------------------------ requests
+
+    def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
+        self.chan = chan
+        self.connection.channels.add(self)
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        self.term_type, self.term_size, self.term_modes = term_type, term_size, dict(term_modes)
+        return True
+
+    def shell_requested(self) -> bool:
+        self.kind = "shell"
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        self.kind, self.command = "exec", command
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        if subsystem != "sftp":
+            self.connection.record("ssh.subsystem", {"name": subsystem[:64], "decision": "deny"})
+            return False
+        self.kind, self.subsystem = "sftp", subsystem
+        return True
+
+    def session_started(self) -> None:
+        self.connection.spawn(self._start())
+
+    # ---------------------------------------------------------------- start
+
+    async def _start(self) -> None:
+        try:
+            await self._begin()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("[client=%s] channel failed", self.connection.client_addr)
+            self.fail("jitgate: internal error", 255)
+
+    async def _begin(self) -> None:
+        conn = self.connection
+        assert conn.policy is not None and self.chan is not None
+        try:  # the session is recorded and the target reachable before anything is decided
+            upstream = await conn.upstream_ready()
+        except asyncssh.ChannelOpenError as exc:
+            self.fail(exc.reason, 255)
+            return
+        policy = conn.policy
+        decision: Decision
+        event: dict[str, Any] = {"kind": self.kind}
+        text = ""
+        if self.kind == "shell":
+            decision = policy.shell()
+            text = "(interactive shell)"
+        elif self.kind == "exec":
+            assert self.command is not None
+            text = self.command
+            event["command"] = self.command
+            line = classify(self.command)
+            scp = _legacy_scp(line)
+            if scp is not None:
+                op, path, write = scp
+                event["kind"] = "scp"
+                event["path"] = path
+                event["mode"] = "write" if write else "read"
+                decision = policy.file(op, (path,), write)
+            else:
+                if line.names:
+                    event["commands"] = list(line.names)
+                if line.dangerous:
+                    event["dangerous"] = list(line.dangerous)
+                if line.unknown:
+                    event["unknown"] = line.error or True
+                decision = policy.command(line)
+        else:
+            decision = Decision.allow("builtin:sftp-subsystem")
+            self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
+        event.update(_decision_fields(decision))
+        if decision.outcome is Outcome.REVIEW:
+            decision = await self._review(text, decision)
+            event["review"] = decision.outcome.value
+        conn.record("ssh.channel", event)
+        if not decision.allowed:
+            what = "the shell" if self.kind == "shell" else repr(text[:200])
+            self.fail(f"jitgate: {what} was denied: {decision.reason or 'denied'}", 1)
+            return
+        env = self._allowed_env()
+        pty = self.term_type is not None
+        if pty and self.kind == "shell":
+            self.editor = LineEditor()
+        try:
+            up_chan, side = await upstream.conn.create_session(
+                lambda: UpstreamChannel(self),
+                command=self.command,
+                subsystem=self.subsystem,
+                env=env,
+                term_type=self.term_type,
+                term_size=self.term_size,
+                term_modes=self.term_modes,
+                request_pty="force" if pty else False,
+                encoding=None,
+            )
+        except asyncssh.ChannelOpenError as exc:
+            self.fail(f"jitgate: the target refused the channel: {exc.reason}", 255)
+            return
+        self.up_chan, self.upstream_side = up_chan, cast(UpstreamChannel, side)
+        if self.term_size is not None and conn.recorder is not None and pty:
+            conn.recorder.resize(self.term_size[0], self.term_size[1])
+        early, self._early = self._early, []
+        for data, datatype in early:
+            self.data_received(data, datatype)
+        if not self._held:
+            self.chan.resume_reading()
+
+    async def _review(self, text: str, decision: Decision) -> Decision:
+        conn = self.connection
+        assert conn.who is not None and conn.recorder is not None and conn.info is not None
+        approvals = conn.gateway.settings.approvals
+        who = conn.who
+        wait = approvals.agents_wait or not (who.actor or who.principal.is_agent)
+        try:
+            return await resolve_review(
+                conn.gateway.access,
+                who,
+                connection=conn.info.name,
+                text=text,
+                key=f"ssh:{text}",
+                decision=decision,
+                session_id=conn.recorder.session_id,
+                wait=wait,
+                timeout=approvals.hold_timeout_seconds,
+                poll_interval=approvals.poll_interval_seconds,
+                tell=lambda message: self.tell(message),
+            )
+        except Exception as exc:  # fail closed
+            log.exception("[client=%s] resolving a review failed", conn.client_addr)
+            return Decision.deny(
+                f"the approval could not be handled: {type(exc).__name__}", *decision.policies
+            )
+
+    def _allowed_env(self) -> dict[bytes | str, bytes | str]:
+        assert self.chan is not None and self.connection.policy is not None
+        allowed: dict[bytes | str, bytes | str] = {}
+        denied: list[str] = []
+        for raw_name, value in self.chan.get_environment().items():
+            name = str(raw_name)
+            if self.connection.policy.env(name).allowed:
+                allowed[name] = str(value)
+            else:
+                denied.append(name)
+        if denied:
+            self.connection.record("ssh.env", {"denied": sorted(denied)[:64]})
+        return allowed
+
+    def _decide_file(self, op: FileOperation) -> str | None:
+        assert self.connection.policy is not None
+        decision = self.connection.policy.file(op.op, op.paths, op.write)
+        if decision.allowed:
+            return None
+        if decision.outcome is Outcome.REVIEW:
+            return f"{decision.reason or 'needs approval'} (file operations cannot wait)"
+        return decision.reason or "denied"
+
+    # ---------------------------------------------------------- client data
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        up_chan = self.up_chan
+        if up_chan is None:  # the upstream channel is not open yet: hold (bounded by pausing)
+            self._early.append((data, datatype))
+            if self.chan is not None:
+                self.chan.pause_reading()
+            return
+        self.connection.bytes_in += len(data)
+        if self.sftp is not None:
+            try:
+                forward, replies = self.sftp.from_client(data)
+            except SFTPProtocolError as exc:
+                self.fail(f"jitgate: {exc}", 255)
+                return
+            self._record_sftp()
+            if replies and self.chan is not None:
+                self.chan.write(replies)
+            if forward:
+                up_chan.write(forward)
+            return
+        if self.editor is not None:
+            if self._held:
+                self._backlog.append(self._decoder.decode(data))
+                return
+            self._typed(self._decoder.decode(data))
+            return
+        up_chan.write(data, datatype)
+
+    def _typed(self, text: str, *, record: bool = True) -> None:
+        """Relay typed text, stopping at each completed line for policy."""
+        assert self.editor is not None and self.up_chan is not None
+        if record and self.settings.record_input and self.connection.recorder is not None:
+            self.connection.recorder.terminal("i", text)
+        pos = 0
+        while pos < len(text):
+            end, line = self.editor.feed_line(text, pos)
+            if line is None:
+                self.up_chan.write(text[pos:end].encode("utf-8", "surrogateescape"))
+                return
+            self.up_chan.write(text[pos : end - 1].encode("utf-8", "surrogateescape"))
+            enter = text[end - 1].encode()
+            if not self._line_entered(line, enter, text, end):
+                return  # held for review; the rest is relayed when it is decided
+            pos = end
+
+    def _line_entered(self, typed: TypedLine, enter: bytes, text: str, after: int) -> bool:
+        """Decide one typed line; True when the caller may go on with the rest."""
+        assert self.up_chan is not None
+        conn = self.connection
+        secret = bool(_SECRET_PROMPT.search(self._prompt_tail))
+        self._prompt_tail = ""
+        if secret or not typed.text.strip():
+            if secret:
+                conn.record("ssh.line", {"secret": True})
+            self.up_chan.write(enter)
+            return True
+        line = classify(typed.text)
+        assert conn.policy is not None
+        decision = conn.policy.command(line, interactive=True)
+        if typed.uncertain and decision.allowed and self.settings.uncertain_lines == "deny":
+            decision = Decision.deny(
+                "this line could not be reconstructed exactly "
+                f"({', '.join(typed.reasons)}); type it out in full",
+                "builtin:uncertain-line",
+            )
+        event: dict[str, Any] = {"text": typed.text, **_decision_fields(decision)}
+        if typed.uncertain:
+            event["uncertain"] = list(typed.reasons)
+        if line.names:
+            event["commands"] = list(line.names)
+        if decision.outcome is Outcome.REVIEW:
+            self._held = True
+            assert self.chan is not None
+            self.chan.pause_reading()
+            self.connection.spawn(self._hold_line(typed, decision, enter, text[after:], event))
+            return False
+        conn.record("ssh.line", event)
+        self._apply_line(decision, typed, enter)
+        return True
+
+    async def _hold_line(
+        self, typed: TypedLine, decision: Decision, enter: bytes, rest: str, event: dict[str, Any]
+    ) -> None:
+        self.tell(f"jitgate: {typed.text!r} needs approval: {decision.reason}")
+        final = await self._review(typed.text, decision)
+        event["review"] = final.outcome.value
+        self.connection.record("ssh.line", event)
+        self._apply_line(final, typed, enter)
+        self._held = False
+        queue = [(rest, False)] + [(text, True) for text in self._backlog]
+        self._backlog = []
+        while queue and not self._held:
+            text, record = queue.pop(0)
+            if text:
+                self._typed(text, record=record)
+        if self._held:  # another line is held: keep what is left for its turn
+            self._backlog = [text for text, _ in queue] + self._backlog
+        elif self.chan is not None:
+            self.chan.resume_reading()
+
+    def _apply_line(self, decision: Decision, typed: TypedLine, enter: bytes) -> None:
+        assert self.up_chan is not None
+        if decision.allowed:
+            self.up_chan.write(enter)
+            return
+        self.tell(f"jitgate: {typed.text[:200]!r} was denied: {decision.reason or 'denied'}")
+        self.up_chan.write(_CANCEL_LINE)
+
+    def _record_sftp(self) -> None:
+        assert self.sftp is not None
+        if self.sftp.events:
+            for event in self.sftp.drain_events():
+                self.connection.record("sftp", event)
+
+    def eof_received(self) -> bool:
+        if self.up_chan is not None:
+            self.up_chan.write_eof()
+        return True
+
+    def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
+        self.term_size = (width, height, pixwidth, pixheight)
+        if self.up_chan is not None:
+            self.up_chan.change_terminal_size(width, height, pixwidth, pixheight)
+            if self.connection.recorder is not None:
+                self.connection.recorder.resize(width, height)
+
+    def signal_received(self, signal: str) -> None:
+        if self.up_chan is not None:
+            self.up_chan.send_signal(signal)
+        self.connection.record("ssh.signal", {"signal": signal[:32]})
+
+    def break_received(self, msec: int) -> bool:
+        if self.up_chan is not None:
+            self.up_chan.send_break(msec)
+        return True
+
+    def pause_writing(self) -> None:
+        if self.up_chan is not None:
+            self.up_chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.up_chan is not None:
+            self.up_chan.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.channels.discard(self)
+        self._ended = True
+        if self.up_chan is not None:
+            self.up_chan.close()
+
+    # -------------------------------------------------------------- output
+
+    def tell(self, message: str) -> None:
+        """A line from the gateway to the user: on the terminal or on stderr."""
+        chan = self.chan
+        if chan is None or self._ended:
+            return
+        data = ("\r\n" + message + "\r\n").encode() if self.term_type else (message + "\n").encode()
+        with contextlib.suppress(Exception):
+            if self.term_type:
+                chan.write(data)
+            else:
+                chan.write_stderr(data)
+        if self.term_type and self.connection.recorder is not None:
+            with contextlib.suppress(OSError):
+                self.connection.recorder.terminal("o", data.decode())
+
+    def fail(self, message: str, status: int) -> None:
+        self.tell(message)
+        if self.chan is not None and not self._ended:
+            with contextlib.suppress(Exception):
+                self.chan.exit(status)
+
+    def output(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        chan = self.chan
+        if chan is None:
+            return
+        self.connection.bytes_out += len(data)
+        if self.sftp is not None:
+            try:
+                self.sftp.from_server(data)
+            except SFTPProtocolError as exc:
+                self.fail(f"jitgate: {exc}", 255)
+                return
+            self._record_sftp()
+        elif self.term_type is not None:
+            text = self._out_decoder.decode(data)
+            recorder = self.connection.recorder
+            if recorder is not None:
+                try:
+                    recorder.terminal("o", text)
+                except OSError:
+                    self.connection.terminate("jitgate: the session cannot be recorded any more")
+                    return
+            if self.editor is not None:
+                if b"\x1b[?" in data:
+                    for m in _ALT_SCREEN.finditer(data):
+                        self.editor.set_screen(m.group(2) == b"h")
+                tail = (self._prompt_tail + text)[-200:]
+                self._prompt_tail = tail
+        chan.write(data, datatype)
+
+    def upstream_closed(
+        self, status: int | None, signal: tuple[str, bool, str, str] | None
+    ) -> None:
+        self.exit_status = status
+        data: dict[str, Any] = {"kind": self.kind}
+        if status is not None:
+            data["exit_status"] = status
+        if signal is not None:
+            data["exit_signal"] = signal[0]
+        self.connection.record("ssh.exit", data)
+        chan = self.chan
+        if chan is None or self._ended:
+            return
+        with contextlib.suppress(Exception):
+            if signal is not None:
+                chan.exit_with_signal(*signal)
+            elif status is not None:
+                chan.exit(status)
+            else:
+                chan.close()
+
+
+class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
+    """The target's side of a relayed session channel."""
+
+    def __init__(self, client: ClientChannel) -> None:
+        self.client = client
+        self.chan: asyncssh.SSHClientChannel[bytes] | None = None
+        self.status: int | None = None
+        self.signal: tuple[str, bool, str, str] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHClientChannel[bytes]) -> None:
+        self.chan = chan
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        self.client.output(data, datatype)
+
+    def eof_received(self) -> bool:
+        chan = self.client.chan
+        if chan is not None and not self.client._ended:
+            with contextlib.suppress(Exception):
+                chan.write_eof()
+        return True
+
+    def exit_status_received(self, status: int) -> None:
+        self.status = status
+
+    def exit_signal_received(self, signal: str, core_dumped: bool, msg: str, lang: str) -> None:
+        self.signal = (signal, core_dumped, msg, lang)
+
+    def pause_writing(self) -> None:
+        if self.client.chan is not None:
+            self.client.chan.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.client.chan is not None and not self.client._held:
+            self.client.chan.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client.upstream_closed(self.status, self.signal)
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def _legacy_scp(line: CommandLine) -> tuple[str, str, bool] | None:
+    """``scp -t PATH`` (upload) or ``scp -f PATH`` (download) run by a legacy scp client."""
+    if line.unknown or len(line.commands) != 1 or line.commands[0].name != "scp":
+        return None
+    argv = line.commands[0].argv[1:]
+    flags = {a for a in argv if a.startswith("-")}
+    paths = [a for a in argv if not a.startswith("-")]
+    to = any("t" in f[1:] for f in flags if not f.startswith("--"))
+    frm = any("f" in f[1:] for f in flags if not f.startswith("--"))
+    if to == frm or len(paths) != 1:
+        return None
+    return "scp", paths[0], to
+
+
+def _decision_fields(decision: Decision) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "decision": decision.outcome.value,
+        "policies": list(decision.policies),
+    }
+    if decision.reason:
+        data["reason"] = decision.reason
+    return data

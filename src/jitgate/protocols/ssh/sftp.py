@@ -1,0 +1,304 @@
+"""Inspecting the SFTP subsystem in flight (sans-IO): file operations for policy and the record.
+
+SFTP (draft-ietf-secsh-filexfer-02, version 3, which OpenSSH speaks) runs inside a
+session channel as length-prefixed packets: ``uint32 length, byte type, uint32 id, …``.
+:class:`SFTPInspector` is fed the bytes of each direction and gives back the bytes to
+forward. Client requests that name a path are put to a ``decide`` callback first:
+
+* reads: ``open`` without write flags, ``opendir``, ``readlink``, ``statvfs``;
+* writes: ``open`` with WRITE/APPEND/CREAT/TRUNC/EXCL, ``remove``, ``mkdir``, ``rmdir``,
+  ``rename`` (both paths), ``setstat``/``fsetstat``, ``symlink``, ``posix-rename``,
+  ``hardlink``, ``lsetstat``, ``copy-data``, and any extension it does not know.
+
+A denied request is not forwarded; the client gets ``SSH_FX_PERMISSION_DENIED`` with
+the reason, and the subsystem stays usable. Reads and writes through an open handle are
+counted, and each handle's totals are reported when it is closed. Metadata requests
+(``stat``, ``lstat``, ``realpath``, ``readdir`` on an allowed directory) pass unrecorded.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+INIT, VERSION = 1, 2
+OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT, SETSTAT, FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
+OPENDIR, READDIR, REMOVE, MKDIR, RMDIR, REALPATH, STAT, RENAME = 11, 12, 13, 14, 15, 16, 17, 18
+READLINK, SYMLINK = 19, 20
+STATUS, HANDLE, DATA, NAME, ATTRS = 101, 102, 103, 104, 105
+EXTENDED, EXTENDED_REPLY = 200, 201
+
+FX_OK, FX_PERMISSION_DENIED, FX_FAILURE = 0, 3, 4
+_WRITE_FLAGS = 0x02 | 0x04 | 0x08 | 0x10 | 0x20  # WRITE APPEND CREAT TRUNC EXCL
+
+_READ_EXTENSIONS = {
+    "statvfs@openssh.com",
+    "fstatvfs@openssh.com",
+    "limits@openssh.com",
+    "expand-path@openssh.com",
+    "home-directory",
+    "users-groups-by-id@openssh.com",
+    "fsync@openssh.com",
+    "check-file-name",
+    "check-file-handle",
+}
+_TWO_PATH_WRITES = {"posix-rename@openssh.com", "hardlink@openssh.com"}
+
+_U32 = struct.Struct(">I")
+_HEAD = struct.Struct(">IBI")
+
+
+class SFTPProtocolError(Exception):
+    """The peer broke SFTP framing (or sent a packet over the size limit)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileOperation:
+    op: str  # open, opendir, remove, mkdir, rmdir, rename, setstat, symlink, …
+    paths: tuple[str, ...]
+    write: bool
+    flags: int = 0
+
+
+#: ``decide(operation)`` returns None to allow, or the reason it is denied.
+Decide = Callable[[FileOperation], str | None]
+
+
+@dataclass(slots=True)
+class _Handle:
+    path: str
+    write: bool
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+
+@dataclass(slots=True)
+class _Pending:
+    operation: FileOperation | None = None
+    handle: bytes | None = None  # READ or CLOSE on this handle
+    close: bool = False
+
+
+@dataclass(slots=True)
+class SFTPInspector:
+    decide: Decide
+    max_packet: int = 1 << 20
+    events: list[dict[str, Any]] = field(default_factory=list)
+    _up: bytearray = field(default_factory=bytearray)
+    _down: bytearray = field(default_factory=bytearray)
+    _handles: dict[bytes, _Handle] = field(default_factory=dict)
+    _pending: dict[int, _Pending] = field(default_factory=dict)
+    bytes_read: int = 0
+    bytes_written: int = 0
+
+    # -------------------------------------------------------------- client → server
+
+    def from_client(self, data: bytes) -> tuple[bytes, bytes]:
+        """Returns (bytes to forward to the server, replies to send back to the client)."""
+        buf = self._up
+        buf += data
+        forward: list[memoryview] = []
+        replies: list[bytes] = []
+        view = memoryview(buf)
+        pos = run_start = 0
+        try:
+            while len(buf) - pos >= 4:
+                (length,) = _U32.unpack_from(buf, pos)
+                if length < 1 or length > self.max_packet:
+                    raise SFTPProtocolError(f"SFTP packet of {length} bytes")
+                end = pos + 4 + length
+                if end > len(buf):
+                    break
+                denial = self._request(view[pos:end])
+                if denial is not None:
+                    if pos > run_start:
+                        forward.append(view[run_start:pos])
+                    replies.append(denial)
+                    run_start = end
+                pos = end
+            if pos > run_start:
+                forward.append(view[run_start:pos])
+            out = b"".join(forward)
+        finally:
+            forward.clear()
+            view.release()
+        del buf[:pos]
+        return out, b"".join(replies)
+
+    def _request(self, packet: memoryview) -> bytes | None:
+        ptype = packet[4]
+        if ptype == INIT or len(packet) < 9:
+            return None
+        (req_id,) = _U32.unpack_from(packet, 5)
+        if ptype == WRITE:
+            handle, at = _string(packet, 9)
+            h = self._handles.get(handle)
+            if h is not None and at + 12 <= len(packet):
+                (size,) = _U32.unpack_from(packet, at + 8)
+                h.bytes_written += size
+                self.bytes_written += size
+            return None
+        if ptype == READ:
+            handle, _ = _string(packet, 9)
+            self._pending[req_id] = _Pending(handle=handle)
+            return None
+        if ptype == CLOSE:
+            handle, _ = _string(packet, 9)
+            self._pending[req_id] = _Pending(handle=handle, close=True)
+            return None
+        if ptype == FSETSTAT:
+            handle, _ = _string(packet, 9)
+            h = self._handles.get(handle)
+            operation: FileOperation | None = FileOperation(
+                "fsetstat", (h.path,) if h is not None else (), True
+            )
+        else:
+            operation = self._operation(ptype, packet)
+        if operation is None:
+            return None
+        reason = self.decide(operation)
+        if reason is not None:
+            self.events.append(_event(operation, "deny", reason))
+            return _status(req_id, FX_PERMISSION_DENIED, f"jitgate: {reason}")
+        self._pending[req_id] = _Pending(operation=operation)
+        return None
+
+    def _operation(self, ptype: int, p: memoryview) -> FileOperation | None:
+        if ptype == OPEN:
+            path, at = _text(p, 9)
+            (flags,) = _U32.unpack_from(p, at) if at + 4 <= len(p) else (0,)
+            return FileOperation("open", (path,), bool(flags & _WRITE_FLAGS), flags)
+        if ptype in (OPENDIR, READLINK):
+            path, _ = _text(p, 9)
+            return FileOperation("opendir" if ptype == OPENDIR else "readlink", (path,), False)
+        if ptype in (REMOVE, MKDIR, RMDIR, SETSTAT):
+            path, _ = _text(p, 9)
+            name = {REMOVE: "remove", MKDIR: "mkdir", RMDIR: "rmdir", SETSTAT: "setstat"}[ptype]
+            return FileOperation(name, (path,), True)
+        if ptype in (RENAME, SYMLINK):
+            first, at = _text(p, 9)
+            second, _ = _text(p, at)
+            return FileOperation("rename" if ptype == RENAME else "symlink", (first, second), True)
+        if ptype == EXTENDED:
+            name, at = _text(p, 9)
+            if name in _READ_EXTENSIONS:
+                if name == "statvfs@openssh.com":
+                    path, _ = _text(p, at)
+                    return FileOperation("statvfs", (path,), False)
+                return None
+            if name in _TWO_PATH_WRITES:
+                first, at = _text(p, at)
+                second, _ = _text(p, at)
+                return FileOperation(name.split("@")[0], (first, second), True)
+            if name == "lsetstat@openssh.com":
+                path, _ = _text(p, at)
+                return FileOperation("lsetstat", (path,), True)
+            return FileOperation(name[:64], (), True)  # unknown: treated as a write
+        return None
+
+    # -------------------------------------------------------------- server → client
+
+    def from_server(self, data: bytes) -> None:
+        """Observe the server's replies (they are forwarded unchanged by the caller)."""
+        buf = self._down
+        buf += data
+        pos = 0
+        while len(buf) - pos >= 9:
+            (length, ptype, req_id) = _HEAD.unpack_from(buf, pos)
+            if length < 1 or length > self.max_packet + 1024:
+                raise SFTPProtocolError(f"SFTP reply of {length} bytes")
+            end = pos + 4 + length
+            if end > len(buf):
+                break
+            if ptype != VERSION and req_id in self._pending:
+                with memoryview(buf) as view:
+                    self._reply(ptype, req_id, view[pos:end])
+            pos = end
+        del buf[:pos]
+
+    def _reply(self, ptype: int, req_id: int, packet: memoryview) -> None:
+        pending = self._pending.pop(req_id, None)
+        if pending is None:
+            return
+        if pending.operation is not None:
+            op = pending.operation
+            if ptype == HANDLE and op.op in ("open", "opendir"):
+                handle, _ = _string(packet, 9)
+                if op.op == "open":
+                    self._handles[bytes(handle)] = _Handle(op.paths[0], op.write)
+                self.events.append(_event(op, "allow", None, status="ok"))
+            elif ptype == STATUS:
+                (code,) = _U32.unpack_from(packet, 9)
+                message, _ = _text(packet, 13) if code else ("", 0)
+                self.events.append(
+                    _event(
+                        op, "allow", None, status="ok" if code == FX_OK else message or str(code)
+                    )
+                )
+            else:
+                self.events.append(_event(op, "allow", None, status="ok"))
+            return
+        if pending.handle is not None:
+            h = self._handles.get(pending.handle)
+            if ptype == DATA and h is not None and len(packet) >= 13:
+                (size,) = _U32.unpack_from(packet, 9)
+                h.bytes_read += size
+                self.bytes_read += size
+            elif ptype == STATUS and h is not None and pending.close:
+                del self._handles[pending.handle]
+                self.events.append(
+                    {
+                        "op": "close",
+                        "path": h.path,
+                        "mode": "write" if h.write else "read",
+                        "bytes_read": h.bytes_read,
+                        "bytes_written": h.bytes_written,
+                    }
+                )
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _string(p: memoryview, at: int) -> tuple[bytes, int]:
+    if at + 4 > len(p):
+        raise SFTPProtocolError("truncated SFTP string")
+    (n,) = _U32.unpack_from(p, at)
+    end = at + 4 + n
+    if end > len(p):
+        raise SFTPProtocolError("truncated SFTP string")
+    return bytes(p[at + 4 : end]), end
+
+
+def _text(p: memoryview, at: int) -> tuple[str, int]:
+    raw, end = _string(p, at)
+    return raw.decode("utf-8", "surrogateescape"), end
+
+
+def _status(req_id: int, code: int, message: str) -> bytes:
+    msg = message.encode("utf-8", "replace")[:1024]
+    body = struct.pack(">BII", STATUS, req_id, code) + _U32.pack(len(msg)) + msg + _U32.pack(0)
+    return _U32.pack(len(body)) + body
+
+
+def _event(
+    op: FileOperation, decision: str, reason: str | None, *, status: str | None = None
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
+        "op": op.op,
+        "path": op.paths[0] if op.paths else "",
+        "mode": "write" if op.write else "read",
+        "decision": decision,
+    }
+    if len(op.paths) > 1:
+        event["to"] = op.paths[1]
+    if op.flags:
+        event["flags"] = op.flags
+    if reason:
+        event["reason"] = reason
+    if status is not None:
+        event["status"] = status
+    return event

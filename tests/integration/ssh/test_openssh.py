@@ -1,0 +1,184 @@
+"""OpenSSH ssh, scp and sftp through the gateway to a real sshd (batch mode)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.postgres_gateway import unique
+from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway
+
+
+@pytest.fixture
+def user(ssh_gateway: SSHGateway) -> tuple[str, Path]:
+    name = unique("alice")
+    ssh_gateway.add_user(name)
+    return name, ssh_gateway.add_key(name)
+
+
+def test_exec_relays_output_stderr_and_exit_status_and_is_recorded(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path]
+) -> None:
+    name, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    result = OpenSSH(ssh_gateway).ssh(conn.name, "echo out; echo err >&2; exit 3", key=key)
+    assert (result.returncode, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
+    row = ssh_gateway.session(conn.name)
+    assert (row.protocol, row.identity_name, row.auth_method) == ("ssh", name, "ssh_key")
+    channel = ssh_gateway.events(row, "ssh.channel")[0]
+    assert channel["command"] == "echo out; echo err >&2; exit 3"
+    assert channel["decision"] == "allow" and channel["commands"] == ["echo", "exit"]
+    assert ssh_gateway.events(row, "ssh.exit")[0]["exit_status"] == 3
+    ssh_gateway.verify(row)
+
+
+def test_dangerous_command_is_denied_on_stderr_and_never_runs(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    marker = tmp_path / "ran"
+    client = OpenSSH(ssh_gateway)
+    result = client.ssh(conn.name, f"touch {marker} && rm -rf --no-preserve-root /", key=key)
+    assert result.returncode == 1
+    assert b"jitgate:" in result.stderr and b"deletes the root filesystem" in result.stderr
+    assert not marker.exists()
+    for command in ("mkfs.ext4 /dev/sdz9", "dd if=/dev/zero of=/dev/sdz", "sudo shutdown -h now"):
+        denied = client.ssh(conn.name, f"touch {marker}; {command}", key=key)
+        assert denied.returncode == 1, command
+        assert b"was denied" in denied.stderr
+    assert not marker.exists()
+    unclosed = client.ssh(conn.name, "echo 'unclosed", key=key)
+    assert unclosed.returncode == 1 and b"not understood" in unclosed.stderr
+    row = ssh_gateway.session(conn.name)
+    assert ssh_gateway.events(row, "ssh.channel")[0]["decision"] == "deny"
+
+
+def test_token_as_password_and_user_plus_connection(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    name = unique("bob")
+    token = ssh_gateway.add_user(name)
+    conn = ssh_gateway.add_connection(sshd)
+    client = OpenSSH(ssh_gateway)
+    result = client.ssh(f"{name}+{conn.name}", "echo via-token", token=token)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"via-token\n"
+    row = ssh_gateway.session(conn.name)
+    assert row.identity_name == name and row.auth_method == "api_token"
+    wrong_user = client.ssh(f"someone-else+{conn.name}", "true", token=token)
+    assert wrong_user.returncode == 255
+    bad_token = client.ssh(conn.name, "true", token="jg_not-a-token")
+    assert bad_token.returncode == 255 and b"Permission denied" in bad_token.stderr
+
+
+def test_unregistered_key_and_unknown_connection_are_refused(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path]
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    client = OpenSSH(ssh_gateway)
+    stranger = client.ssh(conn.name, "true", key=sshd.client_key)  # the target's own key
+    assert stranger.returncode == 255 and b"Permission denied" in stranger.stderr
+    missing = client.ssh("no-such-connection", "true", key=key)
+    assert missing.returncode == 255
+
+
+def test_host_key_mismatch_refuses_the_session(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path]
+) -> None:
+    _, key = user
+    other = ssh_gateway.add_key(user[0]).with_suffix(".pub").read_text().split()
+    conn = ssh_gateway.add_connection(sshd, host_key=f"{other[0]} {other[1]}")
+    result = OpenSSH(ssh_gateway).ssh(conn.name, "echo should-not-run", key=key)
+    assert result.returncode == 255
+    assert b"does not match the pinned key" in result.stderr
+    assert b"should-not-run" not in result.stdout
+    unpinned = ssh_gateway.add_connection(sshd, host_key=None)
+    refused = OpenSSH(ssh_gateway).ssh(unpinned.name, "true", key=key)
+    assert refused.returncode == 255 and b"no pinned host key" in refused.stderr
+
+
+def test_trust_on_first_use_pins_the_first_key(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path]
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd, host_key=None, tofu=True)
+    result = OpenSSH(ssh_gateway).ssh(conn.name, "echo first", key=key)
+    assert result.stdout == b"first\n", result.stderr
+    pinned = ssh_gateway.gateway.connections.get(conn.name).options["host_key"]
+    assert pinned.split()[:2] == sshd.host_key_pub.split()[:2]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["sftp-scp", "legacy-scp"])
+def test_scp_both_ways(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path, legacy: bool
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    remote = tmp_path / "remote.bin"
+    back = tmp_path / "back.bin"
+    client = OpenSSH(ssh_gateway)
+    up = client.scp(str(source), f"{conn.name}@127.0.0.1:{remote}", key=key, legacy=legacy)
+    assert up.returncode == 0, up.stderr
+    down = client.scp(f"{conn.name}@127.0.0.1:{remote}", str(back), key=key, legacy=legacy)
+    assert down.returncode == 0, down.stderr
+    assert _digest(source) == _digest(remote) == _digest(back)
+    row = ssh_gateway.session(conn.name)
+    if legacy:
+        scp = ssh_gateway.events(row, "ssh.channel")[0]
+        assert (scp["kind"], scp["mode"], scp["path"]) == ("scp", "read", str(remote))
+    else:
+        closes = [e for e in ssh_gateway.events(row, "sftp") if e["op"] == "close"]
+        assert closes and closes[-1]["path"] == str(remote)
+        assert closes[-1]["bytes_read"] == source.stat().st_size
+
+
+def test_sftp_batch_operations_are_recorded_and_writes_can_be_denied(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "keep.txt").write_text("keep me")
+    ssh_gateway.policy(
+        unique("ro"),
+        f'@id("read-only-{conn.name}")\n@reason("{locked} is read-only")\n'
+        f'forbid (principal, action == Action::"ssh:sftp_write", '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "{locked}/*" }};',
+    )
+    local = tmp_path / "up.txt"
+    local.write_text("hello sftp")
+    client = OpenSSH(ssh_gateway)
+    ok = client.sftp(
+        conn.name,
+        f"put {local} {tmp_path}/put.txt\nget {locked}/keep.txt {tmp_path}/got.txt\n"
+        f"ls {locked}\nrename {tmp_path}/put.txt {tmp_path}/moved.txt\n",
+        key=key,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "moved.txt").read_text() == "hello sftp"
+    assert (tmp_path / "got.txt").read_text() == "keep me"
+    denied = client.sftp(conn.name, f"put {local} {locked}/new.txt\n", key=key)
+    assert denied.returncode != 0 and b"ermission denied" in denied.stderr
+    removed = client.sftp(conn.name, f"rm {locked}/keep.txt\n", key=key)
+    assert removed.returncode != 0
+    assert not (locked / "new.txt").exists() and (locked / "keep.txt").exists()
+    legacy = client.scp(str(local), f"{conn.name}@127.0.0.1:{locked}/x.txt", key=key, legacy=True)
+    assert legacy.returncode != 0 and not (locked / "x.txt").exists()
+    events = [e for r in ssh_gateway.sessions(conn.name) for e in ssh_gateway.events(r, "sftp")]
+    ops = {(e["op"], e.get("decision")) for e in events}
+    assert {("open", "allow"), ("opendir", "allow"), ("posix-rename", "allow")} <= ops
+    assert ("open", "deny") in ops and ("remove", "deny") in ops
+    assert any(e["op"] == "close" and e["bytes_written"] == 10 for e in events)
