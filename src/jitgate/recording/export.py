@@ -90,7 +90,7 @@ class StoreSource:
 
     store: Store
     recordings: Path
-    settle: float = SETTLE_SECONDS
+    settle: float | None = None  # default: SETTLE_SECONDS
 
     def fetch(self, cursor: Cursor, limit: int) -> tuple[list[Record], Cursor]:
         records: list[Record] = []
@@ -120,7 +120,8 @@ class StoreSource:
         return records, after
 
     def _sessions(self, after: Cursor, records: list[Record], limit: int) -> None:
-        horizon = datetime.now(UTC) - timedelta(seconds=self.settle)
+        settle = SETTLE_SECONDS if self.settle is None else self.settle
+        horizon = datetime.now(UTC) - timedelta(seconds=settle)
         if after.session is not None:
             with self.store.session() as db:
                 current = db.get(SessionRow, after.session)
