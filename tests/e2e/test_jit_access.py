@@ -267,3 +267,16 @@ def test_gateway_restart_while_a_statement_is_held(env: Env) -> None:
         thread.join(30)
     assert isinstance(box.get("error"), psycopg.errors.InsufficientPrivilege), box
     assert env.cluster.psql("SELECT count(*) FROM t") == "10"
+
+
+def test_a_grant_for_one_session_admits_one_session(env: Env) -> None:
+    env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
+    approved = _grant_for_agent(env, duration_seconds=120, max_uses=1)
+    with env.connect("ci-bot") as first:
+        assert first.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
+            env.connect("ci-bot")  # the one use is taken
+        time.sleep(1.5)  # housekeeping runs; a used-up grant still covers its session
+        assert first.execute("SELECT 2").fetchone() == (2,)
+    grant = env.http("admin", "GET", f"/api/v1/grants/{approved['grant_id']}").json()
+    assert grant["uses"] == 1 and grant["max_uses"] == 1 and grant["revoked_at"] is None

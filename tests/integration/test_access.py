@@ -245,3 +245,34 @@ def test_grant_for_agent_acting_for_user_is_bound_to_that_agent(world: World) ->
     bot = world.identities.identity("ci-bot")
     assert world.access.active_grants(alice, bot, "dev-db")
     assert world.access.active_grants(alice, None, "dev-db") == []
+
+
+def test_access_grant_uses_are_sessions(world: World) -> None:
+    """max_uses on an access grant counts sessions: each connect takes one, under races
+    no more than there are; sessions that took one keep the grant after the last use."""
+    alice = world.who("alice")
+    request = world.access.create_request(alice, "dev-db", reason="two sessions", max_uses=2)
+    grant_id = world.access.approve(world.who("bob"), request.id).grant_id
+    results: list[object] = []
+    barrier = threading.Barrier(4)
+
+    def connect() -> None:
+        barrier.wait()
+        results.append(world.access.use_access_grant(alice.principal, None, "dev-db"))
+
+    threads = [threading.Thread(target=connect) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [getattr(r, "id", None) for r in results].count(grant_id) == 2
+    assert results.count(None) == 2
+    assert world.access.get_grant(grant_id).uses == 2
+    assert world.access.active_grants(alice.principal, None, "dev-db") == []
+    kept = world.access.active_grants(alice.principal, None, "dev-db", used={grant_id})
+    assert [g.id for g in kept] == [grant_id]
+    # Used up is not ended: housekeeping leaves it to its end time.
+    ended, _ = world.access.expire_due()
+    assert grant_id not in [g.id for g in ended]
+    ended, _ = world.access.expire_due(now=world.access.get_grant(grant_id).ends_at)
+    assert grant_id in [g.id for g in ended]

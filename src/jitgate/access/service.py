@@ -18,6 +18,10 @@ A grant is active from ``starts_at`` until ``ends_at``, its ``max_uses``, the co
 of its ``task_id``, or an early revoke — whichever comes first. A *statement* grant
 (one-time approval of one exact statement) has ``max_uses = 1`` and is consumed with a
 conditional ``UPDATE … SET uses = uses + 1 WHERE uses < max_uses``: it runs exactly once.
+For an *access* grant a use is a session: each session that connects under it takes one
+(:meth:`AccessService.use_access_grant`, the same conditional update); once all are
+taken no new session starts under it, while the sessions that took them go on until the
+grant ends.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -824,8 +828,13 @@ class AccessService:
         connection: str,
         *,
         now: datetime | None = None,
+        used: Collection[str] = (),
     ) -> list[GrantInfo]:
-        """Access grants (not one-time statement grants) this caller holds right now."""
+        """Access grants (not one-time statement grants) this caller holds right now.
+
+        ``used`` names grants a session took a use of when it connected: they stay active
+        for that session after their last use, until they end or are revoked.
+        """
         now = now or utcnow()
         with self.store.session() as session:
             rows = session.scalars(
@@ -839,7 +848,55 @@ class AccessService:
             )
             grants = [_grant_info(r) for r in rows]
         actor_name = actor.name if actor else None
-        return [g for g in grants if g.active_at(now) and g.actor in (None, actor_name)]
+        return [
+            g
+            for g in grants
+            if g.actor in (None, actor_name)
+            and (g.active_at(now) or (g.id in used and g.starts_at <= now < g.ends_at))
+        ]
+
+    def use_access_grant(
+        self, principal: Identity, actor: Identity | None, connection: str
+    ) -> GrantInfo | None:
+        """Count a new session against the caller's access grants for ``connection``.
+
+        A grant without ``max_uses`` needs no counting and is returned as is. Otherwise
+        one use of the limited grant that ends first is taken with a conditional update,
+        so concurrent sessions never take more uses than there are. ``None``: no grant
+        (left).
+        """
+        now = utcnow()
+        grants = sorted(
+            self.active_grants(principal, actor, connection, now=now), key=lambda g: g.ends_at
+        )
+        unlimited = [g for g in grants if g.max_uses is None]
+        if unlimited:
+            return unlimited[0]
+        with self.store.session() as session:
+            for grant in grants:
+                result = session.execute(
+                    update(GrantRow)
+                    .where(
+                        GrantRow.id == grant.id,
+                        GrantRow.revoked_at.is_(None),
+                        GrantRow.uses < GrantRow.max_uses,
+                    )
+                    .values(uses=GrantRow.uses + 1)
+                )
+                if getattr(result, "rowcount", 0) == 1:
+                    row = session.get(GrantRow, grant.id)
+                    assert row is not None
+                    session.refresh(row)
+                    AuditLog.record(
+                        session,
+                        "grant:use",
+                        caller=None,
+                        target_type="grant",
+                        target_name=row.id,
+                        details={"uses": row.uses, "max_uses": row.max_uses},
+                    )
+                    return _grant_info(row)
+        return None
 
     def consume_statement_grant(
         self, principal: Identity, actor: Identity | None, connection: str, key: str
@@ -959,7 +1016,13 @@ class AccessService:
                 select(GrantRow).where(
                     GrantRow.revoked_at.is_(None),
                     (GrantRow.ends_at <= now)
-                    | (GrantRow.max_uses.is_not(None) & (GrantRow.uses >= GrantRow.max_uses)),
+                    | (
+                        # A used-up access grant still covers the sessions that used it
+                        # until it ends; a used-up statement grant has nothing left to do.
+                        (GrantRow.kind == "statement")
+                        & GrantRow.max_uses.is_not(None)
+                        & (GrantRow.uses >= GrantRow.max_uses)
+                    ),
                 )
             ):
                 row.revoked_at = min(now, row.ends_at)

@@ -142,6 +142,7 @@ class PostgresSession:
         self.upstream_address: tuple[str, int] = ("", 0)
         self.connection_name = ""
         self.grant_ids: set[str] = set()
+        self.used_grants: set[str] = set()  # grants this session took a use of
         self._hold_task: asyncio.Task[None] | None = None
         self.masking: SessionMasking | None = None
         self._gate: StatementGate | None = None
@@ -363,6 +364,8 @@ class PostgresSession:
         self._gate = gate
         self.connection_name = name
         await self._load_grants()
+        if self.grant_ids:
+            await self._use_grant()
         decision = gate.decide(None, "", action="connect")
         if not decision.allowed:
             raise Refused(
@@ -371,14 +374,30 @@ class PostgresSession:
                 detail=decision.reason,
             )
 
+    async def _use_grant(self) -> None:
+        """Count this session against a grant with limited uses (one use per session)."""
+        assert self.who is not None
+        used = await asyncio.to_thread(
+            self.gateway.access.use_access_grant,
+            self.who.principal,
+            self.who.actor,
+            self.connection_name,
+        )
+        if used is not None:
+            self.used_grants.add(used.id)
+        await self._load_grants()  # without the grants whose uses were all taken
+
     async def _load_grants(self) -> None:
         """Put the caller's active grants for this connection into the policy context."""
         assert self.who is not None and self._gate is not None
         grants = await asyncio.to_thread(
-            self.gateway.access.active_grants,
-            self.who.principal,
-            self.who.actor,
-            self.connection_name,
+            functools.partial(
+                self.gateway.access.active_grants,
+                self.who.principal,
+                self.who.actor,
+                self.connection_name,
+                used=self.used_grants,
+            )
         )
         self.grant_ids = {g.id for g in grants}
         scopes = sorted({s for g in grants for s in (g.scope or ())})
