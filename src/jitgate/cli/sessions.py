@@ -205,10 +205,23 @@ def audit_export(
         sink.close()
 
 
+def sessions_hold(
+    session_id: str,
+    release: Annotated[bool, typer.Option("--release", help="lift the hold")] = False,
+    server: Server = None,
+) -> None:
+    """Put a session's recording under legal hold (never deleted by retention)."""
+    APIClient.from_env(server).request(
+        "PUT", f"/api/v1/sessions/{session_id}/legal-hold", json_body={"hold": not release}
+    )
+    typer.echo(f"session {session_id}: legal hold {'released' if release else 'set'}")
+
+
 def register(sessions_app: typer.Typer, audit_app: typer.Typer) -> None:
     """Add these commands to the ``sessions`` and ``audit`` groups of the CLI."""
     sessions_app.command("list")(sessions_list)
     sessions_app.command("show")(sessions_show)
     sessions_app.command("replay")(sessions_replay)
+    sessions_app.command("hold")(sessions_hold)
     audit_app.command("verify")(audit_verify)
     audit_app.command("export")(audit_export)

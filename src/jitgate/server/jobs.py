@@ -15,6 +15,14 @@ MAX_SLEEP = 1.0  # also picks up grants created or changed on other nodes
 MIN_SLEEP = 0.02
 
 
+async def recording_housekeeping(gateway: Gateway, stop: asyncio.Event) -> None:
+    """Delete recordings past their retention (legal holds kept) and run the audit export
+    configured in ``recording.export_to`` (see :mod:`jitgate.recording.housekeeping`)."""
+    from jitgate.recording import housekeeping
+
+    await housekeeping.run(gateway, stop)
+
+
 async def access_housekeeping(gateway: Gateway, stop: asyncio.Event) -> None:
     """End grants at their end time (sessions depending on them are closed by the listeners,
     which hear of it through the access events) and expire pending requests."""

@@ -25,7 +25,7 @@ import jitgate
 from jitgate.api.app import create_app
 from jitgate.config import Settings
 from jitgate.server.gateway import Gateway
-from jitgate.server.jobs import access_housekeeping
+from jitgate.server.jobs import access_housekeeping, recording_housekeeping
 
 log = logging.getLogger("jitgate.serve")
 
@@ -108,6 +108,7 @@ async def run(settings: Settings) -> int:
             await asyncio.sleep(0.01)
         _announce(gateway, _url(settings.api.host, api_port), addresses)
         jobs = asyncio.create_task(access_housekeeping(gateway, stop))
+        recording_jobs = asyncio.create_task(recording_housekeeping(gateway, stop))
         stop_task = asyncio.create_task(stop.wait())
         await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
@@ -116,6 +117,7 @@ async def run(settings: Settings) -> int:
         stop_task.cancel()
         await api_task
         await jobs
+        await recording_jobs
     finally:
         for listener in listeners:
             with contextlib.suppress(Exception):

@@ -21,8 +21,9 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from jitgate.api.deps import Caller, GatewayDep, PageDep
+from jitgate.api.deps import AdminOrAuditor, Caller, ClientAddr, GatewayDep, PageDep
 from jitgate.api.schemas import PageOut
+from jitgate.audit.log import AuditLog
 from jitgate.errors import Forbidden, InvalidInput, NotFound
 from jitgate.identity.principal import Authenticated, Role
 from jitgate.recording.log import read_events
@@ -318,3 +319,29 @@ def verify_session(session_id: str, gw: GatewayDep, who: Caller) -> dict[str, An
         _recording(gw, row), row.id, keys, stored=stored, open_session=row.ended_at is None
     )
     return result.as_dict()
+
+
+class LegalHoldIn(BaseModel):
+    hold: bool
+
+
+@router.put("/sessions/{session_id}/legal-hold", response_model=SessionOut)
+def set_legal_hold(
+    session_id: str, body: LegalHoldIn, gw: GatewayDep, who: AdminOrAuditor, addr: ClientAddr
+) -> SessionOut:
+    """Put a session's recording under legal hold (retention never deletes it), or release it."""
+    with gw.store.session() as db:
+        row = db.get(SessionRow, session_id)
+        if row is None:
+            raise NotFound(f"no session {session_id[:40]!r}")
+        row.legal_hold = body.hold
+        AuditLog.record(
+            db,
+            "session:legal_hold" if body.hold else "session:legal_hold_release",
+            caller=who,
+            target_type="session",
+            target_name=session_id,
+            client_addr=addr,
+        )
+        db.flush()
+        return SessionOut.of(row)

@@ -1,0 +1,110 @@
+"""Retention: delete the recordings of sessions older than their connection allows.
+
+A connection's ``recording_retention_days`` option (or the ``recording.retention_days``
+setting) says how many days after a session ended its recording is kept; nothing is
+deleted when neither is set. A session under legal hold (its own flag, or the
+connection's ``legal_hold`` option) is never deleted. The session row stays — the audit
+index keeps who, when, what counts and the seal's digest — with ``recording_state``
+``deleted``; every deletion is written to the administrative audit log
+(``recording:delete``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jitgate.audit.log import AuditLog
+from jitgate.store.db import Store
+from jitgate.store.models import ConnectionRow, SessionRow, utcnow
+
+log = logging.getLogger("jitgate.recording")
+
+BATCH = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    days: int | None
+    hold: bool
+
+
+def _rule(options: dict[str, Any] | None, default_days: int | None) -> _Rule:
+    options = options or {}
+    days = options.get("recording_retention_days", default_days)
+    hold = options.get("legal_hold", False)
+    return _Rule(
+        int(days) if days not in (None, "") else None,
+        hold is True or str(hold).lower() in ("true", "yes", "1", "on"),
+    )
+
+
+def apply_retention(
+    store: Store, root: Path, default_days: int | None, *, now: datetime | None = None
+) -> list[str]:
+    """Delete what is due; returns the ids of the sessions whose recordings went."""
+    now = now or utcnow()
+    with store.session() as db:
+        rules = {
+            row.name: _rule(row.options, default_days) for row in db.scalars(select(ConnectionRow))
+        }
+    fallback = _Rule(default_days, False)
+    deleted: list[str] = []
+    # One pass per connection with a retention (and one for sessions of connections that
+    # no longer exist), so sessions kept longer elsewhere never hold the others back.
+    passes: list[tuple[str | None, _Rule]] = [*rules.items(), (None, fallback)]
+    for name, rule in passes:
+        if rule.hold or rule.days is None:
+            continue
+        stmt = (
+            select(SessionRow)
+            .where(
+                SessionRow.ended_at.is_not(None),
+                SessionRow.ended_at < now - timedelta(days=rule.days),
+                SessionRow.recording_path.is_not(None),
+                SessionRow.legal_hold.is_(False),
+            )
+            .order_by(SessionRow.ended_at)
+            .limit(BATCH)
+        )
+        if name is not None:
+            stmt = stmt.where(SessionRow.connection_name == name)
+        elif rules:
+            stmt = stmt.where(SessionRow.connection_name.not_in(list(rules)))
+        with store.session() as db:
+            for row in db.scalars(stmt).all():
+                if _delete(db, root, row, rule.days):
+                    deleted.append(row.id)
+    if deleted:
+        log.info("retention: deleted %d recordings", len(deleted))
+    return deleted
+
+
+def _delete(db: Session, root: Path, row: SessionRow, days: int) -> bool:
+    assert row.recording_path is not None and row.ended_at is not None
+    try:
+        (root / row.recording_path).unlink(missing_ok=True)
+    except OSError as exc:
+        log.error("cannot delete the recording of session %s: %s", row.id, exc)
+        return False
+    row.recording_path = None
+    row.recording_state = "deleted"
+    AuditLog.record(
+        db,
+        "recording:delete",
+        caller=None,
+        target_type="session",
+        target_name=row.id,
+        details={
+            "connection": row.connection_name,
+            "retention_days": days,
+            "ended_at": row.ended_at.isoformat(),
+        },
+    )
+    return True

@@ -1,0 +1,130 @@
+"""Recording in a real ``jitgate serve`` process: the audit export job across a restart,
+and a gateway killed (SIGKILL) while a statement runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_postgres_gateway import add_connection, client_env
+from tests.support.pgcluster import PgCluster
+from tests.support.served import Served, start_gateway, stop, wait_ready
+
+pytestmark = pytest.mark.postgres
+
+EXPORT_CONFIG = "recording:\n  export_to: file:{out}\n  export_interval_seconds: 0.2\n"
+
+
+class Gateway:
+    def __init__(self, data_dir: Path, out: Path) -> None:
+        self.data_dir, self.out = data_dir, out
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> tuple[Served, int]:
+        self.proc = start_gateway(self.data_dir, extra_config=EXPORT_CONFIG.format(out=self.out))
+        api = wait_ready(self.proc, self.data_dir)
+        token = (self.data_dir / "admin.token").read_text().strip()
+        state = json.loads((self.data_dir / "serve.json").read_text())
+        port = int(state["listeners"]["postgres"].rsplit(":", 1)[1])
+        return Served(self.proc, self.data_dir, api, token), port
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    gw = Gateway(tmp_path / "data", tmp_path / "audit.jsonl")
+    yield gw
+    gw.close()
+
+
+def psql(served: Served, port: int, sql: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        ["psql", "-X", "-h", "127.0.0.1", "-p", str(port), "-U", "admin", "-d", "rec", "-c", sql],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=client_env(served.admin_token, PGSSLMODE="disable"),
+    )  # fmt: skip
+
+
+def exported(out: Path) -> list[dict[str, object]]:
+    if not out.exists():
+        return []
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def wait_exported(
+    out: Path, text: str, *, sealed: bool = True, timeout: float = 15
+) -> list[dict[str, object]]:
+    """Wait until the export holds the (sealed) session that ran ``text``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = exported(out)
+        sessions = {r["session"] for r in records if r.get("text") == text}
+        if sessions and (not sealed or any(
+            r.get("type") == "seal" and r["session"] in sessions for r in records
+        )):  # fmt: skip
+            return records
+        assert time.monotonic() < deadline, f"{text!r} was not exported"
+        time.sleep(0.1)
+
+
+def test_export_job_survives_restart_and_crash(gateway: Gateway, pg_scram: PgCluster) -> None:
+    served, port = gateway.start()
+    add_connection(served, "rec", pg_scram)
+    assert psql(served, port, "SELECT 'one'").communicate(timeout=30)[0]
+    wait_exported(gateway.out, "SELECT 'one'")
+    assert stop(served.proc)[0] == 0
+
+    served, port = gateway.start()
+    assert psql(served, port, "SELECT 'two'").communicate(timeout=30)[0]
+    wait_exported(gateway.out, "SELECT 'two'")
+
+    # Killed while a statement runs: the statement is in the recording, and after the
+    # restart the interrupted session is closed (unsealed) and exported too.
+    client = psql(served, port, "SELECT 'three', pg_sleep(30)")
+    deadline = time.monotonic() + 15
+    while pg_scram.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''three''%' "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    ) != "1":  # fmt: skip
+        assert time.monotonic() < deadline, "the statement never reached the upstream"
+        time.sleep(0.05)
+    assert served.proc is not None
+    served.proc.kill()
+    served.proc.communicate(timeout=10)
+    client.communicate(timeout=10)
+    assert client.returncode != 0
+
+    served, port = gateway.start()
+    wait_exported(gateway.out, "SELECT 'three', pg_sleep(30)", sealed=False)
+    assert stop(served.proc)[0] == 0
+    records = exported(gateway.out)
+    ids = [str(r["export_id"]) for r in records]
+    assert len(ids) == len(set(ids))  # clean stops and a crash: nothing exported twice
+    sessions: dict[str, list[dict[str, object]]] = {}
+    for record in records:
+        if record["source"] == "session":
+            sessions.setdefault(str(record["session"]), []).append(record)
+    assert len(sessions) == 3
+    for events in sessions.values():  # every session whole and in order
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    crashed = next(ev for ev in sessions.values() if ev[-1].get("text"))
+    assert crashed[-1]["type"] == "request" and crashed[-1]["text"] == (
+        "SELECT 'three', pg_sleep(30)"
+    )
+
+    served, _port = gateway.start()
+    crashed_id = str(crashed[0]["session"])
+    shown = json.loads(served.cli("sessions", "list", "-o", "json").stdout)
+    row = next(s for s in shown if s["id"] == crashed_id)
+    assert row["recording"] == "unsealed" and row["end_reason"].startswith("interrupted")
+    verify = served.cli("audit", "verify", crashed_id, check=False)
+    assert verify.returncode == 1 and "not sealed" in verify.stderr
