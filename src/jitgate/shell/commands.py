@@ -398,17 +398,16 @@ def _command(items: list[_Word | str], state: _State, depth: int) -> None:
         name = posixpath.basename(head.text) if head.literal else head.text
         if not head.literal:
             break
-        if name in _WRAPPERS and len(words) > 1:
+        if name in ("su", "runuser"):
+            inner = _su_command(words[1:])
+            if inner is not None:
+                wrappers.append(name)
+                _classify_into(inner, state, depth + 1)
+                return
+        if name in _WRAPPERS and name != "su" and len(words) > 1:
             rest = _skip_wrapper(name, words[1:])
             if rest is None:
                 break
-            if name in ("su", "runuser"):
-                inner = _dash_c(words[1:])
-                if inner is not None:
-                    wrappers.append(name)
-                    _classify_into(inner, state, depth + 1)
-                    words = []
-                    break
             wrappers.append(name)
             words = rest
             continue
@@ -453,6 +452,19 @@ def _skip_wrapper(name: str, words: list[_Word]) -> list[_Word] | None:
     if name == "xargs" and i >= len(words):
         return None
     return words[i:] if i < len(words) else None
+
+
+def _su_command(words: list[_Word]) -> str | None:
+    """The command of ``su … -c CMD`` / ``su … --command=CMD`` (None: a login shell)."""
+    for index, word in enumerate(words):
+        text = word.text
+        if text in ("-c", "--command") or (
+            text.startswith("-") and not text.startswith("--") and text.endswith("c")
+        ):
+            return words[index + 1].text if index + 1 < len(words) else ""
+        if text.startswith("--command="):
+            return text.split("=", 1)[1]
+    return None
 
 
 def _dash_c(words: list[_Word]) -> str | None:

@@ -42,12 +42,16 @@ def test_dangerous_command_is_denied_on_stderr_and_never_runs(
     conn = ssh_gateway.add_connection(sshd)
     marker = tmp_path / "ran"
     client = OpenSSH(ssh_gateway)
-    result = client.ssh(conn.name, f"touch {marker} && rm -rf --no-preserve-root /", key=key)
+    # Each denied line starts with `touch MARKER; false &&`: were policy to let one through,
+    # the marker would show it and the dangerous command itself would still not run.
+    result = client.ssh(
+        conn.name, f"touch {marker}; false && rm -rf --no-preserve-root /", key=key
+    )
     assert result.returncode == 1
     assert b"jitgate:" in result.stderr and b"deletes the root filesystem" in result.stderr
     assert not marker.exists()
     for command in ("mkfs.ext4 /dev/sdz9", "dd if=/dev/zero of=/dev/sdz", "sudo shutdown -h now"):
-        denied = client.ssh(conn.name, f"touch {marker}; {command}", key=key)
+        denied = client.ssh(conn.name, f"touch {marker}; false && {command}", key=key)
         assert denied.returncode == 1, command
         assert b"was denied" in denied.stderr
     assert not marker.exists()

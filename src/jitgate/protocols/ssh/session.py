@@ -393,31 +393,30 @@ class GatewayConnection(asyncssh.SSHServer):
     def connection_requested(
         self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
     ) -> Any:
-        assert self.policy is not None
-        decision = self.policy.forward(dest_host, dest_port)
-        self.record(
-            "ssh.forward",
-            {
-                "host": dest_host,
-                "port": dest_port,
-                "decision": decision.outcome.value,
-                "policies": list(decision.policies),
-                **({"reason": decision.reason} if decision.reason else {}),
-            },
-        )
-        if not decision.allowed:
-            why = decision.reason or "denied"
-            if decision.outcome is Outcome.REVIEW:
-                why += " (port forwards cannot wait for approval)"
-            raise asyncssh.ChannelOpenError(
-                asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
-                f"jitgate: port forwarding to {dest_host}:{dest_port} is not allowed: {why}",
-            )
         conn = self.conn
         assert conn is not None
 
         async def tunnel() -> Any:
-            upstream = await self.upstream_ready()
+            upstream = await self.upstream_ready()  # recorded from here on
+            assert self.policy is not None
+            decision = self.policy.forward(dest_host, dest_port)
+            self.record(
+                "ssh.forward",
+                {
+                    "host": dest_host,
+                    "port": dest_port,
+                    "origin": f"{orig_host}:{orig_port}",
+                    **_decision_fields(decision),
+                },
+            )
+            if not decision.allowed:
+                why = decision.reason or "denied"
+                if decision.outcome is Outcome.REVIEW:
+                    why += " (port forwards cannot wait for approval)"
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
+                    f"jitgate: port forwarding to {dest_host}:{dest_port} is not allowed: {why}",
+                )
             return await conn.forward_tunneled_connection(upstream.conn, dest_host, dest_port)
 
         return tunnel()
@@ -548,7 +547,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             return
         env = self._allowed_env()
         pty = self.term_type is not None
-        if pty and self.kind == "shell":
+        if pty and self.kind in ("shell", "exec"):  # interactive: typed lines are checked
             self.editor = LineEditor()
         try:
             up_chan, side = await upstream.conn.create_session(

@@ -1,0 +1,264 @@
+"""asyncssh and paramiko clients: environment, port forwarding, approvals, grants, SFTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import paramiko
+import pytest
+
+from jitgate.store.models import utcnow
+from tests.fixtures.postgres_gateway import unique
+from tests.fixtures.sshd import Sshd, SSHGateway
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@contextlib.asynccontextmanager
+async def connect(gw: SSHGateway, login: str, token: str) -> AsyncIterator[Any]:
+    conn = await asyncio.wait_for(
+        asyncssh.connect(
+            "127.0.0.1",
+            gw.port,
+            username=login,
+            password=token,
+            known_hosts=None,
+            client_keys=[],
+            agent_path=None,
+            config=[],
+            preferred_auth="password",
+        ),
+        20,
+    )
+    async with conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def echo_server() -> Iterator[int]:
+    """A TCP server on loopback that answers every line with ``echo:`` + the line."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    stop = threading.Event()
+
+    def serve() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                peer, _ = sock.accept()
+            except TimeoutError:
+                continue
+            with peer:
+                data = peer.recv(1024)
+                peer.sendall(b"echo:" + data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+
+
+async def test_environment_reaches_the_target_only_when_allowed(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    token = ssh_gateway.add_user()
+    conn = ssh_gateway.add_connection(sshd)
+    async with connect(ssh_gateway, conn.name, token) as client:
+        result = await client.run(
+            'echo "$LANG/$JG_SECRET"', env={"LANG": "C.UTF-8", "JG_SECRET": "x"}, timeout=20
+        )
+    assert result.stdout == "C.UTF-8/\n"
+    row = ssh_gateway.session(conn.name)
+    assert ssh_gateway.events(row, "ssh.env")[0]["denied"] == ["JG_SECRET"]
+
+
+async def test_port_forwarding_is_denied_unless_a_policy_allows_the_destination(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    token = ssh_gateway.add_user()
+    conn = ssh_gateway.add_connection(sshd)
+    with echo_server() as port:
+        async with connect(ssh_gateway, conn.name, token) as client:
+            with pytest.raises(asyncssh.ChannelOpenError, match=r"port forwarding .* not allowed"):
+                await client.open_connection("127.0.0.1", port)
+            ssh_gateway.policy(
+                unique("fwd"),
+                f'permit (principal, action == Action::"ssh:forward", '
+                f'resource == Connection::"{conn.name}") '
+                f'when {{ context.text == "127.0.0.1:{port}" }};',
+            )
+            reader, writer = await client.open_connection("127.0.0.1", port)
+            writer.write(b"ping")
+            assert await asyncio.wait_for(reader.read(100), 10) == b"echo:ping"
+            writer.close()
+            with pytest.raises(asyncssh.ChannelOpenError):
+                await client.open_connection("127.0.0.1", port + 1 if port < 65535 else 1)
+    row = ssh_gateway.session(conn.name)
+    decisions = [(e["port"], e["decision"]) for e in ssh_gateway.events(row, "ssh.forward")]
+    assert decisions[:2] == [(port, "deny"), (port, "allow")]
+
+
+async def test_agent_and_x11_forwarding_are_refused(
+    ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path
+) -> None:
+    token = ssh_gateway.add_user()
+    conn = ssh_gateway.add_connection(sshd)
+    client = await asyncssh.connect(
+        "127.0.0.1", ssh_gateway.port, username=conn.name, password=token, known_hosts=None,
+        client_keys=[], config=[], preferred_auth="password", agent_forwarding=True,
+        agent_path=str(tmp_path / "agent.sock"),
+    )  # fmt: skip
+    async with client:
+        result = await client.run('echo "agent=[$SSH_AUTH_SOCK]"', timeout=20)
+        assert result.stdout == "agent=[]\n"
+        with pytest.raises(asyncssh.ChannelOpenError, match="X11"):
+            await client.create_session(
+                asyncssh.SSHClientSession, "true", x11_forwarding=True, x11_display="localhost:0"
+            )
+
+
+def _approver(gw: SSHGateway, approve: bool) -> threading.Thread:
+    approver = gw.add_user(groups=("approvers",))
+    access = gw.gateway.access
+
+    def decide() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pending = access.list_requests(status="pending")
+            if pending:
+                who = gw.who(approver)
+                if approve:
+                    access.approve(who, pending[0].id)
+                else:
+                    access.deny(who, pending[0].id, reason="not today")
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=decide, daemon=True)
+    thread.start()
+    return thread
+
+
+async def test_exec_needing_review_is_held_until_approved(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    token = ssh_gateway.add_user()
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("review"),
+        f'@outcome("review")\n@reason("deploys need approval")\n'
+        f'permit (principal, action == Action::"ssh:exec", resource == Connection::"{conn.name}")'
+        f' when {{ context.functions.contains("deploy-now") }};',
+    )
+    script = "deploy-now() { echo deployed; }; deploy-now"
+    async with connect(ssh_gateway, conn.name, token) as client:
+        thread = _approver(ssh_gateway, approve=True)
+        held = await client.run(script, timeout=30)
+        thread.join()
+        assert held.exit_status == 0 and held.stdout == "deployed\n"
+        assert "held for approval" in str(held.stderr)
+        denied_thread = _approver(ssh_gateway, approve=False)
+        denied = await client.run(script, timeout=30)
+        denied_thread.join()
+        assert denied.exit_status == 1 and "not today" in str(denied.stderr)
+    row = ssh_gateway.session(conn.name)
+    reviews = [e.get("review") for e in ssh_gateway.events(row, "ssh.channel")]
+    assert reviews == ["allow", "deny"]
+
+
+async def test_session_is_closed_with_a_message_when_its_grant_expires(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    name = unique("jit")
+    token = ssh_gateway.add_user(name)
+    conn = ssh_gateway.add_connection(sshd, tags={"jit": name})
+    ssh_gateway.policy(
+        unique("needs-grant"),
+        f'@reason("{conn.name} needs a just-in-time grant")\n'
+        f'forbid (principal, action, resource == Connection::"{conn.name}") '
+        "unless { context.has_grant };",
+    )
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with connect(ssh_gateway, conn.name, token):
+            pass
+    access = ssh_gateway.gateway.access
+    await asyncio.to_thread(
+        access.break_glass,
+        ssh_gateway.who(token),
+        conn.name,
+        reason="incident 42 needs a look",
+        duration=timedelta(minutes=5),
+    )
+    async with connect(ssh_gateway, conn.name, token) as client:
+        process = await client.create_process(term_type="dumb")
+        process.stdin.write("echo alive\n")
+        assert "alive" in await asyncio.wait_for(process.stdout.readuntil("alive"), 10)
+        await asyncio.to_thread(access.expire_due, utcnow() + timedelta(minutes=10))
+        rest = await asyncio.wait_for(process.stdout.read(), 10)
+        assert "jitgate: grant expired" in rest
+        await asyncio.wait_for(client.wait_closed(), 10)
+    row = ssh_gateway.session(conn.name)
+    assert row.end_reason == "jitgate: grant expired"
+
+
+def test_paramiko_exec_and_sftp(ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path) -> None:
+    name = unique("pm")
+    token = ssh_gateway.add_user(name)
+    conn = ssh_gateway.add_connection(sshd)
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.get_host_keys().add(
+        f"[127.0.0.1]:{ssh_gateway.port}",
+        "ssh-ed25519",
+        paramiko.Ed25519Key(data=_key_blob(ssh_gateway.host_key_pub)),
+    )
+    client.connect(
+        "127.0.0.1",
+        ssh_gateway.port,
+        username=f"{name}+{conn.name}",
+        password=token,
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=20,
+    )
+    try:
+        _, stdout, stderr = client.exec_command("printf paramiko", timeout=20)
+        assert stdout.read() == b"paramiko"
+        assert stdout.channel.recv_exit_status() == 0
+        _, stdout, stderr = client.exec_command("mkfs.ext4 /dev/jitgate-none", timeout=20)
+        assert stdout.channel.recv_exit_status() == 1
+        assert b"formats a filesystem" in stderr.read()
+        sftp = client.open_sftp()
+        remote = str(tmp_path / "pm.txt")
+        with sftp.open(remote, "w") as f:
+            f.write(b"via paramiko sftp")
+        assert sftp.stat(remote).st_size == 17
+        with sftp.open(remote, "r") as f:
+            assert f.read() == b"via paramiko sftp"
+        sftp.remove(remote)
+        sftp.close()
+    finally:
+        client.close()
+    row = ssh_gateway.session(conn.name)
+    ops = [(e["op"], e.get("status")) for e in ssh_gateway.events(row, "sftp")]
+    assert ("open", "ok") in ops and ("remove", "ok") in ops
+
+
+def _key_blob(public_line: str) -> bytes:
+    import base64
+
+    return base64.b64decode(public_line.split()[1])

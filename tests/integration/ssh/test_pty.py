@@ -1,0 +1,102 @@
+"""An interactive OpenSSH session through a pseudo-terminal: shell, typed-line policy, record."""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import subprocess
+import time
+from pathlib import Path
+
+from tests.fixtures.postgres_gateway import unique
+from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway
+
+
+class Terminal:
+    """``ssh -tt`` on the slave side of a pty; the test types on the master side."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.master, slave = os.openpty()
+        os.set_blocking(self.master, False)
+        self.process = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
+        )
+        os.close(slave)
+        self.seen = b""
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: bytes, timeout: float = 10) -> bytes:
+        deadline = time.monotonic() + timeout
+        regex = re.compile(pattern)
+        while not regex.search(self.seen):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{pattern!r} not seen in {self.seen[-800:]!r}")
+            ready, _, _ = select.select([self.master], [], [], remaining)
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # the child side closed
+                    if not regex.search(self.seen):
+                        tail = self.seen[-800:]
+                        raise AssertionError(f"{pattern!r} not seen: {tail!r}") from None
+        return self.seen
+
+    def close(self) -> int:
+        try:
+            return self.process.wait(10)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            os.close(self.master)
+
+
+def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
+    ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path
+) -> None:
+    name = unique("tty")
+    ssh_gateway.add_user(name)
+    key = ssh_gateway.add_key(name)
+    conn = ssh_gateway.add_connection(sshd)
+    client = OpenSSH(ssh_gateway)
+    argv = ["ssh", *client.options(key), "-tt", "-p", str(ssh_gateway.port)]
+    argv += [f"{conn.name}@127.0.0.1", "env PS1='prompt$ ' TERM=dumb bash --norc --noprofile -i"]
+    env = client.env(None)
+    env["TERM"] = "xterm"
+    marker = tmp_path / "marker"
+    term = Terminal(argv, env)
+    try:
+        term.expect(rb"prompt\$ ")
+        term.type("echo hel''lo-$((6*7))\r")
+        term.expect(rb"hello-42")
+        term.type(f"touch {marker}; false && reboot\r")  # harmless if it ever got through
+        term.expect(rb"was denied: reboot stops the server")
+        term.expect(rb"prompt\$ ")
+        term.type("echo after-denial\r")
+        term.expect(rb"\r\nafter-denial")
+        term.type("echo still-fine-x\x7f\x7fok\r")  # backspaces are replayed
+        term.expect(rb"\r\nstill-fineok")
+        term.type("exit 7\r")
+        status = term.close()
+    finally:
+        if term.process.poll() is None:
+            term.process.kill()
+    assert status == 7
+    assert not marker.exists()
+    row = ssh_gateway.session(conn.name)
+    lines = ssh_gateway.events(row, "ssh.line")
+    assert [(e["text"], e["decision"]) for e in lines] == [
+        ("echo hel''lo-$((6*7))", "allow"),
+        (f"touch {marker}; false && reboot", "deny"),
+        ("echo after-denial", "allow"),
+        ("echo still-fineok", "allow"),
+        ("exit 7", "allow"),
+    ]
+    frames = ssh_gateway.events(row, "term")
+    output = "".join(f["d"] for f in frames if f["s"] == "o")
+    assert "hello-42" in output and "after-denial" in output
+    assert any(f["s"] == "r" for f in frames)  # the window size, as an asciicast resize
+    ssh_gateway.verify(row)

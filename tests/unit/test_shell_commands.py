@@ -1,0 +1,103 @@
+"""The shell command-line classifier (jitgate.shell.commands): names, dangers, unknowns."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jitgate.shell import classify
+
+
+@pytest.mark.parametrize(
+    ("line", "names"),
+    [
+        ("ls -la", ("ls",)),
+        ("ls | grep x && echo done || true; date &", ("ls", "grep", "echo", "true", "date")),
+        ("/usr/bin/env FOO=1 nice -n 5 tar czf a.tgz /etc", ("tar",)),
+        ("sudo -u root -- systemctl status nginx", ("systemctl",)),
+        ("timeout 10 xargs -n 1 rm", ("rm",)),
+        ("A=1 B=2 make", ("make",)),
+        ("echo $(whoami) `hostname`", ("whoami", "hostname", "echo")),
+        ("diff <(ls a) <(ls b)", ("ls", "diff")),
+        ("bash -c 'cd /tmp && ls'", ("bash", "cd", "ls")),
+        ("eval 'uname -a'", ("eval", "uname")),
+        ("su - root -c 'id'", ("id",)),
+        ("( cd /srv; ./deploy.sh ) > log 2>&1", ("cd", "deploy.sh")),
+        ("if true; then echo y; fi", ("true", "echo")),
+        ("echo 'a;b' \"c|d\" e\\;f", ("echo",)),
+        ("# only a comment", ()),
+        ("", ()),
+    ],
+)
+def test_command_names(line: str, names: tuple[str, ...]) -> None:
+    result = classify(line)
+    assert not result.unknown, result.error
+    assert result.names == names
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("rm -rf /", "deletes the root filesystem"),
+        ("rm -r -f /*", "deletes the root filesystem"),
+        ("sudo rm -fr /etc/", "deletes /etc"),
+        ("rm --recursive --force /usr", "deletes /usr"),
+        ("rm -rf --no-preserve-root /", "root filesystem"),
+        ("ls; sh -c 'rm -rf /'", "root filesystem"),
+        ("mkfs.ext4 /dev/sda1", "formats a filesystem"),
+        ("mkswap /dev/sdb", "formats a filesystem"),
+        ("dd if=/dev/zero of=/dev/nvme0n1 bs=1M", "dd writes to the device /dev/nvme0n1"),
+        ("cat img > /dev/sda", "redirection writes to the device /dev/sda"),
+        ("shutdown -h now", "stops the server"),
+        ("sudo reboot", "stops the server"),
+        ("systemctl poweroff", "stops the server"),
+        ("init 0", "stops the server"),
+        ("chmod -R 777 /", "changes every file"),
+        (":(){ :|:& };:", "fork bomb"),
+    ],
+)
+def test_dangerous_commands(line: str, reason: str) -> None:
+    result = classify(line)
+    assert any(reason in d for d in result.dangerous), result.dangerous
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "rm -rf /tmp/build",
+        "rm -f /",  # not recursive: rm refuses a directory
+        "dd if=/dev/sda of=backup.img",
+        "echo x > /dev/null 2>&1",
+        "cat /dev/urandom | head -c 10 > /dev/stdout",
+        "echo shutdown",
+        "grep -r reboot /var/log",
+    ],
+)
+def test_harmless_commands(line: str) -> None:
+    result = classify(line)
+    assert result.dangerous == () and not result.unknown
+
+
+@pytest.mark.parametrize(
+    "line", ["echo 'open", 'echo "open', "echo $(date", "echo `date", "echo ${HOME"]
+)
+def test_incomplete_syntax_is_unknown(line: str) -> None:
+    result = classify(line)
+    assert result.unknown and result.error
+
+
+def test_dynamic_command_names_are_flagged() -> None:
+    assert classify("$CMD --force").dynamic
+    assert classify('"$(which rm)" -rf x').dynamic
+    assert not classify("ls $HOME").dynamic
+
+
+def test_overlong_lines_are_unknown() -> None:
+    assert classify("echo " + "a" * 70000).unknown
+
+
+@given(st.text(max_size=300))
+def test_never_raises(text: str) -> None:
+    result = classify(text)
+    assert result.unknown or isinstance(result.names, tuple)
