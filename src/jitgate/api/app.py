@@ -21,6 +21,7 @@ from jitgate.api.routes import (
     masking,
     policies,
     sessions,
+    ssh_keys,
     tokens,
 )
 from jitgate.server.gateway import Gateway
@@ -48,6 +49,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         masking,
         sessions,
         audit,
+        ssh_keys,
     ):
         app.include_router(module.router)
 

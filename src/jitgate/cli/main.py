@@ -17,6 +17,7 @@ import typer
 from jitgate.cli import sessions as sessions_commands
 from jitgate.cli.client import APIClient, CLIError, load_saved, save_credentials
 from jitgate.cli.output import OutputFormat, emit_json, emit_list, emit_one
+from jitgate.cli.ssh import ssh_keys_app
 
 app = typer.Typer(
     name="jitgate",
@@ -55,6 +56,7 @@ app.add_typer(rules_app, name="rules")
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(mask_app, name="mask")
+app.add_typer(ssh_keys_app, name="ssh-keys")
 
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 Server = Annotated[str | None, typer.Option("--server", help="API URL (JITGATE_SERVER)")]
