@@ -105,7 +105,9 @@ def env(tmp_path: Path) -> Iterator[Env]:
                 "user": name, "name": "t"}).json()["token"]
         tokens["ci-bot"] = httpx.post(api + "/api/v1/tokens", headers=headers, json={
             "agent": "ci-bot", "name": "t", "create_agent": True}).json()["token"]
-        yield Env(proc, data_dir, api, pg_port, tokens, cluster)
+        env = Env(proc, data_dir, api, pg_port, tokens, cluster)
+        yield env
+        proc = env.proc  # a test may have restarted the gateway
     finally:
         if proc.poll() is None:
             stop(proc)
