@@ -2,9 +2,10 @@
 
 Theory of operation
 -------------------
-Each event is one line of canonical JSON (sorted keys, no spaces)::
+Each event is one line of JSON: the event's canonical JSON (sorted keys, no spaces) with
+its hash added as the last member::
 
-    {"at": ..., "hash": H(n), "prev": H(n-1), "seq": n, "type": ..., ...}
+    {"at": ..., "prev": H(n-1), "seq": n, "type": ..., ..., "hash": H(n)}
 
 where ``H(n) = SHA-256(H(n-1) || canonical JSON of the event without "hash")`` and
 ``H(0)`` is SHA-256 of ``"jitgate-session:" + session id``. Editing, removing or
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,28 +62,41 @@ class EventLog:
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.seq = 0
         self.head = genesis(session_id)
+        self._head_bytes = self.head.encode("ascii")
+        self._second = -1
+        self._second_text = ""
         self.bytes_written = 0
         self.failed: OSError | None = None  # the last flush failed (and its bytes wait)
         self.lost = 0  # batches given up after a failure (fail-open): the chain has a gap
         self._pending: list[bytes] = []
 
     def append(self, type: str, data: dict[str, Any]) -> int:
-        """Encode one event into the pending buffer; returns its sequence number."""
+        """Encode one event into the pending buffer; returns its sequence number.
+
+        ``data`` becomes the event (it is not copied: the caller hands it over).
+        """
         if self._fd is None:
             raise OSError("event log is closed")
         self.seq += 1
-        event = {
-            "seq": self.seq,
-            "at": datetime.now(UTC).isoformat(),
-            "type": type,
-            "prev": self.head,
-            **data,
-        }
-        digest = hashlib.sha256(self.head.encode("ascii") + _canonical(event)).hexdigest()
-        event["hash"] = digest
-        self._pending.append(_canonical(event) + b"\n")
+        data["seq"] = self.seq
+        data["at"] = self._now()
+        data["type"] = type
+        data["prev"] = self.head
+        body = _canonical(data)
+        digest = hashlib.sha256(self._head_bytes + body).hexdigest()
+        # The stored line is the hashed body with "hash" added as its last member.
+        self._pending.append(b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode("ascii")))
         self.head = digest
+        self._head_bytes = digest.encode("ascii")
         return self.seq
+
+    def _now(self) -> str:
+        """The time as ISO 8601 (microseconds, UTC); the date part is formatted once a second."""
+        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+        if seconds != self._second:
+            self._second = seconds
+            self._second_text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        return f"{self._second_text}.{nanos // 1000:06d}+00:00"
 
     @property
     def pending(self) -> bool:

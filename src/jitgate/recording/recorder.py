@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from jitgate.policy.types import Outcome
 from jitgate.recording.log import EventLog
 from jitgate.recording.seal import SEAL_TYPE, b64url, seal_message
 from jitgate.store.db import Store
@@ -207,12 +208,22 @@ class RowSample:
         self.rows.append(payload)
         self.size += len(payload)
 
-    def render(self, encoding: str = "utf-8") -> dict[str, Any]:
+    def render(
+        self, cache: dict[bytes, tuple[list[str], list[int]]], encoding: str = "utf-8"
+    ) -> dict[str, Any]:
         execution = self.execution
         description = execution.row_description
         if description is None and execution.source is not None:
             description = execution.source.row_description
-        columns, formats = _columns(description, encoding) if description else ([], [])
+        columns: list[str] = []
+        formats: list[int] = []
+        if description:
+            known = cache.get(description)
+            if known is None:
+                if len(cache) >= 256:
+                    cache.clear()
+                known = cache[description] = _columns(description, encoding)
+            columns, formats = known
         formats = list(execution.result_formats) or formats
         rows = [_cells(row, formats, encoding) for row in self.rows]
         out: dict[str, Any] = {"rows": rows}
@@ -221,6 +232,32 @@ class RowSample:
         if self.truncated:
             out["truncated"] = True
         return out
+
+
+def _request_fields(execution: Execution) -> dict[str, Any]:
+    """The parts of a request event that depend on the statement and its decision only."""
+    stmt = execution.statement
+    decision = execution.decision
+    data: dict[str, Any] = {
+        "via": execution.via,
+        "text": execution.text,
+        "decision": decision.outcome.value,
+        "policies": list(decision.policies),
+    }
+    if decision.reason:
+        data["reason"] = decision.reason
+    if stmt is not None:
+        data["kind"] = stmt.kind.value
+        data["tag"] = stmt.tag
+        if stmt.tables_read:
+            data["tables_read"] = sorted(stmt.tables_read)
+        if stmt.tables_written:
+            data["tables_written"] = sorted(stmt.tables_written)
+        if stmt.has_where is not None:
+            data["has_where"] = stmt.has_where
+        if stmt.dangerous:
+            data["dangerous"] = list(stmt.dangerous)
+    return data
 
 
 def _columns(payload: bytes, encoding: str) -> tuple[list[str], list[int]]:
@@ -280,6 +317,8 @@ class SessionRecorder:
         self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
         self._sample_bytes = settings.sample_bytes
         self._samples: dict[int, RowSample] = {}
+        self._request_cache: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+        self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -293,60 +332,53 @@ class SessionRecorder:
     # ------------------------------------------------------------------ Observer
 
     def started(self, execution: Execution) -> None:
-        self.counts[execution.decision.outcome.value] += 1
+        decision = execution.decision
+        self.counts[decision.outcome.value] += 1
         if self.log is None:
             return
         stmt = execution.statement
-        data: dict[str, Any] = {
-            "request": execution.seq,
-            "via": execution.via,
-            "text": execution.text,
-            "decision": execution.decision.outcome.value,
-            "policies": list(execution.decision.policies),
-        }
-        if execution.decision.reason:
-            data["reason"] = execution.decision.reason
-        if stmt is not None:
-            data["kind"] = stmt.kind.value
-            data["tag"] = stmt.tag
-            if stmt.tables_read:
-                data["tables_read"] = sorted(stmt.tables_read)
-            if stmt.tables_written:
-                data["tables_written"] = sorted(stmt.tables_written)
-            if stmt.has_where is not None:
-                data["has_where"] = stmt.has_where
-            if stmt.dangerous:
-                data["dangerous"] = list(stmt.dangerous)
+        # What a request event says of its statement is the same every time the same
+        # (cached) statement is decided the same way: build it once per session.
+        key = (id(stmt), decision, execution.via, execution.text)
+        cached = self._request_cache.get(key)
+        if cached is None or cached[0] is not stmt:
+            cached = (stmt, _request_fields(execution))
+            if len(self._request_cache) >= 512:
+                self._request_cache.clear()
+            self._request_cache[key] = cached
+        data = cached[1].copy()
+        data["request"] = execution.seq
         self.log.append("request", data)
-        if execution.decision.allowed:
+        if decision.outcome is Outcome.ALLOW:
             self._allowed_pending = True
-        if self._sample_rows and execution.decision.allowed:
-            sample = RowSample(execution, self._sample_rows, self._sample_bytes)
-            execution.row_sink = sample.add
-            self._samples[execution.seq] = sample
+            if self._sample_rows:
+                sample = RowSample(execution, self._sample_rows, self._sample_bytes)
+                execution.row_sink = sample.add
+                self._samples[execution.seq] = sample
 
     def finished(self, execution: Execution) -> None:
-        if execution.status in ("error", "skipped"):
-            self.counts[execution.status] += 1
-        masked = getattr(execution, "masked_values", 0)
+        status = execution.status
+        if status == "error" or status == "skipped":
+            self.counts[status] += 1
+        masked = execution.masked_values
         if masked:
             self.counts["masked_values"] += masked
-        sample = self._samples.pop(execution.seq, None)
+        sample = self._samples.pop(execution.seq, None) if self._samples else None
         if self.log is None:
             return
-        data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
+        data: dict[str, Any] = {"request": execution.seq, "status": status}
         if execution.tag:
             data["command_tag"] = execution.tag
         if execution.rows is not None:
             data["rows"] = execution.rows
-        if execution.duration_ms is not None:
-            data["duration_ms"] = round(execution.duration_ms, 3)
+        if execution.finished_ns is not None:
+            data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
         if execution.error is not None:
             data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
         if masked:
             data["masked_values"] = masked
         if sample is not None and (sample.rows or execution.row_description is not None):
-            data["sample"] = sample.render()
+            data["sample"] = sample.render(self._columns_cache)
         self.log.append("result", data)
 
     # ------------------------------------------------------------------ terminals
