@@ -31,9 +31,17 @@ def test_keys_added_with_the_cli_log_in_until_removed(
     name = unique("carol")
     token = ssh_gateway.add_user(name)
     other = ssh_gateway.add_user(unique("dave"))
-    conn = ssh_gateway.add_connection(sshd)
     key = keygen(tmp_path / "id_ed25519")
     with serve_app(create_app(ssh_gateway.gateway)) as url:
+        connection = unique("web")
+        created = jitgate(
+            url, ssh_gateway.admin_token, "connections", "add", connection, "--type", "ssh",
+            "--host", "127.0.0.1", "--port", str(sshd.port), "--username", sshd.user,
+            "--private-key-file", str(sshd.client_key), "--option",
+            f"host_key={sshd.host_key_pub}",
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
+        conn = ssh_gateway.gateway.connections.get(connection)
         added = jitgate(url, token, "ssh-keys", "add", f"{key}.pub", "--name", "laptop",
                         "-o", "json")  # fmt: skip
         assert added.returncode == 0, added.stderr

@@ -68,6 +68,8 @@ class SSHListener:
         options: dict[str, Any] = {}
         if self.settings.idle_timeout:
             options["idle_timeout"] = self.settings.idle_timeout
+        if self.settings.ciphers:
+            options["encryption_algs"] = list(self.settings.ciphers)
         self._server = await asyncssh.create_server(
             lambda: GatewayConnection(self),
             self.settings.host,

@@ -564,6 +564,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         except asyncssh.ChannelOpenError as exc:
             self.fail(f"jitgate: the target refused the channel: {exc.reason}", 255)
             return
+        if self._ended:  # the client went away while the channel was being opened
+            up_chan.close()
+            return
         self.up_chan, self.upstream_side = up_chan, cast(UpstreamChannel, side)
         if self.term_size is not None and conn.recorder is not None and pty:
             conn.recorder.resize(self.term_size[0], self.term_size[1])

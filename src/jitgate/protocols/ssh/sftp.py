@@ -31,6 +31,7 @@ STATUS, HANDLE, DATA, NAME, ATTRS = 101, 102, 103, 104, 105
 EXTENDED, EXTENDED_REPLY = 200, 201
 
 FX_OK, FX_PERMISSION_DENIED, FX_FAILURE = 0, 3, 4
+MAX_OUTSTANDING = 16384  # requests awaiting a reply, and open handles, per channel
 _WRITE_FLAGS = 0x02 | 0x04 | 0x08 | 0x10 | 0x20  # WRITE APPEND CREAT TRUNC EXCL
 
 _READ_EXTENSIONS = {
@@ -140,13 +141,11 @@ class SFTPInspector:
                 h.bytes_written += size
                 self.bytes_written += size
             return None
-        if ptype == READ:
+        if ptype in (READ, CLOSE):
+            if len(self._pending) >= MAX_OUTSTANDING:
+                raise SFTPProtocolError("too many outstanding SFTP requests")
             handle, _ = _string(packet, 9)
-            self._pending[req_id] = _Pending(handle=handle)
-            return None
-        if ptype == CLOSE:
-            handle, _ = _string(packet, 9)
-            self._pending[req_id] = _Pending(handle=handle, close=True)
+            self._pending[req_id] = _Pending(handle=handle, close=ptype == CLOSE)
             return None
         if ptype == FSETSTAT:
             handle, _ = _string(packet, 9)
@@ -158,6 +157,8 @@ class SFTPInspector:
             operation = self._operation(ptype, packet)
         if operation is None:
             return None
+        if len(self._pending) >= MAX_OUTSTANDING:
+            raise SFTPProtocolError("too many outstanding SFTP requests")
         reason = self.decide(operation)
         if reason is not None:
             self.events.append(_event(operation, "deny", reason))
@@ -226,7 +227,7 @@ class SFTPInspector:
             op = pending.operation
             if ptype == HANDLE and op.op in ("open", "opendir"):
                 handle, _ = _string(packet, 9)
-                if op.op == "open":
+                if op.op == "open" and len(self._handles) < MAX_OUTSTANDING:
                     self._handles[bytes(handle)] = _Handle(op.paths[0], op.write)
                 self.events.append(_event(op, "allow", None, status="ok"))
             elif ptype == STATUS:
