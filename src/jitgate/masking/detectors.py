@@ -47,6 +47,9 @@ class Detector(ABC):
     """Fewest ASCII digits a cell must contain for this detector to possibly match."""
     needles: tuple[str, ...] = ()
     """If not empty, at least one must occur in the cell for this detector to run."""
+    trigger: re.Pattern[str] | None = None
+    """A cheap regex that every cell holding a finding of this detector matches (a
+    necessary condition, never a sufficient one); ``None``: only the gates above."""
 
     @abstractmethod
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -58,6 +61,8 @@ class CardDetector(Detector):
 
     type = "card"
     min_digits = 13
+    # Plain runs hold eight digits in a row; grouped ones start "dddd-dddd" or "dddd dddd".
+    trigger = re.compile(r"[0-9]{4}[ -]?[0-9]{4}")
     _pattern = re.compile(
         r"[0-9](?<![\w.+][0-9])"
         r"(?:[0-9]{12,18}"
@@ -110,6 +115,7 @@ class EmailDetector(Detector):
 
     type = "email"
     needles = ("@",)
+    trigger = re.compile("@")
     _local = re.compile(r"[\w%+-]+(?:[.'][\w%+-]+)*\Z")
     _domain = re.compile(
         r"(?P<domain>(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?P<tld>[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}))"
@@ -151,8 +157,12 @@ class SsnDetector(Detector):
     )
     _bare = re.compile(r"[0-9](?<![\w.-][0-9])[0-9]{8}(?![\w]|[.-][0-9])")
 
+    _grouped_trigger = re.compile(r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}")
+    _bare_trigger = re.compile(r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}|[0-9]{9}")
+
     def __init__(self, *, bare: bool = False) -> None:
         self.bare = bare
+        self.trigger = self._bare_trigger if bare else self._grouped_trigger
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         for match in self._grouped.finditer(text):
@@ -173,6 +183,7 @@ class IbanDetector(Detector):
 
     type = "iban"
     min_digits = 2
+    trigger = re.compile(r"[A-Z]{2}[0-9]{2}")
     _pattern = re.compile(
         r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
         r"(?![A-Za-z0-9])"

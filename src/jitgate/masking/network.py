@@ -25,6 +25,7 @@ class Ipv4Detector(Detector):
     type = "ip"
     min_digits = 4
     needles = (".",)
+    trigger = re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
     _pattern = re.compile(
         r"[0-9](?<![\w.][0-9])[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,2})?(?![\w]|\.[0-9])"
     )
@@ -58,6 +59,7 @@ class Ipv6Detector(Detector):
     )
 
     _hint = re.compile(r":[0-9A-Fa-f]{0,4}:")
+    trigger = _hint  # find() looks no further without it
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         hint = self._hint.search(text)
