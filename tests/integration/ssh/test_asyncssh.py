@@ -262,3 +262,32 @@ def _key_blob(public_line: str) -> bytes:
     import base64
 
     return base64.b64decode(public_line.split()[1])
+
+
+async def test_typed_line_needing_review_is_held_until_approved(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    token = ssh_gateway.add_user()
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("review-line"),
+        f'@outcome("review")\n@reason("marked lines need approval")\n'
+        f'permit (principal, action == Action::"ssh:line", resource == Connection::"{conn.name}")'
+        ' when { context.text like "*review-me*" };',
+    )
+    async with connect(ssh_gateway, conn.name, token) as client:
+        process = await client.create_process(
+            "env PS1='$ ' bash --norc --noprofile -i", term_type="dumb", stderr=asyncssh.STDOUT
+        )
+        await asyncio.wait_for(process.stdout.readuntil("$ "), 10)
+        thread = _approver(ssh_gateway, approve=True)
+        process.stdin.write("echo $((40+2)) review-me\n")
+        out = await asyncio.wait_for(process.stdout.readuntil("42 review-me"), 15)
+        thread.join()
+        assert "needs approval" in out and "held for approval" in out
+        process.stdin.write("exit\n")
+        await asyncio.wait_for(process.wait_closed(), 10)
+    row = ssh_gateway.session(conn.name)
+    lines = ssh_gateway.events(row, "ssh.line")
+    outcomes = [(e["decision"], e.get("review")) for e in lines]
+    assert outcomes == [("review", "allow"), ("allow", None)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -9,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from jitgate.recording.replay import asciicast
 from tests.fixtures.postgres_gateway import unique
 from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway
 
@@ -99,4 +101,7 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
     output = "".join(f["d"] for f in frames if f["s"] == "o")
     assert "hello-42" in output and "after-denial" in output
     assert any(f["s"] == "r" for f in frames)  # the window size, as an asciicast resize
+    cast = asciicast(ssh_gateway.events(row)).splitlines()
+    assert json.loads(cast[0])["version"] == 2
+    assert any("hello-42" in json.loads(frame)[2] for frame in cast[1:])
     ssh_gateway.verify(row)

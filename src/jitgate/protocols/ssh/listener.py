@@ -77,6 +77,7 @@ class SSHListener:
             server_host_keys=[self.host_key],
             server_version="jitgate",
             encoding=None,
+            line_editor=False,  # bytes pass through untouched; the target's PTY edits
             agent_forwarding=False,
             x11_forwarding=False,
             allow_scp=False,
