@@ -7,7 +7,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -291,3 +291,18 @@ async def test_typed_line_needing_review_is_held_until_approved(
     lines = ssh_gateway.events(row, "ssh.line")
     outcomes = [(e["decision"], e.get("review")) for e in lines]
     assert outcomes == [("review", "allow"), ("allow", None)]
+
+
+async def test_idle_sessions_are_closed(
+    make_ssh_gateway: Callable[..., SSHGateway], sshd: Sshd
+) -> None:
+    gw = await asyncio.to_thread(make_ssh_gateway, idle_timeout=1)
+    token = await asyncio.to_thread(gw.add_user)
+    conn = await asyncio.to_thread(gw.add_connection, sshd)
+    async with connect(gw, conn.name, token) as client:
+        process = await client.create_process("cat", term_type="dumb")
+        process.stdin.write("x\n")
+        rest = await asyncio.wait_for(process.stdout.read(), 10)
+        assert "idle for 1 s" in rest
+    row = await asyncio.to_thread(gw.session, conn.name)
+    assert row.end_reason == "jitgate: session idle for 1 s, closed"

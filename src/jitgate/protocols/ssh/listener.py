@@ -66,8 +66,6 @@ class SSHListener:
             load_or_create_host_key, self.gateway.paths.ssh_host_key
         )
         options: dict[str, Any] = {}
-        if self.settings.idle_timeout:
-            options["idle_timeout"] = self.settings.idle_timeout
         if self.settings.ciphers:
             options["encryption_algs"] = list(self.settings.ciphers)
         self._server = await asyncssh.create_server(

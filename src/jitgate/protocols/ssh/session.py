@@ -311,6 +311,23 @@ class GatewayConnection(asyncssh.SSHServer):
     def auth_completed(self) -> None:
         self.ready = asyncio.get_running_loop().create_future()
         self.spawn(self._open())
+        if self.settings.idle_timeout:
+            self.spawn(self._idle_watch(self.settings.idle_timeout))
+
+    async def _idle_watch(self, limit: float) -> None:
+        """End the session after ``limit`` seconds without data in either direction."""
+        loop = asyncio.get_running_loop()
+        seen = (self.bytes_in, self.bytes_out)
+        quiet_since = loop.time()
+        while not self._closed:
+            await asyncio.sleep(min(limit / 4, 30))
+            now_seen = (self.bytes_in, self.bytes_out)
+            if now_seen != seen:
+                seen, quiet_since = now_seen, loop.time()
+            elif loop.time() - quiet_since >= limit:
+                self.record("session.idle", {"seconds": limit})
+                self.terminate(f"jitgate: session idle for {int(limit)} s, closed")
+                return
 
     async def _open(self) -> None:
         assert self.ready is not None and self.who is not None and self.info is not None
