@@ -240,7 +240,6 @@ def _request_fields(execution: Execution) -> dict[str, Any]:
     decision = execution.decision
     data: dict[str, Any] = {
         "via": execution.via,
-        "text": execution.text,
         "decision": decision.outcome.value,
         "policies": list(decision.policies),
     }
@@ -317,7 +316,7 @@ class SessionRecorder:
         self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
         self._sample_bytes = settings.sample_bytes
         self._samples: dict[int, RowSample] = {}
-        self._request_cache: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
+        self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
 
     @property
@@ -338,16 +337,17 @@ class SessionRecorder:
             return
         stmt = execution.statement
         # What a request event says of its statement is the same every time the same
-        # (cached) statement is decided the same way: build it once per session.
-        key = (id(stmt), decision, execution.via, execution.text)
+        # (prepared or cached) statement is decided the same way: build it once.
+        key = (id(stmt), id(decision), execution.via)
         cached = self._request_cache.get(key)
-        if cached is None or cached[0] is not stmt:
-            cached = (stmt, _request_fields(execution))
+        if cached is None or cached[0] is not stmt or cached[1] is not decision:
+            cached = (stmt, decision, _request_fields(execution))
             if len(self._request_cache) >= 512:
                 self._request_cache.clear()
             self._request_cache[key] = cached
-        data = cached[1].copy()
+        data = cached[2].copy()
         data["request"] = execution.seq
+        data["text"] = execution.text
         self.log.append("request", data)
         if decision.outcome is Outcome.ALLOW:
             self._allowed_pending = True

@@ -3,8 +3,10 @@ asked, what was decided and what came back — the rows as the client saw them (
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 from datetime import timedelta
 
 import psycopg
@@ -12,6 +14,7 @@ import pytest
 from psycopg import errors
 
 from jitgate.config import RecordingSettings
+from jitgate.recording.recorder import SessionMeta
 from tests.fixtures.postgres_gateway import APP_PASSWORD, APP_USER, PgGateway
 from tests.integration.recording.conftest import Console
 from tests.support.pgcluster import PgCluster
@@ -140,3 +143,47 @@ def test_replay_outputs(pg_gateway: PgGateway, pg_scram: PgCluster, console: Con
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     show = console.cli("sessions", "show", row.id, check=True).stdout
     assert "ALLOW  SELECT 'first'" in show and "signed" in show
+
+
+def test_terminal_session_replays_with_its_timing(pg_gateway: PgGateway, console: Console) -> None:
+    """A terminal recorded through the recorder (as the SSH listener does) replays its
+    output with the original pauses, faster with --speed, shorter with --skip-idle."""
+    gw = pg_gateway.gateway
+    meta = SessionMeta(
+        protocol="ssh", connection_id=None, connection_name="term-box", identity_id="x",
+        identity_name="admin", actor_id=None, actor_name=None, auth_method="api_token",
+        token_id=None, client_addr="127.0.0.1", client_program="OpenSSH",
+    )  # fmt: skip
+
+    async def record() -> str:
+        rec = await gw.recorder.open(meta)
+        rec.resize(80, 24)
+        rec.terminal("o", "$ ")
+        rec.terminal("i", "date\r")
+        await asyncio.sleep(0.6)
+        rec.terminal("o", "Sun Nov 29\r\n")
+        await asyncio.sleep(0.6)
+        rec.terminal("o", "$ ")
+        await rec.close("client disconnected", 5, 20)
+        return rec.session_id
+
+    session_id = pg_gateway.call(record())
+
+    def replay(*args: str) -> tuple[float, str]:
+        start = time.monotonic()
+        out = console.cli("sessions", "replay", session_id, *args, check=True).stdout
+        return time.monotonic() - start, out
+
+    baseline, _ = replay("--speed", "1000")
+    slow, out = replay()
+    assert out == "$ Sun Nov 29\n$ "  # what the client saw (no input); text mode: \r\n → \n
+    assert slow - baseline >= 1.1
+    fast, _ = replay("--speed", "4")
+    assert fast - baseline < 0.8
+    skipped, _ = replay("--skip-idle", "0.1")
+    assert skipped - baseline < 0.8
+    cast = console.cli("sessions", "replay", session_id, "-o", "asciicast", check=True).stdout
+    header, *frames = (json.loads(line) for line in cast.splitlines())
+    assert (header["width"], header["height"]) == (80, 24)
+    assert [f[1] for f in frames] == ["r", "o", "i", "o", "o"]
+    assert frames[3][0] - frames[2][0] >= 0.55
