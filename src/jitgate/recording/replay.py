@@ -83,6 +83,11 @@ def timeline_entries(events: Sequence[dict[str, Any]]) -> Iterator[tuple[dict[st
                 yield result, f"      {line}"
         elif kind == "review":
             yield event, f"    review: {event.get('outcome')} by {', '.join(event.get('by', []))}"
+        elif kind == "grants":
+            change = [f"+{g}" for g in event.get("added", [])] + [
+                f"-{g}" for g in event.get("ended", [])
+            ]
+            yield event, f"    grants changed: {' '.join(change)}"
         elif kind == "cancel":
             yield event, "    (cancel requested)"
         elif kind == "session.end":

@@ -187,3 +187,32 @@ def test_terminal_session_replays_with_its_timing(pg_gateway: PgGateway, console
     assert (header["width"], header["height"]) == (80, 24)
     assert [f[1] for f in frames] == ["r", "o", "i", "o", "o"]
     assert frames[3][0] - frames[2][0] >= 0.55
+
+
+def test_grant_changes_during_a_session_are_recorded(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console
+) -> None:
+    gw = pg_gateway.gateway
+    name = pg_gateway.add_connection(pg_scram).name
+    token = pg_gateway.add_user("rec-gina")
+    who = gw.authenticator.authenticate(token)
+    with psycopg.connect(pg_gateway.dsn(name, token=token), autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        grant = gw.access.break_glass(
+            who, name, reason="INC-77 checking a thing", duration=timedelta(minutes=5)
+        )
+        conn.execute("SELECT 2")
+        gw.access.revoke_grant(None, grant.id, reason="done")
+        deadline = time.monotonic() + 5
+        while not any(e["type"] == "grants" and e["ended"] for e in _open_events(pg_gateway, name)):
+            assert time.monotonic() < deadline, "the grant change was not recorded"
+            time.sleep(0.05)
+    events = [e for e in pg_gateway.events(pg_gateway.session(name)) if e["type"] == "grants"]
+    assert [(e["added"], e["ended"]) for e in events] == [([grant.id], []), ([], [grant.id])]
+    row = pg_gateway.session(name)
+    show = console.cli("sessions", "show", row.id, check=True).stdout
+    assert f"grants changed: +{grant.id}" in show and f"-{grant.id}" in show
+
+
+def _open_events(gw: PgGateway, name: str) -> list[dict[str, object]]:
+    return gw.events(gw.session(name, ended=False))

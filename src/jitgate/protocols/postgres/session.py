@@ -408,11 +408,22 @@ class PostgresSession:
         if self._gate is None or self.who is None or self.client.closed.done():
             return
         held_ended = [g for g in ended if g in self.grant_ids]
+        before = set(self.grant_ids)
         try:
             await self._load_grants()
         except Exception as exc:  # the store is unavailable: fail closed only if it mattered
             log.warning("[client=%s] could not reload grants: %s", self.client_addr, exc)
             return
+        if self.recorder is not None and self.grant_ids != before:
+            with contextlib.suppress(OSError):
+                self.recorder.event(
+                    "grants",
+                    {
+                        "grant_ids": sorted(self.grant_ids),
+                        "added": sorted(self.grant_ids - before),
+                        "ended": sorted(before - self.grant_ids),
+                    },
+                )
         decision = self._gate.decide(None, "", action="connect")
         if decision.allowed:
             return
