@@ -101,3 +101,34 @@ def test_overlong_lines_are_unknown() -> None:
 def test_never_raises(text: str) -> None:
     result = classify(text)
     assert result.unknown or isinstance(result.names, tuple)
+
+
+@pytest.mark.parametrize(
+    ("line", "names"),
+    [
+        ("for i in 1 2 3; do echo $i; done", ("echo",)),
+        ("for f in *.log; do rm $f; done", ("rm",)),
+        ("case $x in a) ls;; b|c) pwd;; esac", ("ls", "pwd")),
+        ("while read l; do echo $l; done < f", ("read", "echo")),
+        ("function f { ls; }", ("ls",)),
+        ("f() { ls; }", ("ls",)),
+        ("[[ -f x ]] && cat x", ("[[", "cat")),
+    ],
+)
+def test_compound_commands(line: str, names: tuple[str, ...]) -> None:
+    result = classify(line)
+    assert not result.unknown, result.error
+    assert result.names == names
+
+
+@pytest.mark.parametrize(
+    "line", ["for i in 1 2; do", "if true; then", "echo a |", "make &&", "ls \\", "echo 'a"]
+)
+def test_lines_the_shell_would_continue_are_incomplete(line: str) -> None:
+    result = classify(line)
+    assert result.incomplete and result.unknown
+
+
+def test_a_block_closed_but_never_opened_is_unknown() -> None:
+    result = classify("done")
+    assert result.unknown and not result.incomplete

@@ -76,3 +76,11 @@ def test_feed_line_stops_after_each_line() -> None:
 def test_never_raises_and_lines_stay_bounded(keys: str) -> None:
     for _, line in LineEditor().feed(keys):
         assert len(line.text) <= len(keys)
+
+
+def test_ctrl_c_is_reported_to_the_caller() -> None:
+    editor = LineEditor()
+    editor.feed("for i in 1; do\r")
+    assert not editor.interrupted
+    editor.feed("\x03")
+    assert editor.interrupted

@@ -98,6 +98,7 @@ class CommandLine:
     unknown: bool = False
     error: str | None = None
     uncertain: bool = False  # set by interactive reconstruction, never by the parser
+    incomplete: bool = False  # the shell would wait for more lines (unclosed quote, `do`…)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -123,6 +124,13 @@ class _State:
     commands: list[SimpleCommand] = field(default_factory=list)
     dynamic: bool = False
     dangerous: list[str] = field(default_factory=list)
+    open_blocks: int = 0  # if/do/case/{ minus fi/done/esac/}
+    in_case: int = 0  # inside `case … in`, before `esac`
+    expect_pattern: bool = False
+
+
+_OPENERS = {"if": 1, "do": 1, "case": 1, "{": 1, "fi": -1, "done": -1, "esac": -1, "}": -1}
+_CONTINUED = re.compile(r"(\|\||&&|\||\\)\s*$")  # ends in ||, &&, | or a backslash
 
 
 def classify(text: str) -> CommandLine:
@@ -133,29 +141,76 @@ def classify(text: str) -> CommandLine:
     try:
         _classify_into(text, state, 0)
     except ShellSyntaxError as exc:
-        return CommandLine(text, unknown=True, error=str(exc))
+        incomplete = str(exc).startswith("unclosed")
+        return CommandLine(text, unknown=True, error=str(exc), incomplete=incomplete)
     if _FORK_BOMB.search(text):
         state.dangerous.append("a fork bomb exhausts the server's processes")
+    error = None
+    if state.open_blocks > 0 or _CONTINUED.search(text):
+        error = "the command is not complete"
+    elif state.open_blocks < 0:
+        error = "a block is closed that was never opened"
     return CommandLine(
         text,
         tuple(state.commands),
         state.dynamic,
         tuple(dict.fromkeys(state.dangerous)),
+        unknown=error is not None,
+        error=error,
+        incomplete=state.open_blocks > 0 or bool(_CONTINUED.search(text)),
     )
 
 
 def _classify_into(text: str, state: _State, depth: int) -> None:
     if depth > MAX_DEPTH:
         raise ShellSyntaxError("command substitutions nested too deeply")
-    for words in _simple_commands(text, state, depth):
-        _command(words, state, depth)
+    for words, terminator in _simple_commands(text, state, depth):
+        if not _compound_header(words, terminator, state, depth):
+            _command(words, state, depth)
+
+
+def _compound_header(items: list[_Word | str], terminator: str, state: _State, depth: int) -> bool:
+    """Track keywords; True when the segment is a header or pattern, not a command."""
+    words = [w for w in items if isinstance(w, _Word)]
+    if state.in_case and state.expect_pattern and terminator in (")", "|"):
+        state.expect_pattern = terminator == "|"  # `pattern|pattern)` of a case item
+        if words and not words[0].quoted and words[0].text == "esac":
+            state.in_case -= 1
+            state.open_blocks -= 1
+        return True
+    if terminator == ";;" and state.in_case:
+        state.expect_pattern = True
+    for word in words:  # leading reserved words open and close blocks
+        if word.quoted or word.text not in _RESERVED:
+            break
+        state.open_blocks += _OPENERS.get(word.text, 0)
+        if word.text == "esac" and state.in_case:
+            state.in_case -= 1
+    head = words[0].text if words and not words[0].quoted else ""
+    if head in ("for", "select"):  # `for NAME in WORDS` runs nothing itself
+        return True
+    if head == "case":
+        state.in_case += 1
+        state.expect_pattern = True
+        return True
+    if head == "function":  # `function NAME { BODY…`: the body's first command follows
+        rest = words[2:]
+        if rest and not rest[0].quoted and rest[0].text == "{":
+            state.open_blocks += 1
+            rest = rest[1:]
+        if rest:
+            _command(list(rest), state, depth)
+        return True
+    return terminator == "(" and len(words) == 1  # `NAME()`: a function definition's name
 
 
 # ------------------------------------------------------------------ tokenising
 
 
-def _simple_commands(text: str, state: _State, depth: int) -> Iterator[list[_Word | str]]:
-    """Yield each simple command as a list of words and redirection operators (str)."""
+def _simple_commands(
+    text: str, state: _State, depth: int
+) -> Iterator[tuple[list[_Word | str], str]]:
+    """Yield each simple command (words and redirection operators) and what ended it."""
     current: list[_Word | str] = []
     i, n = 0, len(text)
     while i < n:
@@ -178,7 +233,7 @@ def _simple_commands(text: str, state: _State, depth: int) -> Iterator[list[_Wor
         op = None if redirect else next((o for o in _OPERATORS if text.startswith(o, i)), None)
         if op is not None:
             if current:
-                yield current
+                yield current, op
             current = []
             i += len(op)
             continue
@@ -189,9 +244,10 @@ def _simple_commands(text: str, state: _State, depth: int) -> Iterator[list[_Wor
             i += m.end()
             continue
         word, i = _read_word(text, i, state, depth)
-        current.append(word)
+        if word.text or word.quoted:
+            current.append(word)
     if current:
-        yield current
+        yield current, ""
 
 
 def _redirect_at(text: str, i: int) -> bool:
@@ -382,6 +438,9 @@ def _command(items: list[_Word | str], state: _State, depth: int) -> None:
         device = target.startswith("/dev/") and not _HARMLESS_DEVICES.match(target)
         if ">" in op and device:
             state.dangerous.append(f"redirection writes to the device {target}")
+    if words and not words[0].quoted and words[0].text == "[[":
+        state.commands.append(SimpleCommand("[[", tuple(w.text for w in words)))
+        return
     # skip assignments and reserved words
     k = 0
     while k < len(words) and (

@@ -49,6 +49,7 @@ class LineEditor:
         self._escape = ""  # a pending escape sequence
         self._paste = False
         self.full_screen = False
+        self.interrupted = False  # Ctrl-C seen (callers clear it): continuation lines end
 
     @property
     def pending(self) -> str:
@@ -127,6 +128,7 @@ class LineEditor:
             return None
         if c == "\x03":  # ^C: the line is abandoned
             self.reset()
+            self.interrupted = True
             return None
         if c == "\x04":  # ^D
             if self._chars:

@@ -81,6 +81,14 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
         term.expect(rb"\r\nafter-denial")
         term.type("echo still-fine-x\x7f\x7fok\r")  # backspaces are replayed
         term.expect(rb"\r\nstill-fineok")
+        term.type("for i in 1 2; do\r")  # a multi-line command is decided as a whole
+        term.type("echo loop-$i\r")
+        term.type("done\r")
+        term.expect(rb"loop-1\r\nloop-2")
+        term.type(f"if true; then\rtouch {marker}; false && reboot\r")
+        term.type("fi\r")
+        term.expect(rb"was denied: reboot stops the server")
+        term.expect(rb"prompt\$ ")
         term.type("exit 7\r")
         status = term.close()
     finally:
@@ -95,6 +103,8 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
         (f"touch {marker}; false && reboot", "deny"),
         ("echo after-denial", "allow"),
         ("echo still-fineok", "allow"),
+        ("for i in 1 2; do\necho loop-$i\ndone", "allow"),
+        (f"if true; then\ntouch {marker}; false && reboot\nfi", "deny"),
         ("exit 7", "allow"),
     ]
     frames = ssh_gateway.events(row, "term")

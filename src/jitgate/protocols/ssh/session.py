@@ -66,6 +66,7 @@ log = logging.getLogger("jitgate.ssh")
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(1049|1047|47)([hl])")
 _SECRET_PROMPT = re.compile(r"(password|passphrase|passcode|pin|token)[^\n]{0,40}:\s*$", re.I)
 _CANCEL_LINE = b"\x03"
+MAX_CONTINUED = 64 * 1024
 
 
 def parse_username(username: str) -> tuple[str | None, str]:
@@ -471,6 +472,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._backlog: list[str] = []
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._prompt_tail = ""
+        self._continued = ""  # earlier lines of a multi-line command
         self._ended = False
         self.exit_status: int | None = None
 
@@ -695,12 +697,25 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         conn = self.connection
         secret = bool(_SECRET_PROMPT.search(self._prompt_tail))
         self._prompt_tail = ""
-        if secret or not typed.text.strip():
+        assert self.editor is not None
+        if self.editor.interrupted:  # Ctrl-C ended any multi-line command being typed
+            self.editor.interrupted = False
+            self._continued = ""
+        if secret or (not typed.text.strip() and not self._continued):
             if secret:
                 conn.record("ssh.line", {"secret": True})
             self.up_chan.write(enter)
             return True
-        line = classify(typed.text)
+        text = self._continued + typed.text
+        line = classify(text)
+        if line.incomplete and len(text) < MAX_CONTINUED and text.count("\n") < 100:
+            # The shell will ask for more (an open quote, `do`, a trailing `|`): nothing
+            # runs yet, so the whole command is decided when its last line is entered.
+            self._continued = text + "\n"
+            self.up_chan.write(enter)
+            return True
+        self._continued = ""
+        typed = TypedLine(text, typed.uncertain, typed.reasons)
         assert conn.policy is not None
         decision = conn.policy.command(line, interactive=True)
         if typed.uncertain and decision.allowed and self.settings.uncertain_lines == "deny":
