@@ -306,3 +306,30 @@ async def test_idle_sessions_are_closed(
         assert "idle for 1 s" in rest
     row = await asyncio.to_thread(gw.session, conn.name)
     assert row.end_reason == "jitgate: session idle for 1 s, closed"
+
+
+async def test_window_changes_signals_and_exit_signals_are_relayed(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    token = ssh_gateway.add_user()
+    conn = ssh_gateway.add_connection(sshd)
+    async with connect(ssh_gateway, conn.name, token) as client:
+        process = await client.create_process(
+            "echo ready; read _; stty size", term_type="xterm", term_size=(80, 24)
+        )
+        await asyncio.wait_for(process.stdout.readuntil("ready"), 10)
+        process.change_terminal_size(132, 43)
+        await asyncio.sleep(0.2)
+        process.stdin.write("\n")
+        assert "43 132" in await asyncio.wait_for(process.stdout.read(), 10)
+        # Relayed as a "signal" request (this sshd does not act on it, so only the record
+        # of it is checked here).
+        sleeper = await client.create_process("echo ready; sleep 0.5")
+        await asyncio.wait_for(sleeper.stdout.readuntil("ready"), 10)
+        sleeper.send_signal("TERM")
+        await asyncio.wait_for(sleeper.wait(), 10)
+        killed = await client.run("kill -KILL $$", timeout=10)
+        assert killed.exit_signal is not None and killed.exit_signal[0] == "KILL"
+    row = ssh_gateway.session(conn.name)
+    assert [e["s"] for e in ssh_gateway.events(row, "term") if e["s"] == "r"][-1:] == ["r"]
+    assert ssh_gateway.events(row, "ssh.signal")[0]["signal"] == "TERM"

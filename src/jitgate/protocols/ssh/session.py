@@ -189,7 +189,8 @@ class GatewayConnection(asyncssh.SSHServer):
             return self._admitted[fp]
         try:
             who = await asyncio.to_thread(self.listener.keys.authenticate, key)
-        except JitgateError:
+        except Exception as exc:  # the store is unavailable: nobody logs in (fail closed)
+            log.warning("[client=%s] public key look-up failed: %s", self.client_addr, exc)
             who = None
         ok = who is not None and await self._admit(who, "ssh_key")
         self._admitted[fp] = ok
@@ -220,6 +221,10 @@ class GatewayConnection(asyncssh.SSHServer):
             return False
         except (Unavailable, JitgateError) as exc:
             self._banner(f"jitgate: {exc.message}")
+            return False
+        except Exception as exc:
+            log.warning("[client=%s] token check failed: %s", self.client_addr, exc)
+            self._banner("jitgate: the token cannot be checked right now")
             return False
         return await self._admit(who, who.method.value)
 
@@ -253,9 +258,11 @@ class GatewayConnection(asyncssh.SSHServer):
                     f"jitgate: {who.display} may not connect to {info.name!r}: "
                     f"{decision.reason or 'denied'}"
                 )
-        except Refusal as exc:
+        except Exception as exc:
+            if not isinstance(exc, Refusal):
+                log.exception("[client=%s] admission failed", self.client_addr)
             self.who = self.info = self.credential = self.gate = self.policy = None
-            self._banner(exc.message)
+            self._banner(exc.message if isinstance(exc, Refusal) else "jitgate: internal error")
             return False
         self.auth_method = method
         return True
