@@ -316,6 +316,8 @@ class SessionRecorder:
         self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
         self._sample_bytes = settings.sample_bytes
         self._samples: dict[int, RowSample] = {}
+        self._done: list[tuple[Execution, RowSample | None]] = []  # results to encode
+        self._encode_scheduled = False
         self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
 
@@ -348,6 +350,8 @@ class SessionRecorder:
         data = cached[2].copy()
         data["request"] = execution.seq
         data["text"] = execution.text
+        if self._done:
+            self._encode_done()
         self.log.append("request", data)
         if decision.outcome is Outcome.ALLOW:
             self._allowed_pending = True
@@ -364,22 +368,34 @@ class SessionRecorder:
         if masked:
             self.counts["masked_values"] += masked
         sample = self._samples.pop(execution.seq, None) if self._samples else None
-        if self.log is None:
-            return
-        data: dict[str, Any] = {"request": execution.seq, "status": status}
-        if execution.tag:
-            data["command_tag"] = execution.tag
-        if execution.rows is not None:
-            data["rows"] = execution.rows
-        if execution.finished_ns is not None:
-            data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
-        if execution.error is not None:
-            data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
-        if masked:
-            data["masked_values"] = masked
-        if sample is not None and (sample.rows or execution.row_description is not None):
-            data["sample"] = sample.render(self._columns_cache)
-        self.log.append("result", data)
+        if self.log is not None:
+            # Encoded once the answer is on its way to the client (see flush_soon).
+            self._done.append((execution, sample))
+
+    def _encode_done(self) -> None:
+        """Append the result events of finished executions, in the order they finished."""
+        done, self._done = self._done, []
+        assert self.log is not None
+        for execution, sample in done:
+            data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
+            if execution.tag:
+                data["command_tag"] = execution.tag
+            if execution.rows is not None:
+                data["rows"] = execution.rows
+            if execution.finished_ns is not None:
+                data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
+            if execution.error is not None:
+                data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
+            if execution.masked_values:
+                data["masked_values"] = execution.masked_values
+            if sample is not None and (sample.rows or execution.row_description is not None):
+                data["sample"] = sample.render(self._columns_cache)
+            self.log.append("result", data)
+
+    def _encode_soon(self) -> None:
+        self._encode_scheduled = False
+        if self._done and self.log is not None:
+            self._encode_done()
 
     # ------------------------------------------------------------------ terminals
 
@@ -391,6 +407,8 @@ class SessionRecorder:
         """
         if self.log is None:
             return
+        if self._done:
+            self._encode_done()
         self.log.append(
             "term", {"t": round(time.monotonic() - self._t0, 6), "s": stream, "d": data}
         )
@@ -400,6 +418,8 @@ class SessionRecorder:
         """A terminal window change (asciicast ``"r"`` frame, ``COLSxROWS``)."""
         if self.log is None:
             return
+        if self._done:
+            self._encode_done()
         self.log.append(
             "term", {"t": round(time.monotonic() - self._t0, 6), "s": "r", "d": f"{cols}x{rows}"}
         )
@@ -413,7 +433,11 @@ class SessionRecorder:
         Raises OSError when the log cannot be written, this session fails closed and an
         allowed request is among the pending events (refusals and results may wait).
         """
-        if self.log is None or not self.log.pending:
+        if self.log is None:
+            return
+        if self._done:
+            self._encode_done()
+        if not self.log.pending:
             return
         try:
             self.log.flush()
@@ -441,8 +465,14 @@ class SessionRecorder:
             )
 
     def flush_soon(self) -> None:
-        """Make sure pending result events are written within ``FLUSH_DELAY``."""
-        if self._timer is None and self.log is not None and self.log.pending:
+        """Encode finished results at the loop's next turn (after the answer has been sent
+        to the client) and write them within ``FLUSH_DELAY``."""
+        if self.log is None:
+            return
+        if self._done and not self._encode_scheduled:
+            self._encode_scheduled = True
+            asyncio.get_running_loop().call_soon(self._encode_soon)
+        if self._timer is None and (self.log.pending or self._done):
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(FLUSH_DELAY, self._timed_flush)
 
@@ -450,6 +480,8 @@ class SessionRecorder:
         self._timer = None
         if self.log is None:
             return
+        if self._done:
+            self._encode_done()
         try:
             self.log.flush()
         except OSError as exc:
@@ -460,6 +492,8 @@ class SessionRecorder:
     def event(self, type: str, data: dict[str, Any]) -> None:
         if self.log is None:
             return
+        if self._done:
+            self._encode_done()
         self.log.append(type, data)
         self.flush()
 
@@ -480,6 +514,8 @@ class SessionRecorder:
         event_log = self.log
         if event_log is not None:
             state = "ok"
+            if self._done:
+                self._encode_done()
             event_log.append(
                 "session.end",
                 {
