@@ -12,6 +12,7 @@ import httpx
 import psycopg
 import pytest
 
+from jitgate.identity.delegation import TOKEN_TYPE_DELEGATION
 from tests.fixtures.postgres_gateway import PgGateway
 from tests.integration.recording.conftest import Console
 from tests.support.pgcluster import PgCluster
@@ -95,3 +96,31 @@ def test_live_tail_of_an_open_session(
     kinds = [k for k, _d in received]
     assert kinds[0] == "session.start" and kinds[-2:] == ["session.end", "seal"]
     assert [d["seq"] for _k, d in received] == list(range(1, len(received) + 1))
+
+
+def test_agent_acting_for_a_user_is_recorded_as_actor(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console
+) -> None:
+    gw = pg_gateway.gateway
+    name = pg_gateway.add_connection(pg_scram).name
+    user_token = pg_gateway.add_user("rec-hana")
+    agent_token = pg_gateway.add_agent("rec-bot")
+    record = gw.delegations.create(
+        gw.authenticator.authenticate(user_token), "rec-bot", ttl=timedelta(minutes=10)
+    )
+    exchanged = gw.delegations.exchange(
+        actor_token=agent_token, subject_token=record.id, subject_token_type=TOKEN_TYPE_DELEGATION
+    )
+    dsn = pg_gateway.dsn(name, token=exchanged.access_token, user="rec-hana")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT 'on behalf'")
+    row = pg_gateway.session(name)
+    assert (row.identity_name, row.actor_name, row.auth_method) == (
+        "rec-hana",
+        "rec-bot",
+        "delegated",
+    )
+    found = console.get("/api/v1/sessions", actor="rec-bot").json()["items"]
+    assert [s["id"] for s in found] == [row.id]
+    start = pg_gateway.events(row)[0]
+    assert (start["identity_name"], start["actor_name"]) == ("rec-hana", "rec-bot")
