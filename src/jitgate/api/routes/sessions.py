@@ -272,6 +272,7 @@ async def _tail(
     offset = 0
     partial = b""
     last_beat = time.monotonic()
+    ended = False
     while time.monotonic() < deadline:
         with path.open("rb") as fh:
             fh.seek(offset)
@@ -295,14 +296,21 @@ async def _tail(
         if finished:
             return
         if not chunk:
-            with gw.store.session() as db:
-                ended = db.scalar(select(SessionRow.ended_at).where(SessionRow.id == session_id))
-            if ended is not None:
-                return
+            if ended:
+                return  # read once more after the session ended: nothing was left
+            if await asyncio.to_thread(_has_ended, gw, session_id):
+                ended = True
+                continue
             if time.monotonic() - last_beat > 15:
                 last_beat = time.monotonic()
                 yield b": keep-alive\n\n"
             await asyncio.sleep(TAIL_POLL)
+
+
+def _has_ended(gw: Gateway, session_id: str) -> bool:
+    with gw.store.session() as db:
+        ended = db.scalar(select(SessionRow.ended_at).where(SessionRow.id == session_id))
+    return ended is not None
 
 
 #: How often the live tail looks for new events.
