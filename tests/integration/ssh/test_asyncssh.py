@@ -333,3 +333,29 @@ async def test_window_changes_signals_and_exit_signals_are_relayed(
     row = ssh_gateway.session(conn.name)
     assert [e["s"] for e in ssh_gateway.events(row, "term") if e["s"] == "r"][-1:] == ["r"]
     assert ssh_gateway.events(row, "ssh.signal")[0]["signal"] == "TERM"
+
+
+async def test_typed_input_is_recorded_only_when_configured(
+    make_ssh_gateway: Callable[..., SSHGateway], sshd: Sshd
+) -> None:
+    gw = await asyncio.to_thread(make_ssh_gateway, record_input=True)
+    token = await asyncio.to_thread(gw.add_user)
+    conn = await asyncio.to_thread(gw.add_connection, sshd)
+    async with connect(gw, conn.name, token) as client:
+        process = await client.create_process(
+            "env PS1='$ ' bash --norc --noprofile -i", term_type="dumb", stderr=asyncssh.STDOUT
+        )
+        await asyncio.wait_for(process.stdout.readuntil("$ "), 10)
+        process.stdin.write("echo typed-in\n")
+        await asyncio.wait_for(process.stdout.readuntil("\ntyped-in"), 10)
+        process.stdin.write("sudo -k; read -s -p 'Password: ' pw; echo\n")
+        await asyncio.wait_for(process.stdout.readuntil("Password: "), 10)
+        process.stdin.write("hunter2\n")  # typed at a password prompt: never a "line"
+        process.stdin.write("exit\n")
+        await asyncio.wait_for(process.wait_closed(), 10)
+    row = await asyncio.to_thread(gw.session, conn.name)
+    typed = "".join(e["d"] for e in gw.events(row, "term") if e["s"] == "i")
+    assert "echo typed-in" in typed
+    lines = gw.events(row, "ssh.line")
+    assert {"secret": True} in [{k: v for k, v in e.items() if k == "secret"} for e in lines]
+    assert not any("hunter2" in str(e.get("text")) for e in lines)
