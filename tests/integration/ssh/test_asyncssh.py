@@ -348,14 +348,16 @@ async def test_typed_input_is_recorded_only_when_configured(
         await asyncio.wait_for(process.stdout.readuntil("$ "), 10)
         process.stdin.write("echo typed-in\n")
         await asyncio.wait_for(process.stdout.readuntil("\ntyped-in"), 10)
-        process.stdin.write("sudo -k; read -s -p 'Password: ' pw; echo\n")
-        await asyncio.wait_for(process.stdout.readuntil("Password: "), 10)
+        process.stdin.write("read -s -p 'Password: ' pw; echo\n")
+        await asyncio.wait_for(process.stdout.readuntil("pw; echo"), 10)  # the echo
+        await asyncio.wait_for(process.stdout.readuntil("Password: "), 10)  # the prompt
         process.stdin.write("hunter2\n")  # typed at a password prompt: never a "line"
         process.stdin.write("exit\n")
         await asyncio.wait_for(process.wait_closed(), 10)
     row = await asyncio.to_thread(gw.session, conn.name)
     typed = "".join(e["d"] for e in gw.events(row, "term") if e["s"] == "i")
     assert "echo typed-in" in typed
+    assert "hunter2" not in typed and "*******" in typed
     lines = gw.events(row, "ssh.line")
     assert {"secret": True} in [{k: v for k, v in e.items() if k == "secret"} for e in lines]
     assert not any("hunter2" in str(e.get("text")) for e in lines)

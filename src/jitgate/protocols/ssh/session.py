@@ -685,7 +685,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         """Relay typed text, stopping at each completed line for policy."""
         assert self.editor is not None and self.up_chan is not None
         if record and self.settings.record_input and self.connection.recorder is not None:
-            self.connection.recorder.terminal("i", text)
+            if _SECRET_PROMPT.search(self._prompt_tail):  # typed at a password prompt
+                self.connection.recorder.terminal("i", re.sub(r"[^\r\n]", "*", text))
+            else:
+                self.connection.recorder.terminal("i", text)
         pos = 0
         while pos < len(text):
             end, line = self.editor.feed_line(text, pos)
