@@ -361,3 +361,32 @@ async def test_typed_input_is_recorded_only_when_configured(
     lines = gw.events(row, "ssh.line")
     assert {"secret": True} in [{k: v for k, v in e.items() if k == "secret"} for e in lines]
     assert not any("hunter2" in str(e.get("text")) for e in lines)
+
+
+async def test_an_agent_is_not_held_but_told_to_run_again_after_approval(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    from jitgate.identity.principal import IdentityKind
+
+    name = unique("bot")
+    identities = ssh_gateway.gateway.identities
+    await asyncio.to_thread(identities.create_identity, name, kind=IdentityKind.AGENT)
+    _info, token = await asyncio.to_thread(identities.create_token, name, "t")
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("review-agent"),
+        f'@outcome("review")\n@reason("agents need approval to restart services")\n'
+        f'permit (principal, action == Action::"ssh:exec", resource == Connection::"{conn.name}")'
+        ' when { context.is_agent && context.text like "*restart*" };',
+    )
+    async with connect(ssh_gateway, conn.name, token) as client:
+        first = await client.run("echo restart-ok", timeout=20)
+        assert first.exit_status == 1 and "run the same statement again" in str(first.stderr)
+        access = ssh_gateway.gateway.access
+        [pending] = [r for r in access.list_requests(status="pending") if r.requester == name]
+        approver = ssh_gateway.add_user(groups=("approvers",))
+        await asyncio.to_thread(access.approve, ssh_gateway.who(approver), pending.id)
+        second = await client.run("echo restart-ok", timeout=20)
+        assert (second.exit_status, second.stdout) == (0, "restart-ok\n")
+        third = await client.run("echo restart-ok", timeout=20)  # the approval was for once
+        assert third.exit_status == 1

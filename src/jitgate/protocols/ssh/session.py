@@ -442,7 +442,16 @@ class GatewayConnection(asyncssh.SSHServer):
                     asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                     f"jitgate: port forwarding to {dest_host}:{dest_port} is not allowed: {why}",
                 )
-            return await conn.forward_tunneled_connection(upstream.conn, dest_host, dest_port)
+            try:
+                return await asyncio.wait_for(
+                    conn.forward_tunneled_connection(upstream.conn, dest_host, dest_port),
+                    self.settings.connect_timeout,
+                )
+            except TimeoutError:
+                raise asyncssh.ChannelOpenError(
+                    asyncssh.OPEN_CONNECT_FAILED,
+                    f"jitgate: the target did not open {dest_host}:{dest_port} in time",
+                ) from None
 
         return tunnel()
 
@@ -576,19 +585,25 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         if pty and self.kind in ("shell", "exec"):  # interactive: typed lines are checked
             self.editor = LineEditor()
         try:
-            up_chan, side = await upstream.conn.create_session(
-                lambda: UpstreamChannel(self),
-                command=self.command,
-                subsystem=self.subsystem,
-                env=env,
-                term_type=self.term_type,
-                term_size=self.term_size,
-                term_modes=self.term_modes,
-                request_pty="force" if pty else False,
-                encoding=None,
+            up_chan, side = await asyncio.wait_for(
+                upstream.conn.create_session(
+                    lambda: UpstreamChannel(self),
+                    command=self.command,
+                    subsystem=self.subsystem,
+                    env=env,
+                    term_type=self.term_type,
+                    term_size=self.term_size,
+                    term_modes=self.term_modes,
+                    request_pty="force" if pty else False,
+                    encoding=None,
+                ),
+                self.settings.connect_timeout,
             )
         except asyncssh.ChannelOpenError as exc:
             self.fail(f"jitgate: the target refused the channel: {exc.reason}", 255)
+            return
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            self.fail(f"jitgate: the target did not open the channel ({type(exc).__name__})", 255)
             return
         if self._ended:  # the client went away while the channel was being opened
             up_chan.close()
