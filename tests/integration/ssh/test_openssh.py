@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.postgres_gateway import unique
-from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway
+from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway, keygen
 
 
 @pytest.fixture
@@ -101,6 +101,10 @@ def test_host_key_mismatch_refuses_the_session(
     assert result.returncode == 255
     assert b"does not match the pinned key" in result.stderr
     assert b"should-not-run" not in result.stdout
+    rsa = keygen(ssh_gateway.dir / unique("rsa"), "rsa").with_suffix(".pub").read_text().split()
+    other_type = ssh_gateway.add_connection(sshd, host_key=f"{rsa[0]} {rsa[1]}")
+    wrong_type = OpenSSH(ssh_gateway).ssh(other_type.name, "true", key=key)
+    assert wrong_type.returncode == 255 and b"of the pinned type (ssh-rsa)" in wrong_type.stderr
     unpinned = ssh_gateway.add_connection(sshd, host_key=None)
     refused = OpenSSH(ssh_gateway).ssh(unpinned.name, "true", key=key)
     assert refused.returncode == 255 and b"no pinned host key" in refused.stderr

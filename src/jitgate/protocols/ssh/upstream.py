@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 
 import asyncssh
@@ -157,6 +158,14 @@ async def connect(
         detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         if isinstance(exc, asyncssh.Error):
             detail = exc.reason
+        refused = isinstance(exc, TimeoutError | ConnectionRefusedError | socket.gaierror)
+        if pin.key is not None and client.presented is None and not refused:
+            # The key exchange failed before any host key was shown: the usual cause is
+            # a target that has no host key of the pinned type.
+            raise UpstreamError(
+                f"the target of {info.name!r} ended the key exchange ({detail}); it may offer "
+                f"no host key of the pinned type ({pin.key.get_algorithm()})"
+            ) from None
         raise UpstreamError(f"cannot reach the target of {info.name!r}: {detail}") from None
     learned = None
     if pin.key is None and client.presented is not None:
