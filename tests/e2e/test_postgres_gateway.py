@@ -149,3 +149,39 @@ def test_gateway_killed_mid_query_keeps_the_statement(
     assert events[-1]["type"] == "request"
     assert events[-1]["text"] == "SELECT 'before the crash', pg_sleep(30)"
     assert verify_chain(path, path.stem) == (True, None, None)
+
+
+def _rss_kib(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of a process, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"{field}:\s+(\d+) kB", status)
+    assert match, status
+    return int(match.group(1))
+
+
+def test_large_masked_result_streams_in_bounded_memory(
+    served: tuple[Served, int], pg_scram: PgCluster
+) -> None:
+    """A ~100 MB result with masking on passes through without the gateway holding it:
+    its peak RSS grows by far less than the result, and every row arrives masked."""
+    gw, port = served
+    add_connection(gw, "big", pg_scram)
+    gw.cli("connections", "update", "big", "--mask-profile", "pii")
+    rows, pad = 200_000, 480
+    before = _rss_kib(gw.proc.pid, "VmRSS")
+    done = subprocess.run(
+        ["psql", "-X", "-A", "-t", f"host=127.0.0.1 port={port} dbname=big user=admin "
+         "sslmode=disable", "-c",
+         f"SELECT g, 'user' || g || '@example.com', repeat('x', {pad}) "
+         f"FROM generate_series(1, {rows}) AS g"],
+        capture_output=True, env=client_env(gw.admin_token), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == rows
+    assert b"@example.com" not in done.stdout
+    assert lines[-1] == f"{rows}|[REDACTED:email]|{'x' * pad}".encode()
+    grown_mib = (_rss_kib(gw.proc.pid, "VmHWM") - before) / 1024
+    result_mib = len(done.stdout) / 2**20
+    assert result_mib > 90
+    assert grown_mib < 40, f"peak RSS grew by {grown_mib:.0f} MiB for a {result_mib:.0f} MiB result"

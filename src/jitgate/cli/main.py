@@ -336,11 +336,30 @@ def connections_update(
     tls_mode: Annotated[str | None, typer.Option("--tls-mode")] = None,
     tls_ca_file: Annotated[Path | None, typer.Option("--tls-ca-file")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="replaces all tags")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="KEY=VALUE (KEY= removes it)")
+    ] = None,
+    mask_profile: Annotated[
+        str | None, typer.Option("--mask-profile", help='"" removes the default profile')
+    ] = None,
     server: Server = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Change a connection (only the given fields)."""
+    """Change a connection (only the given fields; options are merged key by key)."""
     body: dict[str, Any] = {}
+    client = APIClient.from_env(server)
+    changes = _parse_pairs(option, "option")
+    if mask_profile is not None:
+        changes["mask_profile"] = mask_profile
+    if changes:
+        current = client.request("GET", f"/api/v1/connections/{name}")
+        options = dict(current.get("options") or {})
+        for key, value in changes.items():
+            if value == "":
+                options.pop(key, None)
+            else:
+                options[key] = _option_value(value)
+        body["options"] = options
     for key, value in (
         ("host", host),
         ("port", port),
@@ -360,9 +379,7 @@ def connections_update(
         body["private_key"] = read_secret_file(private_key_file, "private key")
     if token_stdin:
         body["token"] = read_secret_stdin("token")
-    result = APIClient.from_env(server).request(
-        "PATCH", f"/api/v1/connections/{name}", json_body=body
-    )
+    result = client.request("PATCH", f"/api/v1/connections/{name}", json_body=body)
     if output is OutputFormat.JSON:
         emit_json(result)
     else:
