@@ -354,11 +354,11 @@ def connections_update(
     if changes:
         current = client.request("GET", f"/api/v1/connections/{name}")
         options = dict(current.get("options") or {})
-        for key, value in changes.items():
-            if value == "":
-                options.pop(key, None)
+        for option_key, option_value in changes.items():
+            if option_value == "":
+                options.pop(option_key, None)
             else:
-                options[key] = _option_value(value)
+                options[option_key] = _option_value(option_value)
         body["options"] = options
     for key, value in (
         ("host", host),
