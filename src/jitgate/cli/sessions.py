@@ -137,10 +137,24 @@ def sessions_replay(
 
 
 def audit_verify(
-    session_id: str, server: Server = None, output: Output = OutputFormat.TABLE
+    session_id: str,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="check a recording file offline (JSON Lines or a JSON array)"),
+    ] = None,
+    keys: Annotated[
+        Path | None,
+        typer.Option("--keys", help="JWKS file with the gateway's keys (default: from the API)"),
+    ] = None,
+    server: Server = None,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """Check a recording's hash chain and signed seal; names the first altered event."""
-    result = APIClient.from_env(server).request("GET", f"/api/v1/sessions/{session_id}/verify")
+    client = APIClient.from_env(server)
+    if file is None:
+        result = client.request("GET", f"/api/v1/sessions/{session_id}/verify")
+    else:
+        result = _verify_offline(client, session_id, file, keys)
     if output is OutputFormat.JSON:
         emit_json(result)
     if result["valid"]:
@@ -152,6 +166,33 @@ def audit_verify(
         return
     where = f"event {result['first_bad_event']}" if result.get("first_bad_event") else "recording"
     raise CLIError(f"session {session_id}: {where}: {result['problem']}")
+
+
+def _verify_offline(
+    client: APIClient, session_id: str, file: Path, keys: Path | None
+) -> dict[str, Any]:
+    import json
+    import tempfile
+
+    from jitgate.recording.seal import verify_recording
+
+    try:
+        jwks = (
+            json.loads(keys.read_text())
+            if keys
+            else client.request("GET", "/api/v1/keys", auth=False)
+        )
+        text = file.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"cannot read {exc}") from None
+    by_kid = {k["kid"]: k for k in jwks.get("keys", []) if isinstance(k, dict) and "kid" in k}
+    if text.lstrip().startswith("["):  # events as printed by `sessions replay -o json`
+        events = json.loads(text)
+        text = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "recording.jsonl"
+        path.write_text(text, encoding="utf-8")
+        return verify_recording(path, session_id, by_kid).as_dict()
 
 
 def audit_export(

@@ -3,6 +3,9 @@ verify`` and the API check chain and signature and name the first altered event.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import orjson
 import psycopg
 import pytest
@@ -105,3 +108,28 @@ def test_a_removed_or_forged_seal_fails(
 
     path.write_bytes(original)
     assert console.get(f"/api/v1/sessions/{row.id}/verify").json()["valid"]
+
+
+def test_offline_verification_with_the_published_keys(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console, tmp_path: Path
+) -> None:
+    """An auditor keeps the events and the JWKS; the check needs no gateway afterwards."""
+    _name, session_id = _recorded_psql_session(pg_gateway, pg_scram)
+    events = console.cli("sessions", "replay", session_id, "-o", "json", check=True).stdout
+    keys = tmp_path / "keys.json"
+    keys.write_text(console.get("/api/v1/keys").text)
+    copy = tmp_path / "recording.json"
+    copy.write_text(events)
+    args = ("audit", "verify", session_id, "--file", str(copy), "--keys", str(keys))
+    done = console.cli(*args)
+    assert done.returncode == 0 and "signed" in done.stdout, done.stderr
+    altered = json.loads(events)
+    target = next(e for e in altered if "evidence-41" in str(e.get("text")))
+    target["text"] = target["text"].replace("evidence-41", "evidence-40")
+    copy.write_text(json.dumps(altered))
+    done = console.cli(*args)
+    assert done.returncode == 1 and f"event {target['seq']}:" in done.stderr
+    # without the seal (cut off), offline: the recording is not sealed
+    copy.write_text(json.dumps(json.loads(events)[:-1]))
+    done = console.cli(*args)
+    assert done.returncode == 1 and "not sealed" in done.stderr
