@@ -1,0 +1,48 @@
+"""Small pure pieces of the SSH session: log-in names and legacy scp requests."""
+
+from __future__ import annotations
+
+import pytest
+
+from jitgate.protocols.ssh.policy import command_statement, path_statement
+from jitgate.protocols.ssh.session import _legacy_scp, parse_username
+from jitgate.shell import classify
+from jitgate.sql.types import CommandKind
+
+
+@pytest.mark.parametrize(
+    ("login", "expected"),
+    [
+        ("prod-db", (None, "prod-db")),
+        ("alice+prod-db", ("alice", "prod-db")),
+        ("a+b+web", ("a+b", "web")),
+        ("+web", (None, "web")),
+    ],
+)
+def test_parse_username(login: str, expected: tuple[str | None, str]) -> None:
+    assert parse_username(login) == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("scp -t /srv/app.tgz", ("scp", "/srv/app.tgz", True)),
+        ("scp -r -d -t -- /srv", ("scp", "/srv", True)),
+        ("scp -f /etc/hosts", ("scp", "/etc/hosts", False)),
+        ("scp -t /a /b", None),
+        ("scp -t -f /a", None),
+        ("scp -t /a; rm -rf /b", None),
+        ("ls -t /a", None),
+    ],
+)
+def test_legacy_scp(command: str, expected: tuple[str, str, bool] | None) -> None:
+    assert _legacy_scp(classify(command)) == expected
+
+
+def test_statements_carry_what_policy_reads() -> None:
+    statement = command_statement(classify("sudo rm -rf / && ls"))
+    assert statement.functions == {"rm", "ls"} and statement.dangerous
+    assert statement.kind is CommandKind.EXECUTE
+    assert command_statement(classify("echo 'x")).kind is CommandKind.UNKNOWN
+    write = path_statement("open", ("/srv/a",), True)
+    assert write.tables_written == {"/srv/a"} and not write.tables_read
