@@ -57,6 +57,7 @@ def test_dangerous_command_is_denied_on_stderr_and_never_runs(
     assert not marker.exists()
     unclosed = client.ssh(conn.name, "echo 'unclosed", key=key)
     assert unclosed.returncode == 1 and b"not understood" in unclosed.stderr
+    assert b"(unclosed single quote)" in unclosed.stderr
     row = ssh_gateway.session(conn.name)
     assert ssh_gateway.events(row, "ssh.channel")[0]["decision"] == "deny"
 

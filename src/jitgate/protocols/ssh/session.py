@@ -578,7 +578,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         conn.record("ssh.channel", event)
         if not decision.allowed:
             what = "the shell" if self.kind == "shell" else repr(text[:200])
-            self.fail(f"jitgate: {what} was denied: {decision.reason or 'denied'}", 1)
+            why = decision.reason or "denied"
+            if isinstance(event.get("unknown"), str):
+                why += f" ({event['unknown']})"
+            self.fail(f"jitgate: {what} was denied: {why}", 1)
             return
         env = self._allowed_env()
         pty = self.term_type is not None
