@@ -66,7 +66,8 @@ def main() -> None:
         data = work / "data"
         port = free_port()
         (work / "jitgate.yaml").write_text(
-            f"api:\n  port: 0\nlog_level: warning\nlisteners:\n  postgres:\n    port: {port}\n")
+            f"api:\n  port: 0\nlog_level: warning\nlisteners:\n  postgres:\n    port: {port}\n"
+            "  ssh:\n    enabled: false\n")
         proc = subprocess.Popen(
             [sys.executable, "-m", "jitgate.cli.main", "serve", "--data-dir", str(data),
              "--config", str(work / "jitgate.yaml")], cwd=ROOT, text=True,

@@ -71,9 +71,8 @@ class PostgresListenerSettings(ListenerSettings):
 
 
 class SSHListenerSettings(ListenerSettings):
-    """The SSH listener: native ssh/scp/sftp through the gateway (off unless enabled)."""
+    """The SSH listener: native ssh/scp/sftp through the gateway."""
 
-    enabled: bool = False
     port: int = Field(default=12222, ge=0, le=65535)
     connect_timeout: float = Field(default=10.0, gt=0)
     login_timeout: float = Field(default=30.0, gt=0)

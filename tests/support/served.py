@@ -37,7 +37,10 @@ def start_gateway(data_dir: Path, config: Path | None = None,
                   extra_config: str = "") -> subprocess.Popen[str]:
     if config is None:
         config = data_dir.parent / "jitgate.yaml"
-        config.write_text("api:\n  port: 0\nlisteners:\n  postgres:\n    port: 0\n" + extra_config)
+        config.write_text(
+            "api:\n  port: 0\nlisteners:\n  postgres:\n    port: 0\n  ssh:\n    port: 0\n"
+            + extra_config
+        )
     return subprocess.Popen(
         [*JITGATE, "serve", "--data-dir", str(data_dir), "--config", str(config)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
