@@ -30,10 +30,11 @@ class Terminal:
     def type(self, text: str) -> None:
         os.write(self.master, text.encode())
 
-    def expect(self, pattern: bytes, timeout: float = 10) -> bytes:
+    def expect(self, pattern: bytes, timeout: float = 10, *, since: int = 0) -> bytes:
+        """Wait for ``pattern`` in the output (from offset ``since`` on)."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
-        while not regex.search(self.seen):
+        while not regex.search(self.seen, since):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise AssertionError(f"{pattern!r} not seen in {self.seen[-800:]!r}")
@@ -42,7 +43,7 @@ class Terminal:
                 try:
                     self.seen += os.read(self.master, 65536)
                 except OSError:  # the child side closed
-                    if not regex.search(self.seen):
+                    if not regex.search(self.seen, since):
                         tail = self.seen[-800:]
                         raise AssertionError(f"{pattern!r} not seen: {tail!r}") from None
         return self.seen
@@ -53,6 +54,7 @@ class Terminal:
         finally:
             if self.process.poll() is None:
                 self.process.kill()
+                self.process.wait(10)
             os.close(self.master)
 
 
@@ -76,9 +78,11 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
         term.expect(rb"hello-42")
         term.type(f"touch {marker}; false && reboot\r")  # harmless if it ever got through
         term.expect(rb"was denied: reboot stops the server")
-        term.expect(rb"prompt\$ ")
+        term.expect(rb"prompt\$ ", since=term.seen.rindex(b"was denied"))  # a fresh prompt
+        mark = len(term.seen)
         term.type("echo after-denial\r")
-        term.expect(rb"\r\nafter-denial")
+        term.expect(rb"\r\nafter-denial", since=mark)
+        assert b"command not found" not in term.seen[mark:]  # nothing of the denied line ran
         term.type("echo still-fine-x\x7f\x7fok\r")  # backspaces are replayed
         term.expect(rb"\r\nstill-fineok")
         term.type("for i in 1 2; do\r")  # a multi-line command is decided as a whole
@@ -87,13 +91,15 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
         term.expect(rb"loop-1\r\nloop-2")
         term.type(f"if true; then\rtouch {marker}; false && reboot\r")
         term.type("fi\r")
-        term.expect(rb"was denied: reboot stops the server")
-        term.expect(rb"prompt\$ ")
+        mark = len(term.seen)
+        term.expect(rb"was denied: reboot stops the server", since=mark)
+        term.expect(rb"prompt\$ ", since=term.seen.rindex(b"was denied"))
         term.type("exit 7\r")
         status = term.close()
     finally:
         if term.process.poll() is None:
             term.process.kill()
+            term.process.wait(10)
     assert status == 7
     assert not marker.exists()
     row = ssh_gateway.session(conn.name)

@@ -26,8 +26,9 @@ gets its own upstream channel on that one upstream connection:
 
 In a shell with a PTY, the typed lines are reconstructed (:mod:`jitgate.shell.line`)
 and put to policy as ``ssh:line`` when Enter is pressed; a denied line is cancelled
-(Ctrl-C goes upstream instead of Enter) and the user is told why. This is best effort
-and documented as such: see the module docstring of :mod:`jitgate.shell.line`.
+(erased with Ctrl-E Ctrl-U, then Ctrl-C, instead of Enter) and the user is told why.
+This is best effort and documented as such: see the module docstring of
+:mod:`jitgate.shell.line`.
 
 Flow control is end to end: when one side's send buffer fills, the other side stops
 reading, so a slow client slows the target down and no buffer grows without bound.
@@ -65,7 +66,12 @@ log = logging.getLogger("jitgate.ssh")
 
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(1049|1047|47)([hl])")
 _SECRET_PROMPT = re.compile(r"(password|passphrase|passcode|pin|token)[^\n]{0,40}:\s*$", re.I)
-_CANCEL_LINE = b"\x03"
+# How a denied line is taken back from the shell, instead of Enter: Ctrl-E Ctrl-U first
+# (end of line, erase the line: readline's emacs and vi-insert bindings, and the tty's own
+# line kill in cooked mode), processed in order with the typed characters, so the line is
+# gone even if a signal is late or ignored; then Ctrl-C, which also abandons a multi-line
+# command under way and brings back a fresh prompt.
+_CANCEL_LINE = b"\x05\x15\x03"
 MAX_CONTINUED = 64 * 1024
 
 
