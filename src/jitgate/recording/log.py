@@ -130,10 +130,20 @@ class EventLog:
         if self._fd is not None:
             os.fsync(self._fd)
 
-    def close(self) -> None:
+    def close(self, retry_for: float = 0.0) -> None:
+        """Write what is pending, fsync, close. A failing write is retried every 0.1 s
+        for up to ``retry_for`` seconds (a disk that frees up in time loses nothing)."""
         if self._fd is not None:
             try:
-                self.flush()
+                deadline = time.monotonic() + retry_for
+                while True:
+                    try:
+                        self.flush()
+                        break
+                    except OSError:
+                        if time.monotonic() >= deadline:
+                            raise
+                        time.sleep(0.1)
                 os.fsync(self._fd)
             finally:
                 os.close(self._fd)

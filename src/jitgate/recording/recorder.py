@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("jitgate.recording")
 
+#: How long closing a session keeps retrying a recording write that fails (disk full…).
+CLOSE_RETRY_SECONDS = 2.0
+
 #: Longest time a result event waits in memory before it is written.
 FLUSH_DELAY = 0.05
 
@@ -541,7 +544,7 @@ class SessionRecorder:
                 }
                 event_log.append(SEAL_TYPE, seal)
             try:
-                await asyncio.to_thread(event_log.close)
+                await asyncio.to_thread(event_log.close, CLOSE_RETRY_SECONDS)
             except OSError as exc:
                 self._write_failed(exc)
                 state, seal = "failed", None

@@ -390,3 +390,34 @@ async def test_an_agent_is_not_held_but_told_to_run_again_after_approval(
         assert (second.exit_status, second.stdout) == (0, "restart-ok\n")
         third = await client.run("echo restart-ok", timeout=20)  # the approval was for once
         assert third.exit_status == 1
+
+
+async def test_a_grant_for_one_session_admits_one_ssh_session(
+    ssh_gateway: SSHGateway, sshd: Sshd
+) -> None:
+    name = unique("once")
+    token = ssh_gateway.add_user(name)
+    approver = ssh_gateway.add_user(unique("approver"), groups=("approvers",))
+    conn = ssh_gateway.add_connection(sshd, tags={"jit": name})
+    ssh_gateway.policy(
+        unique("needs-grant"),
+        f'forbid (principal, action, resource == Connection::"{conn.name}") '
+        "unless { context.has_grant };",
+    )
+    access = ssh_gateway.gateway.access
+    request = await asyncio.to_thread(
+        access.create_request, ssh_gateway.who(token), conn.name, reason="one look", max_uses=1
+    )
+    await asyncio.to_thread(access.approve, ssh_gateway.who(approver), request.id)
+    async with connect(ssh_gateway, conn.name, token) as first:
+        assert (await first.run("echo one", check=True)).stdout == "one\n"
+        with pytest.raises(asyncssh.PermissionDenied):
+            async with connect(ssh_gateway, conn.name, token):
+                pass
+        assert (await first.run("echo still", check=True)).stdout == "still\n"
+    grant = await asyncio.to_thread(access.get_grant, str(request_grant(access, request.id)))
+    assert (grant.uses, grant.max_uses, grant.revoked_at) == (1, 1, None)
+
+
+def request_grant(access: Any, request_id: str) -> str | None:
+    return access.get_request(request_id).grant_id  # type: ignore[no-any-return]

@@ -143,6 +143,9 @@ class PostgresSession:
         self.connection_name = ""
         self.grant_ids: set[str] = set()
         self.used_grants: set[str] = set()  # grants this session took a use of
+        # Grant changes are applied one at a time, in order: two overlapping reloads could
+        # otherwise leave the older answer (a revoked grant) in force.
+        self._grants_lock = asyncio.Lock()
         self._hold_task: asyncio.Task[None] | None = None
         self.masking: SessionMasking | None = None
         self._gate: StatementGate | None = None
@@ -405,6 +408,10 @@ class PostgresSession:
 
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
+        async with self._grants_lock:
+            await self._refresh_grants(ended)
+
+    async def _refresh_grants(self, ended: tuple[str, ...]) -> None:
         if self._gate is None or self.who is None or self.client.closed.done():
             return
         held_ended = [g for g in ended if g in self.grant_ids]

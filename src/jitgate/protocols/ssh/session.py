@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -106,6 +107,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self.policy: SSHPolicy | None = None
         self.gate: StatementGate | None = None
         self.grant_ids: set[str] = set()
+        self.used_grants: set[str] = set()  # grants this session took a use of
+        self._grants_lock = asyncio.Lock()  # grant changes are applied one at a time
         self.recorder: SessionRecorder | None = None
         self.upstream: up.Upstream | None = None
         self.ready: asyncio.Future[up.Upstream] | None = None
@@ -292,7 +295,13 @@ class GatewayConnection(asyncssh.SSHServer):
     async def load_grants(self) -> None:
         assert self.who is not None and self.gate is not None and self.info is not None
         grants = await asyncio.to_thread(
-            self.gateway.access.active_grants, self.who.principal, self.who.actor, self.info.name
+            functools.partial(
+                self.gateway.access.active_grants,
+                self.who.principal,
+                self.who.actor,
+                self.info.name,
+                used=self.used_grants,
+            )
         )
         self.grant_ids = {g.id for g in grants}
         scopes = sorted({s for g in grants for s in (g.scope or ())})
@@ -300,6 +309,25 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
+        async with self._grants_lock:
+            await self._refresh_grants(ended)
+
+    async def _use_grant(self) -> bool:
+        """Count this session against a grant with limited uses; False: none is left."""
+        assert self.who is not None and self.info is not None and self.policy is not None
+        async with self._grants_lock:
+            used = await asyncio.to_thread(
+                self.gateway.access.use_access_grant,
+                self.who.principal,
+                self.who.actor,
+                self.info.name,
+            )
+            if used is not None:
+                self.used_grants.add(used.id)
+            await self.load_grants()
+            return self.policy.connect().allowed
+
+    async def _refresh_grants(self, ended: tuple[str, ...]) -> None:
         if self.policy is None or self.who is None or self._closed:
             return
         held_ended = [g for g in ended if g in self.grant_ids]
@@ -360,6 +388,15 @@ class GatewayConnection(asyncssh.SSHServer):
             client_addr=self.client_addr,
             client_program=str(conn.get_extra_info("client_version", "")) if conn else None,
         )
+        if self.grant_ids:  # one use of a grant per session (not per log-in attempt)
+            try:
+                allowed = await self._use_grant()
+            except Exception as exc:
+                log.error("[client=%s] cannot count the grant's use: %s", self.client_addr, exc)
+                allowed = False
+            if not allowed:
+                self._fail_ready("the grant has no uses left for a new session")
+                return
         try:
             self.recorder = await self.listener.recorder.open(meta)
         except Exception as exc:
