@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from jitgate.access.notify import NotificationSettings
 from jitgate.policy.risk import RiskSettings
@@ -155,21 +163,58 @@ class ApprovalSettings(_Section):
     agents_wait: bool = False  # agents get the request id at once unless they ask to wait
 
 
+class S3Settings(_Section):
+    """S3-compatible object storage for closed recordings (``recording.storage: s3``).
+
+    The local file stays the write-ahead log; once a session has closed, ``jitgate serve``
+    uploads its recording as ``<prefix><YYYY/MM/DD>/<session>.jsonl`` with a multipart
+    upload of ``part_size`` bytes a part (at least 5 MiB, the S3 minimum), remembering each
+    finished part in the store so that an upload cut short goes on where it stopped. The
+    object carries the file's SHA-256 in its metadata (``sha256``); once its size and
+    digest are checked the local file is deleted, unless ``keep_local``. Without
+    ``access_key_id``/``secret_access_key`` the standard AWS sources are used
+    (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``, profiles).
+    ``endpoint_url`` points at an S3-compatible server other than AWS.
+    """
+
+    endpoint_url: str | None = None
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = "recordings/"
+    region: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    part_size: int = Field(default=8 << 20, ge=5 << 20, le=5 << 30)
+    keep_local: bool = False
+    upload_interval_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=60.0, gt=0)
+
+
 class RecordingSettings(_Section):
     """Session recordings (see :mod:`jitgate.recording`). Connections may override
     ``enabled``, ``on_failure``, ``retention_days`` and ``legal_hold`` in their options
-    (``recording``, ``recording_on_failure``, ``recording_retention_days``, ``legal_hold``)."""
+    (``recording``, ``recording_on_failure``, ``recording_retention_days``, ``legal_hold``).
+
+    ``storage`` is ``local`` (files in the data dir) or ``s3`` (closed recordings go to
+    the object storage described by ``s3``; see :class:`S3Settings`).
+    """
 
     enabled: bool = True
     sample_rows: int = Field(default=5, ge=0, le=1000)
     sample_bytes: int = Field(default=4096, ge=0, le=1 << 20)
     on_failure: Literal["closed", "open"] = "closed"
-    storage: Literal["local"] = "local"
+    storage: Literal["local", "s3"] = "local"
+    s3: S3Settings | None = None
     retention_days: int | None = Field(default=None, ge=1)
     housekeeping_interval_seconds: float = Field(default=3600.0, gt=0)
     export_to: str | None = None  # file:PATH, stdout, syslog://host:port, https://… (serve)
     export_secret: SecretStr | None = None  # HMAC key for webhook exports
     export_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _s3_configured(self) -> RecordingSettings:
+        if self.storage == "s3" and self.s3 is None:
+            raise ValueError("recording.storage is 's3' but recording.s3 (its bucket) is not set")
+        return self
 
 
 class Settings(_Section):
@@ -246,7 +291,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
 
 _STRING_KEYS = {
     "master_key", "database_url", "data_dir", "issuer", "client_id", "public_url", "export_to",
-    "export_secret",
+    "export_secret", "bucket", "prefix", "access_key_id", "secret_access_key", "endpoint_url",
 }  # fmt: skip
 
 

@@ -31,3 +31,32 @@ def test_recording_settings_from_the_environment() -> None:
 def test_invalid_recording_settings_name_the_key(key: str, value: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
         load_settings(env={f"JITGATE_RECORDING__{key}": value})
+
+
+def test_s3_storage_settings_from_the_environment() -> None:
+    settings = load_settings(
+        env={
+            "JITGATE_RECORDING__STORAGE": "s3",
+            "JITGATE_RECORDING__S3__BUCKET": "audit-2026",
+            "JITGATE_RECORDING__S3__ENDPOINT_URL": "http://127.0.0.1:9000",
+            "JITGATE_RECORDING__S3__SECRET_ACCESS_KEY": "0123",
+            "JITGATE_RECORDING__S3__PART_SIZE": str(16 << 20),
+        }
+    )
+    s3 = settings.recording.s3
+    assert settings.recording.storage == "s3" and s3 is not None
+    assert (s3.bucket, s3.prefix, s3.part_size, s3.keep_local) == (
+        "audit-2026",
+        "recordings/",
+        16 << 20,
+        False,
+    )
+    assert s3.secret_access_key is not None
+    assert s3.secret_access_key.get_secret_value() == "0123"  # a string, never a number
+    assert s3.access_key_id is None  # then the standard AWS sources are used
+
+
+def test_s3_parts_are_at_least_five_mebibytes() -> None:
+    env = {"JITGATE_RECORDING__STORAGE": "s3", "JITGATE_RECORDING__S3__BUCKET": "audit"}
+    with pytest.raises(ConfigError, match=r"recording\.s3\.part_size"):
+        load_settings(env={**env, "JITGATE_RECORDING__S3__PART_SIZE": str(1 << 20)})

@@ -43,7 +43,7 @@ from sqlalchemy import select, tuple_
 
 from jitgate.access.notify import sign
 from jitgate.audit.log import AuditLog
-from jitgate.recording.log import read_events
+from jitgate.recording.storage import RecordingStorage, RecordingUnavailable, iter_events
 from jitgate.store.db import Store
 from jitgate.store.models import ExportCursorRow, SessionRow
 
@@ -91,6 +91,11 @@ class StoreSource:
     store: Store
     recordings: Path
     settle: float | None = None  # default: SETTLE_SECONDS
+    storage: RecordingStorage | None = None  # where recordings are read (default: local)
+
+    def __post_init__(self) -> None:
+        if self.storage is None:
+            self.storage = RecordingStorage(self.recordings, self.store)
 
     def fetch(self, cursor: Cursor, limit: int) -> tuple[list[Record], Cursor]:
         records: list[Record] = []
@@ -154,10 +159,12 @@ class StoreSource:
         """Append the session's events after ``after.seq``; False when the batch is full."""
         if not row.recording_path:
             return True
-        path = self.recordings / row.recording_path
-        if not path.exists():
+        try:  # a failure of the object store is raised: the export is retried
+            assert self.storage is not None
+            lines = self.storage.lines(row)
+        except RecordingUnavailable:
             return True
-        for event in read_events(path):
+        for event in iter_events(lines):
             seq = int(event.get("seq", 0))
             if seq <= after.seq:
                 continue

@@ -6,7 +6,8 @@ deleted when neither is set. A session under legal hold (its own flag, or the
 connection's ``legal_hold`` option) is never deleted. The session row stays — the audit
 index keeps who, when, what counts and the seal's digest — with ``recording_state``
 ``deleted``; every deletion is written to the administrative audit log
-(``recording:delete``).
+(``recording:delete``). A recording uploaded to object storage is deleted there too
+(and an unfinished upload of it aborted).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitgate.audit.log import AuditLog
+from jitgate.recording.s3 import ObjectStoreError
+from jitgate.recording.storage import RecordingStorage
 from jitgate.store.db import Store
 from jitgate.store.models import ConnectionRow, SessionRow, utcnow
 
@@ -46,10 +49,18 @@ def _rule(options: dict[str, Any] | None, default_days: int | None) -> _Rule:
 
 
 def apply_retention(
-    store: Store, root: Path, default_days: int | None, *, now: datetime | None = None
+    store: Store,
+    root: Path,
+    default_days: int | None,
+    *,
+    now: datetime | None = None,
+    storage: RecordingStorage | None = None,
 ) -> list[str]:
-    """Delete what is due; returns the ids of the sessions whose recordings went."""
+    """Delete what is due; returns the ids of the sessions whose recordings went.
+
+    ``storage`` deletes uploaded objects too (default: local files only)."""
     now = now or utcnow()
+    storage = storage or RecordingStorage(root, store)
     with store.session() as db:
         rules = {
             row.name: _rule(row.options, default_days) for row in db.scalars(select(ConnectionRow))
@@ -79,18 +90,19 @@ def apply_retention(
             stmt = stmt.where(SessionRow.connection_name.not_in(list(rules)))
         with store.session() as db:
             for row in db.scalars(stmt).all():
-                if _delete(db, root, row, rule.days):
+                if _delete(db, storage, row, rule.days):
                     deleted.append(row.id)
     if deleted:
         log.info("retention: deleted %d recordings", len(deleted))
     return deleted
 
 
-def _delete(db: Session, root: Path, row: SessionRow, days: int) -> bool:
+def _delete(db: Session, storage: RecordingStorage, row: SessionRow, days: int) -> bool:
     assert row.recording_path is not None and row.ended_at is not None
+    location = row.recording_location
     try:
-        (root / row.recording_path).unlink(missing_ok=True)
-    except OSError as exc:
+        storage.delete(db, row)
+    except (OSError, ObjectStoreError) as exc:
         log.error("cannot delete the recording of session %s: %s", row.id, exc)
         return False
     row.recording_path = None
@@ -105,6 +117,7 @@ def _delete(db: Session, root: Path, row: SessionRow, days: int) -> bool:
             "connection": row.connection_name,
             "retention_days": days,
             "ended_at": row.ended_at.isoformat(),
+            **({"location": location} if location else {}),
         },
     )
     return True

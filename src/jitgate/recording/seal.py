@@ -17,7 +17,8 @@ holding the file, the session id and the key can check a recording offline.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class Verification:
 
 
 def verify_recording(
-    path: Path,
+    source: Path | Iterable[bytes],
     session_id: str,
     keys: Mapping[str, Mapping[str, Any]],
     *,
@@ -95,8 +96,9 @@ def verify_recording(
 ) -> Verification:
     """Check the hash chain, then the seal and its signature; name the first bad event.
 
-    ``keys`` maps key ids to public JWKs. ``stored`` is the session row's copy of the
-    seal; ``open_session`` says the session has not closed yet (no seal expected).
+    ``source`` is the recording's file or its lines. ``keys`` maps key ids to public
+    JWKs. ``stored`` is the session row's copy of the seal; ``open_session`` says the
+    session has not closed yet (no seal expected).
     """
 
     def bad(line: int | None, why: str, *, chain: bool, signature: str, n: int) -> Verification:
@@ -106,8 +108,9 @@ def verify_recording(
     seal: dict[str, Any] | None = None
     seal_prev = ""
     number = 0
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, start=1):
+    with contextlib.ExitStack() as stack:
+        lines = stack.enter_context(source.open("rb")) if isinstance(source, Path) else source
+        for number, line in enumerate(lines, start=1):
             try:
                 event = orjson.loads(line)
             except ValueError:

@@ -19,6 +19,7 @@ from jitgate.identity.signing import SigningKey
 from jitgate.masking.service import MaskingService
 from jitgate.policy.service import PolicyService
 from jitgate.recording.recorder import Recorder
+from jitgate.recording.storage import RecordingStorage
 from jitgate.server import bootstrap
 from jitgate.store.db import Store
 
@@ -40,6 +41,7 @@ class Gateway:
     access: AccessService
     masking: MaskingService
     recorder: Recorder
+    recording_storage: RecordingStorage
     tls_cert: Path
     tls_key: Path
     admin_token_file: str | None = None
@@ -84,6 +86,9 @@ class Gateway:
             masking=MaskingService(store, vault.derive(b"mask tokens")),
             recorder=Recorder(
                 store, paths.recordings, signing_key=signing_key, settings=settings.recording
+            ),
+            recording_storage=RecordingStorage.from_settings(
+                paths.recordings, store, settings.recording
             ),
             tls_cert=cert,
             tls_key=key,

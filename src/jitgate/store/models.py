@@ -247,6 +247,8 @@ class SessionRow(Base):
     seal_key_id: Mapped[str | None] = mapped_column(String(64))
     recording_state: Mapped[str | None] = mapped_column(String(16))  # ok, failed, off, deleted
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where the recording went once uploaded, e.g. ``s3://bucket/key`` (migration 0007).
+    recording_location: Mapped[str | None] = mapped_column(String(1024))
 
     __table_args__ = (
         Index("ix_sessions_started_at", "started_at"),
@@ -263,6 +265,30 @@ class ExportCursorRow(Base):
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     cursor: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class RecordingUploadRow(Base):
+    """A recording's multipart upload in progress to object storage (migration 0007).
+
+    ``parts`` lists the finished parts as ``{"n": number, "etag": ..., "size": bytes}``,
+    written as each one completes, so that a restarted uploader goes on from the next.
+    The row is deleted once the object is complete and checked.
+    """
+
+    __tablename__ = "recording_uploads"
+
+    session_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket: Mapped[str] = mapped_column(String(63))
+    key: Mapped[str] = mapped_column(String(1024))
+    upload_id: Mapped[str] = mapped_column(String(1024))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    part_size: Mapped[int] = mapped_column(BigInteger)
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -59,6 +59,6 @@ def export_audit(
         position = Cursor.decode(cursor)
     except ValueError:
         raise InvalidInput("cursor is not valid") from None
-    source = StoreSource(gw.store, gw.paths.recordings)
+    source = StoreSource(gw.store, gw.paths.recordings, storage=gw.recording_storage)
     records, after = source.fetch(position, limit)
     return {"items": records, "cursor": after.encode()}

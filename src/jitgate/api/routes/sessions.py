@@ -12,7 +12,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import orjson
@@ -24,10 +23,11 @@ from sqlalchemy import select
 from jitgate.api.deps import AdminOrAuditor, Caller, ClientAddr, GatewayDep, PageDep
 from jitgate.api.schemas import PageOut
 from jitgate.audit.log import AuditLog
-from jitgate.errors import Forbidden, InvalidInput, NotFound
+from jitgate.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from jitgate.identity.principal import Authenticated, Role
-from jitgate.recording.log import read_events
+from jitgate.recording.s3 import ObjectStoreError
 from jitgate.recording.seal import StoredSeal, verify_recording
+from jitgate.recording.storage import RecordingUnavailable, iter_events
 from jitgate.server.gateway import Gateway
 from jitgate.store.models import SessionRow
 
@@ -94,13 +94,14 @@ def _session(gw: Gateway, who: Authenticated, session_id: str) -> SessionRow:
     return row
 
 
-def _recording(gw: Gateway, row: SessionRow) -> Path:
-    if not row.recording_path:
-        raise NotFound("this session has no recording")
-    path = (gw.paths.recordings / row.recording_path).resolve()
-    if gw.paths.recordings.resolve() not in path.parents or not path.exists():
-        raise NotFound("the recording of this session is not available")
-    return path
+def _recording(gw: Gateway, row: SessionRow) -> list[bytes]:
+    """The recording's lines, from the data dir or from object storage."""
+    try:
+        return gw.recording_storage.lines(row)
+    except RecordingUnavailable as exc:
+        raise NotFound(str(exc)) from None
+    except ObjectStoreError as exc:
+        raise Unavailable(f"the recording cannot be fetched just now: {exc}") from None
 
 
 @router.get("/sessions", response_model=PageOut[SessionOut])
@@ -197,11 +198,11 @@ def _matches(event: dict[str, Any], needle: str) -> bool:
 
 def _recording_mentions(gw: Gateway, row: SessionRow, q: str) -> bool:
     try:
-        path = _recording(gw, row)
-    except NotFound:
+        lines = _recording(gw, row)
+    except (NotFound, Unavailable):
         return False
     needle = q.lower()
-    return any(_matches(event, needle) for event in read_events(path))
+    return any(_matches(event, needle) for event in iter_events(lines))
 
 
 @router.get("/sessions/{session_id}", response_model=SessionOut)
@@ -222,10 +223,10 @@ def session_events(
     after: Annotated[int | None, Query(ge=0, description="events after this seq")] = None,
     limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> dict[str, Any]:
-    path = _recording(gw, _session(gw, who, session_id))
+    lines = _recording(gw, _session(gw, who, session_id))
     items = []
     needle = q.lower() if q else None
-    for event in read_events(path):
+    for event in iter_events(lines):
         if after is not None and event.get("seq", 0) <= after:
             continue
         if type and event.get("type") != type:
@@ -256,27 +257,40 @@ async def tail_session(
 ) -> StreamingResponse:
     """Server-sent events: the session's events as they are written, until it closes."""
     row = _session(gw, who, session_id)
-    path = _recording(gw, row)
+    path = gw.recording_storage.local_path(row)
+    if path is None or not path.exists():
+        _recording(gw, row)  # not found, or closed and uploaded: read below from storage
     start = after if after is not None else int(last_event_id or 0)
     return StreamingResponse(
-        _tail(gw, row.id, path, start, timeout),
+        _tail(gw, row, start, timeout),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _tail(
-    gw: Gateway, session_id: str, path: Path, after: int, timeout: float
-) -> AsyncIterator[bytes]:
+def _read_from(gw: Gateway, row: SessionRow, offset: int) -> bytes:
+    """Up to 1 MiB of the recording from ``offset``: from the local file while it is
+    there, else (uploaded since) from object storage."""
+    path = gw.recording_storage.local_path(row)
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                return fh.read(1 << 20)
+        except FileNotFoundError:
+            pass
+    return gw.recording_storage.read(row)[offset : offset + (1 << 20)]
+
+
+async def _tail(gw: Gateway, row: SessionRow, after: int, timeout: float) -> AsyncIterator[bytes]:
+    session_id = row.id
     deadline = time.monotonic() + timeout
     offset = 0
     partial = b""
     last_beat = time.monotonic()
     ended = False
     while time.monotonic() < deadline:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            chunk = fh.read(1 << 20)
+        chunk = await asyncio.to_thread(_read_from, gw, row, offset)
         offset += len(chunk)
         lines = (partial + chunk).split(b"\n")
         partial = lines.pop()
