@@ -1,5 +1,6 @@
-"""The recording jobs of the serve process: retention, and the audit export when
-``recording.export_to`` is configured (its cursor kept in the store)."""
+"""The recording jobs of the serve process: retention, the audit export when
+``recording.export_to`` is configured (its cursor kept in the store), and the upload of
+closed recordings when ``recording.storage`` is ``s3`` (see :mod:`jitgate.recording.upload`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from jitgate.recording.export import Exporter, StoreCursor, StoreSource, open_sink
 from jitgate.recording.retention import apply_retention
+from jitgate.recording.upload import Uploader
 
 if TYPE_CHECKING:
     from jitgate.server.gateway import Gateway
@@ -26,9 +28,19 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
             settings.export_secret.get_secret_value().encode() if settings.export_secret else None
         )
         exporter = Exporter(
-            StoreSource(gateway.store, gateway.paths.recordings),
+            StoreSource(gateway.store, gateway.paths.recordings, storage=gateway.recording_storage),
             open_sink(settings.export_to, secret=secret),
             StoreCursor(gateway.store, f"serve:{settings.export_to}"[:128]),
+        )
+    uploader: Uploader | None = None
+    bucket = gateway.recording_storage.bucket
+    if settings.storage == "s3" and settings.s3 is not None and bucket is not None:
+        uploader = Uploader(
+            gateway.store,
+            gateway.paths.recordings,
+            bucket,
+            part_size=settings.s3.part_size,
+            keep_local=settings.s3.keep_local,
         )
     if gateway.store.engine.dialect.name == "sqlite":  # one process owns this store
         try:
@@ -37,6 +49,7 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
             log.warning("could not close interrupted sessions: %s", exc)
     next_retention = 0.0
     next_export = 0.0
+    next_upload = 0.0
     failing = False
     try:
         while not stop.is_set():
@@ -49,6 +62,7 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
                         gateway.store,
                         gateway.paths.recordings,
                         settings.retention_days,
+                        storage=gateway.recording_storage,
                     )
                 except Exception as exc:  # the store may be briefly unavailable
                     log.warning("recording retention failed: %s", exc)
@@ -63,7 +77,18 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
                     if not failing:
                         log.error("audit export to %s failed: %s", settings.export_to, exc)
                     failing = True
-            wake = min(next_retention, next_export if exporter else next_retention)
+            if uploader is not None and now >= next_upload:
+                assert settings.s3 is not None
+                next_upload = now + settings.s3.upload_interval_seconds
+                try:
+                    await asyncio.to_thread(uploader.run_once, stop.is_set)
+                except Exception as exc:  # the store may be briefly unavailable
+                    log.warning("recording upload failed: %s", exc)
+            wake = min(
+                next_retention,
+                next_export if exporter else next_retention,
+                next_upload if uploader else next_retention,
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.05, wake - time.monotonic()))
         if exporter is not None:  # what was written until the end goes out too

@@ -16,8 +16,9 @@ MIN_SLEEP = 0.02
 
 
 async def recording_housekeeping(gateway: Gateway, stop: asyncio.Event) -> None:
-    """Delete recordings past their retention (legal holds kept) and run the audit export
-    configured in ``recording.export_to`` (see :mod:`jitgate.recording.housekeeping`)."""
+    """Delete recordings past their retention (legal holds kept), run the audit export
+    configured in ``recording.export_to`` and upload closed recordings to object storage
+    (``recording.storage: s3``); see :mod:`jitgate.recording.housekeeping`."""
     from jitgate.recording import housekeeping
 
     await housekeeping.run(gateway, stop)
