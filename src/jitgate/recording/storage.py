@@ -109,7 +109,9 @@ class RecordingStorage:
         Raises OSError or :class:`ObjectStoreError`; the row is then left as it was.
         """
         upload = db.get(RecordingUploadRow, row.id)
-        if upload is not None:
+        if upload is not None and row.recording_location is not None:
+            db.delete(upload)  # complete already; only its local copy was left to delete
+        elif upload is not None:
             if self.bucket is None:
                 raise ObjectStoreError("an upload to object storage is open but s3 is off")
             self.bucket.named(upload.bucket).abort(upload.key, upload.upload_id)

@@ -19,9 +19,10 @@ size, bucket or key) the old upload is aborted and a new one begins.
 
 After ``CompleteMultipartUpload`` the object's size and the ``sha256`` metadata written at
 its creation are checked against the file; then the session row gets its
-``recording_location`` (``s3://bucket/key``) and the upload row goes, in one transaction,
-and only after that is the local file deleted (unless ``keep_local``). A crash between the
-two leaves a local copy that readers prefer and retention deletes with the object.
+``recording_location`` (``s3://bucket/key``), and only after that is the local file deleted
+(unless ``keep_local``) and the upload row with it. A crash in between leaves an upload row
+whose session has a location: the next run deletes that local copy (readers prefer the
+local file meanwhile, and it is the same bytes).
 """
 
 from __future__ import annotations
@@ -123,6 +124,7 @@ class Uploader:
         others back; it is tried again at the next run.
         """
         done: list[str] = []
+        self._finish_interrupted()
         for row in self._pending():
             if stopping():
                 break
@@ -252,16 +254,34 @@ class Uploader:
                 db.delete(state)
 
     def _finish(self, session_id: str, key: str, path: Path) -> None:
+        """Record where the object is, then let the local copy go.
+
+        The upload row stays until the local file is deleted: a crash in between leaves a
+        row whose session has its location already, and the next run finishes the job."""
         with self.store.session() as db:
             row = db.get(SessionRow, session_id)
             gone = row is None or row.recording_path is None
             if row is not None and not gone:
                 row.recording_location = self.bucket.location(key)
-            state = db.get(RecordingUploadRow, session_id)
-            if state is not None:
-                db.delete(state)
         if gone:  # retention deleted the recording meanwhile: the object goes too
             self.bucket.delete(key)
+            self._forget(session_id)
             return
-        if not self.keep_local:
+        self._release(session_id, path)
+
+    def _release(self, session_id: str, path: Path | None) -> None:
+        if not self.keep_local and path is not None:
             path.unlink(missing_ok=True)
+        self._forget(session_id)
+
+    def _finish_interrupted(self) -> None:
+        """Delete the local copies a crash kept after their upload was recorded."""
+        stmt = (
+            select(RecordingUploadRow.session_id, SessionRow.recording_path)
+            .join(SessionRow, SessionRow.id == RecordingUploadRow.session_id)
+            .where(SessionRow.recording_location.is_not(None))
+        )
+        with self.store.session() as db:
+            rows = [(str(r[0]), r[1]) for r in db.execute(stmt)]
+        for session_id, relative in rows:
+            self._release(session_id, self.root / relative if relative else None)

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -331,6 +332,36 @@ def test_an_interrupted_upload_goes_on_from_the_next_part(
     assert verified == original
 
 
+class _Crash(BaseException):
+    """The gateway process dying at a chosen point."""
+
+
+class _CrashBeforeCleanup(Uploader):
+    def _release(self, session_id: str, path: Path | None) -> None:
+        raise _Crash
+
+
+def test_a_crash_after_the_upload_is_recorded_leaves_no_local_copy(
+    s3_gateway: PgGateway, pg_scram: PgCluster
+) -> None:
+    gw = s3_gateway
+    session_id = _psql_session(gw, pg_scram)
+    local = gw.recording_path(_row(gw, session_id))
+    original = local.read_bytes()
+    crashing = _CrashBeforeCleanup(
+        gw.gateway.store, gw.gateway.paths.recordings, _bucket(gw), part_size=5 * MiB
+    )
+    with pytest.raises(_Crash):
+        crashing.upload(_row(gw, session_id))
+    assert _object(gw, _row(gw, session_id)) == original and local.exists()
+
+    assert _uploader(gw).run_once() == []  # nothing to upload, only the copy to delete
+    assert not local.exists()
+    with gw.gateway.store.session() as db:
+        assert db.get(RecordingUploadRow, session_id) is None
+    assert gw.gateway.recording_storage.read(_row(gw, session_id)) == original
+
+
 def test_serve_uploads_closed_recordings_in_the_background(
     s3_gateway: PgGateway, pg_scram: PgCluster
 ) -> None:
@@ -347,11 +378,12 @@ def test_serve_uploads_closed_recordings_in_the_background(
     stop, job = gw.call(start())
     try:
         session_id = _psql_session(gw, pg_scram)
+        local = gw.recording_path(_row(gw, session_id))
         deadline = time.monotonic() + 10
-        while _row(gw, session_id).recording_location is None:
+        # The location is recorded first, then the local copy goes.
+        while _row(gw, session_id).recording_location is None or local.exists():
             assert time.monotonic() < deadline, "the recording was not uploaded"
             time.sleep(0.05)
-        assert not gw.recording_path(_row(gw, session_id)).exists()
     finally:
         gw.call(finish(stop, job))
     with gw.gateway.store.session() as db:
