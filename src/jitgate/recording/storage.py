@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 from sqlalchemy import select
@@ -38,6 +38,11 @@ def iter_events(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
     for line in lines:
         if line.strip():
             yield orjson.loads(line)
+
+
+def _lines_of(fh: BinaryIO) -> Iterator[bytes]:
+    with fh:
+        yield from fh
 
 
 class RecordingStorage:
@@ -69,11 +74,31 @@ class RecordingStorage:
     def read(self, row: SessionRow) -> bytes:
         """The recording's bytes. Raises :class:`RecordingUnavailable` when there is none,
         :class:`ObjectStoreError` when the object store cannot be read just now."""
+        path = self._path(row)
+        with contextlib.suppress(FileNotFoundError):
+            return path.read_bytes()
+        return self._fetch(row)
+
+    def lines(self, row: SessionRow) -> Iterator[bytes]:
+        """The recording's lines: streamed from the local file while there is one (an open
+        file stays readable if the uploader deletes it), else from the fetched object."""
+        path = self._path(row)
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            return iter(self._fetch(row).splitlines())
+        return _lines_of(fh)
+
+    def events(self, row: SessionRow) -> Iterator[dict[str, Any]]:
+        return iter_events(self.lines(row))
+
+    def _path(self, row: SessionRow) -> Path:
         path = self.local_path(row)
         if path is None:
             raise RecordingUnavailable("this session has no recording")
-        with contextlib.suppress(FileNotFoundError):
-            return path.read_bytes()
+        return path
+
+    def _fetch(self, row: SessionRow) -> bytes:
         location = row.recording_location
         if location is None:  # it may have been uploaded since the row was read
             with self.store.session() as db:
@@ -88,12 +113,6 @@ class RecordingStorage:
         except NoSuchObject:
             gone = f"the recording of this session is gone ({location})"
             raise RecordingUnavailable(gone) from None
-
-    def lines(self, row: SessionRow) -> list[bytes]:
-        return self.read(row).splitlines()
-
-    def events(self, row: SessionRow) -> Iterator[dict[str, Any]]:
-        return iter_events(self.lines(row))
 
     def _object(self, location: str) -> tuple[S3Bucket, str]:
         name, key = parse_location(location)

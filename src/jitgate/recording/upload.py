@@ -43,6 +43,8 @@ from jitgate.store.models import RecordingUploadRow, SessionRow, utcnow
 log = logging.getLogger("jitgate.recording")
 
 PAGE = 100
+#: Failures in a row after which a run gives up (the bucket is likely unreachable).
+MAX_FAILURES = 3
 _CHUNK = 1 << 20
 
 
@@ -86,6 +88,7 @@ class Uploader:
         self.bucket = bucket
         self.part_size = part_size
         self.keep_local = keep_local
+        self._failing: set[str] = set()
 
     def _pending(self) -> Iterator[SessionRow]:
         """Closed sessions with a recording not uploaded yet, oldest first."""
@@ -120,13 +123,14 @@ class Uploader:
     def run_once(self, stopping: Callable[[], bool] = lambda: False) -> list[str]:
         """Upload every closed recording not uploaded yet; returns the session ids done.
 
-        One recording failing (the store or the bucket unreachable) does not hold the
-        others back; it is tried again at the next run.
+        One recording failing does not hold the others back; it is tried again at the next
+        run. After :data:`MAX_FAILURES` failures in a row the run stops early.
         """
         done: list[str] = []
+        failures = 0
         self._finish_interrupted()
         for row in self._pending():
-            if stopping():
+            if stopping() or failures >= MAX_FAILURES:
                 break
             try:
                 if self.upload(row, stopping):
@@ -134,7 +138,16 @@ class Uploader:
             except Stopped:
                 break
             except (ObjectStoreError, UploadError, OSError) as exc:
-                log.error("cannot upload the recording of session %s: %s", row.id, exc)
+                # Said once at ERROR while it keeps failing (it is retried every run).
+                level = logging.DEBUG if row.id in self._failing else logging.ERROR
+                log.log(level, "cannot upload the recording of session %s: %s", row.id, exc)
+                if len(self._failing) >= 10_000:
+                    self._failing.clear()
+                self._failing.add(row.id)
+                failures += 1
+            else:
+                self._failing.discard(row.id)
+                failures = 0
         if done:
             log.info("uploaded %d recordings to s3://%s", len(done), self.bucket.name)
         return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -94,7 +94,7 @@ def _session(gw: Gateway, who: Authenticated, session_id: str) -> SessionRow:
     return row
 
 
-def _recording(gw: Gateway, row: SessionRow) -> list[bytes]:
+def _recording(gw: Gateway, row: SessionRow) -> Iterator[bytes]:
     """The recording's lines, from the data dir or from object storage."""
     try:
         return gw.recording_storage.lines(row)
@@ -258,31 +258,45 @@ async def tail_session(
     """Server-sent events: the session's events as they are written, until it closes."""
     row = _session(gw, who, session_id)
     path = gw.recording_storage.local_path(row)
-    if path is None or not path.exists():
-        _recording(gw, row)  # not found, or closed and uploaded: read below from storage
+    fetched: list[bytes] = []
+    if path is None or not path.exists():  # not found, or closed and uploaded
+        fetched.append(await asyncio.to_thread(_fetch, gw, row))
     start = after if after is not None else int(last_event_id or 0)
     return StreamingResponse(
-        _tail(gw, row, start, timeout),
+        _tail(gw, row, start, timeout, fetched),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _read_from(gw: Gateway, row: SessionRow, offset: int) -> bytes:
+def _fetch(gw: Gateway, row: SessionRow) -> bytes:
+    try:
+        return gw.recording_storage.read(row)
+    except RecordingUnavailable as exc:
+        raise NotFound(str(exc)) from None
+    except ObjectStoreError as exc:
+        raise Unavailable(f"the recording cannot be fetched just now: {exc}") from None
+
+
+def _read_from(gw: Gateway, row: SessionRow, offset: int, fetched: list[bytes]) -> bytes:
     """Up to 1 MiB of the recording from ``offset``: from the local file while it is
-    there, else (uploaded since) from object storage."""
+    there, else (uploaded since) from object storage, fetched once into ``fetched``."""
     path = gw.recording_storage.local_path(row)
-    if path is not None:
+    if not fetched and path is not None:
         try:
             with path.open("rb") as fh:
                 fh.seek(offset)
                 return fh.read(1 << 20)
         except FileNotFoundError:
             pass
-    return gw.recording_storage.read(row)[offset : offset + (1 << 20)]
+    if not fetched:
+        fetched.append(gw.recording_storage.read(row))
+    return fetched[0][offset : offset + (1 << 20)]
 
 
-async def _tail(gw: Gateway, row: SessionRow, after: int, timeout: float) -> AsyncIterator[bytes]:
+async def _tail(
+    gw: Gateway, row: SessionRow, after: int, timeout: float, fetched: list[bytes]
+) -> AsyncIterator[bytes]:
     session_id = row.id
     deadline = time.monotonic() + timeout
     offset = 0
@@ -290,7 +304,7 @@ async def _tail(gw: Gateway, row: SessionRow, after: int, timeout: float) -> Asy
     last_beat = time.monotonic()
     ended = False
     while time.monotonic() < deadline:
-        chunk = await asyncio.to_thread(_read_from, gw, row, offset)
+        chunk = await asyncio.to_thread(_read_from, gw, row, offset, fetched)
         offset += len(chunk)
         lines = (partial + chunk).split(b"\n")
         partial = lines.pop()
