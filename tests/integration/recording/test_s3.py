@@ -181,6 +181,8 @@ def test_an_uploaded_recording_is_read_and_verified_from_the_bucket(
     assert _uploader(gw).run_once() == []  # nothing twice
 
     # The API and the CLI read it from the bucket now.
+    shown_row = s3_console.get(f"/api/v1/sessions/{session_id}").json()
+    assert shown_row["recording_location"] == f"s3://{BUCKET}/{PREFIX}{row.recording_path}"
     events = s3_console.get(f"/api/v1/sessions/{session_id}/events").json()["items"]
     texts = [e.get("text") for e in events if e["type"] == "request"]
     assert texts == ["SELECT 'evidence-41' AS word", "SELECT 2 + 2"]

@@ -51,6 +51,7 @@ class SessionOut(BaseModel):
     counts: dict[str, Any]
     grant_ids: list[str] = []
     recording: str | None = None  # ok, failed, off, deleted
+    recording_location: str | None = None  # s3://bucket/key once uploaded
     signed: bool = False
     legal_hold: bool = False
     events: int | None = None
@@ -74,6 +75,7 @@ class SessionOut(BaseModel):
             counts=dict(row.counts or {}),
             grant_ids=list(row.grant_ids or []),
             recording=row.recording_state,
+            recording_location=row.recording_location,
             signed=row.seal_signature is not None,
             legal_hold=bool(row.legal_hold),
             events=row.event_count,
