@@ -9,13 +9,16 @@ pytest-mock and pytest-benchmark, unpacks the sdist, and runs the suite twice ag
 machine's PostgreSQL on 127.0.0.1:5432 (trust auth for ``postgres``):
 
 1. direct;
-2. through a ``jitgate serve`` on a throwaway data dir, with a connection named
+2. through pgbouncer in session mode (Debian package; trust auth toward the client), the
+   usual way such a proxy is run;
+3. through a ``jitgate serve`` on a throwaway data dir, with a connection named
    ``postgres`` to the same server, the jitgate identity ``postgres`` whose token is the
    password, and a policy set that allows everything (the suite drops tables, deletes
    without WHERE, calls functions the default pack denies), so what is measured is
    protocol transparency, not policy.
 
-It prints both pass/fail counts and the tests whose outcome differs. The suites' own
+It prints the pass/fail counts side by side and the tests whose outcome differs from the
+direct run. The suites' own
 authentication tests (``test/*/auth``) need server configurations of their own and are
 left out of both runs.
 """
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -34,6 +38,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.pgbench_compare import _wait_port
+from tests.support.pgcluster import free_port
 from tests.support.served import start_gateway, stop, wait_ready
 
 ALLOW_ALL = '@id("allow-everything") permit (principal, action, resource);\n'
@@ -79,6 +85,7 @@ def run_suite(python: Path, source: Path, port: int, password: str) -> dict[str,
 
 def through_jitgate(work: Path) -> tuple[subprocess.Popen[str], int, str]:
     data_dir = work / "jitgate-data"
+    shutil.rmtree(data_dir, ignore_errors=True)  # a fresh gateway each run
     proc = start_gateway(data_dir, extra_config="log_level: warning\n")
     api = wait_ready(proc, data_dir)
     admin = (data_dir / "admin.token").read_text().strip()
@@ -99,6 +106,28 @@ def through_jitgate(work: Path) -> tuple[subprocess.Popen[str], int, str]:
     return proc, port, str(token["token"])
 
 
+def through_pgbouncer(work: Path) -> tuple[subprocess.Popen[bytes], int]:
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    port = free_port()
+    conf = work / "pgbouncer"
+    conf.mkdir(exist_ok=True)
+    (conf / "users.txt").write_text('"postgres" ""\n')
+    (conf / "pgbouncer.ini").write_text(
+        "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {conf / 'users.txt'}\npool_mode = session\n"
+        f"logfile = {conf / 'pgbouncer.log'}\n"
+    )
+    argv = [binary, str(conf / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root
+        for path in (conf, *conf.iterdir()):
+            shutil.chown(path, "postgres")
+        argv = ["runuser", "-u", "postgres", "--", *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port)
+    return proc, port
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--version", default="1.31.6")
@@ -107,23 +136,31 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="jitgate-client-suite-"))
     work.mkdir(parents=True, exist_ok=True)
     python, source = prepare(work, args.version)
-    direct = run_suite(python, source, 5432, "unused-with-trust-auth")
+    runs = {"direct": run_suite(python, source, 5432, "unused-with-trust-auth")}
+    bouncer, bouncer_port = through_pgbouncer(work)
+    try:
+        runs["pgbouncer (session)"] = run_suite(python, source, bouncer_port, "unused")
+    finally:
+        bouncer.terminate()
+        bouncer.wait(10)
     proc, port, token = through_jitgate(work)
     try:
-        gated = run_suite(python, source, port, token)
+        runs["jitgate"] = run_suite(python, source, port, token)
     finally:
         stop(proc)
     print(f"pg8000 {args.version} test suite (auth tests excluded)\n")
     print("| run | passed | failed | errors | skipped |")
     print("|---|---:|---:|---:|---:|")
-    for name, outcomes in (("direct", direct), ("through jitgate", gated)):
+    for name, outcomes in runs.items():
         values = list(outcomes.values())
         print(f"| {name} | {values.count('passed')} | {values.count('failed')} | "
               f"{values.count('error')} | {values.count('skipped')} |")  # fmt: skip
-    differ = sorted(t for t in set(direct) | set(gated) if direct.get(t) != gated.get(t))
-    print(f"\n{len(differ)} tests with a different outcome:")
-    for test in differ:
-        print(f"  {test}: direct {direct.get(test)}, jitgate {gated.get(test)}")
+    direct = runs["direct"]
+    for name, outcomes in list(runs.items())[1:]:
+        differ = sorted(t for t in set(direct) | set(outcomes) if direct.get(t) != outcomes.get(t))
+        print(f"\n{name}: {len(differ)} tests with an outcome other than direct:")
+        for test in differ:
+            print(f"  {test}: direct {direct.get(test)}, {name} {outcomes.get(test)}")
 
 
 if __name__ == "__main__":
