@@ -341,12 +341,27 @@ class SessionRecorder:
         if self.log is None:
             return
         stmt = execution.statement
-        # What a request event says of its statement is the same every time the same
-        # (prepared or cached) statement is decided the same way: build it once.
-        key = (id(stmt), id(decision), execution.via)
+        # What a request event says of its statement is the same every time a statement
+        # of the same classification is decided the same way (the same decision object:
+        # the gate caches them), whatever its constants: build it once. The fields in the
+        # key are exactly those _request_fields reads.
+        key: tuple[Any, ...] = (
+            (id(decision), execution.via)
+            if stmt is None
+            else (
+                id(decision),
+                execution.via,
+                stmt.kind,
+                stmt.tag,
+                stmt.tables_read,
+                stmt.tables_written,
+                stmt.has_where,
+                stmt.dangerous,
+            )
+        )
         cached = self._request_cache.get(key)
-        if cached is None or cached[0] is not stmt or cached[1] is not decision:
-            cached = (stmt, decision, _request_fields(execution))
+        if cached is None or cached[1] is not decision:
+            cached = (None, decision, _request_fields(execution))
             if len(self._request_cache) >= 512:
                 self._request_cache.clear()
             self._request_cache[key] = cached
