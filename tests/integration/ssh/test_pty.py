@@ -48,6 +48,10 @@ class Terminal:
                         raise AssertionError(f"{pattern!r} not seen: {tail!r}") from None
         return self.seen
 
+    def ready(self, *, after: bytes) -> None:
+        """Wait for the shell's prompt after the last ``after`` in the output."""
+        self.expect(rb"prompt\$ ", since=self.seen.rindex(after))
+
     def close(self) -> int:
         try:
             return self.process.wait(10)
@@ -76,24 +80,28 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
         term.expect(rb"prompt\$ ")
         term.type("echo hel''lo-$((6*7))\r")
         term.expect(rb"hello-42")
+        term.ready(after=b"hello-42")  # type at the prompt, as a person would
         term.type(f"touch {marker}; false && reboot\r")  # harmless if it ever got through
         term.expect(rb"was denied: reboot stops the server")
-        term.expect(rb"prompt\$ ", since=term.seen.rindex(b"was denied"))  # a fresh prompt
+        term.ready(after=b"was denied")  # a fresh prompt
         mark = len(term.seen)
         term.type("echo after-denial\r")
         term.expect(rb"\r\nafter-denial", since=mark)
         assert b"command not found" not in term.seen[mark:]  # nothing of the denied line ran
+        term.ready(after=b"\r\nafter-denial")
         term.type("echo still-fine-x\x7f\x7fok\r")  # backspaces are replayed
         term.expect(rb"\r\nstill-fineok")
+        term.ready(after=b"\r\nstill-fineok")
         term.type("for i in 1 2; do\r")  # a multi-line command is decided as a whole
         term.type("echo loop-$i\r")
         term.type("done\r")
         term.expect(rb"loop-1\r\nloop-2")
+        term.ready(after=b"loop-1\r\nloop-2")
         term.type(f"if true; then\rtouch {marker}; false && reboot\r")
         term.type("fi\r")
         mark = len(term.seen)
         term.expect(rb"was denied: reboot stops the server", since=mark)
-        term.expect(rb"prompt\$ ", since=term.seen.rindex(b"was denied"))
+        term.ready(after=b"was denied")
         term.type("exit 7\r")
         status = term.close()
     finally:
