@@ -48,6 +48,13 @@ class Terminal:
                         raise AssertionError(f"{pattern!r} not seen: {tail!r}") from None
         return self.seen
 
+    def type_lines(self, *lines: str) -> None:
+        """Type lines one by one, each after the shell's continuation prompt ("> ")."""
+        for index, line in enumerate(lines):
+            if index:
+                self.expect(rb"\r\n> ", since=len(self.seen) - 2)
+            self.type(line + "\r")
+
     def ready(self, *, after: bytes) -> None:
         """Wait for the shell's prompt after the last ``after`` in the output."""
         self.expect(rb"prompt\$ ", since=self.seen.rindex(after))
@@ -92,14 +99,13 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
         term.type("echo still-fine-x\x7f\x7fok\r")  # backspaces are replayed
         term.expect(rb"\r\nstill-fineok")
         term.ready(after=b"\r\nstill-fineok")
-        term.type("for i in 1 2; do\r")  # a multi-line command is decided as a whole
-        term.type("echo loop-$i\r")
-        term.type("done\r")
+        # A multi-line command is decided as a whole, when its last line is entered; each
+        # line is typed at the shell's continuation prompt.
+        term.type_lines("for i in 1 2; do", "echo loop-$i", "done")
         term.expect(rb"loop-1\r\nloop-2")
         term.ready(after=b"loop-1\r\nloop-2")
-        term.type(f"if true; then\rtouch {marker}; false && reboot\r")
-        term.type("fi\r")
         mark = len(term.seen)
+        term.type_lines("if true; then", f"touch {marker}; false && reboot", "fi")
         term.expect(rb"was denied: reboot stops the server", since=mark)
         term.ready(after=b"was denied")
         term.type("exit 7\r")
