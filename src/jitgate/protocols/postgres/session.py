@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from jitgate.access.hold import resolve_review
 from jitgate.access.service import statement_key
+from jitgate.access.session_grants import SessionGrants
 from jitgate.connections.types import ConnectionInfo, ConnectionType, Credential
 from jitgate.errors import JitgateError, NotFound, Unauthenticated, Unavailable
 from jitgate.identity.principal import Authenticated
@@ -141,11 +142,7 @@ class PostgresSession:
         self.who: Authenticated | None = None
         self.upstream_address: tuple[str, int] = ("", 0)
         self.connection_name = ""
-        self.grant_ids: set[str] = set()
-        self.used_grants: set[str] = set()  # grants this session took a use of
-        # Grant changes are applied one at a time, in order: two overlapping reloads could
-        # otherwise leave the older answer (a revoked grant) in force.
-        self._grants_lock = asyncio.Lock()
+        self.grants = SessionGrants(self.gateway.access)
         self._hold_task: asyncio.Task[None] | None = None
         self.masking: SessionMasking | None = None
         self._gate: StatementGate | None = None
@@ -261,7 +258,7 @@ class PostgresSession:
             token_id=self.who.token_id,
             client_addr=self.client_addr,
             client_program=params.get("application_name"),
-            grant_ids=tuple(sorted(self.grant_ids)),
+            grant_ids=tuple(sorted(self.grants.ids)),
             client_port=self.client_port,
         )
         try:
@@ -366,9 +363,9 @@ class PostgresSession:
         )
         self._gate = gate
         self.connection_name = name
-        await self._load_grants()
-        if self.grant_ids:
-            await self._use_grant()
+        await self.grants.load(self.who, name, gate)
+        if self.grants.ids:
+            await self.grants.use(self.who, name, gate)
         decision = gate.decide(None, "", action="connect")
         if not decision.allowed:
             raise Refused(
@@ -377,72 +374,35 @@ class PostgresSession:
                 detail=decision.reason,
             )
 
-    async def _use_grant(self) -> None:
-        """Count this session against a grant with limited uses (one use per session)."""
-        assert self.who is not None
-        used = await asyncio.to_thread(
-            self.gateway.access.use_access_grant,
-            self.who.principal,
-            self.who.actor,
-            self.connection_name,
-        )
-        if used is not None:
-            self.used_grants.add(used.id)
-        await self._load_grants()  # without the grants whose uses were all taken
-
-    async def _load_grants(self) -> None:
-        """Put the caller's active grants for this connection into the policy context."""
-        assert self.who is not None and self._gate is not None
-        grants = await asyncio.to_thread(
-            functools.partial(
-                self.gateway.access.active_grants,
-                self.who.principal,
-                self.who.actor,
-                self.connection_name,
-                used=self.used_grants,
-            )
-        )
-        self.grant_ids = {g.id for g in grants}
-        scopes = sorted({s for g in grants for s in (g.scope or ())})
-        self._gate.set_context(has_grant=bool(grants), grant_scopes=scopes)
-
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
-        async with self._grants_lock:
+        async with self.grants.lock:
             await self._refresh_grants(ended)
 
     async def _refresh_grants(self, ended: tuple[str, ...]) -> None:
         if self._gate is None or self.who is None or self.client.closed.done():
             return
-        held_ended = [g for g in ended if g in self.grant_ids]
-        before = set(self.grant_ids)
+        held_ended = [g for g in ended if g in self.grants.ids]
+        before = set(self.grants.ids)
         try:
-            await self._load_grants()
+            await self.grants.load(self.who, self.connection_name, self._gate)
         except Exception as exc:  # the store is unavailable: fail closed only if it mattered
             log.warning("[client=%s] could not reload grants: %s", self.client_addr, exc)
             return
-        if self.recorder is not None and self.grant_ids != before:
+        now = self.grants.ids
+        if self.recorder is not None and now != before:
             with contextlib.suppress(OSError):
                 self.recorder.event(
                     "grants",
                     {
-                        "grant_ids": sorted(self.grant_ids),
-                        "added": sorted(self.grant_ids - before),
-                        "ended": sorted(before - self.grant_ids),
+                        "grant_ids": sorted(now),
+                        "added": sorted(now - before),
+                        "ended": sorted(before - now),
                     },
                 )
         decision = self._gate.decide(None, "", action="connect")
-        if decision.allowed:
-            return
-        if held_ended:
-            grant = await asyncio.to_thread(self.gateway.access.get_grant, held_ended[0])
-            reason = grant.revoke_reason or "ended"
-            message = (
-                "jitgate: grant expired" if reason == "expired" else f"jitgate: grant {reason}"
-            )
-        else:
-            message = f"jitgate: access ended: {decision.reason or 'not allowed any more'}"
-        self.terminate(message)
+        if not decision.allowed:
+            self.terminate(await self.grants.end_message(held_ended, decision))
 
     def _finish_handshake(self, name: str, tags: dict[str, str]) -> None:
         assert self.upstream is not None

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import functools
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -48,6 +47,7 @@ from typing import TYPE_CHECKING, Any, cast
 import asyncssh
 
 from jitgate.access.hold import resolve_review
+from jitgate.access.session_grants import SessionGrants
 from jitgate.connections.types import ConnectionInfo, ConnectionType, Credential
 from jitgate.errors import JitgateError, NotFound, Unauthenticated, Unavailable
 from jitgate.identity.principal import Authenticated
@@ -106,9 +106,7 @@ class GatewayConnection(asyncssh.SSHServer):
         self.credential: Credential | None = None
         self.policy: SSHPolicy | None = None
         self.gate: StatementGate | None = None
-        self.grant_ids: set[str] = set()
-        self.used_grants: set[str] = set()  # grants this session took a use of
-        self._grants_lock = asyncio.Lock()  # grant changes are applied one at a time
+        self.grants = SessionGrants(listener.gateway.access)
         self.recorder: SessionRecorder | None = None
         self.upstream: up.Upstream | None = None
         self.ready: asyncio.Future[up.Upstream] | None = None
@@ -260,7 +258,7 @@ class GatewayConnection(asyncssh.SSHServer):
             )
             self.who, self.info, self.credential, self.gate = who, info, credential, gate
             self.policy = SSHPolicy(gate)
-            await self.load_grants()
+            await self.grants.load(who, info.name, gate)
             decision = self.policy.connect()
             if not decision.allowed:
                 raise Refusal(
@@ -292,61 +290,33 @@ class GatewayConnection(asyncssh.SSHServer):
             raise Refusal(f"jitgate: this credential is not valid for {info.name!r}")
         return info, credential
 
-    async def load_grants(self) -> None:
-        assert self.who is not None and self.gate is not None and self.info is not None
-        grants = await asyncio.to_thread(
-            functools.partial(
-                self.gateway.access.active_grants,
-                self.who.principal,
-                self.who.actor,
-                self.info.name,
-                used=self.used_grants,
-            )
-        )
-        self.grant_ids = {g.id for g in grants}
-        scopes = sorted({s for g in grants for s in (g.scope or ())})
-        self.gate.set_context(has_grant=bool(grants), grant_scopes=scopes)
-
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
-        async with self._grants_lock:
+        async with self.grants.lock:
             await self._refresh_grants(ended)
 
     async def _use_grant(self) -> bool:
         """Count this session against a grant with limited uses; False: none is left."""
-        assert self.who is not None and self.info is not None and self.policy is not None
-        async with self._grants_lock:
-            used = await asyncio.to_thread(
-                self.gateway.access.use_access_grant,
-                self.who.principal,
-                self.who.actor,
-                self.info.name,
-            )
-            if used is not None:
-                self.used_grants.add(used.id)
-            await self.load_grants()
+        assert self.who is not None and self.info is not None
+        assert self.gate is not None and self.policy is not None
+        async with self.grants.lock:
+            await self.grants.use(self.who, self.info.name, self.gate)
             return self.policy.connect().allowed
 
     async def _refresh_grants(self, ended: tuple[str, ...]) -> None:
         if self.policy is None or self.who is None or self._closed:
             return
-        held_ended = [g for g in ended if g in self.grant_ids]
+        assert self.info is not None and self.gate is not None
+        held_ended = [g for g in ended if g in self.grants.ids]
         try:
-            await self.load_grants()
+            await self.grants.load(self.who, self.info.name, self.gate)
         except Exception as exc:
             log.warning("[client=%s] could not reload grants: %s", self.client_addr, exc)
             return
         decision = self.policy.connect()
         if decision.allowed:
             return
-        if held_ended:
-            grant = await asyncio.to_thread(self.gateway.access.get_grant, held_ended[0])
-            reason = grant.revoke_reason or "ended"
-            message = (
-                "jitgate: grant expired" if reason == "expired" else f"jitgate: grant {reason}"
-            )
-        else:
-            message = f"jitgate: access ended: {decision.reason or 'not allowed any more'}"
+        message = await self.grants.end_message(held_ended, decision)
         self.record("grant.end", {"message": message})
         self.terminate(message)
 
@@ -388,7 +358,7 @@ class GatewayConnection(asyncssh.SSHServer):
             client_addr=self.client_addr,
             client_program=str(conn.get_extra_info("client_version", "")) if conn else None,
         )
-        if self.grant_ids:  # one use of a grant per session (not per log-in attempt)
+        if self.grants.ids:  # one use of a grant per session (not per log-in attempt)
             try:
                 allowed = await self._use_grant()
             except Exception as exc:

@@ -1,0 +1,56 @@
+"""A live session's view of its grants, shared by every protocol's session.
+
+A session puts the caller's active access grants for its connection into its policy
+gate's context (``has_grant``, ``grant_scopes``), takes one use of a limited grant when
+it starts, reloads when grants change, and, when policy no longer lets it stay, ends
+with a message that says why ("jitgate: grant expired").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from jitgate.access.service import AccessService
+from jitgate.identity.principal import Authenticated
+from jitgate.policy.gate import StatementGate
+from jitgate.policy.types import Decision
+
+
+class SessionGrants:
+    def __init__(self, access: AccessService) -> None:
+        self.access = access
+        self.ids: set[str] = set()  # active grants, as last loaded
+        self.used: set[str] = set()  # grants this session took a use of
+        # Changes are applied one at a time, in order: two overlapping reloads could
+        # otherwise leave the older answer (a revoked grant) in force.
+        self.lock = asyncio.Lock()
+
+    async def load(self, who: Authenticated, connection: str, gate: StatementGate) -> None:
+        """Put the caller's active grants for ``connection`` into the gate's context."""
+        grants = await asyncio.to_thread(
+            functools.partial(
+                self.access.active_grants, who.principal, who.actor, connection, used=self.used
+            )
+        )
+        self.ids = {g.id for g in grants}
+        scopes = sorted({s for g in grants for s in (g.scope or ())})
+        gate.set_context(has_grant=bool(grants), grant_scopes=scopes)
+
+    async def use(self, who: Authenticated, connection: str, gate: StatementGate) -> None:
+        """Count the session against a grant with limited uses (one use per session), then
+        reload: grants whose uses are all taken no longer count for it."""
+        used = await asyncio.to_thread(
+            self.access.use_access_grant, who.principal, who.actor, connection
+        )
+        if used is not None:
+            self.used.add(used.id)
+        await self.load(who, connection, gate)
+
+    async def end_message(self, ended: list[str], decision: Decision) -> str:
+        """Why a session that may not stay is ended: its grant's end, or the policy."""
+        if ended:
+            grant = await asyncio.to_thread(self.access.get_grant, ended[0])
+            reason = grant.revoke_reason or "ended"
+            return "jitgate: grant expired" if reason == "expired" else f"jitgate: grant {reason}"
+        return f"jitgate: access ended: {decision.reason or 'not allowed any more'}"
