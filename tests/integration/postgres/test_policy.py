@@ -282,3 +282,45 @@ def test_an_approval_covers_one_execute_of_a_prepared_statement(
         with pytest.raises(errors.InsufficientPrivilege, match="nobody approved"):
             conn.execute(f"DELETE FROM {t}", prepare=True)  # nobody approves this one
     assert len(approved) == 2
+
+
+def test_an_agent_is_not_held_and_its_approval_is_for_those_parameter_values(
+    pg_gateway: PgGateway, prod: str
+) -> None:
+    """Agents are not made to wait: the statement fails at once naming the request; once
+    approved, that statement with the *same parameter values* runs once — other values
+    ask again."""
+    import re
+
+    t = table_of(prod)
+    access = pg_gateway.gateway.access
+    agent = pg_gateway.add_agent()
+    approver = pg_gateway.gateway.authenticator.authenticate(
+        pg_gateway.add_user(groups=("approvers",))
+    )
+    update = f"UPDATE {t} SET x = %s"  # no WHERE: review (default pack)
+
+    def refused(conn: psycopg.Connection[tuple[object, ...]], value: int) -> str:
+        started = time.monotonic()
+        with pytest.raises(errors.InsufficientPrivilege) as denied:
+            conn.execute(update, (value,))
+        assert time.monotonic() - started < 2  # not held
+        found = re.search(r"Approval requested as request ([0-9a-f-]{36})", str(denied.value))
+        assert found, str(denied.value)
+        return found.group(1)
+
+    with connect(pg_gateway, prod) as admin, psycopg.connect(
+        pg_gateway.dsn(prod, token=agent, user="agent"), autocommit=True
+    ) as conn:
+        first = refused(conn, 5)
+        request = access.get_request(first)
+        assert request.status == "pending"
+        assert request.statement == f"UPDATE {t} SET x = $1\n-- parameters: $1 = 5"
+        access.approve(approver, first)
+        second = refused(conn, 6)  # other values: a new request, the approval stays
+        assert second != first
+        conn.execute(update, (5,))  # the approved values: runs once
+        assert admin.execute(f"SELECT DISTINCT x FROM {t}").fetchall() == [(5,)]
+        third = refused(conn, 5)  # spent
+        assert third not in (first, second)
+    assert [g.uses for g in access.list_grants(active_only=False) if g.request_id == first] == [1]

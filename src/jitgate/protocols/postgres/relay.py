@@ -28,6 +28,9 @@ forwards them, looking closely at only the messages that matter:
   and ``ReadyForQuery`` close executions in order: a FIFO of *expectations* mirrors the
   requests in flight (PostgreSQL answers strictly in order), and an error discards the
   expectations up to the next Sync, as the server does.
+* A single-statement ``Parse`` that policy sends to *review* is forwarded (preparing runs
+  nothing) and the review happens at ``Execute``, when the ``Bind`` parameters are known:
+  an approval covers that exact statement with those parameter values, once.
 * ``FunctionCall`` (fast-path, by function OID) is allowed only for the large-object
   functions libpq uses; any other OID is unknown and is denied the same way.
 * In copy-in mode the server ignores ``Sync`` and ``Flush``. libpq sends a Sync right after
@@ -136,6 +139,7 @@ class _Prepared:
     statement: Statement | None
     decision: Decision
     row_description: bytes | None = None  # from a Describe, for masking its results
+    param_types: tuple[int, ...] = ()  # kept for a statement in review (HeldStatement)
     # A review approved at Parse covers the first Execute; later ones are decided again.
     approved_runs: int = 0
 
@@ -148,14 +152,64 @@ class Masking(Protocol):
     def profile_for(self, decision: Decision) -> str | None: ...
 
 
+#: The parameters of one Bind: their format codes (as sent) and their values (None for
+#: NULL). An approval is for a statement *and* these values.
+BindParameters = tuple[tuple[int, ...], tuple[bytes | None, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class HeldStatement:
-    """A statement policy sent to review: the relay stops before it until it is released."""
+    """A statement policy sent to review: the relay stops before it until it is released.
+
+    ``params`` are the Bind parameters of a held Execute; empty for a simple Query (its
+    values are in its text); None when they are unknown (a statement prepared as allowed
+    that policy sends to review at a later Execute).
+    """
 
     text: str
     statement: Statement
     decision: Decision
     via: str
+    params: BindParameters | None = ((), ())
+    param_types: tuple[int, ...] = ()  # the type OIDs the Parse gave, if any
+
+    def describe(self, encoding: str = "utf-8", limit: int = 200) -> str:
+        """The statement as an approver should see it: its text and parameter values."""
+        if self.params is None:
+            return f"{self.text}\n-- parameters: not known to the gateway"
+        formats, values = self.params
+        if not values:
+            return self.text
+        shown = []
+        for i, value in enumerate(values):
+            code = formats[0] if len(formats) == 1 else formats[i] if i < len(formats) else 0
+            oid = self.param_types[i] if i < len(self.param_types) else 0
+            if value is None:
+                literal = "NULL"
+            elif code == 1:
+                literal = _binary_literal(oid, value)
+            else:
+                text = value.decode(encoding, "replace")
+                cut = text[:limit] + ("…" if len(text) > limit else "")
+                literal = "'" + cut.replace("'", "''") + "'"
+            shown.append(f"${i + 1} = {literal}")
+        return f"{self.text}\n-- parameters: {', '.join(shown)}"
+
+
+#: Binary parameter formats an approver is shown as values (by type OID).
+_BINARY_NUMBERS = {21: "!h", 23: "!i", 20: "!q", 26: "!I", 700: "!f", 701: "!d"}
+_BINARY_TEXT = {25, 1043, 19, 1042}
+
+
+def _binary_literal(oid: int, value: bytes) -> str:
+    number = _BINARY_NUMBERS.get(oid)
+    if number is not None and len(value) == struct.calcsize(number):
+        return str(struct.unpack(number, value)[0])
+    if oid == 16 and len(value) == 1:
+        return "true" if value != b"\x00" else "false"
+    if oid in _BINARY_TEXT:
+        return "'" + value.decode("utf-8", "replace").replace("'", "''") + "'"
+    return f"<binary, {len(value)} bytes: {value[:32].hex()}>"
 
 
 class _Hold(Exception):
@@ -219,6 +273,8 @@ class Relay:
         self._released: dict[tuple[int, str], Decision] = {}
         self.masking = masking
         self._portal_formats: dict[bytes, tuple[int, ...]] = {}
+        # Bind parameters of portals whose statement is in review (see HeldStatement).
+        self._portal_params: dict[bytes, BindParameters] = {}
 
     # ------------------------------------------------------------ held statements
 
@@ -237,22 +293,30 @@ class Relay:
         self._released[(held.statement.start, held.text)] = decision
         return self.client_data(b"")
 
-    def _decide(self, stmt: Statement, text: str, via: str) -> Decision:
+    def _decide(
+        self,
+        stmt: Statement,
+        text: str,
+        via: str,
+        params: BindParameters | None = ((), ()),
+        param_types: tuple[int, ...] = (),
+    ) -> Decision:
         decision = self._gate(stmt, text)
         if decision.outcome is Outcome.REVIEW:
             released = self._released.get((stmt.start, text))
             if released is None:
-                raise _Hold(HeldStatement(text, stmt, decision, via))
+                raise _Hold(HeldStatement(text, stmt, decision, via, params, param_types))
             return released
         return decision
 
-    def _decide_execute(self, prepared: _Prepared) -> Decision:
+    def _decide_execute(self, prepared: _Prepared, portal: bytes) -> Decision:
         """Decide an Execute of a prepared statement again, as policy stands now.
 
         Parse decided once; a policy or grant change since then applies to the next
-        Execute (the gate answers a repeated statement from its cache), and a one-time
-        approval given at Parse is spent by the first Execute: the next one is reviewed
-        again instead of riding on it.
+        Execute (the gate answers a repeated statement from its cache). A statement in
+        review is held here, with the parameters its portal was bound with; a one-time
+        approval given at Parse (a multi-statement Parse, which PostgreSQL refuses
+        anyway) is spent by the first Execute.
         """
         stmt = prepared.statement
         if stmt is None:
@@ -263,7 +327,8 @@ class Relay:
         if prepared.approved_runs > 0:
             prepared.approved_runs -= 1
             return prepared.decision
-        return self._decide(stmt, prepared.text, "extended")
+        params = self._portal_params.get(portal)
+        return self._decide(stmt, prepared.text, "extended", params, prepared.param_types)
 
     # ------------------------------------------------------------ client → upstream
 
@@ -321,6 +386,11 @@ class Relay:
             prepared = self._pending.get(name) or self._prepared.get(name)
             if prepared is not None:
                 self._portals[portal] = prepared
+                if prepared.decision.outcome is Outcome.REVIEW:
+                    params_at = portal_end + 2 + len(name)
+                    self._portal_params[portal] = _bind_parameters(buf, params_at, end)
+                elif self._portal_params:
+                    self._portal_params.pop(portal, None)
             else:
                 self._portals.pop(portal, None)
             if self.masking is not None:
@@ -332,8 +402,8 @@ class Relay:
             portal = bytes(buf[start : _cstring_end(buf, start, end)])
             prepared = self._portals.get(portal)
             execution = None
-            if prepared is not None and prepared.decision.allowed:
-                decision = self._decide_execute(prepared)
+            if prepared is not None:  # allowed at Parse, or in review (decided here)
+                decision = self._decide_execute(prepared, portal)
                 if not decision.allowed:
                     return self._refuse_execute(prepared, decision)
                 execution = self._start(prepared.text, prepared.statement, decision, "extended")
@@ -369,6 +439,7 @@ class Relay:
                 self._pending.pop(name, None)
             else:
                 self._portals.pop(name, None)
+                self._portal_params.pop(name, None)
             self._expect.append((Expect.CLOSE, None, self._copy_ends))
             return None
         if mtype in (m.COPY_DONE, m.COPY_FAIL):
@@ -454,18 +525,19 @@ class Relay:
                 other_decision = self._decide(other, other.text, "extended")
                 if not other_decision.allowed:
                     decision = other_decision
-        elif statements:
-            stmt = statements[0]
-            decision = self._decide(stmt, stmt.text, "extended")
         else:
-            stmt = Statement(CommandKind.EMPTY, "", "", 0, 0)
-            decision = self._decide(stmt, "", "extended")
+            # One statement: preparing it runs nothing, so one in review is prepared and
+            # held at its Execute, where its parameters are known (see _decide_execute).
+            stmt = statements[0] if statements else Statement(CommandKind.EMPTY, "", "", 0, 0)
+            decision = self._gate(stmt, stmt.text)
         name = parse.statement
         if not name:
             # The server drops the unnamed statement before it parses a new one.
             self._prepared.pop(name, None)
-        if decision.allowed:
+        if decision.allowed or decision.outcome is Outcome.REVIEW:
             prepared = _Prepared(name, query, stmt, decision)
+            if decision.outcome is Outcome.REVIEW:
+                prepared.param_types = tuple(parse.param_types)
             if self._released:  # decided by an approval just now: good for one Execute
                 prepared.approved_runs = 1
             self._pending[name] = prepared
@@ -860,6 +932,7 @@ class Relay:
         if self.transaction_status == m.IDLE:
             # Outside a transaction no portal survives (protocol portals are never WITH HOLD).
             self._portals.clear()
+            self._portal_params.clear()
 
     def close(self) -> None:
         """The session ended: whatever is still in flight is recorded as interrupted."""
@@ -892,6 +965,30 @@ def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ..
         if offset + 2 * nresults > end:
             raise ProtocolViolation("truncated Bind message")
         return struct.unpack_from(f"!{nresults}h", buf, offset) if nresults else ()
+    except struct.error:
+        raise ProtocolViolation("truncated Bind message") from None
+
+
+def _bind_parameters(buf: bytearray, offset: int, end: int) -> BindParameters:
+    """The parameter format codes and values of a Bind message (offset: after names)."""
+    try:
+        (nformats,) = _INT16.unpack_from(buf, offset)
+        formats = struct.unpack_from(f"!{nformats}h", buf, offset + 2) if nformats else ()
+        offset += 2 + 2 * nformats
+        (nparams,) = _INT16.unpack_from(buf, offset)
+        offset += 2
+        values: list[bytes | None] = []
+        for _ in range(nparams):
+            (length,) = _INT32.unpack_from(buf, offset)
+            offset += 4
+            if length < 0:
+                values.append(None)
+                continue
+            if offset + length > end:
+                raise ProtocolViolation("truncated Bind message")
+            values.append(bytes(buf[offset : offset + length]))
+            offset += length
+        return tuple(formats), tuple(values)
     except struct.error:
         raise ProtocolViolation("truncated Bind message") from None
 

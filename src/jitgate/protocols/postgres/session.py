@@ -19,6 +19,7 @@ import contextlib
 import functools
 import ipaddress
 import logging
+import secrets
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -549,8 +550,8 @@ class PostgresSession:
                 self.gateway.access,
                 self.who,
                 connection=self.connection_name,
-                text=held.text,
-                key=statement_key(held.text),
+                text=held.describe(encoding),
+                key=_approval_key(held),
                 decision=held.decision,
                 session_id=self.recorder.session_id,
                 wait=wait,
@@ -583,6 +584,20 @@ class PostgresSession:
         self.client.close()
         if self.upstream is not None:
             self.upstream.leg.close()
+
+
+def _approval_key(held: HeldStatement) -> str:
+    """What a one-time approval of ``held`` is for: its text and its parameter values.
+
+    When the parameters are unknown, the key is one no later statement can have: the
+    approval can release this held execution and nothing else.
+    """
+    if held.params is None:
+        return statement_key(f"{held.text}\x00{secrets.token_hex(16)}")
+    formats, values = held.params
+    if not values:
+        return statement_key(held.text)
+    return statement_key(held.text, (struct.pack(f"!{len(formats)}h", *formats), *values))
 
 
 # Upstream refusals whose SQLSTATE the client should see as is: connection exceptions

@@ -430,6 +430,48 @@ def test_held_statement_released_by_approval_runs_unchanged() -> None:
         relay.release(Decision.allow())
 
 
+def test_a_prepared_statement_in_review_is_held_at_execute_with_its_parameters() -> None:
+    """Preparing runs nothing: the Parse goes upstream and the Execute is held, with the
+    values it was bound to, so an approval is for the statement *and* those values."""
+    relay, rec = make_relay(tags={})
+    prepare = Parse("UPDATE t SET a = $1", "upd") + Sync()
+    assert relay.client_data(prepare) == prepare
+    relay.server_data(ParseComplete() + ReadyForQuery())
+    run = Bind("", "upd", b"42") + Execute() + Sync()
+    other = Bind("", "upd", b"7") + Execute() + Sync()
+    # The Bind goes ahead (binding runs nothing); the Execute and what follows wait.
+    assert relay.client_data(run + other) == Bind("", "upd", b"42")
+    held = relay.held
+    assert held is not None and held.text == "UPDATE t SET a = $1"
+    assert held.params == ((), (b"42",))
+    assert held.describe() == "UPDATE t SET a = $1\n-- parameters: $1 = '42'"
+    assert rec.started == []
+    released = relay.release(Decision.allow("approved-request:1"))
+    assert released == Execute() + Sync() + Bind("", "upd", b"7")  # up to the next Execute
+    assert relay.held is not None and relay.held.params == ((), (b"7",))
+    refused = relay.release(Decision.deny("not this one"))
+    assert b"jitgate-denied" in refused and refused.endswith(Sync())
+    assert [(e.text, e.decision.outcome.value) for e in rec.started] == [
+        ("UPDATE t SET a = $1", "allow"),
+        ("UPDATE t SET a = $1", "deny"),
+    ]
+
+
+def test_held_parameters_are_shown_as_an_approver_needs_them() -> None:
+    from jitgate.protocols.postgres.relay import HeldStatement
+    from jitgate.sql.types import CommandKind, Statement
+
+    stmt = Statement(CommandKind.DELETE, "DELETE", "DELETE FROM t WHERE a = $1", 0, 26)
+    review = Decision.review("r")
+    text = "DELETE FROM t WHERE a = $1 AND b = $2 AND c = $3"
+    held = HeldStatement(text, stmt, review, "extended", ((0, 1, 0), (b"it's", b"\x00\x01", None)))
+    assert held.describe().endswith(
+        "-- parameters: $1 = 'it''s', $2 = <binary, 2 bytes: 0001>, $3 = NULL"
+    )
+    assert "not known" in HeldStatement(text, stmt, review, "extended", None).describe()
+    assert HeldStatement(text, stmt, review, "query").describe() == text
+
+
 def test_startup_client_encoding_and_multibyte_encodings() -> None:
     relay, rec = make_relay(client_encoding="SJIS")
     sql = "SELECT '表'; DROP TABLE t"  # 表 is 0x95 0x5c in Shift JIS: a backslash byte
