@@ -2,8 +2,10 @@
 
 Pure functions over the list of events (as stored, or as the API returns them):
 
-* :func:`timeline` — a database session as text: each statement with its time, decision,
-  outcome and the sample of rows the client was sent (already masked).
+* :func:`timeline` — a session as text: each statement with its time, decision, outcome
+  and the sample of rows the client was sent (already masked); for an SSH session each
+  channel (shell, exec command, scp, sftp) with its decision and exit status, each typed
+  line, file operation and port forward.
 * :func:`frames` — ``(seconds, stream, data)`` frames: a terminal session's own ``term``
   events; for a database session the timeline lines, each at the moment it happened.
 * :func:`asciicast` — asciicast v2 (header line, then one JSON array per frame).
@@ -90,10 +92,86 @@ def timeline_entries(events: Sequence[dict[str, Any]]) -> Iterator[tuple[dict[st
             yield event, f"    grants changed: {' '.join(change)}"
         elif kind == "cancel":
             yield event, "    (cancel requested)"
+        elif kind is not None and (kind.startswith("ssh.") or kind == "sftp"):
+            yield from _ssh_entries(event, kind)
         elif kind == "session.end":
             yield event, f"session ended: {event.get('reason')} counts {event.get('counts')}"
         elif kind == "seal":
             yield event, f"sealed: digest {str(event.get('digest'))[:16]}… key {event.get('kid')}"
+
+
+def _clock(event: dict[str, Any]) -> str:
+    return str(event.get("at", ""))[11:23]
+
+
+def _decided(event: dict[str, Any], what: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """A decided SSH step: its time, decision and what it was; the reason and review."""
+    yield event, f"{_clock(event)} {str(event.get('decision', '')).upper():<6} {what}"
+    if event.get("reason"):
+        yield event, f"    reason: {event['reason']}"
+    if event.get("review"):
+        yield event, f"    review: {event['review']}"
+
+
+def _ssh_entries(event: dict[str, Any], kind: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """The timeline lines of the SSH listener's events (see jitgate.protocols.ssh)."""
+    if kind == "ssh.channel":
+        channel = event.get("kind")
+        if channel == "exec":
+            what = f"exec: {event.get('command')}"
+        elif channel == "scp":
+            what = f"scp {event.get('mode')} {event.get('path')}"
+        elif channel == "sftp":
+            what = "sftp session"
+        else:
+            what = "interactive shell"
+        yield from _decided(event, what)
+        if event.get("unknown"):
+            unknown = event["unknown"]
+            yield event, "    not understood" + (f": {unknown}" if isinstance(unknown, str) else "")
+    elif kind == "ssh.exit":
+        if event.get("exit_signal"):
+            yield event, f"    → {event.get('kind')} ended by signal {event['exit_signal']}"
+        elif event.get("exit_status") is not None:
+            yield event, f"    → {event.get('kind')} exit status {event['exit_status']}"
+        else:
+            yield event, f"    → {event.get('kind')} ended"
+    elif kind == "ssh.line":
+        if event.get("secret"):
+            yield event, f"{_clock(event)} (a line typed at a password prompt, not recorded)"
+        else:
+            yield from _decided(event, f"$ {event.get('text')}")
+            if event.get("uncertain"):
+                yield event, f"    uncertain: {', '.join(map(str, event['uncertain']))}"
+    elif kind == "sftp":
+        path = event.get("path")
+        if event.get("to"):
+            path = f"{path} → {event['to']}"
+        if event.get("op") == "close":
+            yield (
+                event,
+                f"{_clock(event)}        sftp close {path}: {event.get('bytes_written', 0)} "
+                f"bytes written, {event.get('bytes_read', 0)} bytes read",
+            )
+            return
+        yield from _decided(event, f"sftp {event.get('op')} {path} ({event.get('mode')})")
+        if event.get("status") is not None:
+            yield event, f"    → {event['status']}"
+    elif kind == "ssh.forward":
+        yield from _decided(
+            event,
+            f"forward to {event.get('host')}:{event.get('port')} (from {event.get('origin')})",
+        )
+    elif kind == "ssh.remote_forward":
+        yield from _decided(event, f"remote forward {event.get('host')}:{event.get('port')}")
+    elif kind == "ssh.subsystem":
+        yield from _decided(event, f"subsystem {event.get('name')}")
+    elif kind == "ssh.env":
+        yield event, f"    environment not passed on: {', '.join(event.get('denied', []))}"
+    elif kind == "ssh.signal":
+        yield event, f"{_clock(event)}        signal {event.get('signal')}"
+    else:
+        yield event, f"{_clock(event)}        {kind}"
 
 
 def timeline(events: Sequence[dict[str, Any]]) -> str:

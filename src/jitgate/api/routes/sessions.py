@@ -161,7 +161,7 @@ def list_sessions(
     with gw.store.session() as db:
         for row in db.scalars(stmt.limit(SEARCH_WINDOW)):
             scanned += 1
-            if decision and not (row.counts or {}).get(decision):
+            if decision and not _has_decision(gw, row, decision):
                 continue
             if q and not _recording_mentions(gw, row, q):
                 continue
@@ -181,8 +181,14 @@ def _aware(value: datetime | None) -> datetime | None:
 SEARCH_WINDOW = 2000
 
 
+#: The event fields text search looks at: statements and typed lines (``text``), terminal
+#: output (``d``), reasons, SSH exec commands, SFTP/scp paths (``path``, ``to``) and
+#: port-forward hosts.
+SEARCHED_FIELDS = ("text", "d", "reason", "command", "path", "to", "host")
+
+
 def _searchable(event: dict[str, Any]) -> Iterable[str]:
-    for key in ("text", "d", "reason"):
+    for key in SEARCHED_FIELDS:
         value = event.get(key)
         if isinstance(value, str):
             yield value
@@ -196,6 +202,25 @@ def _searchable(event: dict[str, Any]) -> Iterable[str]:
 
 def _matches(event: dict[str, Any], needle: str) -> bool:
     return any(needle in text.lower() for text in _searchable(event))
+
+
+#: The decisions a session's ``counts`` may hold.
+_OUTCOMES = ("allow", "deny", "review")
+
+
+def _has_decision(gw: Gateway, row: SessionRow, decision: str) -> bool:
+    """Whether one of the session's requests was so decided: from its counts, or — for a
+    session that counts none (an SSH session) — from the decisions in its recording."""
+    counts = row.counts or {}
+    if counts.get(decision):
+        return True
+    if any(counts.get(outcome) for outcome in _OUTCOMES):
+        return False
+    try:
+        lines = _recording(gw, row)
+    except (NotFound, Unavailable):
+        return False
+    return any(event.get("decision") == decision for event in iter_events(lines))
 
 
 def _recording_mentions(gw: Gateway, row: SessionRow, q: str) -> bool:
