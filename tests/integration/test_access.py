@@ -152,6 +152,39 @@ def test_concurrent_approve_and_deny_resolve_once(world: World) -> None:
         assert len([g for g in grants if g.request_id == request.id]) == (final == "approved")
 
 
+def test_concurrent_approvals_of_a_two_of_m_step_both_count(world: World) -> None:
+    """Two approvers of a 2-of-M step at the same moment: both approvals count, so the
+    request is approved (each seeing only its own uncommitted approval would leave it
+    pending for good when nobody else may approve)."""
+    world.identities.create_identity("frank", groups=["approvers"])
+    world.access.put_rule(ApprovalRule(name="two-peers", connections=("prod-db",),
+                                       steps=(Step(("approvers",), 2, "peers"),)))
+    for _ in range(8):
+        request = world.access.create_request(world.who("alice"), "prod-db", reason="race")
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def approve(who: str, request_id: str, barrier: threading.Barrier,
+                    errors: list[BaseException]) -> None:
+            barrier.wait()
+            try:
+                world.access.approve(world.who(who), request_id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=approve, args=(who, request.id, barrier, errors))
+                   for who in ("bob", "frank")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        final = world.access.get_request(request.id)
+        assert final.status == "approved" and len(final.approvals) == 2
+        grants = world.access.list_grants(identity="alice", active_only=False)
+        assert len([g for g in grants if g.request_id == request.id]) == 1
+
+
 def test_limits_from_the_rule(world: World) -> None:
     world.access.put_rule(ApprovalRule(name="short", connections=("dev-db",),
                                        max_duration_seconds=600, max_uses=3))

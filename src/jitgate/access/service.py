@@ -624,7 +624,13 @@ class AccessService:
         return info
 
     def _pending(self, session: Session, request_id: str, now: datetime) -> AccessRequestRow:
-        row = session.get(AccessRequestRow, request_id)
+        """The request, locked for this transaction, if it can still be decided.
+
+        The row lock (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time)
+        makes concurrent decisions on one request take turns: the second approver of a
+        2-of-M step counts the first one's approval instead of only its own.
+        """
+        row = session.get(AccessRequestRow, request_id, with_for_update=True)
         if row is None:
             raise NotFound(f"no request {request_id[:40]!r}")
         if row.status != "pending":
