@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -124,3 +125,59 @@ def test_agent_acting_for_a_user_is_recorded_as_actor(
     assert [s["id"] for s in found] == [row.id]
     start = pg_gateway.events(row)[0]
     assert (start["identity_name"], start["actor_name"]) == ("rec-hana", "rec-bot")
+
+
+def _sse(response: httpx.Response) -> Iterator[tuple[int, str, dict[str, object]]]:
+    """``(id, event, data)`` of each server-sent event."""
+    fields: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in fields:
+                yield int(fields["id"]), fields["event"], json.loads(fields["data"])
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+def test_live_tail_resumes_after_the_last_event_id(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console
+) -> None:
+    name = pg_gateway.add_connection(pg_scram).name
+    url = f"{console.url}/api/v1/sessions/{{}}/tail"
+    auth = {"Authorization": f"Bearer {console.token}"}
+    conn = psycopg.connect(pg_gateway.dsn(name), autocommit=True)
+    try:
+        row = pg_gateway.session(name, ended=False)
+        conn.execute("SELECT 'before the break'")
+        first: list[tuple[int, str, dict[str, object]]] = []
+        with httpx.stream("GET", url.format(row.id), headers=auth, timeout=20) as response:
+            for item in _sse(response):
+                first.append(item)
+                if item[2].get("text") == "SELECT 'before the break'":
+                    break  # the client goes away (a dropped connection)
+        last_id = first[-1][0]
+        assert [i for i, _e, _d in first] == list(range(1, last_id + 1))
+        conn.execute("SELECT 'during the break'")
+        conn.execute("SELECT 'after the break'")
+    finally:
+        conn.close()
+    pg_gateway.session(name)  # ended and sealed
+    resumed = [
+        (i, e, d)
+        for i, e, d in _sse(
+            httpx.get(url.format(row.id), headers={**auth, "Last-Event-ID": str(last_id)})
+        )
+    ]
+    ids = [i for i, _e, _d in resumed]
+    assert ids == list(range(last_id + 1, last_id + 1 + len(ids)))  # no repeat, no gap
+    assert [d["seq"] for _i, _e, d in resumed] == ids
+    texts = [d.get("text") for _i, e, d in resumed if e == "request"]
+    assert texts == ["SELECT 'during the break'", "SELECT 'after the break'"]
+    assert resumed[-1][1] == "seal"
+    # `after` says the same as the header; a header that is no event id is refused.
+    again = list(_sse(httpx.get(url.format(row.id), headers=auth, params={"after": last_id})))
+    assert [i for i, _e, _d in again] == ids
+    bad = httpx.get(url.format(row.id), headers={**auth, "Last-Event-ID": "not-a-number"})
+    assert bad.status_code == 400, bad.text
+    assert bad.json()["error"]["code"] == "invalid_request"

@@ -288,12 +288,25 @@ async def tail_session(
     fetched: list[bytes] = []
     if path is None or not path.exists():  # not found, or closed and uploaded
         fetched.append(await asyncio.to_thread(_fetch, gw, row))
-    start = after if after is not None else int(last_event_id or 0)
+    start = after if after is not None else _event_id(last_event_id)
     return StreamingResponse(
         _tail(gw, row, start, timeout, fetched),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _event_id(header: str | None) -> int:
+    """The ``Last-Event-ID`` a reconnecting client sends: the ``seq`` it saw last."""
+    if not header:
+        return 0
+    try:
+        seq = int(header)
+    except ValueError:
+        seq = -1
+    if seq < 0:
+        raise InvalidInput("Last-Event-ID is not an event id of this stream")
+    return seq
 
 
 def _fetch(gw: Gateway, row: SessionRow) -> bytes:
