@@ -202,6 +202,15 @@ def test_signed_inbound_webhook_decision(notified_api: tuple[API, Gateway]) -> N
         "X-Jitgate-Timestamp": ts, "X-Jitgate-Signature": sign("inbound-secret", ts, body)})
     assert good.json() == {"id": request_id, "status": "denied"}
     assert gateway.access.get_request(request_id).decision_reason == "not now"
+    # A disabled approver decides nothing through the webhook (nor through Slack).
+    second = people["alice"].post("/api/v1/requests", json={
+        "connection": "prod-db", "reason": "r2"}).json()["id"]
+    gateway.identities.update("bob", disabled=True)
+    body = json.dumps({"request_id": second, "decision": "approve", "approver": "bob"}).encode()
+    refused = api.as_(None).post("/api/v1/integrations/webhook/decisions", content=body, headers={
+        "X-Jitgate-Timestamp": ts, "X-Jitgate-Signature": sign("inbound-secret", ts, body)})
+    assert refused.status_code == 403 and "disabled" in refused.json()["error"]["message"]
+    assert gateway.access.get_request(second).status == "pending"
 
 
 def test_break_glass_and_task_completion(api: API) -> None:

@@ -20,9 +20,12 @@ router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 
 def _approver(gw: Gateway, name: str) -> Authenticated:
     try:
+        info = gw.identities.get(name)
         identity = gw.identities.identity(name)
     except NotFound:
         raise Forbidden(f"{name!r} is not a jitgate identity") from None
+    if info.disabled:  # a disabled identity decides nothing, whichever way it comes in
+        raise Forbidden(f"identity {name!r} is disabled")
     return Authenticated(principal=identity, method=AuthMethod.API_TOKEN)
 
 
