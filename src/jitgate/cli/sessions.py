@@ -200,8 +200,8 @@ def audit_export(
         str,
         typer.Option(
             "--to",
-            help="file:PATH, stdout, syslog://HOST:PORT (udp), "
-            "syslog+tcp://HOST:PORT, or an https:// webhook",
+            help="file:PATH, stdout, syslog+tcp://HOST:PORT, an https:// webhook, or "
+            "syslog://HOST:PORT (UDP: records a receiver misses are lost; prefer syslog+tcp)",
         ),
     ],
     cursor_file: Annotated[

@@ -20,6 +20,14 @@ Sinks: ``file:PATH``, ``stdout``, ``syslog://HOST:PORT`` (RFC 5424 over UDP),
 ``syslog+tcp://HOST:PORT`` (RFC 5424, octet-counted framing of RFC 6587) and ``https://``
 webhooks (``http://`` only to loopback) signed like approver notifications:
 ``X-Jitgate-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``.
+
+UDP syslog is *not* at least once: a datagram is "delivered" when the kernel sends it,
+and nothing tells the exporter whether it arrived, so a receiver that is down or a
+dropped packet loses records and the cursor moves on all the same. Use ``syslog+tcp``
+(acknowledged by TCP, resent from the cursor after a failure), a file or a webhook where
+the trail must be complete. A UDP message is at most :data:`MAX_UDP_MESSAGE` bytes: a
+longer record is sent shortened to fit (see :func:`fit_record`), still one valid JSON
+object, with ``"truncated"`` naming the fields cut.
 """
 
 from __future__ import annotations
@@ -295,17 +303,87 @@ class StdoutSink:
 
 #: RFC 5424 facility "log audit" (13); severity notice (5) for refusals, info (6) otherwise.
 FACILITY = 13
+#: Longest syslog message sent over UDP (a datagram's payload is at most 65507 bytes).
 MAX_UDP_MESSAGE = 60000
 
 
-def syslog_message(record: Record, hostname: str) -> bytes:
+#: What an oversize record keeps whole: what it is, where it is from, what was decided.
+_KEPT = frozenset(
+    {
+        "export_id", "source", "session", "seq", "type", "at", "id", "action", "outcome",
+        "decision", "request", "connection", "identity", "actor", "prev", "hash", "truncated",
+    }
+)  # fmt: skip
+_CUT_MARK = "…"
+
+
+def _json_size(value: Any) -> int:
+    return len(orjson.dumps(value, option=orjson.OPT_SORT_KEYS, default=str))
+
+
+def fit_record(record: Record, limit: int) -> Record:
+    """``record`` shortened so that its JSON is at most ``limit`` bytes.
+
+    A record that fits is returned as it is. Otherwise the result sample goes first, then
+    the longest other fields are shortened (text, ending in "…") or left out (lists,
+    objects) until it fits; ``"truncated"`` lists the fields cut. The record's ``hash``
+    is the original event's: the whole event is in the session's recording.
+    """
+    if len(_line(record)) <= limit:
+        return record
+    out = dict(record)
+    cut: list[str] = []
+    out["truncated"] = cut
+    if "sample" in out:
+        del out["sample"]
+        cut.append("sample")
+    shortened: set[str] = set()
+    for _ in range(3 * len(out)):  # each round names, shortens or drops one field
+        excess = len(_line(out)) - limit
+        if excess <= 0:
+            break
+        sizes = [(_json_size(v), k) for k, v in out.items() if k not in _KEPT]
+        if not sizes:
+            break  # nothing left to cut: the caller's limit is below the record's core
+        size, key = max(sizes)
+        if key not in cut:
+            cut.append(key)  # named first, so the cut below makes room for the name too
+            continue
+        value = out[key]
+        if isinstance(value, str) and key not in shortened:
+            shortened.add(key)
+            kept = _prefix(value, size - excess)
+            if kept:
+                out[key] = kept
+                continue
+        del out[key]
+    return out
+
+
+def _prefix(text: str, size: int) -> str:
+    """The longest start of ``text`` that, marked as cut, is at most ``size`` bytes of JSON
+    (escapes count: a control character takes six); "" when not even one character fits."""
+    low, high = 0, len(text)
+    while low < high:  # the longest n with len(json(text[:n] + mark)) <= size
+        middle = (low + high + 1) // 2
+        if _json_size(text[:middle] + _CUT_MARK) <= size:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + _CUT_MARK if low else ""
+
+
+def syslog_message(record: Record, hostname: str, *, limit: int | None = None) -> bytes:
+    """One RFC 5424 message; with ``limit``, the record is shortened to fit in it."""
     refused = record.get("decision") in ("deny", "review") or record.get("outcome") == "failure"
     pri = FACILITY * 8 + (5 if refused else 6)
     at = str(record.get("at") or datetime.now(UTC).isoformat())
     msgid = str(record.get("type") or record.get("action") or "audit").replace(" ", "_")[:32]
     sd = f'[jitgate@32473 export_id="{_sd_escape(str(record.get("export_id", "")))}"]'
-    header = f"<{pri}>1 {at} {hostname[:255]} jitgate {os.getpid()} {msgid} {sd} "
-    return header.encode("utf-8") + _line(record)
+    header = f"<{pri}>1 {at} {hostname[:255]} jitgate {os.getpid()} {msgid} {sd} ".encode()
+    if limit is not None:
+        record = fit_record(record, limit - len(header))
+    return header + _line(record)
 
 
 def _sd_escape(value: str) -> str:
@@ -340,9 +418,8 @@ class SyslogSink:
                 sock.sendall(b"".join(frames))
             else:
                 for record in records:
-                    sock.sendto(
-                        syslog_message(record, self.hostname)[:MAX_UDP_MESSAGE], self.address
-                    )
+                    message = syslog_message(record, self.hostname, limit=MAX_UDP_MESSAGE)
+                    sock.sendto(message, self.address)
         except OSError:
             self.close()
             raise

@@ -214,6 +214,32 @@ def test_syslog_over_udp_and_tcp(pg_gateway: PgGateway, pg_scram: PgCluster) -> 
         assert priorities == {"allow": 13 * 8 + 6, "deny": 13 * 8 + 5}
 
 
+def test_syslog_udp_message_too_long_for_a_datagram_is_still_json() -> None:
+    """A statement of 100 kB with a big sample: over UDP the record is shortened to fit
+    one datagram (the sample dropped, the text cut and marked); TCP sends it whole."""
+    record: Record = {
+        "export_id": "s-9:2", "source": "session", "session": "s-9", "seq": 2,
+        "type": "request", "at": "2026-11-29T10:00:00+00:00", "decision": "allow",
+        "text": "SELECT '" + "é" * 50000 + "'",
+        "sample": {"rows": [["x" * 5000]] * 5},
+    }  # fmt: skip
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(5)
+    sink = open_sink(f"syslog://127.0.0.1:{udp.getsockname()[1]}")
+    sink.send([record])
+    sink.close()
+    datagram = udp.recv(65535)
+    udp.close()
+    assert len(datagram) <= export.MAX_UDP_MESSAGE
+    match = _RFC5424.match(datagram)
+    assert match, datagram[:200]
+    body = json.loads(match["msg"])
+    assert body["truncated"] == ["sample", "text"] and "sample" not in body
+    assert body["text"].startswith("SELECT 'éé") and body["text"].endswith("…")
+    assert (body["export_id"], body["decision"]) == ("s-9:2", "allow")
+
+
 # ----------------------------------------------------------------------- webhook
 
 
