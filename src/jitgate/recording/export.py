@@ -6,9 +6,12 @@ The stream has two parts, each with its own position in one *cursor*:
 
 * ``admin`` — administrative audit events (``connection:create``…), in id order;
 * ``session`` — the events of every closed session recording, sessions in the order
-  they ended (``ended_at``, id), each session's events in ``seq`` order. A session is
-  exported once it has been closed for :data:`SETTLE_SECONDS`, so a slow close committed
-  late is not skipped.
+  they were closed (``close_seq``), each session's events in ``seq`` order. The close
+  order is not the order of ``ended_at``: a session a stopped gateway left open is closed
+  when it is recovered, with the ``ended_at`` of its last write, and still comes after
+  the cursor. Close numbers are handed out in commit order (see
+  :mod:`jitgate.store.closing`), so a session closed while the export reads is never
+  passed over either.
 
 :class:`Exporter` repeats: fetch a batch after the cursor → hand it to the sink, which
 returns only when the batch is acknowledged (file written and fsynced, TCP send done,
@@ -40,14 +43,14 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 
 from jitgate.access.notify import sign
 from jitgate.audit.log import AuditLog
@@ -55,7 +58,6 @@ from jitgate.recording.storage import RecordingStorage, RecordingUnavailable, it
 from jitgate.store.db import Store
 from jitgate.store.models import ExportCursorRow, SessionRow
 
-SETTLE_SECONDS = 2.0
 Record = dict[str, Any]
 
 
@@ -65,12 +67,14 @@ Record = dict[str, Any]
 @dataclass
 class Cursor:
     admin: int = 0
-    ended_at: str | None = None  # the session being / last exported
+    closed: int | None = 0  # close_seq of the session being / last exported (None: legacy)
     session: str | None = None
     seq: int = 0  # last exported event of that session
+    ended_at: str | None = None  # what cursors said before close_seq (legacy, read only)
 
     def encode(self) -> str:
-        body = orjson.dumps(self.__dict__, option=orjson.OPT_SORT_KEYS)
+        data = {k: v for k, v in self.__dict__.items() if k != "ended_at" or v is not None}
+        body = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
         return base64.urlsafe_b64encode(body).decode("ascii").rstrip("=")
 
     @classmethod
@@ -79,11 +83,14 @@ class Cursor:
             return cls()
         try:
             data = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            closed = data.get("closed")
+            session = data.get("session")
             return cls(
                 admin=int(data.get("admin", 0)),
-                ended_at=data.get("ended_at"),
-                session=data.get("session"),
+                closed=int(closed) if closed is not None else (None if session else 0),
+                session=session,
                 seq=int(data.get("seq", 0)),
+                ended_at=data.get("ended_at") if closed is None else None,
             )
         except (ValueError, TypeError, AttributeError) as exc:
             raise ValueError("export cursor is not valid") from exc
@@ -98,7 +105,6 @@ class StoreSource:
 
     store: Store
     recordings: Path
-    settle: float | None = None  # default: SETTLE_SECONDS
     storage: RecordingStorage | None = None  # where recordings are read (default: local)
 
     def __post_init__(self) -> None:
@@ -132,34 +138,51 @@ class StoreSource:
         self._sessions(after, records, limit)
         return records, after
 
+    def _legacy(self, after: Cursor) -> None:
+        """Turn a cursor of the ``(ended_at, session)`` order into a close number: sessions
+        closed before the upgrade were numbered in that order."""
+        with self.store.session() as db:
+            current = db.get(SessionRow, after.session) if after.session else None
+            if current is not None and current.close_seq is not None:
+                after.closed = current.close_seq
+            else:
+                stmt = select(func.max(SessionRow.close_seq))
+                if after.ended_at is not None and after.session is not None:
+                    stmt = stmt.where(
+                        tuple_(SessionRow.ended_at, SessionRow.id)
+                        <= tuple_(datetime.fromisoformat(after.ended_at), after.session)
+                    )
+                after.closed = int(db.scalar(stmt) or 0)
+                after.session, after.seq = None, 0
+        after.ended_at = None
+
     def _sessions(self, after: Cursor, records: list[Record], limit: int) -> None:
-        settle = SETTLE_SECONDS if self.settle is None else self.settle
-        horizon = datetime.now(UTC) - timedelta(seconds=settle)
+        if after.closed is None:
+            self._legacy(after)
         if after.session is not None:
             with self.store.session() as db:
                 current = db.get(SessionRow, after.session)
-            if current is not None and not self._read(current, after, records, limit):
+            if (
+                current is not None
+                and current.close_seq == after.closed
+                and not self._read(current, after, records, limit)
+            ):
                 return
         while len(records) < limit:
             stmt = (
                 select(SessionRow)
-                .where(SessionRow.ended_at.is_not(None), SessionRow.ended_at <= horizon)
-                .order_by(SessionRow.ended_at, SessionRow.id)
+                .where(SessionRow.close_seq > (after.closed or 0))
+                .order_by(SessionRow.close_seq)
                 .limit(50)
             )
-            if after.ended_at is not None and after.session is not None:
-                stmt = stmt.where(
-                    tuple_(SessionRow.ended_at, SessionRow.id)
-                    > tuple_(datetime.fromisoformat(after.ended_at), after.session)
-                )
             with self.store.session() as db:
                 rows = list(db.scalars(stmt))
                 db.expunge_all()
             if not rows:
                 return
             for row in rows:
-                assert row.ended_at is not None
-                after.ended_at, after.session, after.seq = row.ended_at.isoformat(), row.id, 0
+                assert row.close_seq is not None
+                after.closed, after.session, after.seq = row.close_seq, row.id, 0
                 if not self._read(row, after, records, limit):
                     return
 

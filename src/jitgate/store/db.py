@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitgate.errors import Unavailable
+from jitgate.store import closing
 
 
 def normalize_url(url: str) -> str:
@@ -49,7 +50,10 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        #: The gateway node this process is (its sessions are stamped with it), once known.
+        self.node_id: str | None = None
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        closing.install(self._sessions, self)
 
     @classmethod
     def from_url(cls, url: str) -> Store:

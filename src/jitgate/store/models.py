@@ -249,13 +249,48 @@ class SessionRow(Base):
     legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
     # Where the recording went once uploaded, e.g. ``s3://bucket/key`` (migration 0007).
     recording_location: Mapped[str | None] = mapped_column(String(1024))
+    # The gateway node that recorded it, and the order in which sessions were closed
+    # (migration 0008; both set by the store, see :mod:`jitgate.store.closing`).
+    node_id: Mapped[str | None] = mapped_column(String(36))
+    close_seq: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_sessions_started_at", "started_at"),
         Index("ix_sessions_identity", "identity_name"),
         Index("ix_sessions_connection", "connection_name"),
         Index("ix_sessions_ended_at", "ended_at"),
+        Index("ix_sessions_close_seq", "close_seq", unique=True),
+        Index("ix_sessions_node", "node_id", "ended_at"),
     )
+
+
+class GatewayNodeRow(Base):
+    """A gateway process sharing the store, and when it was last seen (migration 0008).
+
+    ``id`` is stable across restarts of a node (kept in its data dir); ``started_at`` is
+    when its current run began and ``heartbeat_at`` when it last said it is alive.
+    """
+
+    __tablename__ = "gateway_nodes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    stopped_at: Mapped[datetime | None] = mapped_column()
+
+
+class SigningKeyRow(Base):
+    """A public key that has signed for a gateway node: kept for good, so that what it
+    signed (recording seals) still verifies after a key change or on other nodes."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    node_id: Mapped[str | None] = mapped_column(String(36))
 
 
 class ExportCursorRow(Base):

@@ -79,7 +79,7 @@ def test_export_resumes_after_restart_without_gaps_or_endless_repeats(
     gw: PgGateway, pg_scram: PgCluster, tmp_path: Path
 ) -> None:
     expected = _sessions(gw, pg_scram, 4)
-    source = StoreSource(gw.gateway.store, gw.gateway.paths.recordings, settle=0)
+    source = StoreSource(gw.gateway.store, gw.gateway.paths.recordings)
     out, cursor_file = tmp_path / "audit.jsonl", tmp_path / "cursor"
 
     # 1. The sink fails on the third batch (not acknowledged): the run stops there.
@@ -121,9 +121,7 @@ def test_cli_export_through_the_api_with_a_cursor_file(
     pg_scram: PgCluster,
     console: Console,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(export, "SETTLE_SECONDS", 0.0)
     expected = _sessions(pg_gateway, pg_scram, 2)
     out, cursor = tmp_path / "audit.jsonl", tmp_path / "cursor"
     args = ("audit", "export", "--to", f"file:{out}", "--cursor-file", str(cursor), "--batch", "50")
@@ -155,7 +153,7 @@ def _records(gw: PgGateway, cluster: PgCluster) -> list[Record]:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("DROP TABLE nothing_here")
     row = gw.session(name)
-    source = StoreSource(gw.gateway.store, gw.gateway.paths.recordings, settle=0)
+    source = StoreSource(gw.gateway.store, gw.gateway.paths.recordings)
     records, _ = source.fetch(Cursor(admin=10**9), 10000)
     return [r for r in records if r.get("session") == row.id]
 
@@ -279,7 +277,7 @@ def test_signed_webhook_is_retried_until_acknowledged(
 ) -> None:
     url, got, _statuses = receiver
     expected = _sessions(gw, pg_scram, 1)
-    source = StoreSource(gw.gateway.store, gw.gateway.paths.recordings, settle=0)
+    source = StoreSource(gw.gateway.store, gw.gateway.paths.recordings)
     sink = open_sink(url, secret=b"s3cret-hmac-key")
     cursors = FileCursor(tmp_path / "cursor")
     with pytest.raises(OSError, match="HTTP 500"):

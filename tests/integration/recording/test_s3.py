@@ -198,7 +198,6 @@ def test_an_uploaded_recording_is_read_and_verified_from_the_bucket(
     export = StoreSource(
         gw.gateway.store,
         gw.gateway.paths.recordings,
-        settle=0,
         storage=gw.gateway.recording_storage,
     )
     records, _ = export.fetch(Cursor(), 10_000)
