@@ -53,13 +53,24 @@ _MAX_PASSES = 4
 _SEVERITY = {Strategy.PARTIAL: 0, Strategy.REDACT: 1, Strategy.HASH: 2, Strategy.NULL: 3}
 
 
+Source = tuple[str | None, str]  # (table or None, column or "*" for a whole row)
+
+
 @dataclass(frozen=True, slots=True)
 class ColumnInfo:
-    """A result column as the protocol rewriter describes it."""
+    """A result column as the protocol rewriter describes it.
+
+    ``sources`` is its lineage: the ``(table, column)`` pairs its values are derived from
+    (``None``: not known, then ``name``/``table`` are matched as they are). ``opaque`` says
+    the values come from something the rewriter cannot see (an unknown function, a result
+    shape it could not map): every column rule applies to it.
+    """
 
     name: str
     table: str | None = None
     type_class: TypeClass = TypeClass.TEXT
+    sources: tuple[Source, ...] | None = None
+    opaque: bool = False
 
     def __post_init__(self) -> None:
         # Accept the plain strings "text" / "numeric" / "other" too.
@@ -169,7 +180,9 @@ class Masker:
             self._unscoped = self._resolve(None, None)
         except ValueError as exc:
             raise MaskingConfigError(f"mask profile {self.profile.name!r}: {exc}") from None
-        self._actions: dict[tuple[str, str | None], ColumnAction | None] = {}
+        self._actions: dict[object, ColumnAction | None] = {}
+        self.needs_lineage = any(rule.columns for rule in self.profile.rules)
+        """Some rule names columns: the rewriter should say where result columns come from."""
         self.counts: Counter[str] = Counter()
         self._check_marker()
 
@@ -179,7 +192,7 @@ class Masker:
         """Resolve the profile's rules for a result shape, once per RowDescription."""
         masked = []
         for index, column in enumerate(columns):
-            action = self.action_for(column.name, column.table)
+            action = self._action(column)
             if action is not None:
                 masked.append(ColumnPlan(index, column, action))
         return RowPlan(tuple(columns), tuple(masked))
@@ -188,26 +201,35 @@ class Masker:
         """What happens to cells of a column (``None``: never masked)."""
         if column is None:
             return self._unscoped
-        cache_key = (column, table)
+        return self._action(ColumnInfo(column, table))
+
+    def _action(self, column: ColumnInfo) -> ColumnAction | None:
+        cache_key = (column.name, column.table, column.sources, column.opaque)
         try:
             return self._actions[cache_key]
         except KeyError:
             pass
-        action = self._resolve(column, table)
+        action = self._resolve(column.name, column.table, column.sources, column.opaque)
         if len(self._actions) >= _ACTION_CACHE_SIZE:
             self._actions.clear()
         self._actions[cache_key] = action
         return action
 
-    def _resolve(self, column: str | None, table: str | None) -> ColumnAction | None:
+    def _resolve(
+        self,
+        column: str | None,
+        table: str | None,
+        sources: tuple[Source, ...] | None = None,
+        opaque: bool = False,
+    ) -> ColumnAction | None:
         rules = self.profile.rules
         for rule in rules:
-            if rule.whole_cell and rule.matches(column, table):
+            if rule.whole_cell and rule.matches(column, table, sources, opaque=opaque):
                 return WholeCell(rule.kind, rule.strategy, rule.on_numeric, _describe(rule))
         by_type: dict[str, TypeRule] = {}
         bare_ssn = False
         for rule in rules:
-            if rule.whole_cell or not rule.matches(column, table):
+            if rule.whole_cell or not rule.matches(column, table, sources, opaque=opaque):
                 continue
             for kind in self.profile.expand(rule.types):
                 if kind not in by_type:
@@ -246,17 +268,27 @@ class Masker:
         column: str | None = None,
         table: str | None = None,
         type_class: TypeClass | str = TypeClass.TEXT,
+        info: ColumnInfo | None = None,
+        nullable: bool = True,
     ) -> MaskResult:
-        """Mask one cell; without ``column`` only rules that name no columns apply."""
-        kind = _type_class(type_class)
+        """Mask one cell; without ``column`` (or ``info``) only rules naming no columns apply.
+
+        ``nullable=False`` is for text that cannot hold SQL NULL (an error message, a log
+        line): the ``null`` strategy then writes the redaction marker instead.
+        """
+        if info is not None:
+            kind = info.type_class
+            action = self._action(info)
+        else:
+            kind = _type_class(type_class)
+            action = self.action_for(column, table)
         if value is None:
             return MaskResult(None, False, _EMPTY_COUNTS)
-        action = self.action_for(column, table)
         if action is None or (
             isinstance(action, Detection) and not action.scanner.could_match(value)
         ):
             return MaskResult(value, False, _EMPTY_COUNTS)  # the hot path: nothing to look at
-        new, counts = self._apply(action, value, kind)
+        new, counts = self._apply(action, value, kind, nullable)
         if counts is None:
             return MaskResult(value, False, _EMPTY_COUNTS)
         return MaskResult(new, True, MappingProxyType(counts))
@@ -284,7 +316,7 @@ class Masker:
         return changes
 
     def _apply(
-        self, action: ColumnAction, value: str, type_class: TypeClass
+        self, action: ColumnAction, value: str, type_class: TypeClass, nullable: bool = True
     ) -> tuple[str | None, dict[str, int] | None]:
         """``(new value, counts)``, or ``(value, None)`` when nothing is masked."""
         if isinstance(action, WholeCell):
@@ -293,7 +325,7 @@ class Masker:
             self.counts[action.kind] += 1
             counted = {action.kind: 1}
             if action.strategy is Strategy.NULL:
-                return None, counted
+                return (None if nullable else redact(action.kind, self.marker)), counted
             if type_class is not TypeClass.TEXT:
                 return self._non_text(
                     value, action.strategy, action.on_numeric, type_class
@@ -316,7 +348,7 @@ class Masker:
         passes = 0
         while findings and masked is not None:
             self._count(findings, counts)
-            masked = self._rewrite(action, masked, findings)
+            masked = self._rewrite(action, masked, findings, nullable)
             passes += 1
             # Replacing a value changes its neighbours' context: "…1111-4111 …" hides a
             # second card until the first is gone. Where a replaced value touched such a
@@ -338,14 +370,20 @@ class Masker:
             counts[finding.type] = counts.get(finding.type, 0) + 1
             self.counts[finding.type] += 1
 
-    def _rewrite(self, action: Detection, value: str, findings: list[Finding]) -> str | None:
-        """``value`` with every finding replaced by its type's strategy (None: SQL NULL)."""
+    def _rewrite(
+        self, action: Detection, value: str, findings: list[Finding], nullable: bool = True
+    ) -> str | None:
+        """``value`` with every finding replaced by its type's strategy (None: SQL NULL).
+
+        Not ``nullable``: a ``null`` finding is replaced by the redaction marker instead."""
         pieces: list[str] = []
         position = 0
         for finding in findings:
             strategy = action.by_type[finding.type].strategy
             if strategy is Strategy.NULL:
-                return None
+                if nullable:
+                    return None
+                strategy = Strategy.REDACT
             pieces.append(value[position : finding.start])
             pieces.append(self._replace(finding.type, strategy, finding.text, action.scanner))
             position = finding.end

@@ -9,8 +9,11 @@ A **rule** selects values and says how to replace them::
 * ``types`` — detector types (``card``, ``email``, ``ssn``, ``phone``, ``iban``, ``ip``,
   ``secret``, ``*`` for all, or a custom detector of the profile).
 * ``columns`` — glob on the column name (``email*``) or ``table.column`` (``customers.ssn``;
-  ``schema.table.column`` also works). A ``table.column`` pattern also matches a column
-  whose table is unknown: fail closed. Names compare case-insensitively.
+  ``schema.table.column`` also works). A result column matches when it is derived from a
+  matching table column (its lineage: ``upper(ssn) AS s`` is derived from ``ssn``) or, for
+  a glob, when its own name matches. A ``table.column`` pattern also matches a column
+  whose table is unknown, and every pattern matches a column whose lineage the gateway
+  cannot see: fail closed. Names compare case-insensitively.
 * A rule with ``columns`` and no ``types`` masks the **whole cell** (counted as ``label``,
   default ``column``). With both, its types are detected only in those columns.
 * ``strategy`` — ``redact`` (default), ``partial``, ``hash`` (keyed HMAC token), ``null``.
@@ -136,13 +139,47 @@ class Rule(BaseModel):
     def describe(self) -> str:
         return self.name or ", ".join(self.columns or self.types)
 
-    def matches(self, column: str | None, table: str | None) -> bool:
-        """Whether this rule applies to the column (a rule without columns applies to all)."""
+    def matches(
+        self,
+        column: str | None,
+        table: str | None,
+        sources: tuple[tuple[str | None, str], ...] | None = None,
+        *,
+        opaque: bool = False,
+    ) -> bool:
+        """Whether this rule applies to the column (a rule without columns applies to all).
+
+        ``sources`` are the ``(table, column)`` pairs a result column is derived from (its
+        lineage; ``None``: unknown, then ``column``/``table`` are matched as named). A glob
+        also matches the result column's own name. An ``opaque`` column — derived from
+        something the gateway cannot see — matches every rule: fail closed.
+        """
         if not self.columns:
             return True
-        if column is None:
+        if opaque:
+            return True
+        if column is None and sources is None:
             return False
-        return any(column_matches(pattern, column, table) for pattern in self.columns)
+        for pattern in self.columns:
+            if sources is None:
+                assert column is not None
+                if column_matches(pattern, column, table):
+                    return True
+                continue
+            if column is not None and "." not in pattern and column_matches(pattern, column, None):
+                return True
+            if any(source_matches(pattern, name, where) for where, name in sources):
+                return True
+        return False
+
+
+def source_matches(pattern: str, column: str, table: str | None) -> bool:
+    """Like :func:`column_matches`; ``column == "*"`` (a whole row) has every column name."""
+    if column != "*":
+        return column_matches(pattern, column, table)
+    if "." not in pattern:
+        return True
+    return _table_matches(pattern.lower().rpartition(".")[0], table)
 
 
 def column_matches(pattern: str, column: str, table: str | None) -> bool:
@@ -154,6 +191,10 @@ def column_matches(pattern: str, column: str, table: str | None) -> bool:
     table_pattern, _, column_pattern = pattern.rpartition(".")
     if not fnmatchcase(column, column_pattern):
         return False
+    return _table_matches(table_pattern, table)
+
+
+def _table_matches(table_pattern: str, table: str | None) -> bool:
     if table is None:
         return True  # the statement's table is unknown: fail closed
     schema_pattern, _, table_name_pattern = table_pattern.rpartition(".")
