@@ -229,3 +229,32 @@ def test_break_glass_and_task_completion(api: API) -> None:
     people["bob"].post(f"/api/v1/requests/{task['id']}/approve", json={})
     done = people["alice"].post("/api/v1/tasks/job-9/complete").json()["items"]
     assert len(done) == 1 and done[0]["revoke_reason"] == "task completed"
+
+
+def test_requests_and_grants_are_paged(api: API) -> None:
+    people = _setup(api)
+    made = []
+    for i in range(7):
+        request = people["alice"].post("/api/v1/requests", json={
+            "connection": "prod-db", "reason": f"r{i}"}).json()
+        made.append(request["id"])
+        people["bob"].post(f"/api/v1/requests/{request['id']}/approve", json={})
+
+    def all_pages(path: str, **params: Any) -> list[str]:
+        seen: list[str] = []
+        cursor = None
+        while True:
+            query: dict[str, Any] = {"limit": 3, **params}
+            if cursor:
+                query["cursor"] = cursor
+            page = api.get(path, params=query).json()
+            assert len(page["items"]) <= 3
+            seen += [item["id"] for item in page["items"]]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return seen
+
+    assert all_pages("/api/v1/requests") == made[::-1]  # newest first, each once
+    grants = all_pages("/api/v1/grants", identity="alice")
+    assert len(grants) == len(set(grants)) == 7
+    assert api.get("/api/v1/requests", params={"cursor": "nope"}).status_code == 400

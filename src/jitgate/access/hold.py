@@ -11,7 +11,9 @@ When policy says review, the session that holds the statement calls
 4. in *blocking* mode the caller is told where to approve (a NoticeResponse, a line on
    stderr…) and the statement waits, bounded by ``timeout``: approved → it runs; denied
    or timed out → it is refused with the reason. Only this session waits. If the session
-   ends while it waits (client gone, gateway shutdown), the request is withdrawn.
+   ends while it waits (client gone, gateway shutdown), the request is withdrawn; if the
+   gateway dies (SIGKILL, power), the request expires when the wait would have ended, so
+   nobody can approve a statement whose session is gone.
 
 The wait listens to in-process events and also polls the store every ``poll_interval``,
 so an approval given on another node releases the statement too.
@@ -66,6 +68,8 @@ async def resolve_review(
             statement_text=text,
             statement_key=key,
             session_id=session_id,
+            # A held statement is decided while it waits or never (see the module doc).
+            pending_for=timedelta(seconds=timeout) if wait else None,
         )
     except JitgateError as exc:
         return Decision.deny(

@@ -32,9 +32,9 @@ import uuid
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jitgate.access.events import AccessEvents, GrantsChanged, RequestDecided
@@ -58,6 +58,25 @@ log = logging.getLogger("jitgate.access")
 
 REVISION = "grants"
 KINDS = ("access", "statement", "break_glass")
+
+
+_Paged = TypeVar("_Paged", AccessRequestRow, GrantRow)
+
+
+def _newest_first(session: Session, model: type[_Paged], after: str | None) -> Select[_Paged]:
+    """Rows newest first, from after the row ``after`` (a keyset page: stable under inserts)."""
+    stmt = select(model).order_by(model.created_at.desc(), model.id.desc())
+    if after is None:
+        return stmt
+    anchor = session.get(model, after)
+    if anchor is None:
+        raise InvalidInput("cursor is not valid")
+    return stmt.where(
+        or_(
+            model.created_at < anchor.created_at,
+            and_(model.created_at == anchor.created_at, model.id < anchor.id),
+        )
+    )
 
 
 def statement_key(text: str, params: Sequence[bytes | None] = ()) -> str:
@@ -272,8 +291,15 @@ class AccessService:
         statement_key: str | None = None,
         session_id: str | None = None,
         client_addr: str | None = None,
+        pending_for: timedelta | None = None,
         now: datetime | None = None,
     ) -> RequestInfo:
+        """Create an access request (or a statement request) and notify approvers.
+
+        ``pending_for`` shortens how long it may wait for a decision (below the rule's
+        pending expiry): a statement held in a session is decided while it waits or not
+        at all, so a gateway that dies mid-wait leaves nothing approvable behind.
+        """
         now = now or utcnow()
         if kind not in ("access", "statement"):
             raise InvalidInput(f"unknown request kind {kind!r}")
@@ -318,7 +344,11 @@ class AccessService:
                 steps=[s.to_json() for s in rule.steps],
                 current_step=0,
                 created_at=now,
-                expires_at=now + timedelta(seconds=rule.pending_expiry_seconds),
+                expires_at=now
+                + min(
+                    timedelta(seconds=rule.pending_expiry_seconds),
+                    pending_for or timedelta.max - timedelta(days=1),
+                ),
             )
             session.add(row)
             AuditLog.record(
@@ -660,20 +690,17 @@ class AccessService:
         requester: str | None = None,
         connection: str | None = None,
         limit: int = 100,
-        after: datetime | None = None,
+        after: str | None = None,
     ) -> list[RequestInfo]:
+        """Requests, newest first; ``after`` is the id of the last one of the page before."""
         with self.store.session() as session:
-            stmt = (
-                select(AccessRequestRow).order_by(AccessRequestRow.created_at.desc()).limit(limit)
-            )
+            stmt = _newest_first(session, AccessRequestRow, after).limit(limit)
             if status:
                 stmt = stmt.where(AccessRequestRow.status == status)
             if requester:
                 stmt = stmt.where(AccessRequestRow.requester_name == requester)
             if connection:
                 stmt = stmt.where(AccessRequestRow.connection_name == connection)
-            if after:
-                stmt = stmt.where(AccessRequestRow.created_at < after)
             return [self._request_info(session, r) for r in session.scalars(stmt)]
 
     @staticmethod
@@ -807,18 +834,24 @@ class AccessService:
         connection: str | None = None,
         active_only: bool = True,
         limit: int = 200,
+        after: str | None = None,
     ) -> list[GrantInfo]:
+        """Grants, newest first; ``after`` is the id of the last one of the page before."""
         now = utcnow()
         with self.store.session() as session:
-            stmt = select(GrantRow).order_by(GrantRow.created_at.desc()).limit(limit)
+            stmt = _newest_first(session, GrantRow, after).limit(limit)
             if identity:
                 stmt = stmt.where(GrantRow.identity_name == identity)
             if connection:
                 stmt = stmt.where(GrantRow.connection_name == connection)
-            if active_only:
-                stmt = stmt.where(GrantRow.revoked_at.is_(None), GrantRow.ends_at > now)
-            grants = [_grant_info(r) for r in session.scalars(stmt)]
-        return [g for g in grants if g.active_at(now)] if active_only else grants
+            if active_only:  # GrantInfo.active_at, in SQL, so that pages stay full
+                stmt = stmt.where(
+                    GrantRow.revoked_at.is_(None),
+                    GrantRow.starts_at <= now,
+                    GrantRow.ends_at > now,
+                    or_(GrantRow.max_uses.is_(None), GrantRow.uses < GrantRow.max_uses),
+                )
+            return [_grant_info(r) for r in session.scalars(stmt)]
 
     def get_grant(self, grant_id: str) -> GrantInfo:
         with self.store.session() as session:

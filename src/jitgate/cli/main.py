@@ -837,7 +837,7 @@ def requests_list(
 ) -> None:
     """List access requests (approvers see everyone's)."""
     params = {k: v for k, v in (("status", status), ("connection", connection)) if v}
-    rows = APIClient.from_env(server).request("GET", "/api/v1/requests", params=params)["items"]
+    rows = APIClient.from_env(server).paged("/api/v1/requests", params)
     emit_list(rows, REQUEST_COLUMNS, output)
 
 
@@ -934,7 +934,7 @@ def grants_list(
         params["identity"] = identity
     if connection:
         params["connection"] = connection
-    rows = APIClient.from_env(server).request("GET", "/api/v1/grants", params=params)["items"]
+    rows = APIClient.from_env(server).paged("/api/v1/grants", params)
     emit_list(rows, GRANT_COLUMNS, output)
 
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from jitgate.access.rules import ApprovalRule, Step
 from jitgate.access.service import GrantInfo, RequestInfo
-from jitgate.api.deps import Admin, Caller, ClientAddr, GatewayDep
+from jitgate.api.deps import Admin, Caller, ClientAddr, GatewayDep, PageDep
 from jitgate.api.schemas import PageOut, Strict
 from jitgate.errors import Forbidden
 from jitgate.identity.principal import Role
@@ -224,15 +224,21 @@ def list_requests(
     status_: Annotated[str | None, Query(alias="status", max_length=16)] = None,
     requester: Annotated[str | None, Query(max_length=128)] = None,
     connection: Annotated[str | None, Query(max_length=128)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    *,
+    page: PageDep,
 ) -> PageOut[RequestOut]:
     privileged = any(who.has_role(r) for r in (Role.APPROVER, Role.AUDITOR))
     if not privileged:
         requester = who.principal.name
     infos = gw.access.list_requests(
-        status=status_, requester=requester, connection=connection, limit=limit
+        status=status_,
+        requester=requester,
+        connection=connection,
+        limit=page.limit + 1,
+        after=page.cursor,
     )
-    return PageOut(items=[RequestOut.of(i) for i in infos])
+    items = [RequestOut.of(i) for i in infos[: page.limit]]
+    return PageOut(items=items, next_cursor=items[-1].id if len(infos) > page.limit else None)
 
 
 @router.get("/requests/{request_id}", response_model=RequestOut)
@@ -285,12 +291,21 @@ def list_grants(
     identity: Annotated[str | None, Query(max_length=128)] = None,
     connection: Annotated[str | None, Query(max_length=128)] = None,
     all: Annotated[bool, Query(description="include ended grants")] = False,
+    *,
+    page: PageDep,
 ) -> PageOut[GrantOut]:
     privileged = any(who.has_role(r) for r in (Role.APPROVER, Role.AUDITOR))
     if not privileged:
         identity = who.principal.name
-    grants = gw.access.list_grants(identity=identity, connection=connection, active_only=not all)
-    return PageOut(items=[GrantOut.of(g) for g in grants])
+    grants = gw.access.list_grants(
+        identity=identity,
+        connection=connection,
+        active_only=not all,
+        limit=page.limit + 1,
+        after=page.cursor,
+    )
+    items = [GrantOut.of(g) for g in grants[: page.limit]]
+    return PageOut(items=items, next_cursor=items[-1].id if len(grants) > page.limit else None)
 
 
 @router.get("/grants/{grant_id}", response_model=GrantOut)
