@@ -1,6 +1,12 @@
-"""The recording jobs of the serve process: retention, the audit export when
-``recording.export_to`` is configured (its cursor kept in the store), and the upload of
-closed recordings when ``recording.storage`` is ``s3`` (see :mod:`jitgate.recording.upload`)."""
+"""The recording jobs of the serve process: the node's heartbeat and the recovery of
+sessions stopped gateways left open (:mod:`jitgate.recording.recovery`), retention, the
+audit export when ``recording.export_to`` is configured (its cursor kept in the store),
+and the upload of closed recordings when ``recording.storage`` is ``s3`` (see
+:mod:`jitgate.recording.upload`).
+
+:func:`start` runs before the listeners accept anyone: it makes this process a node of
+the store, so that every session it records is stamped with it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from jitgate.recording import recovery
 from jitgate.recording.export import Exporter, StoreCursor, StoreSource, open_sink
 from jitgate.recording.retention import apply_retention
 from jitgate.recording.upload import Uploader
@@ -20,7 +27,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("jitgate.recording")
 
 
-async def run(gateway: Gateway, stop: asyncio.Event) -> None:
+def start(gateway: Gateway) -> recovery.Node:
+    """Make this process a node of the store (before its listeners start)."""
+    return recovery.register(gateway.store, gateway.paths.root)
+
+
+def _recover(gateway: Gateway, node: recovery.Node) -> None:
+    recovery.recover_interrupted(
+        gateway.store,
+        gateway.paths.recordings,
+        node,
+        started_before=gateway.recorder.created_at,
+        stale_after=recovery.STALE_SECONDS,
+    )
+
+
+def _beat(gateway: Gateway, node: recovery.Node) -> None:
+    recovery.heartbeat(gateway.store, node)
+    _recover(gateway, node)
+
+
+async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None = None) -> None:
+    """The jobs, until ``stop`` is set; ``node`` is what :func:`start` returned (started
+    here when not given: sessions recorded before then are not stamped)."""
+    if node is None:
+        node = await asyncio.to_thread(start, gateway)
     settings = gateway.settings.recording
     exporter: Exporter | None = None
     if settings.export_to:
@@ -42,11 +73,7 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
             part_size=settings.s3.part_size,
             keep_local=settings.s3.keep_local,
         )
-    if gateway.store.engine.dialect.name == "sqlite":  # one process owns this store
-        try:
-            await asyncio.to_thread(gateway.recorder.recover_interrupted)
-        except Exception as exc:
-            log.warning("could not close interrupted sessions: %s", exc)
+    next_beat = 0.0
     next_retention = 0.0
     next_export = 0.0
     next_upload = 0.0
@@ -54,6 +81,12 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             now = time.monotonic()
+            if now >= next_beat:  # first: interrupted sessions are closed before export
+                next_beat = now + recovery.HEARTBEAT_SECONDS
+                try:
+                    await asyncio.to_thread(_beat, gateway, node)
+                except Exception as exc:  # the store may be briefly unavailable
+                    log.warning("node heartbeat or session recovery failed: %s", exc)
             if now >= next_retention:
                 next_retention = now + settings.housekeeping_interval_seconds
                 try:
@@ -85,6 +118,7 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
                 except Exception as exc:  # the store may be briefly unavailable
                     log.warning("recording upload failed: %s", exc)
             wake = min(
+                next_beat,
                 next_retention,
                 next_export if exporter else next_retention,
                 next_upload if uploader else next_retention,
@@ -97,3 +131,11 @@ async def run(gateway: Gateway, stop: asyncio.Event) -> None:
     finally:
         if exporter is not None:
             exporter.sink.close()
+
+
+def stopped(gateway: Gateway, node: recovery.Node) -> None:
+    """This run is over: other nodes may close what it left open at once."""
+    try:
+        recovery.stopped(gateway.store, node)
+    except Exception as exc:
+        log.warning("could not record the node's stop: %s", exc)

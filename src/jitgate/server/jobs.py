@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 
+from jitgate.recording.recovery import Node
 from jitgate.server.gateway import Gateway
 from jitgate.store.models import utcnow
 
@@ -15,13 +16,27 @@ MAX_SLEEP = 1.0  # also picks up grants created or changed on other nodes
 MIN_SLEEP = 0.02
 
 
-async def recording_housekeeping(gateway: Gateway, stop: asyncio.Event) -> None:
-    """Delete recordings past their retention (legal holds kept), run the audit export
-    configured in ``recording.export_to`` and upload closed recordings to object storage
+def start_node(gateway: Gateway) -> Node:
+    """Make this process a node of the store, before the listeners accept sessions."""
+    from jitgate.recording import housekeeping
+
+    return housekeeping.start(gateway)
+
+
+def stop_node(gateway: Gateway, node: Node) -> None:
+    from jitgate.recording import housekeeping
+
+    housekeeping.stopped(gateway, node)
+
+
+async def recording_housekeeping(gateway: Gateway, stop: asyncio.Event, node: Node) -> None:
+    """Say this node is alive and close sessions that stopped nodes left open, delete
+    recordings past their retention (legal holds kept), run the audit export configured
+    in ``recording.export_to`` and upload closed recordings to object storage
     (``recording.storage: s3``); see :mod:`jitgate.recording.housekeeping`."""
     from jitgate.recording import housekeeping
 
-    await housekeeping.run(gateway, stop)
+    await housekeeping.run(gateway, stop, node)
 
 
 async def access_housekeeping(gateway: Gateway, stop: asyncio.Event) -> None:

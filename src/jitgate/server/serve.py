@@ -1,7 +1,8 @@
 """``jitgate serve``: one asyncio process running the API and the protocol listeners.
 
 Start-up order: configuration → data directory, keys, certificate → store migrations →
-admin bootstrap → sockets bound → "serving" banner (stdout) and ``DATA_DIR/serve.json``.
+admin bootstrap → this process registered as a node of the store → sockets bound →
+"serving" banner (stdout) and ``DATA_DIR/serve.json``.
 SIGTERM or SIGINT starts a graceful shutdown: listeners stop accepting, open sessions
 are closed with a protocol-native message, the API finishes in-flight requests.
 """
@@ -25,7 +26,7 @@ import jitgate
 from jitgate.api.app import create_app
 from jitgate.config import Settings
 from jitgate.server.gateway import Gateway
-from jitgate.server.jobs import access_housekeeping, recording_housekeeping
+from jitgate.server.jobs import access_housekeeping, recording_housekeeping, start_node, stop_node
 
 log = logging.getLogger("jitgate.serve")
 
@@ -97,6 +98,7 @@ async def run(settings: Settings) -> int:
 
     listeners = build_listeners(gateway)
     addresses: dict[str, str] = {}
+    node = await asyncio.to_thread(start_node, gateway)  # before any session is recorded
     try:
         for listener in listeners:
             addresses[listener.name] = await listener.start()
@@ -108,7 +110,7 @@ async def run(settings: Settings) -> int:
             await asyncio.sleep(0.01)
         _announce(gateway, _url(settings.api.host, api_port), addresses)
         jobs = asyncio.create_task(access_housekeeping(gateway, stop))
-        recording_jobs = asyncio.create_task(recording_housekeeping(gateway, stop))
+        recording_jobs = asyncio.create_task(recording_housekeeping(gateway, stop, node))
         stop_task = asyncio.create_task(stop.wait())
         await asyncio.wait({api_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
@@ -122,6 +124,7 @@ async def run(settings: Settings) -> int:
         for listener in listeners:
             with contextlib.suppress(Exception):
                 await listener.stop()
+        await asyncio.to_thread(stop_node, gateway, node)
         api_sock.close()
         await asyncio.to_thread(gateway.close)
         with contextlib.suppress(OSError):

@@ -4,11 +4,13 @@ and a gateway killed (SIGKILL) while a statement runs."""
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.e2e.test_postgres_gateway import add_connection, client_env
@@ -21,12 +23,16 @@ EXPORT_CONFIG = "recording:\n  export_to: file:{out}\n  export_interval_seconds:
 
 
 class Gateway:
-    def __init__(self, data_dir: Path, out: Path) -> None:
+    def __init__(self, data_dir: Path, out: Path, database_url: str | None = None) -> None:
         self.data_dir, self.out = data_dir, out
+        self.database_url = database_url
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> tuple[Served, int]:
-        self.proc = start_gateway(self.data_dir, extra_config=EXPORT_CONFIG.format(out=self.out))
+        config = EXPORT_CONFIG.format(out=self.out)
+        if self.database_url:
+            config += f"database_url: {json.dumps(self.database_url)}\n"
+        self.proc = start_gateway(self.data_dir, extra_config=config)
         api = wait_ready(self.proc, self.data_dir)
         token = (self.data_dir / "admin.token").read_text().strip()
         state = json.loads((self.data_dir / "serve.json").read_text())
@@ -44,6 +50,21 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
     gw = Gateway(tmp_path / "data", tmp_path / "audit.jsonl")
     yield gw
     gw.close()
+
+
+@pytest.fixture
+def pg_store_gateway(tmp_path: Path, pg_admin_dsn: str) -> Iterator[Gateway]:
+    """A gateway whose store is a fresh database on a real PostgreSQL server."""
+    name = f"jitgate_serve_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(pg_admin_dsn)
+    url = f"postgresql://{info.get('user', 'postgres')}@{info['host']}:{info['port']}/{name}"
+    gw = Gateway(tmp_path / "data", tmp_path / "audit.jsonl", database_url=url)
+    yield gw
+    gw.close()
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def psql(served: Served, port: int, sql: str) -> subprocess.Popen[str]:
@@ -101,6 +122,7 @@ def test_export_job_survives_restart_and_crash(gateway: Gateway, pg_scram: PgClu
     served.proc.kill()
     served.proc.communicate(timeout=10)
     client.communicate(timeout=10)
+    (served.data_dir / "serve.json").unlink()  # what the killed process left: not the next's
     assert client.returncode != 0
 
     served, port = gateway.start()
@@ -128,3 +150,42 @@ def test_export_job_survives_restart_and_crash(gateway: Gateway, pg_scram: PgClu
     assert row["recording"] == "unsealed" and row["end_reason"].startswith("interrupted")
     verify = served.cli("audit", "verify", crashed_id, check=False)
     assert verify.returncode == 1 and "not sealed" in verify.stderr
+
+
+def kill_during(served: Served, port: int, cluster: PgCluster, text: str) -> None:
+    """Run ``SELECT '<text>', pg_sleep(30)`` and kill the gateway while it runs."""
+    client = psql(served, port, f"SELECT '{text}', pg_sleep(30)")
+    deadline = time.monotonic() + 15
+    while cluster.psql(
+        f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''{text}''%' "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    ) != "1":  # fmt: skip
+        assert time.monotonic() < deadline, "the statement never reached the upstream"
+        time.sleep(0.05)
+    assert served.proc is not None
+    served.proc.kill()
+    served.proc.communicate(timeout=10)
+    client.communicate(timeout=10)
+    (served.data_dir / "serve.json").unlink()  # what the killed process left: not the next's
+
+
+def test_with_a_postgresql_store_a_crashed_nodes_session_is_closed_and_exported(
+    pg_store_gateway: Gateway, pg_scram: PgCluster
+) -> None:
+    """Several nodes may share a PostgreSQL store: the node that restarts (the same data
+    dir) closes what its previous run left open; the export then sends it."""
+    gateway = pg_store_gateway
+    served, port = gateway.start()
+    add_connection(served, "rec", pg_scram)
+    assert psql(served, port, "SELECT 'before'").communicate(timeout=30)[0]
+    wait_exported(gateway.out, "SELECT 'before'")
+    kill_during(served, port, pg_scram, "cut short")
+
+    served, port = gateway.start()
+    records = wait_exported(gateway.out, "SELECT 'cut short', pg_sleep(30)", sealed=False)
+    crashed = next(r["session"] for r in records if r.get("text", "").startswith("SELECT 'cut"))
+    shown = json.loads(served.cli("sessions", "list", "-o", "json").stdout)
+    row = next(s for s in shown if s["id"] == crashed)
+    assert row["recording"] == "unsealed" and row["end_reason"].startswith("interrupted")
+    assert row["ended_at"] is not None
+    assert stop(served.proc)[0] == 0
