@@ -63,7 +63,7 @@ def test_keys_added_with_the_cli_log_in_until_removed(
         result = OpenSSH(ssh_gateway).ssh(conn.name, "echo key-ok", key=key)
         assert result.stdout == b"key-ok\n", result.stderr
         row = ssh_gateway.session(conn.name)
-        assert (row.identity_name, row.auth_method) == (name, "ssh_key")
+        assert (row.identity_name, row.auth_method) == (name, "publickey")
 
         removed = jitgate(url, token, "ssh-keys", "rm", info["id"])
         assert removed.returncode == 0 and info["fingerprint"] in removed.stdout

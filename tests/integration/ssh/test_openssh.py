@@ -27,7 +27,7 @@ def test_exec_relays_output_stderr_and_exit_status_and_is_recorded(
     result = OpenSSH(ssh_gateway).ssh(conn.name, "echo out; echo err >&2; exit 3", key=key)
     assert (result.returncode, result.stdout, result.stderr) == (3, b"out\n", b"err\n")
     row = ssh_gateway.session(conn.name)
-    assert (row.protocol, row.identity_name, row.auth_method) == ("ssh", name, "ssh_key")
+    assert (row.protocol, row.identity_name, row.auth_method) == ("ssh", name, "publickey")
     channel = ssh_gateway.events(row, "ssh.channel")[0]
     assert channel["command"] == "echo out; echo err >&2; exit 3"
     assert channel["decision"] == "allow" and channel["commands"] == ["echo", "exit"]
@@ -73,7 +73,10 @@ def test_token_as_password_and_user_plus_connection(
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"via-token\n"
     row = ssh_gateway.session(conn.name)
-    assert row.identity_name == name and row.auth_method == "api_token"
+    # OpenSSH answers the keyboard-interactive prompt first (the askpass program)
+    assert row.identity_name == name and row.auth_method == "kbd-interactive"
+    auth = ssh_gateway.events(row, "ssh.auth")[0]
+    assert (auth["method"], auth["credential"]) == ("kbd-interactive", "api_token")
     wrong_user = client.ssh(f"someone-else+{conn.name}", "true", token=token)
     assert wrong_user.returncode == 255
     bad_token = client.ssh(conn.name, "true", token="jg_not-a-token")

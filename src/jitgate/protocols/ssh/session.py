@@ -8,6 +8,9 @@ key registered to a jitgate identity, or with a jitgate token given as the passw
 the keyboard-interactive answer. Before log-in succeeds, the connection is resolved
 (it must be an ``ssh`` connection the credential may use), the caller's grants are
 loaded and policy decides ``connect``; a refusal is sent as an authentication banner.
+Each attempt is decided for its own credential, and the session takes the identity of
+the attempt that authenticated (for a public key: the key that signed), never that of an
+earlier probe.
 
 After log-in the session is recorded and the gateway opens its own connection to the
 target (:mod:`.upstream`: stored credential, pinned host key). Every client channel then
@@ -42,6 +45,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 import asyncssh
@@ -82,6 +86,21 @@ def parse_username(username: str) -> tuple[str | None, str]:
     return (user or None) if sep else None, connection
 
 
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    """One log-in attempt that may go on: who, with which credential, to what."""
+
+    username: str  # the log-in name it was decided for
+    who: Authenticated
+    method: str  # publickey, password or kbd-interactive (at most 16 characters)
+    key: str | None  # publickey: the fingerprint of the key
+    info: ConnectionInfo
+    credential: Credential | None
+    gate: StatementGate
+    policy: SSHPolicy
+    grants: SessionGrants
+
+
 class Refusal(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -101,7 +120,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self.requested_user: str | None = None
         self.connection_name = ""
         self.who: Authenticated | None = None
-        self.auth_method = ""
+        self.auth_method = ""  # publickey, password or kbd-interactive
+        self.auth_key: str | None = None  # the public key's fingerprint
         self.info: ConnectionInfo | None = None
         self.credential: Credential | None = None
         self.policy: SSHPolicy | None = None
@@ -114,7 +134,9 @@ class GatewayConnection(asyncssh.SSHServer):
         self.end_reason = "client disconnected"
         self.bytes_in = 0
         self.bytes_out = 0
-        self._admitted: dict[str, bool] = {}
+        # The answer of the latest log-in attempt; auth_completed takes it (see _Admission).
+        self._admission: _Admission | None = None
+        self._attempts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
@@ -178,7 +200,6 @@ class GatewayConnection(asyncssh.SSHServer):
     # -------------------------------------------------------------------- auth
 
     def begin_auth(self, username: str) -> bool:
-        self.requested_user, self.connection_name = parse_username(username)
         return True
 
     def public_key_auth_supported(self) -> bool:
@@ -190,64 +211,90 @@ class GatewayConnection(asyncssh.SSHServer):
     def kbdint_auth_supported(self) -> bool:
         return True
 
+    # Every hook below answers for the one credential it is given, and leaves that answer
+    # (or None) in self._admission; asyncssh reports success right after the hook of the
+    # attempt that succeeds (for a public key: after checking the signature made with the
+    # key it passed to validate_public_key), so auth_completed takes the admission of the
+    # credential that actually authenticated. asyncssh calls validate_public_key for
+    # unsigned probes as well: an answer is never reused for another key, and an attempt
+    # that finishes after a newer one has started is discarded.
+
     async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        attempt = self._begin_attempt()
         fp = str(key.get_fingerprint("sha256"))
-        if fp in self._admitted:
-            return self._admitted[fp]
         try:
             who = await asyncio.to_thread(self.listener.keys.authenticate, key)
         except Exception as exc:  # the store is unavailable: nobody logs in (fail closed)
             log.warning("[client=%s] public key look-up failed: %s", self.client_addr, exc)
             who = None
-        ok = who is not None and await self._admit(who, "ssh_key")
-        self._admitted[fp] = ok
-        return ok
+        admission = None
+        if who is not None:
+            admission = await self._admit(username, who, "publickey", key=fp)
+        return self._end_attempt(attempt, admission)
 
     async def validate_password(self, username: str, password: str) -> bool:
-        return await self._login_with_token(password, "password")
+        attempt = self._begin_attempt()
+        admission = await self._login_with_token(username, password, "password")
+        return self._end_attempt(attempt, admission)
 
     def get_kbdint_challenge(
         self, username: str, lang: str, submethods: str
     ) -> tuple[str, str, str, list[tuple[str, bool]]]:
+        self._begin_attempt()
         return "jitgate", "Log in with a jitgate token.", "", [("jitgate token: ", False)]
 
     async def validate_kbdint_response(self, username: str, responses: Sequence[str]) -> bool:
-        if len(responses) != 1:
-            return False
-        return await self._login_with_token(responses[0], "keyboard-interactive")
+        attempt = self._begin_attempt()
+        admission = None
+        if len(responses) == 1:
+            admission = await self._login_with_token(username, responses[0], "kbd-interactive")
+        return self._end_attempt(attempt, admission)
 
-    async def _login_with_token(self, token: str, how: str) -> bool:
+    def _begin_attempt(self) -> int:
+        self._attempts += 1
+        self._admission = None
+        return self._attempts
+
+    def _end_attempt(self, attempt: int, admission: _Admission | None) -> bool:
+        if attempt != self._attempts:  # a newer attempt started meanwhile: this one is void
+            return False
+        self._admission = admission
+        return admission is not None
+
+    async def _login_with_token(self, username: str, token: str, how: str) -> _Admission | None:
         token = token.strip()
         if not token or len(token) > 16384:
-            return False
+            return None
         try:
             who = await asyncio.to_thread(
                 self.gateway.authenticator.authenticate, token, client_addr=self.client_addr
             )
         except Unauthenticated:
-            return False
+            return None
         except (Unavailable, JitgateError) as exc:
             self._banner(f"jitgate: {exc.message}")
-            return False
+            return None
         except Exception as exc:
             log.warning("[client=%s] token check failed: %s", self.client_addr, exc)
             self._banner("jitgate: the token cannot be checked right now")
-            return False
-        return await self._admit(who, who.method.value)
+            return None
+        return await self._admit(username, who, how)
 
     def _banner(self, message: str) -> None:
         if self.conn is not None:
             with contextlib.suppress(Exception):
                 self.conn.send_auth_banner(message + "\r\n")
 
-    async def _admit(self, who: Authenticated, method: str) -> bool:
-        """May ``who`` open this connection? Tells the client why not (banner)."""
+    async def _admit(
+        self, username: str, who: Authenticated, method: str, *, key: str | None = None
+    ) -> _Admission | None:
+        """May ``who`` open the connection ``username`` names? Tells the client why not
+        (banner). Nothing of the session changes until log-in completes."""
+        user, connection = parse_username(username)
         try:
-            if self.requested_user is not None and self.requested_user != who.principal.name:
-                raise Refusal(
-                    f"jitgate: you logged in as {who.principal.name}, not {self.requested_user}"
-                )
-            info, credential = await self._resolve(who)
+            if user is not None and user != who.principal.name:
+                raise Refusal(f"jitgate: you logged in as {who.principal.name}, not {user}")
+            info, credential = await self._resolve(connection, who)
             gate = StatementGate(
                 self.listener.policy,
                 principal=who.principal,
@@ -256,10 +303,10 @@ class GatewayConnection(asyncssh.SSHServer):
                 client_addr=self.client_addr,
                 protocol="ssh",
             )
-            self.who, self.info, self.credential, self.gate = who, info, credential, gate
-            self.policy = SSHPolicy(gate)
-            await self.grants.load(who, info.name, gate)
-            decision = self.policy.connect()
+            policy = SSHPolicy(gate)
+            grants = SessionGrants(self.gateway.access)
+            await grants.load(who, info.name, gate)
+            decision = policy.connect()
             if not decision.allowed:
                 raise Refusal(
                     f"jitgate: {who.display} may not connect to {info.name!r}: "
@@ -268,14 +315,13 @@ class GatewayConnection(asyncssh.SSHServer):
         except Exception as exc:
             if not isinstance(exc, Refusal):
                 log.exception("[client=%s] admission failed", self.client_addr)
-            self.who = self.info = self.credential = self.gate = self.policy = None
             self._banner(exc.message if isinstance(exc, Refusal) else "jitgate: internal error")
-            return False
-        self.auth_method = method
-        return True
+            return None
+        return _Admission(username, who, method, key, info, credential, gate, policy, grants)
 
-    async def _resolve(self, who: Authenticated) -> tuple[ConnectionInfo, Credential | None]:
-        name = self.connection_name
+    async def _resolve(
+        self, name: str, who: Authenticated
+    ) -> tuple[ConnectionInfo, Credential | None]:
         if not name:
             raise Refusal("jitgate: log in as CONNECTION or USER+CONNECTION")
         try:
@@ -321,6 +367,18 @@ class GatewayConnection(asyncssh.SSHServer):
         self.terminate(message)
 
     def auth_completed(self) -> None:
+        admission, self._admission = self._admission, None
+        username = self.conn.get_extra_info("username") if self.conn is not None else None
+        if admission is None or admission.username != username:  # never expected
+            log.error("[client=%s] log-in completed without an admission", self.client_addr)
+            self.end_reason = "refused: log-in not admitted"
+            if self.conn is not None:
+                self.conn.disconnect(asyncssh.DISC_BY_APPLICATION, "jitgate: log-in failed")
+            return
+        self.who, self.auth_method, self.auth_key = admission.who, admission.method, admission.key
+        self.info, self.credential = admission.info, admission.credential
+        self.gate, self.policy, self.grants = admission.gate, admission.policy, admission.grants
+        self.requested_user, self.connection_name = parse_username(admission.username)
         self.ready = asyncio.get_running_loop().create_future()
         self.spawn(self._open())
         if self.settings.idle_timeout:
@@ -373,6 +431,10 @@ class GatewayConnection(asyncssh.SSHServer):
             log.error("[client=%s] cannot record the session: %s", self.client_addr, exc)
             self._fail_ready("the session cannot be recorded, so it is refused")
             return
+        auth: dict[str, Any] = {"method": self.auth_method, "credential": who.method.value}
+        if self.auth_key is not None:
+            auth["key"] = self.auth_key
+        self.record("ssh.auth", auth)
         try:
             upstream = await up.connect(
                 info,
