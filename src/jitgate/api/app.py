@@ -65,7 +65,10 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/api/v1/keys", tags=["health"])
     async def keys() -> dict[str, Any]:
-        """The gateway's public signing keys (JWKS): delegated tokens, recordings."""
-        return {"keys": [gateway.signing_key.public_jwk()]}
+        """The public signing keys (JWKS) of every gateway node, past and present: this
+        node's current key first. They sign recording seals and delegated tokens."""
+        from jitgate.recording.keys import jwks
+
+        return {"keys": await run_in_threadpool(jwks, gateway.store, gateway.signing_key)}
 
     return app

@@ -5,7 +5,8 @@ and the upload of closed recordings when ``recording.storage`` is ``s3`` (see
 :mod:`jitgate.recording.upload`).
 
 :func:`start` runs before the listeners accept anyone: it makes this process a node of
-the store, so that every session it records is stamped with it.
+the store, so that every session it records is stamped with it, and publishes the node's
+signing key (:mod:`jitgate.recording.keys`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from jitgate.recording import recovery
+from jitgate.recording import keys, recovery
 from jitgate.recording.export import Exporter, StoreCursor, StoreSource, open_sink
 from jitgate.recording.retention import apply_retention
 from jitgate.recording.upload import Uploader
@@ -28,8 +29,11 @@ log = logging.getLogger("jitgate.recording")
 
 
 def start(gateway: Gateway) -> recovery.Node:
-    """Make this process a node of the store (before its listeners start)."""
-    return recovery.register(gateway.store, gateway.paths.root)
+    """Make this process a node of the store and publish its signing key there (before
+    its listeners start: what it seals can be checked on every node)."""
+    node = recovery.register(gateway.store, gateway.paths.root)
+    keys.publish(gateway.store, gateway.signing_key, node_id=node.id)
+    return node
 
 
 def _recover(gateway: Gateway, node: recovery.Node) -> None:

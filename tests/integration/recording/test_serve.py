@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
@@ -188,4 +189,29 @@ def test_with_a_postgresql_store_a_crashed_nodes_session_is_closed_and_exported(
     row = next(s for s in shown if s["id"] == crashed)
     assert row["recording"] == "unsealed" and row["end_reason"].startswith("interrupted")
     assert row["ended_at"] is not None
+    assert stop(served.proc)[0] == 0
+
+
+def test_a_session_sealed_before_a_signing_key_change_still_verifies(
+    gateway: Gateway, pg_scram: PgCluster
+) -> None:
+    served, port = gateway.start()
+    add_connection(served, "rec", pg_scram)
+    assert psql(served, port, "SELECT 'under key A'").communicate(timeout=30)[0]
+    first = json.loads(served.cli("sessions", "list", "-o", "json").stdout)[0]
+    first_key = json.loads(served.cli("audit", "verify", first["id"], "-o", "json").stdout)
+    assert first_key["valid"] and first_key["signature"] == "valid"
+    assert stop(served.proc)[0] == 0
+
+    (gateway.data_dir / "signing.key").unlink()  # a new key is made at the next start
+    served, port = gateway.start()
+    published = httpx.get(f"{served.api}/api/v1/keys").json()["keys"]
+    kids = [k["kid"] for k in published]
+    assert len(kids) == 2 and kids[1] == first_key["key_id"]  # the new key first
+    assert all(k["created_at"] for k in published)
+    assert psql(served, port, "SELECT 'under key B'").communicate(timeout=30)[0]
+    for session in json.loads(served.cli("sessions", "list", "-o", "json").stdout):
+        verified = json.loads(served.cli("audit", "verify", session["id"], "-o", "json").stdout)
+        assert verified["valid"] and verified["signature"] == "valid", verified
+        assert verified["key_id"] == (kids[1] if session["id"] == first["id"] else kids[0])
     assert stop(served.proc)[0] == 0

@@ -1,7 +1,8 @@
 """Sessions and their recordings: list and search, events, live tail, verify.
 
 ``GET /sessions/{id}/verify`` checks the hash chain *and* the Ed25519 seal against the
-gateway's public keys (``GET /api/v1/keys``) and names the first altered event.
+public keys of every gateway node (``GET /api/v1/keys``; the seal's ``kid`` picks one) and
+names the first altered event.
 ``GET /sessions/{id}/tail`` streams the events of a session as server-sent events while
 it is open (each event's ``id`` is its ``seq``; reconnect with ``Last-Event-ID``).
 """
@@ -25,6 +26,7 @@ from jitgate.api.schemas import PageOut
 from jitgate.audit.log import AuditLog
 from jitgate.errors import Forbidden, InvalidInput, NotFound, Unavailable
 from jitgate.identity.principal import Authenticated, Role
+from jitgate.recording.keys import known as known_keys
 from jitgate.recording.s3 import ObjectStoreError
 from jitgate.recording.seal import StoredSeal, verify_recording
 from jitgate.recording.storage import RecordingUnavailable, iter_events
@@ -389,7 +391,7 @@ TAIL_POLL = 0.1
 def verify_session(session_id: str, gw: GatewayDep, who: Caller) -> dict[str, Any]:
     """Check the hash chain and the seal's Ed25519 signature; name the first bad event."""
     row = _session(gw, who, session_id)
-    keys = {gw.signing_key.key_id: gw.signing_key.public_jwk()}
+    keys = known_keys(gw.store, gw.signing_key)  # every node's, past and present
     stored = StoredSeal(row.seal_digest, row.seal_signature, row.seal_key_id, row.event_count)
     result = verify_recording(
         _recording(gw, row), row.id, keys, stored=stored, open_session=row.ended_at is None
