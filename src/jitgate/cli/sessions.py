@@ -81,7 +81,8 @@ def sessions_list(
 def sessions_show(
     session_id: str, server: Server = None, output: Output = OutputFormat.TABLE
 ) -> None:
-    """A session as a timeline: each statement, its decision and its result."""
+    """A session as a timeline: each statement or SSH command, file operation and port
+    forward, its decision and its result (rows, exit status)."""
     client = APIClient.from_env(server)
     session = client.request("GET", f"/api/v1/sessions/{session_id}")
     events = _events(client, session_id)
