@@ -90,6 +90,8 @@ def timeline_entries(events: Sequence[dict[str, Any]]) -> Iterator[tuple[dict[st
                 f"-{g}" for g in event.get("ended", [])
             ]
             yield event, f"    grants changed: {' '.join(change)}"
+        elif kind == "request.refused":
+            yield event, f"    refused (event {event.get('event')}): {event.get('reason')}"
         elif kind == "cancel":
             yield event, "    (cancel requested)"
         elif kind is not None and (kind.startswith("ssh.") or kind == "sftp"):
@@ -129,6 +131,9 @@ def _ssh_entries(event: dict[str, Any], kind: str) -> Iterator[tuple[dict[str, A
         if event.get("unknown"):
             unknown = event["unknown"]
             yield event, "    not understood" + (f": {unknown}" if isinstance(unknown, str) else "")
+    elif kind == "ssh.auth":
+        key = f" key {event['key']}" if event.get("key") else ""
+        yield event, f"    logged in by {event.get('method')} ({event.get('credential')}){key}"
     elif kind == "ssh.exit":
         if event.get("exit_signal"):
             yield event, f"    → {event.get('kind')} ended by signal {event['exit_signal']}"

@@ -72,6 +72,10 @@ def test_shell_lines_and_other_ssh_events() -> None:
         {"seq": 6, "type": "ssh.remote_forward", "at": AT.format(4), "host": "",
          "port": 8080, "decision": "deny"},
         {"seq": 7, "type": "ssh.signal", "at": AT.format(5), "signal": "INT"},
+        {"seq": 8, "type": "ssh.auth", "at": AT.format(0), "method": "publickey",
+         "credential": "ssh_key", "key": "SHA256:abc"},
+        {"seq": 9, "type": "request.refused", "at": AT.format(6), "event": 8,
+         "reason": "its event could not be written"},
     ]  # fmt: skip
     lines = timeline(events).splitlines()
     assert lines[:4] == [
@@ -85,3 +89,5 @@ def test_shell_lines_and_other_ssh_events() -> None:
     assert "10:00:04.000 DENY   subsystem netconf" in lines
     assert "10:00:04.000 DENY   remote forward :8080" in lines
     assert "10:00:05.000        signal INT" in lines
+    assert "    logged in by publickey (ssh_key) key SHA256:abc" in lines
+    assert "    refused (event 8): its event could not be written" in lines
