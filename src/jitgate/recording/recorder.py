@@ -10,7 +10,9 @@ event is written when a statement is seen — before it is forwarded upstream �
 Failure mode: when the event log cannot be written, a recorder that *fails closed* (the
 default) raises from :meth:`SessionRecorder.flush` — the adapter then forwards nothing —
 and reports :attr:`SessionRecorder.refusing` so that the statements that follow are
-refused with a protocol error. A recorder that *fails open* (``on_failure: open`` in the
+refused with a protocol error. Relays that decide requests of their own kind (SSH) report
+them through :meth:`SessionRecorder.decided`, which raises the same way for an allowed
+request whose event cannot be written. A recorder that *fails open* (``on_failure: open`` in the
 ``recording`` settings or ``recording_on_failure: open`` in a connection's options) logs
 every failure at ERROR and lets traffic through; the bytes not written are retried at the
 next flush. At close the log gets a ``session.end`` and a signed ``seal`` event
@@ -414,6 +416,36 @@ class SessionRecorder:
         self._encode_scheduled = False
         if self._done and self.log is not None:
             self._encode_done()
+
+    # ------------------------------------------------------------ other relays
+
+    def decided(self, type: str, data: dict[str, Any], outcome: Outcome) -> None:
+        """A request decided by a relay without :class:`Execution` objects (SSH: a channel
+        request, a typed line, a file operation, a port forward): counted under its
+        outcome and written at once, before the caller forwards it.
+
+        Raises OSError when the request is allowed, its event cannot be written and this
+        session fails closed: the caller must not forward it. The event is kept for the next
+        write, followed by a ``request.refused`` event that names it, and counts as denied.
+        """
+        log = self.log
+        if log is None:
+            self.counts[outcome.value] += 1
+            return
+        if self._done:
+            self._encode_done()
+        seq = log.append(type, data)
+        try:
+            log.flush()
+        except OSError as exc:
+            self._write_failed(exc)
+            if outcome is Outcome.ALLOW and not self.fail_open:
+                self.counts[Outcome.DENY.value] += 1
+                log.append(
+                    "request.refused", {"event": seq, "reason": "its event could not be written"}
+                )
+                raise
+        self.counts[outcome.value] += 1
 
     # ------------------------------------------------------------------ terminals
 

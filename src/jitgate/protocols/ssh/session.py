@@ -33,6 +33,13 @@ and put to policy as ``ssh:line`` when Enter is pressed; a denied line is cancel
 This is best effort and documented as such: see the module docstring of
 :mod:`jitgate.shell.line`.
 
+Every decided request (a channel request, a typed line, a file operation, a port
+forward) is counted by its decision and written to the recording before it goes on
+(:meth:`SessionRecorder.decided`). A request whose event cannot be written is refused;
+while the recording cannot be written and the connection fails closed (the default),
+every new request is refused with a message and the session stays open, as on
+PostgreSQL; ``recording_on_failure: open`` lets traffic through instead.
+
 Flow control is end to end: when one side's send buffer fills, the other side stops
 reading, so a slow client slows the target down and no buffer grows without bound.
 """
@@ -59,7 +66,12 @@ from jitgate.policy.gate import StatementGate
 from jitgate.policy.types import Decision, Outcome, Target
 from jitgate.protocols.ssh import upstream as up
 from jitgate.protocols.ssh.policy import SSHPolicy
-from jitgate.protocols.ssh.sftp import FileOperation, SFTPInspector, SFTPProtocolError
+from jitgate.protocols.ssh.sftp import (
+    FileOperation,
+    SFTPInspector,
+    SFTPProtocolError,
+    request_event,
+)
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
 from jitgate.shell.commands import CommandLine, classify
 from jitgate.shell.line import LineEditor, TypedLine
@@ -77,6 +89,7 @@ _SECRET_PROMPT = re.compile(r"(password|passphrase|passcode|pin|token)[^\n]{0,40
 # gone even if a signal is late or ignored; then Ctrl-C, which also abandons a multi-line
 # command under way and brings back a fresh prompt.
 _CANCEL_LINE = b"\x05\x15\x03"
+_UNRECORDED = "the session cannot be recorded, so it is refused"
 MAX_CONTINUED = 64 * 1024
 
 
@@ -188,6 +201,28 @@ class GatewayConnection(asyncssh.SSHServer):
         except OSError as exc:
             log.error("[client=%s] cannot record: %s", self.client_addr, exc)
             self.terminate("jitgate: the session cannot be recorded any more")
+
+    def recording_refusal(self) -> Decision | None:
+        """A denial while the recording cannot be written and the session fails closed."""
+        recorder = self.recorder
+        if recorder is not None and recorder.refusing:
+            return Decision.deny(
+                "the session cannot be recorded, so requests are refused",
+                "builtin:recording-failed",
+            )
+        return None
+
+    def decided(self, type: str, data: dict[str, Any], decision: Decision) -> bool:
+        """Record a decided request (counted by its outcome) before it goes on. False: it
+        is allowed but its event cannot be written, so it must not go on (fail closed)."""
+        if self.recorder is None:
+            return True
+        try:
+            self.recorder.decided(type, data, decision.outcome)
+        except OSError as exc:
+            log.error("[client=%s] cannot record a request, refused: %s", self.client_addr, exc)
+            return False
+        return True
 
     def terminate(self, message: str) -> None:
         """End the session from the gateway's side (grant ended, shutdown)."""
@@ -354,11 +389,22 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         assert self.info is not None and self.gate is not None
         held_ended = [g for g in ended if g in self.grants.ids]
+        before = set(self.grants.ids)
         try:
             await self.grants.load(self.who, self.info.name, self.gate)
         except Exception as exc:
             log.warning("[client=%s] could not reload grants: %s", self.client_addr, exc)
             return
+        now = self.grants.ids
+        if now != before:
+            self.record(
+                "grants",
+                {
+                    "grant_ids": sorted(now),
+                    "added": sorted(now - before),
+                    "ended": sorted(before - now),
+                },
+            )
         decision = self.policy.connect()
         if decision.allowed:
             return
@@ -403,6 +449,15 @@ class GatewayConnection(asyncssh.SSHServer):
         assert self.ready is not None and self.who is not None and self.info is not None
         who, info = self.who, self.info
         conn = self.conn
+        if self.grants.ids:  # one use of a grant per session (not per log-in attempt)
+            try:
+                allowed = await self._use_grant()
+            except Exception as exc:
+                log.error("[client=%s] cannot count the grant's use: %s", self.client_addr, exc)
+                allowed = False
+            if not allowed:
+                self._fail_ready("the grant has no uses left for a new session")
+                return
         meta = SessionMeta(
             protocol="ssh",
             connection_id=info.id,
@@ -415,18 +470,10 @@ class GatewayConnection(asyncssh.SSHServer):
             token_id=who.token_id,
             client_addr=self.client_addr,
             client_program=str(conn.get_extra_info("client_version", "")) if conn else None,
+            grant_ids=tuple(sorted(self.grants.ids)),
         )
-        if self.grants.ids:  # one use of a grant per session (not per log-in attempt)
-            try:
-                allowed = await self._use_grant()
-            except Exception as exc:
-                log.error("[client=%s] cannot count the grant's use: %s", self.client_addr, exc)
-                allowed = False
-            if not allowed:
-                self._fail_ready("the grant has no uses left for a new session")
-                return
         try:
-            self.recorder = await self.listener.recorder.open(meta)
+            self.recorder = await self.listener.recorder.open(meta, options=info.options)
         except Exception as exc:
             log.error("[client=%s] cannot record the session: %s", self.client_addr, exc)
             self._fail_ready("the session cannot be recorded, so it is refused")
@@ -499,20 +546,20 @@ class GatewayConnection(asyncssh.SSHServer):
         async def tunnel() -> Any:
             upstream = await self.upstream_ready()  # recorded from here on
             assert self.policy is not None
-            decision = self.policy.forward(dest_host, dest_port)
-            self.record(
-                "ssh.forward",
-                {
-                    "host": dest_host,
-                    "port": dest_port,
-                    "origin": f"{orig_host}:{orig_port}",
-                    **_decision_fields(decision),
-                },
-            )
+            decision = self.recording_refusal() or self.policy.forward(dest_host, dest_port)
+            if decision.outcome is Outcome.REVIEW:
+                why = f"{decision.reason or 'needs approval'} (port forwards cannot wait)"
+                decision = Decision.deny(why, *decision.policies)
+            event = {
+                "host": dest_host,
+                "port": dest_port,
+                "origin": f"{orig_host}:{orig_port}",
+                **_decision_fields(decision),
+            }
+            if not self.decided("ssh.forward", event, decision):
+                decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
             if not decision.allowed:
                 why = decision.reason or "denied"
-                if decision.outcome is Outcome.REVIEW:
-                    why += " (port forwards cannot wait for approval)"
                 raise asyncssh.ChannelOpenError(
                     asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED,
                     f"jitgate: port forwarding to {dest_host}:{dest_port} is not allowed: {why}",
@@ -531,9 +578,9 @@ class GatewayConnection(asyncssh.SSHServer):
         return tunnel()
 
     def server_requested(self, listen_host: str, listen_port: int) -> bool:
-        self.record(
-            "ssh.remote_forward", {"host": listen_host, "port": listen_port, "decision": "deny"}
-        )
+        decision = Decision.deny("remote port forwarding is not supported", "builtin:ssh")
+        event = {"host": listen_host, "port": listen_port, **_decision_fields(decision)}
+        self.decided("ssh.remote_forward", event, decision)
         return False
 
 
@@ -589,7 +636,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
 
     def subsystem_requested(self, subsystem: str) -> bool:
         if subsystem != "sftp":
-            self.connection.record("ssh.subsystem", {"name": subsystem[:64], "decision": "deny"})
+            decision = Decision.deny("only the sftp subsystem is offered", "builtin:ssh")
+            event = {"name": subsystem[:64], **_decision_fields(decision)}
+            self.connection.decided("ssh.subsystem", event, decision)
             return False
         self.kind, self.subsystem = "sftp", subsystem
         return True
@@ -620,8 +669,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         decision: Decision
         event: dict[str, Any] = {"kind": self.kind}
         text = ""
+        refusal = conn.recording_refusal()
         if self.kind == "shell":
-            decision = policy.shell()
+            decision = refusal or policy.shell()
             text = "(interactive shell)"
         elif self.kind == "exec":
             assert self.command is not None
@@ -634,7 +684,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 event["kind"] = "scp"
                 event["path"] = path
                 event["mode"] = "write" if write else "read"
-                decision = policy.file(op, (path,), write)
+                decision = refusal or policy.file(op, (path,), write)
             else:
                 if line.names:
                     event["commands"] = list(line.names)
@@ -642,15 +692,16 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                     event["dangerous"] = list(line.dangerous)
                 if line.unknown:
                     event["unknown"] = line.error or True
-                decision = policy.command(line)
+                decision = refusal or policy.command(line)
         else:
-            decision = Decision.allow("builtin:sftp-subsystem")
+            decision = refusal or Decision.allow("builtin:sftp-subsystem")
             self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
         event.update(_decision_fields(decision))
         if decision.outcome is Outcome.REVIEW:
             decision = await self._review(text, decision)
             event["review"] = decision.outcome.value
-        conn.record("ssh.channel", event)
+        if not conn.decided("ssh.channel", event, decision):
+            decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         if not decision.allowed:
             what = "the shell" if self.kind == "shell" else repr(text[:200])
             why = decision.reason or "denied"
@@ -736,13 +787,15 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         return allowed
 
     def _decide_file(self, op: FileOperation) -> str | None:
-        assert self.connection.policy is not None
-        decision = self.connection.policy.file(op.op, op.paths, op.write)
-        if decision.allowed:
-            return None
+        conn = self.connection
+        assert conn.policy is not None
+        decision = conn.recording_refusal() or conn.policy.file(op.op, op.paths, op.write)
         if decision.outcome is Outcome.REVIEW:
-            return f"{decision.reason or 'needs approval'} (file operations cannot wait)"
-        return decision.reason or "denied"
+            why = f"{decision.reason or 'needs approval'} (file operations cannot wait)"
+            decision = Decision.deny(why, *decision.policies)
+        if not conn.decided("sftp", request_event(op, decision), decision):
+            return _UNRECORDED
+        return None if decision.allowed else decision.reason or "denied"
 
     # ---------------------------------------------------------- client data
 
@@ -820,7 +873,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._continued = ""
         typed = TypedLine(text, typed.uncertain, typed.reasons)
         assert conn.policy is not None
-        decision = conn.policy.command(line, interactive=True)
+        decision = conn.recording_refusal() or conn.policy.command(line, interactive=True)
         if typed.uncertain and decision.allowed and self.settings.uncertain_lines == "deny":
             decision = Decision.deny(
                 "this line could not be reconstructed exactly "
@@ -838,7 +891,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self.chan.pause_reading()
             self.connection.spawn(self._hold_line(typed, decision, enter, text[after:], event))
             return False
-        conn.record("ssh.line", event)
+        if not conn.decided("ssh.line", event, decision):
+            decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         self._apply_line(decision, typed, enter)
         return True
 
@@ -848,7 +902,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.tell(f"jitgate: {typed.text!r} needs approval: {decision.reason}")
         final = await self._review(typed.text, decision)
         event["review"] = final.outcome.value
-        self.connection.record("ssh.line", event)
+        if not self.connection.decided("ssh.line", event, final):
+            final = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         self._apply_line(final, typed, enter)
         self._held = False
         queue = [(rest, False)] + [(text, True) for text in self._backlog]

@@ -11,9 +11,12 @@ forward. Client requests that name a path are put to a ``decide`` callback first
   ``hardlink``, ``lsetstat``, ``copy-data``, and any extension it does not know.
 
 A denied request is not forwarded; the client gets ``SSH_FX_PERMISSION_DENIED`` with
-the reason, and the subsystem stays usable. Reads and writes through an open handle are
-counted, and each handle's totals are reported when it is closed. Metadata requests
-(``stat``, ``lstat``, ``realpath``, ``readdir`` on an allowed directory) pass unrecorded.
+the reason, and the subsystem stays usable. The callback records its decision (the caller
+writes it before it forwards the request: :func:`request_event` is its event); the
+inspector's own events are the outcomes: each decided operation's ``status`` when the
+server answers it, and each handle's totals of bytes read and written when it is closed.
+Metadata requests (``stat``, ``lstat``, ``realpath``, ``readdir`` on an allowed
+directory) pass unrecorded.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from jitgate.policy.types import Decision
 
 INIT, VERSION = 1, 2
 OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT, SETSTAT, FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
@@ -161,7 +166,6 @@ class SFTPInspector:
             raise SFTPProtocolError("too many outstanding SFTP requests")
         reason = self.decide(operation)
         if reason is not None:
-            self.events.append(_event(operation, "deny", reason))
             return _status(req_id, FX_PERMISSION_DENIED, f"jitgate: {reason}")
         self._pending[req_id] = _Pending(operation=operation)
         return None
@@ -229,17 +233,13 @@ class SFTPInspector:
                 handle, _ = _string(packet, 9)
                 if op.op == "open" and len(self._handles) < MAX_OUTSTANDING:
                     self._handles[bytes(handle)] = _Handle(op.paths[0], op.write)
-                self.events.append(_event(op, "allow", None, status="ok"))
+                self.events.append(_outcome(op, "ok"))
             elif ptype == STATUS:
                 (code,) = _U32.unpack_from(packet, 9)
                 message, _ = _text(packet, 13) if code else ("", 0)
-                self.events.append(
-                    _event(
-                        op, "allow", None, status="ok" if code == FX_OK else message or str(code)
-                    )
-                )
+                self.events.append(_outcome(op, "ok" if code == FX_OK else message or str(code)))
             else:
-                self.events.append(_event(op, "allow", None, status="ok"))
+                self.events.append(_outcome(op, "ok"))
             return
         if pending.handle is not None:
             h = self._handles.get(pending.handle)
@@ -285,21 +285,30 @@ def _status(req_id: int, code: int, message: str) -> bytes:
     return _U32.pack(len(body)) + body
 
 
-def _event(
-    op: FileOperation, decision: str, reason: str | None, *, status: str | None = None
-) -> dict[str, Any]:
+def _operation_fields(op: FileOperation) -> dict[str, Any]:
     event: dict[str, Any] = {
         "op": op.op,
         "path": op.paths[0] if op.paths else "",
         "mode": "write" if op.write else "read",
-        "decision": decision,
     }
     if len(op.paths) > 1:
         event["to"] = op.paths[1]
+    return event
+
+
+def request_event(op: FileOperation, decision: Decision) -> dict[str, Any]:
+    """The event of a decided file operation (written before it is forwarded)."""
+    event = _operation_fields(op)
+    event["decision"] = decision.outcome.value
+    event["policies"] = list(decision.policies)
     if op.flags:
         event["flags"] = op.flags
-    if reason:
-        event["reason"] = reason
-    if status is not None:
-        event["status"] = status
+    if decision.reason:
+        event["reason"] = decision.reason
+    return event
+
+
+def _outcome(op: FileOperation, status: str) -> dict[str, Any]:
+    event = _operation_fields(op)
+    event["status"] = status
     return event

@@ -7,6 +7,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jitgate.policy.types import Decision
 from jitgate.protocols.ssh import sftp as s
 from jitgate.protocols.ssh.sftp import FileOperation, SFTPInspector
 
@@ -45,9 +46,11 @@ def test_denied_write_gets_permission_denied_and_is_not_forwarded() -> None:
     _length, ptype, req_id, code = struct.unpack_from(">IBII", replies)
     assert (ptype, req_id, code) == (s.STATUS, 2, s.FX_PERMISSION_DENIED)
     assert b"/etc is read-only" in replies
-    assert inspector.drain_events()[0] == {
+    assert inspector.drain_events() == []  # the decision is the callback's to record
+    op = FileOperation("open", ("/etc/passwd",), True, 0x1A)
+    assert s.request_event(op, Decision.deny("/etc is read-only", "ro")) == {
         "op": "open", "path": "/etc/passwd", "mode": "write", "decision": "deny",
-        "flags": 0x1A, "reason": "/etc is read-only",
+        "policies": ["ro"], "flags": 0x1A, "reason": "/etc is read-only",
     }  # fmt: skip
 
 
@@ -83,7 +86,7 @@ def test_bytes_are_counted_per_handle_and_reported_on_close() -> None:
     inspector.from_client(packet(s.CLOSE, b"h1", req_id=4))
     inspector.from_server(packet(s.STATUS, 0, b"", b"", req_id=4))
     events = inspector.drain_events()
-    assert events[0]["op"] == "open" and events[0]["status"] == "ok"
+    assert events[0] == {"op": "open", "path": "/tmp/f", "mode": "write", "status": "ok"}
     assert events[-1] == {
         "op": "close", "path": "/tmp/f", "mode": "write", "bytes_read": 100,
         "bytes_written": 1000,
