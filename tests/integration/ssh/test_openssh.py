@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,49 @@ def test_sftp_batch_operations_are_recorded_and_writes_can_be_denied(
     assert {("open", "allow"), ("opendir", "allow"), ("posix-rename", "allow")} <= ops
     assert ("open", "deny") in ops and ("remove", "deny") in ops
     assert any(e["op"] == "close" and e["bytes_written"] == 10 for e in events)
+
+
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+@pytest.mark.skipif(not os.path.exists(SFTP_SERVER), reason="no OpenSSH sftp-server binary")
+def test_the_sftp_server_run_as_a_command_is_inspected_like_the_subsystem(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "keep.txt").write_text("keep me")
+    ssh_gateway.policy(
+        unique("ro"),
+        f'@id("read-only-exec-{conn.name}")\n@reason("{locked} is read-only")\n'
+        f'forbid (principal, action == Action::"ssh:sftp_write", '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "{locked}/*" }};',
+    )
+    local = tmp_path / "up.txt"
+    local.write_text("hello")
+    client = OpenSSH(ssh_gateway)
+    batch = tmp_path / "batch"
+    batch.write_text(f"get {locked}/keep.txt {tmp_path}/got.txt\nput {local} {locked}/new.txt\n")
+    # A path given to -s makes sftp exec it instead of asking for the subsystem.
+    argv = ["sftp", *client.options(key), "-P", str(ssh_gateway.port), "-s", SFTP_SERVER]
+    result = subprocess.run(
+        [*argv, "-b", str(batch), f"{conn.name}@127.0.0.1"],
+        capture_output=True, env=client.env(None), timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode != 0 and b"ermission denied" in result.stderr, result.stderr
+    assert (tmp_path / "got.txt").read_text() == "keep me"
+    assert not (locked / "new.txt").exists()
+    row = ssh_gateway.session(conn.name)
+    channel = ssh_gateway.events(row, "ssh.channel")[0]
+    assert (channel["kind"], channel["command"], channel["decision"]) == (
+        "sftp", SFTP_SERVER, "allow"
+    )
+    ops = {(e["op"], e.get("decision")) for e in ssh_gateway.events(row, "sftp")}
+    assert {("open", "allow"), ("open", "deny")} <= ops
+    # Inside a longer command line its file operations could not be inspected: refused.
+    for command in (f"true; {SFTP_SERVER}", f"{SFTP_SERVER} < /dev/null", "internal-sftp &"):
+        denied = client.ssh(conn.name, command, key=key)
+        assert denied.returncode == 1 and b"sftp subsystem" in denied.stderr, command

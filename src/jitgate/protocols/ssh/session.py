@@ -18,7 +18,8 @@ gets its own upstream channel on that one upstream connection:
 
 * session channels (:class:`ClientChannel`): ``shell`` (``ssh:shell``), ``exec``
   (``ssh:exec``, the command line classified by :mod:`jitgate.shell`; legacy ``scp -t``
-  / ``scp -f`` become file operations) and the ``sftp`` subsystem (each file operation
+  / ``scp -f`` become file operations; the SFTP server run by name, as ``sftp -s PATH``
+  does, is inspected like the subsystem) and the ``sftp`` subsystem (each file operation
   decided, see :mod:`.sftp`). A denial is written on stderr with exit status 1; a
   review holds the channel until an approver decides (the client is told where). The
   PTY, window changes, signals, breaks, EOF and the exit status or signal are relayed.
@@ -51,6 +52,7 @@ import codecs
 import contextlib
 import logging
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -679,7 +681,23 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             event["command"] = self.command
             line = classify(self.command)
             scp = _legacy_scp(line)
-            if scp is not None:
+            server = _sftp_server(line)
+            if server is not None:
+                # The SFTP server run by name (`sftp -s /usr/lib/openssh/sftp-server`): its
+                # file operations are inspected like the subsystem's; inside a longer
+                # command line they could not be.
+                event["kind"] = "sftp"
+                if server:
+                    self.kind = "sftp"
+                    decision = refusal or policy.command(line)
+                    self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
+                else:
+                    decision = Decision.deny(
+                        "the SFTP server runs only as the sftp subsystem or as the whole "
+                        "command, where its file operations are inspected",
+                        "builtin:sftp-server",
+                    )
+            elif scp is not None:
                 op, path, write = scp
                 event["kind"] = "scp"
                 event["path"] = path
@@ -1096,6 +1114,24 @@ def _legacy_scp(line: CommandLine) -> tuple[str, str, bool] | None:
     if to == frm or len(paths) != 1:
         return None
     return "scp", paths[0], to
+
+
+_SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
+
+
+def _sftp_server(line: CommandLine) -> bool | None:
+    """Does an exec run the SFTP server? True: it is the whole command (its wrappers
+    aside); False: it is part of a longer line; None: it does not."""
+    if not any(name in _SFTP_SERVERS for name in line.names):
+        return None
+    if line.unknown or line.dynamic or len(line.commands) != 1 or line.commands[0].redirects:
+        return False
+    argv = list(line.commands[0].argv)
+    try:  # nothing but words: no `&`, `;` or other operator around it
+        words = shlex.split(line.text)
+    except ValueError:
+        return False
+    return words[-len(argv) :] == argv
 
 
 def _decision_fields(decision: Decision) -> dict[str, Any]:

@@ -1,11 +1,11 @@
-"""Small pure pieces of the SSH session: log-in names and legacy scp requests."""
+"""Small pure pieces of the SSH session: log-in names, legacy scp and SFTP server execs."""
 
 from __future__ import annotations
 
 import pytest
 
 from jitgate.protocols.ssh.policy import command_statement, path_statement
-from jitgate.protocols.ssh.session import _legacy_scp, parse_username
+from jitgate.protocols.ssh.session import _legacy_scp, _sftp_server, parse_username
 from jitgate.shell import classify
 from jitgate.sql.types import CommandKind
 
@@ -46,3 +46,22 @@ def test_statements_carry_what_policy_reads() -> None:
     assert command_statement(classify("echo 'x")).kind is CommandKind.UNKNOWN
     write = path_statement("open", ("/srv/a",), True)
     assert write.tables_written == {"/srv/a"} and not write.tables_read
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("/usr/lib/openssh/sftp-server", True),
+        ("/usr/lib/openssh/sftp-server -l INFO -d /srv", True),
+        ("internal-sftp", True),
+        ("sudo -u www /usr/libexec/sftp-server", True),
+        ("true; sftp-server", False),
+        ("sftp-server &", False),
+        ("sftp-server </dev/null", False),
+        ("sh -c 'sftp-server'", False),
+        ("echo sftp-server", None),
+        ("sftp host", None),
+    ],
+)
+def test_sftp_server(command: str, expected: bool | None) -> None:
+    assert _sftp_server(classify(command)) is expected
