@@ -135,3 +135,49 @@ def test_pty_shell_relays_the_terminal_and_denies_typed_lines(
     assert json.loads(cast[0])["version"] == 2
     assert any("hello-42" in json.loads(frame)[2] for frame in cast[1:])
     ssh_gateway.verify(row)
+
+
+def test_a_prompt_that_looks_like_a_password_prompt_does_not_switch_policy_off(
+    ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path
+) -> None:
+    """Only a line the remote does not echo, at a password prompt, is a secret: a shell
+    prompt that looks like one echoes what is typed, so its lines are decided as usual."""
+    name = unique("tty")
+    ssh_gateway.add_user(name)
+    key = ssh_gateway.add_key(name)
+    conn = ssh_gateway.add_connection(sshd)
+    client = OpenSSH(ssh_gateway)
+    argv = ["ssh", *client.options(key), "-tt", "-p", str(ssh_gateway.port)]
+    argv += [f"{conn.name}@127.0.0.1", "env PS1='token: ' TERM=dumb bash --norc --noprofile -i"]
+    env = client.env(None)
+    env["TERM"] = "xterm"
+    marker = tmp_path / "marker"
+    term = Terminal(argv, env)
+    try:
+        term.expect(rb"token: ")
+        term.type(f"touch {marker}; false && reboot\r")  # all at once: before any echo
+        term.expect(rb"was denied: reboot stops the server")
+        term.expect(rb"token: ", since=term.seen.rindex(b"was denied"))
+        mark = len(term.seen)
+        term.type("read -s -p 'Password: ' pw; echo \"got-${#pw}\"\r")
+        term.expect(rb"\r\nPassword: ", since=mark)  # the prompt, not the echo of the line
+        term.type("hunter2\r")  # not echoed: a secret, never put to policy or recorded
+        term.expect(rb"got-7", since=mark)
+        term.expect(rb"token: ", since=term.seen.rindex(b"got-7"))
+        term.type("exit 3\r")
+        status = term.close()
+    finally:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.process.wait(10)
+    assert status == 3
+    assert not marker.exists()
+    row = ssh_gateway.session(conn.name)
+    lines = [(e.get("text"), e.get("decision"), e.get("secret"))
+             for e in ssh_gateway.events(row, "ssh.line")]  # fmt: skip
+    assert lines == [
+        (f"touch {marker}; false && reboot", "deny", None),
+        ("read -s -p 'Password: ' pw; echo \"got-${#pw}\"", "allow", None),
+        (None, None, True),
+        ("exit 3", "allow", None),
+    ]

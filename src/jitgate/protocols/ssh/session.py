@@ -84,7 +84,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("jitgate.ssh")
 
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(1049|1047|47)([hl])")
-_SECRET_PROMPT = re.compile(r"(password|passphrase|passcode|pin|token)[^\n]{0,40}:\s*$", re.I)
+_SECRET_PROMPT = re.compile(r"\b(password|passphrase|passcode|pin|token)\b[^\n]{0,80}:\s*$", re.I)
+#: How long a line typed at a password-like prompt waits for the remote's echo (after its
+#: first character) before it is taken as a secret: no echo, the remote turned it off.
+ECHO_WAIT = 1.0
 # How a denied line is taken back from the shell, instead of Enter: Ctrl-E Ctrl-U first
 # (end of line, erase the line: readline's emacs and vi-insert bindings, and the tty's own
 # line kill in cooked mode), processed in order with the typed characters, so the line is
@@ -613,6 +616,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._early: list[tuple[bytes, asyncssh.DataType]] = []
         self._prompt_tail = ""
         self._continued = ""  # earlier lines of a multi-line command
+        self._keyed_at: float | None = None  # when the line being typed began
+        self._echoed = False  # the remote wrote something since then (its echo)
+        self._echo: asyncio.Event | None = None  # set on output while a line waits for it
         self._ended = False
         self.exit_status: int | None = None
 
@@ -857,20 +863,65 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         while pos < len(text):
             end, line = self.editor.feed_line(text, pos)
             if line is None:
-                self.up_chan.write(text[pos:end].encode("utf-8", "surrogateescape"))
+                if end > pos:
+                    self._keyed(text[pos:end])
                 return
-            self.up_chan.write(text[pos : end - 1].encode("utf-8", "surrogateescape"))
+            if end - 1 > pos:
+                self._keyed(text[pos : end - 1])
             enter = text[end - 1].encode()
-            if not self._line_entered(line, enter, text, end):
-                return  # held for review; the rest is relayed when it is decided
+            if not self._line_entered(line, enter, text[end:]):
+                return  # held; the rest is relayed when the line is decided
             pos = end
 
-    def _line_entered(self, typed: TypedLine, enter: bytes, text: str, after: int) -> bool:
+    def _keyed(self, text: str) -> None:
+        """Relay typed characters (not Enter); the first of a line starts the echo watch."""
+        assert self.up_chan is not None
+        if self._keyed_at is None:
+            self._keyed_at = asyncio.get_running_loop().time()
+            self._echoed = False
+        self.up_chan.write(text.encode("utf-8", "surrogateescape"))
+
+    def _line_entered(self, typed: TypedLine, enter: bytes, rest: str) -> bool:
+        """A line was entered; True when the caller may go on with the rest.
+
+        It is a secret (a password: not put to policy, not recorded) only when the remote
+        asked for one *and* did not echo what was typed, as password prompts do: a prompt
+        that merely looks like one (``PS1='token: '``) echoes, and its lines are decided as
+        usual. When Enter comes before the remote could echo (typed fast, pasted), the
+        line is held until the echo arrives or ``ECHO_WAIT`` has passed since its first
+        character.
+        """
+        keyed_at = self._keyed_at
+        if keyed_at is None or self._echoed or not typed.text:
+            return self._decide_line(typed, enter, rest, secret=False)
+        if not _SECRET_PROMPT.search(self._prompt_tail):
+            return self._decide_line(typed, enter, rest, secret=False)
+        wait = keyed_at + ECHO_WAIT - asyncio.get_running_loop().time()
+        if wait <= 0:
+            return self._decide_line(typed, enter, rest, secret=True)
+        self._held = True
+        assert self.chan is not None
+        self.chan.pause_reading()
+        self.connection.spawn(self._await_echo(typed, enter, rest, wait))
+        return False
+
+    async def _await_echo(self, typed: TypedLine, enter: bytes, rest: str, wait: float) -> None:
+        self._echo = asyncio.Event()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._echo.wait(), wait)
+        finally:
+            self._echo = None
+        self._held = False
+        if self._decide_line(typed, enter, rest, secret=not self._echoed):
+            self._resume(rest)
+
+    def _decide_line(self, typed: TypedLine, enter: bytes, rest: str, *, secret: bool) -> bool:
         """Decide one typed line; True when the caller may go on with the rest."""
         assert self.up_chan is not None
         conn = self.connection
-        secret = bool(_SECRET_PROMPT.search(self._prompt_tail))
         self._prompt_tail = ""
+        self._keyed_at = None
         assert self.editor is not None
         if self.editor.interrupted:  # Ctrl-C ended any multi-line command being typed
             self.editor.interrupted = False
@@ -907,7 +958,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self._held = True
             assert self.chan is not None
             self.chan.pause_reading()
-            self.connection.spawn(self._hold_line(typed, decision, enter, text[after:], event))
+            self.connection.spawn(self._hold_line(typed, decision, enter, rest, event))
             return False
         if not conn.decided("ssh.line", event, decision):
             decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
@@ -924,6 +975,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             final = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         self._apply_line(final, typed, enter)
         self._held = False
+        self._resume(rest)
+
+    def _resume(self, rest: str) -> None:
+        """A held line is decided: relay what was typed after it, then read again."""
         queue = [(rest, False)] + [(text, True) for text in self._backlog]
         self._backlog = []
         while queue and not self._held:
@@ -1030,6 +1085,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                     self.connection.terminate("jitgate: the session cannot be recorded any more")
                     return
             if self.editor is not None:
+                if self._keyed_at is not None and not self._echoed:
+                    self._echoed = True
+                    if self._echo is not None:
+                        self._echo.set()
                 if b"\x1b[?" in data:
                     for m in _ALT_SCREEN.finditer(data):
                         self.editor.set_screen(m.group(2) == b"h")
