@@ -14,6 +14,7 @@ from psycopg import errors
 
 from jitgate.recording.log import read_events
 from tests.fixtures.postgres_gateway import PgGateway, unique
+from tests.support.cutproxy import CutProxy
 from tests.support.pgcluster import PgCluster
 from tests.support.pgwire import WireClient, query, send_cancel
 
@@ -115,6 +116,67 @@ def test_upstream_terminated_mid_query(pg_gateway: PgGateway, pg_scram: PgCluste
     assert stmts[-1]["text"] == "SELECT pg_sleep(30)"
     assert (stmts[-1]["status"], stmts[-1]["error"]) == ("error", "57P01")
     pg_gateway.verify(row)
+    pg_gateway.wait_idle()
+
+
+@pytest.mark.parametrize("cut_after", [2 << 20, (2 << 20) + 1, (2 << 20) + 77])
+def test_upstream_that_vanishes_mid_result(
+    pg_gateway: PgGateway, pg_scram: PgCluster, cut_after: int
+) -> None:
+    """The upstream's stream ends in the middle of a large result with no message at all
+    (a reset, at a few different bytes): the client is not left hanging and never gets a
+    gateway message spliced into a row — a clean 08006 ErrorResponse between messages, or
+    just the close when the break was inside a row. The recording keeps the statement with
+    its failure, and the gateway holds no leg open."""
+    proxy = CutProxy(pg_scram.port)
+    try:
+        name = pg_gateway.add_connection(pg_scram, port=proxy.port).name
+        client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+        proxy.cut_after = cut_after  # bytes from the server, counted from the start
+        started = time.monotonic()
+        client.send(query("SELECT g, repeat('x', 200) FROM generate_series(1, 1000000) g"))
+        got = client.read_all_until_closed()
+        assert time.monotonic() - started < 15 and proxy.cut.is_set()
+        client.close()
+    finally:
+        proxy.close()
+    rows = [m for m in got if m.code == b"D"]
+    assert rows and {m.code for m in got} <= {b"T", b"D", b"E"}
+    errors_sent = [m for m in got if m.code == b"E"]
+    tail = bytes(client._buf)  # what came after the last whole message
+    if errors_sent:  # the break fell between two messages
+        assert got[-1] is errors_sent[0] and errors_sent[0].sqlstate == "08006" and not tail
+    else:  # inside a row: that row is cut short and nothing of the gateway's follows
+        assert tail and tail[:1] == b"D" and b"jitgate" not in tail
+    row = pg_gateway.session(name)
+    assert row.end_reason == "upstream closed the connection"
+    stmts = pg_gateway.statements(row)
+    assert stmts[-1]["text"].startswith("SELECT g, repeat")
+    assert stmts[-1]["status"] == "error"
+    pg_gateway.verify(row)
+    pg_gateway.wait_idle()
+
+
+def test_upstream_that_vanishes_between_statements(
+    pg_gateway: PgGateway, pg_scram: PgCluster
+) -> None:
+    """A reset while the session is idle: the client's next statement gets SQLSTATE 08006
+    from the gateway (a native FATAL error), not a silent drop."""
+    proxy = CutProxy(pg_scram.port)
+    try:
+        name = pg_gateway.add_connection(pg_scram, port=proxy.port).name
+        with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            proxy.reset_all()
+            wait_until(lambda: pg_gateway.sessions(name)[-1].ended_at is not None,
+                       what="the session to end")  # fmt: skip
+            with pytest.raises(psycopg.OperationalError) as failed:
+                conn.execute("SELECT 2")
+            assert failed.value.sqlstate == "08006", failed.value
+            assert "upstream server closed the connection" in str(failed.value)
+    finally:
+        proxy.close()
+    assert pg_gateway.session(name).end_reason == "upstream closed the connection"
     pg_gateway.wait_idle()
 
 

@@ -373,6 +373,12 @@ class Relay:
         return b"".join(out) if len(out) != 1 else out[0]
 
     @property
+    def client_mid_message(self) -> bool:
+        """The client has part of a backend message (a large row streamed through): no
+        message of the gateway's may be written to it until that one is complete."""
+        return self._server_skip > 0
+
+    @property
     def buffered(self) -> int:
         """Client bytes waiting (behind a held statement, or an incomplete message)."""
         return len(self._client_buf)

@@ -527,6 +527,11 @@ class PostgresSession:
             self.end_reason = "upstream closed the connection"
             if relay.upstream_fatal:
                 return  # the client has the upstream's own FATAL ErrorResponse
+            if relay.client_mid_message:
+                # The stream broke inside a row: an ErrorResponse now would be read as the
+                # rest of that row. Closing is the only signal the client can trust.
+                client.close()
+                return
             client.write(
                 m.error_response(
                     "08006",
