@@ -115,6 +115,8 @@ async def test_port_forwarding_is_denied_unless_a_policy_allows_the_destination(
 async def test_agent_and_x11_forwarding_are_refused(
     ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path
 ) -> None:
+    """The gateway itself refuses them: it answers the client's requests (the test sshd
+    would refuse agent forwarding too, but the gateway never asks it) and records them."""
     token = ssh_gateway.add_user()
     conn = ssh_gateway.add_connection(sshd)
     client = await asyncssh.connect(
@@ -123,12 +125,24 @@ async def test_agent_and_x11_forwarding_are_refused(
         agent_path=str(tmp_path / "agent.sock"),
     )  # fmt: skip
     async with client:
+        # asyncssh (like OpenSSH) sends its own request without asking for a reply; ask
+        # for one on an open session channel (asyncssh has no public call for that).
+        chan, _ = await client.create_session(asyncssh.SSHClientSession, "sleep 5")
+        assert await chan._make_request(b"auth-agent-req@openssh.com") is False
+        chan.close()
         result = await client.run('echo "agent=[$SSH_AUTH_SOCK]"', timeout=20)
         assert result.stdout == "agent=[]\n"
         with pytest.raises(asyncssh.ChannelOpenError, match="X11"):
             await client.create_session(
                 asyncssh.SSHClientSession, "true", x11_forwarding=True, x11_display="localhost:0"
             )
+    row = ssh_gateway.session(conn.name)
+    agent = ssh_gateway.events(row, "ssh.agent")
+    assert len(agent) == 3  # the two sessions' own requests, and the one asked here
+    assert {(e["decision"], e["reason"]) for e in agent} == {
+        ("deny", "agent forwarding is refused")
+    }
+    assert [e["decision"] for e in ssh_gateway.events(row, "ssh.x11")] == ["deny"]
 
 
 def _approver(gw: SSHGateway, approve: bool) -> threading.Thread:

@@ -165,6 +165,26 @@ class GatewayConnection(asyncssh.SSHServer):
         peer = conn.get_extra_info("peername")
         self.client_addr = peer[0] if peer else None
         self.listener.connections.add(self)
+        # asyncssh answers agent and X11 forwarding requests itself (the listener turns
+        # both off) and asks only its connection object: these are its questions, so the
+        # refusals are also recorded.
+        conn.create_agent_listener = self._agent_requested  # type: ignore[method-assign]
+        conn.attach_x11_listener = self._x11_requested  # type: ignore[method-assign]
+
+    async def _agent_requested(self) -> bool:
+        await self._record_refused("ssh.agent", "agent forwarding is refused")
+        return False
+
+    async def _x11_requested(
+        self, chan: Any, auth_proto: bytes, auth_data: bytes, screen: int
+    ) -> str | None:
+        await self._record_refused("ssh.x11", "X11 forwarding is refused")
+        return None
+
+    async def _record_refused(self, type: str, reason: str) -> None:
+        with contextlib.suppress(asyncssh.Error):  # not logged in, or refused: no recording
+            await self.upstream_ready()
+        self.record(type, {"decision": "deny", "policies": ["builtin:ssh"], "reason": reason})
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.listener.connections.discard(self)
