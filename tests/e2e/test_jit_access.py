@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +268,39 @@ def test_gateway_restart_while_a_statement_is_held(env: Env) -> None:
         env.cli("bob", "requests", "deny", again["id"], "--comment", "no")
         thread.join(30)
     assert isinstance(box.get("error"), psycopg.errors.InsufficientPrivilege), box
+    assert env.cluster.psql("SELECT count(*) FROM t") == "10"
+
+
+def test_gateway_killed_while_a_statement_is_held(env: Env) -> None:
+    """SIGKILL: the session cannot withdraw its request; the restarted gateway does, when
+    it closes the interrupted session, so nobody approves a statement that can no longer
+    run, and nothing of it ever runs."""
+    with env.connect("alice") as conn:
+        thread, box = _run_in_thread(lambda: conn.execute("DELETE FROM t"))
+        request = env.pending("alice")
+        env.proc.kill()
+        env.proc.wait(10)
+        thread.join(30)
+    assert isinstance(box.get("error"), psycopg.OperationalError), box
+    for pipe in (env.proc.stdout, env.proc.stderr):
+        if pipe is not None:
+            pipe.close()
+    (env.data_dir / "serve.json").unlink()  # the killed run's: wait for the new one's
+    env.proc = start_gateway(env.data_dir, config=env.data_dir.parent / "jitgate.yaml")
+    env.api = wait_ready(env.proc, env.data_dir)
+    deadline = time.monotonic() + 20
+    while True:  # the restarted gateway closes the interrupted session and withdraws
+        shown = json.loads(env.cli("bob", "requests", "show", request["id"], "-o",
+                                   "json").stdout)
+        if shown["status"] != "pending" or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert shown["status"] == "cancelled" and shown["decided_by"] == "jitgate", shown
+    late = env.cli("bob", "requests", "approve", request["id"], check=False)
+    assert late.returncode == 1 and "already cancelled" in late.stderr
+    waited = datetime.fromisoformat(shown["expires_at"]) - datetime.fromisoformat(
+        shown["created_at"])
+    assert waited <= timedelta(seconds=20)  # the hold timeout, not the rule's pending expiry
     assert env.cluster.psql("SELECT count(*) FROM t") == "10"
 
 

@@ -653,6 +653,46 @@ class AccessService:
         self._after_decision(info)
         return info
 
+    def withdraw_interrupted(self, session_ids: Collection[str]) -> list[str]:
+        """Withdraw the pending statement requests of sessions a stopped gateway left open.
+
+        Their statements never ran and cannot run any more (the session is gone), so no
+        one may approve them after the restart; the statement sent again asks anew.
+        """
+        if not session_ids:
+            return []
+        now = utcnow()
+        withdrawn: list[str] = []
+        with self.store.session() as session:
+            rows = session.scalars(
+                select(AccessRequestRow).where(
+                    AccessRequestRow.kind == "statement",
+                    AccessRequestRow.status == "pending",
+                    AccessRequestRow.session_id.in_(list(session_ids)),
+                )
+            ).all()
+            for row in rows:
+                try:
+                    self._finalize(session, row, "cancelled", "jitgate", "the gateway stopped", now)
+                except Conflict:  # decided meanwhile
+                    continue
+                AuditLog.record(
+                    session,
+                    "request:cancel",
+                    caller=None,
+                    target_type="request",
+                    target_name=row.id,
+                    details={"reason": "the gateway stopped while the statement was held"},
+                )
+                withdrawn.append(row.id)
+        for request_id in withdrawn:
+            self.events.request_decided(RequestDecided(request_id, "cancelled"))
+        if withdrawn:
+            log.warning(
+                "withdrew %d held statement requests of interrupted sessions", len(withdrawn)
+            )
+        return withdrawn
+
     def _pending(self, session: Session, request_id: str, now: datetime) -> AccessRequestRow:
         """The request, locked for this transaction, if it can still be decided.
 

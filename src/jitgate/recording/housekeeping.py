@@ -37,13 +37,14 @@ def start(gateway: Gateway) -> recovery.Node:
 
 
 def _recover(gateway: Gateway, node: recovery.Node) -> None:
-    recovery.recover_interrupted(
+    recovered = recovery.recover_interrupted(
         gateway.store,
         gateway.paths.recordings,
         node,
         started_before=gateway.recorder.created_at,
         stale_after=recovery.STALE_SECONDS,
     )
+    gateway.access.withdraw_interrupted(recovered)  # their held statements cannot run
 
 
 def _beat(gateway: Gateway, node: recovery.Node) -> None:

@@ -80,6 +80,8 @@ def build_listeners(gateway: Gateway) -> list[Listener]:
 
 async def run(settings: Settings) -> int:
     gateway = await asyncio.to_thread(Gateway.open, settings)
+    with contextlib.suppress(OSError):  # left by a run that was killed: not where we are
+        (gateway.paths.root / "serve.json").unlink()
     api_sock = _bind(settings.api.host, settings.api.port)
     api_port = api_sock.getsockname()[1]
     config = uvicorn.Config(
