@@ -148,6 +148,7 @@ def _password(info: ConnectionInfo, credential: Credential | None, method: str) 
 
 async def _authenticate(leg: Leg, info: ConnectionInfo, credential: Credential | None) -> None:
     scram: ScramClient | None = None
+    scram_verified = False
     while True:
         mtype, payload = await leg.read_message()
         if mtype == m.ERROR_RESPONSE:
@@ -162,6 +163,13 @@ async def _authenticate(leg: Leg, info: ConnectionInfo, credential: Credential |
             raise ProtocolViolation(f"unexpected message {chr(mtype)!r} during authentication")
         (code,) = struct.unpack_from("!I", payload, 0)
         if code == m.AUTH_OK:
+            if scram is not None and not scram_verified:
+                # SCRAM authenticates the server too: an upstream that says "ok" without
+                # proving it knows the password is not the server this connection names.
+                raise UpstreamError(
+                    f"the upstream of {info.name!r} ended SCRAM without proving its identity",
+                    "28000",
+                )
             return
         if code == m.AUTH_CLEARTEXT:
             leg.write(m.password_message(_password(info, credential, "password")))
@@ -192,6 +200,7 @@ async def _authenticate(leg: Leg, info: ConnectionInfo, credential: Credential |
                 raise UpstreamError(
                     f"the upstream of {info.name!r} failed SCRAM server verification", "28000"
                 ) from None
+            scram_verified = True
         else:
             raise UpstreamError(f"unsupported upstream authentication method {code}", "28000")
 
