@@ -7,8 +7,8 @@ loopback plays one that does (a server impersonating the target): no real part c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import struct
 from datetime import UTC, datetime
 
