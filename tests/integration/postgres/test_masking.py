@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 import subprocess
+import threading
 
 import asyncpg
 import psycopg
 import pytest
 from psycopg import errors
 
-from tests.fixtures.postgres_gateway import APP_PASSWORD, APP_USER, PgGateway
+from tests.fixtures.postgres_gateway import APP_PASSWORD, APP_USER, PgGateway, unique
 from tests.support.pgcluster import PgCluster
+from tests.support.pgwire import WireClient
+from tests.support.pgwire import query as wire_query
 
 pytestmark = pytest.mark.postgres
 
@@ -92,30 +97,47 @@ def test_simple_protocol_psql_and_counts_in_the_recording(pg_gateway: PgGateway,
     pg_gateway.verify(session)
 
 
-def test_binary_format_cells_become_null(pg_gateway: PgGateway, customers: str) -> None:
+def test_binary_format_text_cells_are_masked_as_text(pg_gateway: PgGateway,
+                                                     customers: str) -> None:
     name, table = split(customers)
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         cur = conn.cursor(binary=True)
-        row = cur.execute(f"SELECT id, email, balance FROM {table} WHERE id = 1").fetchone()
+        row = cur.execute(
+            f"SELECT id, email, balance, data, card, raw FROM {table} WHERE id = 1"
+        ).fetchone()
     assert row is not None and row[0] == 1
-    assert row[1] is None  # a binary text cell cannot be rewritten safely: NULL
+    # text and jsonb have a binary form the gateway can rewrite: masked, still decodable
+    assert row[1] == "[REDACTED:email]"
     assert str(row[2]) == "12.50"
+    assert row[3] == {"email": "[REDACTED:email]", "card": "************1111", "n": 7}
+    assert row[4] == "**** **** **** 1111" and row[5] == b"\x01\x02"
 
 
 def test_asyncpg_decodes_every_column(pg_gateway: PgGateway, customers: str) -> None:
+    """asyncpg asks for binary results: every column decodes, text ones come back masked."""
     name, table = split(customers)
 
     async def fetch() -> list[asyncpg.Record]:
         conn = await asyncpg.connect(host="127.0.0.1", port=pg_gateway.port, database=name,
                                      user="admin", password=pg_gateway.admin_token, ssl=False)
         try:
+            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
+                                      schema="pg_catalog")
             return await conn.fetch(f"SELECT * FROM {table} ORDER BY id")
         finally:
             await conn.close()
 
     rows = asyncio.run(fetch())
-    assert len(rows) == 2 and rows[0]["name"] == "Alice"
-    assert_no_raw_values([dict(r) for r in rows])
+    assert len(rows) == 2
+    first, second = dict(rows[0]), dict(rows[1])
+    assert_no_raw_values([first, second])
+    assert first["id"] == 1 and first["name"] == "Alice"
+    assert first["email"] == "[REDACTED:email]" and first["ssn"] == "[REDACTED:ssn]"
+    assert first["card"] == "**** **** **** 1111"
+    assert first["notes"] == "call [REDACTED:phone] or mail [REDACTED:email]"
+    assert str(first["balance"]) == "12.50" and first["raw"] == b"\x01\x02"
+    assert first["data"] == {"email": "[REDACTED:email]", "card": "************1111", "n": 7}
+    assert second["ssn"] == "n/a" and second["email"] is None
 
 
 def test_copy_to_stdout_is_masked(pg_gateway: PgGateway, customers: str) -> None:
@@ -167,3 +189,255 @@ def test_policy_chooses_the_mask_profile(pg_gateway: PgGateway, pg_scram: PgClus
         assert value[1] == EMAIL  # pci masks cards only
     finally:
         pg_gateway.gateway.policies.delete("cards-masked")
+
+
+# -- the null strategy ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def nulled(pg_gateway: PgGateway, customers: str) -> tuple[str, str]:
+    """The customers connection with e-mails masked by the null strategy."""
+    name, table = split(customers)
+    profile = unique("mail-null")
+    pg_gateway.gateway.masking.put(profile, {"rules": [{"types": ["email"], "strategy": "null"}]})
+    pg_gateway.gateway.connections.update(name, options={"mask_profile": profile})
+    return name, table
+
+
+def copy_out(dsn: str, sql: str) -> str:
+    with psycopg.connect(dsn, autocommit=True) as conn, conn.cursor() as cur:
+        data = b""
+        with cur.copy(sql) as copy:
+            for chunk in copy:
+                data += bytes(chunk)
+    return data.decode()
+
+
+def test_null_strategy_in_copy_rows_writes_null(pg_gateway: PgGateway,
+                                                nulled: tuple[str, str]) -> None:
+    name, table = nulled
+    text = copy_out(pg_gateway.dsn(name), f"COPY (SELECT id, email, notes FROM {table} "
+                                          "ORDER BY id) TO STDOUT")
+    assert EMAIL not in text
+    lines = text.splitlines()
+    assert lines[0].split("\t")[:2] == ["1", "\\N"]  # the e-mail cell is NULL
+    assert lines[0].split("\t")[2] == "\\N"  # notes holds an e-mail: the whole cell is NULL
+    assert lines[1] == "2\t\\N\t\\N"
+    csv = copy_out(pg_gateway.dsn(name), f"COPY (SELECT id, email FROM {table} ORDER BY id) "
+                                         "TO STDOUT (FORMAT csv, NULL 'NULL')")
+    assert csv.splitlines() == ["1,NULL", "2,NULL"]
+
+
+def test_null_strategy_in_error_details_writes_the_marker(pg_gateway: PgGateway,
+                                                          nulled: tuple[str, str]) -> None:
+    name, table = nulled
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        with pytest.raises(errors.UniqueViolation) as excinfo:
+            conn.execute(f"INSERT INTO {table} (id, email) VALUES (9, %s)", (EMAIL,))
+        detail = str(excinfo.value.diag.message_detail)
+        assert EMAIL not in detail and "[REDACTED:email]" in detail
+        assert conn.execute(f"SELECT email FROM {table} WHERE id = 1").fetchone() == (None,)
+
+
+# -- column rules hold whatever the SQL ------------------------------------------------------
+
+
+@pytest.fixture
+def ssn_rule(pg_gateway: PgGateway, customers: str, pg_scram: PgCluster) -> tuple[str, str]:
+    """The customers connection under one rule: ``<table>.ssn`` is masked whole. A view,
+    a view on the view and a function reading the column exist beside the table."""
+    name, table = split(customers)
+    with psycopg.connect(pg_scram.dsn("app", APP_USER, APP_PASSWORD), autocommit=True) as conn:
+        conn.execute(f"CREATE VIEW {table}_v AS SELECT id, name, lower(ssn) AS x FROM {table}")
+        conn.execute(f"CREATE VIEW {table}_vv AS SELECT x AS y, id FROM {table}_v")
+        conn.execute(f"CREATE FUNCTION {table}_f(int) RETURNS text LANGUAGE sql AS "
+                     f"$$SELECT ssn FROM {table} WHERE id = $1$$")
+    profile = unique("ssn-column")
+    pg_gateway.gateway.masking.put(profile, {"rules": [
+        {"columns": [f"{table}.ssn"], "label": "ssn"}]})
+    pg_gateway.gateway.connections.update(name, options={"mask_profile": profile})
+    return name, table
+
+
+SSN_MASKED = "[REDACTED:ssn]"
+
+BYPASSES = [
+    "SELECT ssn AS s FROM {t} ORDER BY id",
+    "SELECT upper(ssn) FROM {t} ORDER BY id",
+    "SELECT ssn || '' FROM {t} ORDER BY id",
+    "SELECT c.ssn AS a FROM {t} AS c ORDER BY c.id",
+    "SELECT q.s FROM (SELECT id, ssn AS s FROM {t}) AS q ORDER BY q.id",
+    "WITH q AS (SELECT id, lower(ssn) AS s FROM {t}) SELECT s FROM q ORDER BY id",
+    "SELECT coalesce(ssn, '') FROM {t} ORDER BY id",
+    "SELECT (SELECT s.ssn FROM {t} s WHERE s.id = o.id) FROM {t} o ORDER BY o.id",
+    "SELECT x FROM {t}_v ORDER BY id",
+    "SELECT upper(x) FROM {t}_v ORDER BY id",
+    "SELECT y FROM {t}_vv ORDER BY id",
+    "SELECT row_to_json(c)::text FROM {t} c ORDER BY id",
+    "SELECT {t}_f(id) FROM {t} ORDER BY id",
+    "SELECT ssn FROM {t} WHERE id = 1 UNION ALL SELECT ssn FROM {t} WHERE id = 2",
+]
+
+
+@pytest.mark.parametrize("sql", BYPASSES)
+def test_column_rule_holds_through_expressions_views_and_subqueries(
+    pg_gateway: PgGateway, ssn_rule: tuple[str, str], sql: str
+) -> None:
+    name, table = ssn_rule
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        rows = conn.execute(sql.format(t=table)).fetchall()
+    assert [row[0] for row in rows] == [SSN_MASKED, SSN_MASKED]
+
+
+@pytest.mark.parametrize("sql", ["SELECT ssn AS s FROM {t} ORDER BY id",
+                                 "SELECT lower(x) AS z FROM {t}_v ORDER BY id",
+                                 "SELECT {t}_f(id) FROM {t} ORDER BY id"])
+def test_column_rule_holds_in_the_simple_protocol(
+    pg_gateway: PgGateway, ssn_rule: tuple[str, str], sql: str
+) -> None:
+    name, table = ssn_rule
+    out = subprocess.run(["psql", pg_gateway.dsn(name), "-X", "-A", "-t", "-c",
+                          sql.format(t=table)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.split() == [SSN_MASKED, SSN_MASKED]
+
+
+def test_star_masks_only_the_ruled_column(pg_gateway: PgGateway,
+                                          ssn_rule: tuple[str, str]) -> None:
+    name, table = ssn_rule
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        rows = conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
+        view = conn.execute(f"SELECT * FROM {table}_v ORDER BY id").fetchall()
+        joined = conn.execute(f"SELECT a.*, b.ssn AS other FROM {table} a JOIN {table} b "
+                              "USING (id) ORDER BY id").fetchall()
+        plain = conn.execute(f"SELECT id, name, email, count(ssn) OVER () FROM {table} "
+                             "ORDER BY id").fetchall()
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (1, "Alice", EMAIL, SSN_MASKED), (2, "Bob", None, SSN_MASKED)]
+    assert view == [(1, "Alice", SSN_MASKED), (2, "Bob", SSN_MASKED)]
+    assert [r[3] for r in joined] == [SSN_MASKED, SSN_MASKED]
+    assert [r[-1] for r in joined] == [SSN_MASKED, SSN_MASKED]
+    assert [r[1] for r in joined] == ["Alice", "Bob"]
+    assert plain == [(1, "Alice", EMAIL, 2), (2, "Bob", None, 2)]  # nothing derived: as is
+
+
+@pytest.mark.parametrize("sql", [
+    "COPY {t} TO STDOUT",
+    "COPY {t} (id, ssn) TO STDOUT",
+    "COPY (SELECT id, ssn FROM {t} ORDER BY id) TO STDOUT",
+    "COPY (SELECT id, upper(x) FROM {t}_v ORDER BY id) TO STDOUT",
+    "COPY (SELECT * FROM {t}_vv ORDER BY id) TO STDOUT (FORMAT csv, HEADER)",
+])
+def test_column_rule_holds_in_copy(pg_gateway: PgGateway, ssn_rule: tuple[str, str],
+                                   sql: str) -> None:
+    name, table = ssn_rule
+    text = copy_out(pg_gateway.dsn(name), sql.format(t=table))
+    assert SSN not in text and "n/a" not in text, text
+    assert text.count(SSN_MASKED) == 2, text
+    if "HEADER" in sql:
+        assert text.splitlines()[0] == "y,id"
+    if sql.startswith("COPY {t} TO"):
+        first = text.splitlines()[0].split("\t")
+        assert first[:4] == ["1", "Alice", EMAIL, SSN_MASKED]  # other columns as they are
+
+
+def test_binary_copy_is_refused_while_masking(pg_gateway: PgGateway,
+                                              ssn_rule: tuple[str, str]) -> None:
+    name, table = ssn_rule
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        with (
+            conn.cursor() as cur,
+            pytest.raises(errors.InsufficientPrivilege) as excinfo,
+            cur.copy(f"COPY {table} TO STDOUT (FORMAT binary)") as copy,
+        ):
+            for _chunk in copy:
+                pass
+        assert "binary format cannot be masked" in str(excinfo.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
+    out = subprocess.run(["psql", pg_gateway.dsn(name), "-X", "-c",
+                          f"COPY {table} TO STDOUT WITH BINARY"],
+                         capture_output=True, timeout=60)
+    assert out.returncode != 0 and b"cannot be masked" in out.stderr
+    assert SSN.encode() not in out.stdout
+
+
+def test_column_rule_survives_ddl_in_the_session(pg_gateway: PgGateway,
+                                                 ssn_rule: tuple[str, str]) -> None:
+    name, table = ssn_rule
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        assert conn.execute(f"SELECT x FROM {table}_v WHERE id = 2").fetchone() == (SSN_MASKED,)
+        conn.execute(f"CREATE OR REPLACE VIEW {table}_v AS SELECT id, name, ssn AS x, "
+                     f"name AS w FROM {table}")
+        assert conn.execute(f"SELECT x, w FROM {table}_v WHERE id = 2").fetchone() == (
+            SSN_MASKED, "Bob")
+        conn.execute(f"ALTER TABLE {table} RENAME COLUMN name TO nick")
+        conn.execute(f"ALTER TABLE {table} RENAME COLUMN ssn TO name")
+        conn.execute(f"ALTER TABLE {table} RENAME COLUMN nick TO ssn")
+        row = conn.execute(f"SELECT name, ssn FROM {table} WHERE id = 2").fetchone()
+    assert row == ("n/a", SSN_MASKED)  # the rule follows the name: "ssn" is Bob's now
+
+
+# -- a broken upstream ----------------------------------------------------------------
+
+
+class FakeUpstream:
+    """A PostgreSQL server that trusts the gateway and answers every Query with a
+    RowDescription of two text columns and then ``answer`` (raw bytes)."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.port = self.sock.getsockname()[1]
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @staticmethod
+    def frame(code: bytes, payload: bytes = b"") -> bytes:
+        return code + struct.pack("!I", len(payload) + 4) + payload
+
+    def _serve(self) -> None:
+        with self.sock:
+            conn, _ = self.sock.accept()
+        conn.settimeout(30)
+        frame = self.frame
+        conn.recv(65536)  # StartupMessage
+        conn.sendall(frame(b"R", struct.pack("!I", 0))
+                     + frame(b"S", b"client_encoding\0UTF8\0")
+                     + frame(b"S", b"server_version\x0015.0\0")
+                     + frame(b"K", struct.pack("!II", 7, 7)) + frame(b"Z", b"I"))
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                if data[:1] == b"Q":
+                    field = struct.pack("!IhIhih", 0, 0, 25, -1, -1, 0)
+                    fields = struct.pack("!h", 2) + b"x\0" + field + b"y\0" + field
+                    conn.sendall(frame(b"T", fields) + self.answer)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+            self.closed.set()
+
+
+def test_a_malformed_upstream_row_under_masking_is_a_protocol_error(
+    pg_gateway: PgGateway,
+) -> None:
+    # Two cells announced, the second one's length is missing.
+    bad_row = FakeUpstream.frame(b"D", struct.pack("!hi", 2, 3) + b"abc")
+    upstream = FakeUpstream(bad_row + FakeUpstream.frame(b"C", b"SELECT 1\0")
+                            + FakeUpstream.frame(b"Z", b"I"))
+    name = pg_gateway.add_connection(None, port=upstream.port, password=None).name
+    pg_gateway.gateway.connections.update(name, options={"mask_profile": "pii"})
+    client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+    client.send(wire_query("SELECT x"))
+    answer = client.read_all_until_closed()  # the gateway closes the session
+    client.close()
+    assert b"abc" not in client.received  # nothing of the bad row reached the client
+    assert all(m.code != b"D" for m in answer)
+    assert upstream.closed.wait(10), "the upstream leg was not closed"
+    row = pg_gateway.session(name)
+    assert row.end_reason == "upstream protocol error"

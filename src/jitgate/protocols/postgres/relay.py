@@ -51,16 +51,17 @@ import secrets
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Protocol
 
-from jitgate.masking import Masker, RowPlan
+from jitgate.masking import ColumnInfo, Masker
 from jitgate.policy.types import Decision, Outcome
 from jitgate.protocols.postgres import masking as pgmask
 from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
+from jitgate.sql import lineage as sql_lineage
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
@@ -77,6 +78,7 @@ LARGE_OBJECT_FUNCTIONS = {
 
 DENIED_SQLSTATE = "42501"
 _NO_MASKING = object()  # an execution's row_plan when its results are not masked
+_LOOKUP_ROW: tuple[None, None] = (None, None)  # _row_masking's answer for a look-up's row
 
 
 class Expect(IntEnum):
@@ -89,6 +91,7 @@ class Expect(IntEnum):
     CLOSE = 5
     SYNC = 6
     QUERY = 7  # a simple Query or a FunctionCall: answered up to ReadyForQuery
+    LOOKUP = 8  # the gateway's own column look-up for masking (see :mod:`.masking`)
 
 
 @dataclass(slots=True)
@@ -113,6 +116,8 @@ class Execution:
     row_description: bytes | None = None
     row_plan: object | None = None
     masked_values: int = 0
+    catalog_generation: int = -1  # the column catalog's generation when this was sent
+    copy_plan: pgmask.CopyPlan | None = None
     # Recording: called with each DataRow body exactly as the client is sent it (after
     # masking) while the recorder wants a sample of this result; None otherwise.
     row_sink: Callable[[bytes], None] | None = None
@@ -130,6 +135,14 @@ class Observer(Protocol):
     def started(self, execution: Execution) -> None: ...
 
     def finished(self, execution: Execution) -> None: ...
+
+
+@dataclass(slots=True)
+class _MaskingState:
+    """The relay's masking state: Bind result formats by portal, the column catalog."""
+
+    portal_formats: dict[bytes, tuple[int, ...]] = field(default_factory=dict)
+    catalog: pgmask.ColumnCatalog | None = None  # created when a column rule needs it
 
 
 @dataclass(slots=True)
@@ -272,7 +285,9 @@ class Relay:
         self.held: HeldStatement | None = None
         self._released: dict[tuple[int, str], Decision] = {}
         self.masking = masking
-        self._portal_formats: dict[bytes, tuple[int, ...]] = {}
+        # What masking keeps, in one attribute: past 30 instance attributes CPython's
+        # attribute loads get slower, and the relay loads attributes for every row.
+        self._masks = _MaskingState()
         # Bind parameters of portals whose statement is in review (see HeldStatement).
         self._portal_params: dict[bytes, BindParameters] = {}
 
@@ -399,23 +414,29 @@ class Relay:
                     self._portal_params.pop(portal, None)
             else:
                 self._portals.pop(portal, None)
+            lookup = b""
             if self.masking is not None:
                 name_nul = portal_end + 1 + len(name)
-                self._portal_formats[portal] = _bind_result_formats(buf, name_nul + 1, end)
+                self._masks.portal_formats[portal] = _bind_result_formats(buf, name_nul + 1, end)
+                if prepared is not None and prepared.statement is not None:
+                    lookup = self._lookup_before([prepared.statement], [prepared.decision])
             self._expect.append((Expect.BIND, None, self._copy_ends))
-            return None
+            return lookup + bytes(buf[start - 5 : end]) if lookup else None
         if mtype == m.EXECUTE:
             portal = bytes(buf[start : _cstring_end(buf, start, end)])
             prepared = self._portals.get(portal)
             execution = None
             if prepared is not None:  # allowed at Parse, or in review (decided here)
                 decision = self._decide_execute(prepared, portal)
+                if self.masking is not None:
+                    decision = self._mask_decision(prepared.statement, decision)
                 if not decision.allowed:
                     return self._refuse_execute(prepared, decision)
                 execution = self._start(prepared.text, prepared.statement, decision, "extended")
                 if self.masking is not None:
                     execution.source = prepared
-                    execution.result_formats = self._portal_formats.get(portal, ())
+                    execution.result_formats = self._masks.portal_formats.get(portal, ())
+                    self._track_catalog(prepared.statement)
             self._expect.append((Expect.EXECUTE, execution, self._copy_ends))
             return None
         if mtype == m.SYNC:
@@ -466,6 +487,8 @@ class Relay:
     ) -> Execution:
         self._seq += 1
         execution = Execution(self._seq, text, statement, decision, via)
+        if self._masks.catalog is not None:
+            execution.catalog_generation = self._masks.catalog.generation
         self._observer.started(execution)
         return execution
 
@@ -501,23 +524,30 @@ class Relay:
         if not statements:
             statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
         decisions = [self._decide(stmt, stmt.text, "query") for stmt in statements]
+        lookup = b""
+        if self.masking is not None:
+            pairs = zip(statements, decisions, strict=True)
+            decisions = [self._mask_decision(stmt, decision) for stmt, decision in pairs]
+            lookup = self._lookup_before(statements, decisions)
         for stmt, decision in zip(statements, decisions, strict=True):
             if decision.allowed:
                 executions.append(self._start(stmt.text, stmt, decision, "query"))
+                if self.masking is not None:
+                    self._track_catalog(stmt)
             else:
                 execution, sql = self._refuse(stmt.text, stmt, decision, "query")
                 executions.append(execution)
                 replacements.append((stmt.start, stmt.end, sql))
         self._expect.append((Expect.QUERY, _QueryGroup(executions), self._copy_ends))
         if not replacements:
-            return None
+            return lookup + m.message(m.QUERY, payload) if lookup else None
         if classification.error is not None:
             rewritten = replacements[0][2]  # unparseable: nothing of it may reach upstream
         else:
             rewritten = text
             for start, end, sql in reversed(replacements):
                 rewritten = rewritten[:start] + sql + rewritten[end:]
-        return m.query(rewritten, self.encoding)
+        return lookup + m.query(rewritten, self.encoding)
 
     def _on_parse(self, payload: bytes) -> bytes | None:
         parse = m.parse_parse(payload)
@@ -540,6 +570,10 @@ class Relay:
         if not name:
             # The server drops the unnamed statement before it parses a new one.
             self._prepared.pop(name, None)
+        lookup = b""
+        if self.masking is not None:
+            decision = self._mask_decision(stmt, decision)
+            lookup = self._lookup_before([stmt], [decision])
         if decision.allowed or decision.outcome is Outcome.REVIEW:
             prepared = _Prepared(name, query, stmt, decision)
             if decision.outcome is Outcome.REVIEW:
@@ -548,7 +582,7 @@ class Relay:
                 prepared.approved_runs = 1
             self._pending[name] = prepared
             self._expect.append((Expect.PARSE, prepared, self._copy_ends))
-            return None
+            return lookup + m.message(m.PARSE, payload) if lookup else None
         self._pending.pop(name, None)
         execution, sql = self._refuse(query, stmt, decision, "extended")
         self._expect.append((Expect.PARSE, execution, self._copy_ends))
@@ -647,6 +681,109 @@ class Relay:
 
     # ----------------------------------------------------------------- masking
 
+    def _mask_decision(self, statement: Statement | None, decision: Decision) -> Decision:
+        """Refuse what masking cannot handle (binary COPY) while a profile applies."""
+        if statement is None or statement.kind is not CommandKind.COPY:
+            return decision
+        if decision.outcome is Outcome.DENY:
+            return decision
+        assert self.masking is not None
+        if self.masking.masker(self.masking.profile_for(decision)) is None:
+            return decision
+        reason = pgmask.copy_refusal(statement, sql_lineage.result_lineage(statement.text))
+        if reason is None:
+            return decision
+        return Decision.deny(reason, "builtin:masking")
+
+    def _column_catalog(self) -> pgmask.ColumnCatalog:
+        if self._masks.catalog is None:
+            self._masks.catalog = pgmask.ColumnCatalog(nonce=secrets.token_hex(4))
+        return self._masks.catalog
+
+    def _track_catalog(self, statement: Statement | None) -> None:
+        """A statement that may change what names mean makes the catalog stale."""
+        catalog = self._masks.catalog
+        if catalog is not None and statement is not None and pgmask.changes_catalog(statement):
+            catalog.invalidate()
+
+    def _lookup_before(
+        self, statements: Sequence[Statement | None], decisions: Sequence[Decision]
+    ) -> bytes:
+        """A column look-up to send before these statements, if a rule needs one and the
+        server is between requests (see :mod:`.masking`); registers its expectation."""
+        assert self.masking is not None
+        needed: set[tuple[str, ...]] = set()
+        for statement, decision in zip(statements, decisions, strict=True):
+            if statement is None or decision.outcome is Outcome.DENY:
+                continue
+            masker = self.masking.masker(self.masking.profile_for(decision))
+            if masker is None or not masker.needs_lineage:
+                continue
+            needed |= sql_lineage.result_lineage(statement.text).relations
+        if not needed:
+            return b""
+        catalog = self._column_catalog()
+        for statement in statements:  # a later statement of this message changes names
+            if statement is not None and pgmask.changes_catalog(statement):
+                return b""
+        names = catalog.wanted(needed)
+        if not names or not self._between_requests():
+            return b""
+        lookup = catalog.start_lookup(names)
+        self._expect.append((Expect.LOOKUP, lookup, self._copy_ends))
+        return pgmask.lookup_messages(lookup, self.encoding)
+
+    def _between_requests(self) -> bool:
+        """Whether a message sent now is read by the server outside any client request."""
+        if self.in_copy_in or self._syncs_ignored:
+            return False
+        if not self._expect:
+            return self.transaction_status != m.FAILED_TRANSACTION
+        if self._expect[-1][0] not in (Expect.SYNC, Expect.QUERY, Expect.LOOKUP):
+            return False
+        for _kind, item, _ends in self._expect:  # nothing in flight may start a COPY FROM
+            executions = item.executions if isinstance(item, _QueryGroup) else [item]
+            for execution in executions:
+                statement = execution.statement if isinstance(execution, Execution) else None
+                if (
+                    statement is not None
+                    and statement.kind is CommandKind.COPY
+                    and statement.copy_direction != "to"
+                ):
+                    return False
+        return True
+
+    def _lookup_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+        """A message answering the column look-up in front: b"" drops it (None: not ours)."""
+        _kind, lookup, _ends = self._expect[0]
+        assert isinstance(lookup, pgmask.CatalogLookup)
+        if mtype == m.READY_FOR_QUERY:
+            self.transaction_status = buf[start] if end > start else m.IDLE
+            self._expect.popleft()
+            self._column_catalog().finish(lookup)
+            return b""
+        if mtype == m.ERROR_RESPONSE:
+            fields = m.parse_error_fields(bytes(buf[start:end]), self.encoding)
+            lookup.error = fields.get("M", "error")
+            if fields.get("S") in ("FATAL", "PANIC"):
+                self._expect.popleft()
+                self._column_catalog().finish(lookup)
+                return None  # the session ends: the client gets the server's own error
+            if fields.get("C") == "25P02":  # a failed transaction: the client's fails too
+                return b""
+            return m.notice_response(
+                "jitgate: the column look-up for masking failed; columns are masked whole",
+                severity="WARNING",
+                sqlstate="01000",
+                detail=lookup.error,
+                encoding=self.encoding,
+            )
+        if mtype in (m.PARSE_COMPLETE, m.BIND_COMPLETE, m.CLOSE_COMPLETE, m.COMMAND_COMPLETE):
+            return b""
+        if mtype in (m.NO_DATA, m.ROW_DESCRIPTION, m.EMPTY_QUERY_RESPONSE, m.PORTAL_SUSPENDED):
+            return b""
+        return None  # NoticeResponse, ParameterStatus, NotificationResponse: the client's
+
     def _on_row_description(self, payload: bytes) -> None:
         """Remember a result shape where its rows will look for it."""
         if not self._expect:
@@ -660,9 +797,43 @@ class Relay:
                 execution.row_description = payload
                 execution.row_plan = None
 
-    def _row_masking(self, mtype: int) -> tuple[Masker, object] | None:
+    def _on_copy_out(self, payload: bytes) -> None:
+        """COPY … TO STDOUT starts: plan how its rows are masked."""
+        execution = self._front_execution()
+        if execution is None:
+            return
+        assert self.masking is not None
+        masker = self.masking.masker(self.masking.profile_for(execution.decision))
+        overall, count = pgmask.parse_copy_out_response(payload)
+        if masker is None:
+            execution.row_plan = _NO_MASKING
+            return
+        if overall != 0:  # refused when decided; never forward what cannot be masked
+            raise ProtocolViolation("binary COPY output cannot be masked")
+        statement = execution.statement
+        lineage = sql_lineage.result_lineage(statement.text) if statement is not None else None
+        columns = None
+        if masker.needs_lineage:
+            columns = pgmask.describe_copy_columns(lineage, count, self._catalog_for(execution))
+        elif lineage is not None and lineage.copy is not None:
+            columns = [ColumnInfo(f"column{i + 1}") for i in range(count)]
+        execution.copy_plan = pgmask.copy_plan(
+            lineage.copy if lineage is not None else None, count, columns, self.encoding
+        )
+
+    def _catalog_for(self, execution: Execution) -> pgmask.ColumnCatalog | None:
+        """The catalog, if nothing changed names since the execution was sent."""
+        catalog = self._masks.catalog
+        if catalog is None or catalog.generation != execution.catalog_generation:
+            return None
+        return catalog
+
+    def _row_masking(self, mtype: int) -> tuple[Masker | None, object] | None:
         """The masker and plan for the front execution's rows, or None to pass them through."""
         assert self.masking is not None
+        catalog = self._masks.catalog
+        if catalog is not None and catalog.lookups and self._expect[0][0] is Expect.LOOKUP:
+            return _LOOKUP_ROW  # (lookups > 0: its expectation is in the FIFO)
         execution = self._front_execution()
         if execution is None:
             return None
@@ -673,30 +844,45 @@ class Relay:
             execution.row_plan = _NO_MASKING
             return None
         if mtype == m.COPY_DATA:
-            return masker, None
+            if execution.copy_plan is None:  # no CopyOutResponse seen: every rule applies
+                execution.copy_plan = pgmask.copy_plan(None, 0, None, self.encoding)
+            return masker, execution.copy_plan
         if execution.row_plan is None:
             description = execution.row_description
             if description is None and execution.source is not None:
                 description = execution.source.row_description
             if description is None:
-                # Rows with no known shape (no Describe seen): mask every cell as text.
+                # Rows with no known shape (no Describe seen): cells to mask become NULL.
                 return masker, None
             fields = pgmask.parse_row_description(description, self.encoding)
-            table = _sole_table(execution.statement)
-            execution.row_plan = pgmask.plan(masker, fields, table, execution.result_formats)
+            columns = None
+            if masker.needs_lineage:
+                statement = execution.statement
+                lineage = sql_lineage.result_lineage(statement.text) if statement else None
+                columns = pgmask.describe_columns(fields, lineage, self._catalog_for(execution))
+            execution.row_plan = pgmask.plan(masker, fields, columns, execution.result_formats)
         if getattr(execution.row_plan, "passthrough", False):
             return None
         return masker, execution.row_plan
 
-    def _mask_row(self, mtype: int, masking: tuple[Masker, object], payload: bytes) -> bytes | None:
+    def _mask_row(
+        self, mtype: int, masking: tuple[Masker | None, object], payload: bytes
+    ) -> bytes | None:
+        if masking is _LOOKUP_ROW:
+            _kind, lookup, _ = self._expect[0]
+            assert isinstance(lookup, pgmask.CatalogLookup)
+            self._column_catalog().add_row(lookup, payload, self.encoding)
+            return b""
         masker, row_plan = masking
+        assert masker is not None
         before = masker.counts.total()
         if mtype == m.COPY_DATA:
-            masked = pgmask.mask_copy_data(payload, masker, self.encoding)
+            assert isinstance(row_plan, pgmask.CopyPlan)
+            masked = pgmask.mask_copy_data(payload, row_plan, masker)
         elif row_plan is None:
             masked = pgmask.mask_all_text_cells(payload, masker, self.encoding)
         else:
-            assert isinstance(row_plan, RowPlan)
+            assert isinstance(row_plan, pgmask.PgPlan)
             masked = pgmask.rewrite_data_row(payload, row_plan, masker, self.encoding)
         if masked is None:
             return None
@@ -716,7 +902,9 @@ class Relay:
         masker = self.masking.masker(profile)
         if masker is None:
             return None
-        fields = pgmask.mask_error_fields(payload, masker, self.encoding)
+        catalog = self._catalog_for(execution) if execution is not None else self._masks.catalog
+        scope = pgmask.table_scope(catalog)
+        fields = pgmask.mask_error_fields(payload, masker, self.encoding, scope)
         if fields is None:
             return None
         return m.encode_error_fields(fields, mtype, self.encoding)
@@ -748,6 +936,11 @@ class Relay:
                 execution.rows = (execution.rows or 0) + 1
 
     def _server_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+        catalog = self._masks.catalog
+        if catalog is not None and catalog.lookups and self._expect[0][0] is Expect.LOOKUP:
+            answer = self._lookup_message(mtype, buf, start, end)
+            if answer is not None:
+                return answer
         if mtype == m.READY_FOR_QUERY:
             self.transaction_status = buf[start] if end > start else m.IDLE
             self._on_ready()
@@ -765,6 +958,9 @@ class Relay:
             return self._mask_notice(mtype, bytes(buf[start:end]))
         if mtype == m.ROW_DESCRIPTION and self.masking is not None:
             self._on_row_description(bytes(buf[start:end]))
+        if mtype == m.COPY_OUT_RESPONSE and self.masking is not None:
+            self._on_copy_out(bytes(buf[start:end]))
+            return None
         if mtype == m.PARSE_COMPLETE:
             if self._expect and self._expect[0][0] is Expect.PARSE:
                 _kind, item, _ = self._expect.popleft()
@@ -948,12 +1144,6 @@ class Relay:
             for execution in pending:
                 if isinstance(execution, Execution):
                     self._finish(execution, "error", None, ("08006", "session ended"))
-
-
-def _sole_table(statement: Statement | None) -> str | None:
-    if statement is None or len(statement.tables_read) != 1:
-        return None
-    return next(iter(statement.tables_read))
 
 
 def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ...]:
