@@ -444,7 +444,7 @@ class SessionRecorder:
                 log.append(
                     "request.refused", {"event": seq, "reason": "its event could not be written"}
                 )
-                raise
+                raise OSError(exc.errno, exc.strerror) from None
         self.counts[outcome.value] += 1
 
     # ------------------------------------------------------------------ terminals
@@ -499,6 +499,9 @@ class SessionRecorder:
         self._allowed_pending = False
 
     def _write_failed(self, exc: OSError) -> None:
+        # The log keeps the error (log.failed), but not its traceback: that would keep the
+        # frames of whoever wrote alive, and with them, say, views of a relay's buffers.
+        exc.with_traceback(None)
         self.write_failures += 1
         if self.fail_open:
             log.error(

@@ -152,6 +152,8 @@ async def test_fail_closed_refuses_what_cannot_be_recorded_and_keeps_the_session
             "env PS1='$ ' bash --norc --noprofile -i", term_type="dumb", stderr=asyncssh.STDOUT
         )
         await asyncio.wait_for(shell.stdout.readuntil("$ "), 10)
+        sftp = await client.start_sftp_client()
+        assert await sftp.listdir(str(tmp_path)) is not None
         await asyncio.sleep(0.3)  # the prompt's terminal frame is written
         recorder = _recorder(ssh_gateway, conn.name)
         with disk_full(recorder):
@@ -165,6 +167,8 @@ async def test_fail_closed_refuses_what_cannot_be_recorded_and_keeps_the_session
             assert again.exit_status == 1 and "requests are refused" in str(again.stderr)
             with pytest.raises(asyncssh.ChannelOpenError, match="cannot be recorded"):
                 await client.open_connection("127.0.0.1", 9)
+            with pytest.raises(asyncssh.SFTPPermissionDenied, match="cannot be recorded"):
+                await sftp.listdir(str(tmp_path))  # on the SFTP session opened before
             with pytest.raises(asyncssh.Error):
                 async with client.start_sftp_client():
                     pass
@@ -180,6 +184,7 @@ async def test_fail_closed_refuses_what_cannot_be_recorded_and_keeps_the_session
         assert back.stdout == "back\n"
         shell.stdin.write("exit\n")
         await asyncio.wait_for(shell.wait_closed(), 10)
+        sftp.exit()
     row = await asyncio.to_thread(ssh_gateway.session, conn.name)
     assert row.recording_state == "failed"  # it had failures, though nothing was lost
     ssh_gateway.verify(row)
@@ -189,7 +194,7 @@ async def test_fail_closed_refuses_what_cannot_be_recorded_and_keeps_the_session
     (unwritten,) = [e for e in events if e["seq"] == refused[0]["event"]]
     assert (unwritten["type"], unwritten["command"]) == ("ssh.channel", f"touch {marker}")
     denials = [e for e in events if "builtin:recording-failed" in e.get("policies", ())]
-    assert {e["type"] for e in denials} == {"ssh.channel", "ssh.forward", "ssh.line"}
+    assert {e["type"] for e in denials} == {"ssh.channel", "ssh.forward", "sftp", "ssh.line"}
     assert row.counts["deny"] >= 5
 
 

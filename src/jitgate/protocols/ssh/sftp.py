@@ -117,7 +117,8 @@ class SFTPInspector:
                 end = pos + 4 + length
                 if end > len(buf):
                     break
-                denial = self._request(view[pos:end])
+                with view[pos:end] as packet:  # released here, whoever kept a reference
+                    denial = self._request(packet)
                 if denial is not None:
                     if pos > run_start:
                         forward.append(view[run_start:pos])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import sys
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -110,3 +111,17 @@ def test_garbage_never_crashes_otherwise(data: bytes) -> None:
         inspector.from_server(data)
     except s.SFTPProtocolError:
         pass
+
+
+def test_a_decision_that_keeps_the_callers_frames_alive_does_not_pin_the_buffer() -> None:
+    kept: list[object] = []
+
+    def decide(op: FileOperation) -> str | None:
+        kept.append(sys._getframe(1))  # as the traceback of a stored write error does
+        return "no"
+
+    inspector = SFTPInspector(decide)
+    second = packet(s.STAT, b"/y", req_id=2)
+    inspector.from_client(packet(s.REMOVE, b"/x", req_id=1) + second[:5])
+    out, _ = inspector.from_client(second[5:])  # the receive buffer is resized
+    assert out == second
