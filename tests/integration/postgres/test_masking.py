@@ -8,16 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import struct
 import subprocess
+import sys
+import tempfile
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import asyncpg
+import httpx
 import psycopg
 import pytest
 from psycopg import errors
 
+from jitgate.api.app import create_app
+from tests.fixtures.gateway import API, serve_app
 from tests.fixtures.postgres_gateway import APP_PASSWORD, APP_USER, PgGateway, unique
 from tests.support.pgcluster import PgCluster
 from tests.support.pgwire import WireClient
@@ -377,7 +385,26 @@ def test_column_rule_survives_ddl_in_the_session(pg_gateway: PgGateway,
     assert row == ("n/a", SSN_MASKED)  # the rule follows the name: "ssn" is Bob's now
 
 
-# -- a broken upstream ----------------------------------------------------------------
+# -- notices, a broken upstream ----------------------------------------------------------------
+
+
+def test_notices_are_masked(pg_gateway: PgGateway, pg_scram: PgCluster,
+                            nulled: tuple[str, str]) -> None:
+    """RAISE NOTICE text is masked (``public.say`` raises ``said: <msg>``)."""
+    name, _table = nulled
+    notices: list[str] = []
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("SELECT say(%s)", (f"mail {EMAIL} now",))
+    assert notices == ["said: mail [REDACTED:email] now"]  # null strategy: the marker
+    pii = pg_gateway.add_connection(pg_scram).name
+    pg_gateway.gateway.connections.update(pii, options={"mask_profile": "pii"})
+    notices.clear()
+    with psycopg.connect(pg_gateway.dsn(pii), autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        value = conn.execute("SELECT say(%s)", (f"card {CARD}",)).fetchone()
+    assert notices == ["said: card **** **** **** 1111"]
+    assert value == ("card **** **** **** 1111",)
 
 
 class FakeUpstream:
@@ -441,3 +468,121 @@ def test_a_malformed_upstream_row_under_masking_is_a_protocol_error(
     assert upstream.closed.wait(10), "the upstream leg was not closed"
     row = pg_gateway.session(name)
     assert row.end_reason == "upstream protocol error"
+
+
+# -- operator tools: the masking API and `jitgate mask` ------------------------------------------
+
+
+@pytest.fixture
+def masking_api(pg_gateway: PgGateway) -> Iterator[API]:
+    with serve_app(create_app(pg_gateway.gateway)) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        yield API(client, pg_gateway.admin_token)
+
+
+def test_masking_api_profiles_crud_and_errors(pg_gateway: PgGateway, masking_api: API) -> None:
+    name = unique("api-profile")
+    listed = masking_api.get("/api/v1/masking/profiles").json()["items"]
+    assert {"none", "pii", "pci", "secrets", "strict"} <= {p["name"] for p in listed}
+    assert all(p["builtin"] for p in listed if p["name"] == "pii")
+    body = {"definition": {"description": "ids", "rules": [
+        {"columns": ["customers.ssn"], "label": "ssn", "strategy": "partial"}]}}
+    put = masking_api.request("PUT", f"/api/v1/masking/profiles/{name}", json=body)
+    assert put.status_code == 200, put.text
+    assert put.json()["definition"]["rules"][0]["columns"] == ["customers.ssn"]
+    stored = {p["name"]: p for p in masking_api.get("/api/v1/masking/profiles").json()["items"]}
+    assert stored[name]["builtin"] is False
+    # invalid definitions are refused with the reason, in the API's error shape
+    bad = masking_api.request("PUT", f"/api/v1/masking/profiles/{name}",
+                              json={"definition": {"rules": [{"types": ["nope"]}]}})
+    assert bad.status_code == 400 and "unknown type" in bad.json()["error"]["message"]
+    marker = masking_api.request("PUT", f"/api/v1/masking/profiles/{name}",
+                                 json={"definition": {"marker": "'", "rules": []}})
+    assert marker.status_code in (400, 422)
+    # a user who is not an admin may read and test, not change
+    user = pg_gateway.add_user()
+    assert masking_api.as_(user).get("/api/v1/masking/profiles").status_code == 200
+    denied = masking_api.as_(user).request("PUT", f"/api/v1/masking/profiles/{name}", json=body)
+    assert denied.status_code == 403
+    assert masking_api.as_(None).get("/api/v1/masking/profiles").status_code == 401
+    assert masking_api.delete(f"/api/v1/masking/profiles/{name}").status_code == 204
+    missing = masking_api.delete(f"/api/v1/masking/profiles/{name}")
+    assert missing.status_code == 404 and missing.json()["error"]["code"]
+
+
+def test_masking_api_test_explains(masking_api: API) -> None:
+    answer = masking_api.post("/api/v1/masking/test", json={
+        "profile": "pii", "text": f"card {CARD}, mail {EMAIL}, order 4111111111111112"}).json()
+    assert answer["masked"] == ("card **** **** **** 1111, mail [REDACTED:email], "
+                                "order 4111111111111112")
+    assert answer["changed"] and answer["counts"] == {"card": 1, "email": 1}
+    kinds = [(f["type"], f["start"]) for f in answer["findings"]]
+    assert kinds == [("card", 5), ("email", 31)]
+    assert all("partial" in f["why"] or "redact" in f["why"] for f in answer["findings"])
+    assert "luhn" in answer["findings"][0]["why"].lower()
+    column = masking_api.post("/api/v1/masking/test", json={
+        "profile": "strict", "text": "hunter2", "column": "password"}).json()
+    assert column["masked"] == "[REDACTED:secret]" and "column rule" in column["findings"][0]["why"]
+    numeric = masking_api.post("/api/v1/masking/test", json={
+        "profile": "pci", "text": CARD_DIGITS, "type_class": "numeric"}).json()
+    assert numeric["masked"] is None  # a numeric column gets NULL
+    unknown = masking_api.post("/api/v1/masking/test", json={"profile": "nope", "text": "x"})
+    assert unknown.status_code == 400 and "unknown mask profile" in unknown.text
+
+
+def jitgate_cli(api: API, *args: str, stdin: str = "",
+                check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JITGATE_SERVER": str(api.client.base_url), "JITGATE_TOKEN": api.token,
+           "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="jitgate-xdg-")}
+    result = subprocess.run([sys.executable, "-m", "jitgate.cli.main", *args], input=stdin,
+                            capture_output=True, text=True, env=env, timeout=60)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_cli_mask_test_reads_stdin_and_says_why(masking_api: API) -> None:
+    out = jitgate_cli(masking_api, "mask", "test", "--profile", "pii",
+                      stdin=f"card {CARD}\nnothing here\nssn {SSN} and {EMAIL}\n").stdout
+    lines = out.splitlines()
+    assert lines[0] == "card **** **** **** 1111"
+    assert lines[1].startswith("    card") and "Luhn" in lines[1] and "partial" in lines[1]
+    assert lines[2] == "nothing here"
+    assert lines[3] == "ssn [REDACTED:ssn] and [REDACTED:email]"
+    assert "ssn" in lines[4] and "email" in lines[5]
+    assert CARD not in out and SSN not in out.split("\n", 3)[3].splitlines()[0]
+    data = json.loads(jitgate_cli(masking_api, "mask", "test", "--profile", "pii", "--output",
+                                  "json", stdin=f"{EMAIL}\n").stdout)
+    assert data[0]["input"] == EMAIL and data[0]["masked"] == "[REDACTED:email]"
+    ruled = jitgate_cli(masking_api, "mask", "test", "--profile", "strict", "--column",
+                        "api_key", stdin="abc\n").stdout
+    assert ruled.splitlines()[0] == "[REDACTED:secret]" and "column rule" in ruled
+    failed = jitgate_cli(masking_api, "mask", "test", "--profile", "nope", stdin="x\n",
+                         check=False)
+    assert failed.returncode != 0 and "unknown mask profile" in failed.stderr
+
+
+def test_cli_mask_profiles_put_list_rm(masking_api: API, tmp_path: Path) -> None:
+    name = unique("cli-profile")
+    definition = tmp_path / "profile.yaml"
+    definition.write_text("description: support desk\nrules:\n"
+                          "  - {types: [email], strategy: hash}\n")
+    saved = jitgate_cli(masking_api, "mask", "profiles", "put", name, "--file", str(definition))
+    assert f"mask profile {name} saved" in saved.stdout
+    rows = json.loads(jitgate_cli(masking_api, "mask", "profiles", "list", "-o", "json").stdout)
+    mine = next(r for r in rows if r["name"] == name)
+    assert mine["builtin"] is False and mine["definition"]["rules"][0]["strategy"] == "hash"
+    table = jitgate_cli(masking_api, "mask", "profiles", "list").stdout
+    assert name in table and "pii" in table
+    tokens = jitgate_cli(masking_api, "mask", "test", "--profile", name,
+                         stdin=f"{EMAIL}\n{EMAIL.upper()}\n").stdout.splitlines()
+    hashed = [line for line in tokens if line.startswith("tok_")]
+    assert len(hashed) == 2 and hashed[0] == hashed[1]  # deterministic, case-insensitive
+    definition.write_text("rules: [{types: [nope]}]\n")
+    bad = jitgate_cli(masking_api, "mask", "profiles", "put", name, "--file", str(definition),
+                      check=False)
+    assert bad.returncode != 0 and "unknown type" in bad.stderr
+    removed = jitgate_cli(masking_api, "mask", "profiles", "rm", name)
+    assert f"mask profile {name} removed" in removed.stdout
+    again = jitgate_cli(masking_api, "mask", "profiles", "rm", name, check=False)
+    assert again.returncode != 0
