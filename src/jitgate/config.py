@@ -104,11 +104,33 @@ class SSHListenerSettings(ListenerSettings):
     )
 
 
+class _PlannedListenerSettings(ListenerSettings):
+    """A listener whose port is reserved but that this version does not have yet:
+    turning it on must not look as if it worked."""
+
+    enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _not_yet(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("this version of jitgate has no such listener yet")
+        return value
+
+
+class MySQLListenerSettings(_PlannedListenerSettings):
+    port: int = Field(default=13306, ge=0, le=65535)
+
+
+class HTTPListenerSettings(_PlannedListenerSettings):
+    port: int = Field(default=18888, ge=0, le=65535)
+
+
 class ListenersSettings(_Section):
     postgres: PostgresListenerSettings = PostgresListenerSettings()
-    mysql: ListenerSettings = ListenerSettings(port=13306, enabled=False)
+    mysql: MySQLListenerSettings = MySQLListenerSettings()
     ssh: SSHListenerSettings = SSHListenerSettings()
-    http: ListenerSettings = ListenerSettings(port=18888, enabled=False)
+    http: HTTPListenerSettings = HTTPListenerSettings()
 
 
 class OIDCSettings(_Section):

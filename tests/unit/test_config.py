@@ -78,3 +78,9 @@ def test_missing_config_file() -> None:
 def test_client_variables_are_not_config() -> None:
     settings = load_settings(env={"JITGATE_SERVER": "http://x", "JITGATE_TOKEN": "t"})
     assert settings.api.port == 8009
+
+
+@pytest.mark.parametrize("listener", ["mysql", "http"])
+def test_listeners_not_built_yet_cannot_be_turned_on(listener: str) -> None:
+    with pytest.raises(ConfigError, match=rf"listeners\.{listener}.*no such listener yet"):
+        load_settings(env={f"JITGATE_LISTENERS__{listener.upper()}__ENABLED": "true"})

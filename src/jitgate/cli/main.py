@@ -119,7 +119,7 @@ def serve(
     config: Annotated[Path | None, typer.Option("--config", help="YAML/TOML config file")] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", help="state directory")] = None,
 ) -> None:
-    """Run the gateway: API, web console and protocol listeners."""
+    """Run the gateway: the API and the protocol listeners."""
     from jitgate.config import ConfigError, load_settings
     from jitgate.server.serve import serve as run_serve
 

@@ -138,7 +138,7 @@ async def run(settings: Settings) -> int:
 def _announce(gateway: Gateway, api_url: str, listeners: dict[str, str]) -> None:
     lines = [
         f"jitgate {jitgate.__version__} serving (data dir {gateway.paths.root})",
-        f"  API and web console   {api_url}  (OpenAPI: {api_url}/openapi.json)",
+        f"  API                   {api_url}  (OpenAPI: {api_url}/openapi.json)",
     ]
     for name, address in listeners.items():
         lines.append(f"  {name + ' listener':<21} {address}")
