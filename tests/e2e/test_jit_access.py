@@ -315,3 +315,59 @@ def test_a_grant_for_one_session_admits_one_session(env: Env) -> None:
         assert first.execute("SELECT 2").fetchone() == (2,)
     grant = env.http("admin", "GET", f"/api/v1/grants/{approved['grant_id']}").json()
     assert grant["uses"] == 1 and grant["max_uses"] == 1 and grant["revoked_at"] is None
+
+
+def test_the_approver_tools_of_the_cli(env: Env) -> None:
+    """What an operator types: validate and add a policy, explain a decision, set an
+    approval rule, request scoped access, list and revoke grants, break glass."""
+    bad = env.cli("admin", "policy", "validate", "--file", _write(env, "permit(principal,"),
+                  check=False)
+    assert bad.returncode == 1 and bad.stderr.startswith("error:")
+    assert len(bad.stderr.strip().splitlines()) <= 3  # a clear message, no traceback
+    env.cli("admin", "policy", "validate", "--file", _write(env, GRANT_POLICY))
+    env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
+    listed = json.loads(env.cli("admin", "policy", "list", "-o", "json").stdout)
+    assert {"default", "agents"} <= {p["name"] for p in listed}
+    explained = env.cli("admin", "policy", "test", "--user", "ci-bot", "--connection",
+                        "prod-db", "--action", "connect").stdout
+    assert explained.startswith("DENY: connect — agents need a just-in-time grant")
+    assert "matched forbid  prod-needs-grant-for-agents (agents)" in explained
+    assert "risk:" in explained
+    drop = env.cli("admin", "policy", "test", "--user", "alice", "--connection", "prod-db",
+                   "--sql", "DROP TABLE t").stdout
+    assert drop.startswith("DENY") and "deny-drop-truncate-on-prod" in drop
+
+    rule = env.data_dir.parent / "rule.yaml"
+    rule.write_text("connections: [prod-db]\nsteps:\n  - {groups: [approvers], min_approvals: 1}\n"
+                    "max_duration_seconds: 7200\n")
+    env.cli("admin", "rules", "put", "prod-rule", "--file", str(rule))
+    rules = json.loads(env.cli("admin", "rules", "list", "-o", "json").stdout)
+    assert any(r["name"] == "prod-rule" and r["max_duration_seconds"] == 7200 for r in rules)
+    too_long = env.cli("ci-bot", "requests", "create", "--connection", "prod-db", "--reason",
+                       "r", "--duration", "3h", check=False)
+    assert too_long.returncode == 1 and "maximum of 7200" in too_long.stderr
+
+    created = json.loads(env.cli("ci-bot", "requests", "create", "--connection", "prod-db",
+                                 "--reason", "migrate", "--duration", "30m", "--scope",
+                                 "sql:ddl", "--scope", "sql:write", "-o", "json").stdout)
+    assert created["scope"] == ["sql:ddl", "sql:write"] and created["rule"] == "prod-rule"
+    env.cli("bob", "requests", "approve", created["id"], "--comment", "ok")
+    grants = json.loads(env.cli("bob", "grants", "list", "-o", "json").stdout)
+    [grant] = [g for g in grants if g["request_id"] == created["id"]]
+    assert grant["scope"] == ["sql:ddl", "sql:write"] and grant["identity"] == "ci-bot"
+    with env.connect("ci-bot") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    env.cli("bob", "grants", "revoke", grant["id"], "--reason", "done early")
+    assert not [g for g in json.loads(env.cli("bob", "grants", "list", "-o", "json").stdout)
+                if g["id"] == grant["id"]]
+    with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
+        env.connect("ci-bot")
+
+    glass = env.cli("ci-bot", "break-glass", "--connection", "prod-db", "--reason",
+                    "primary down, on-call unreachable", "--duration", "15m")
+    assert glass.returncode == 0
+    with env.connect("ci-bot") as conn:  # break glass: in at once, flagged in the audit log
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+    audit = env.http("admin", "GET", "/api/v1/audit",
+                     params={"action": "grant:break_glass"}).json()["items"]
+    assert audit and audit[0]["details"]["flagged"] is True

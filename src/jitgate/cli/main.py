@@ -809,6 +809,10 @@ def requests_create(
     ticket: Annotated[str | None, typer.Option("--ticket")] = None,
     task_id: Annotated[str | None, typer.Option("--task-id")] = None,
     max_uses: Annotated[int | None, typer.Option("--max-uses")] = None,
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="a role or action the grant is for (repeatable)"),
+    ] = None,
     server: Server = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
@@ -818,6 +822,8 @@ def requests_create(
         "reason": reason,
         "duration_seconds": parse_duration(duration),
     }
+    if scope:
+        body["scope"] = scope
     for key, value in (("ticket", ticket), ("task_id", task_id), ("max_uses", max_uses)):
         if value is not None:
             body[key] = value
