@@ -586,3 +586,27 @@ def test_cli_mask_profiles_put_list_rm(masking_api: API, tmp_path: Path) -> None
     assert f"mask profile {name} removed" in removed.stdout
     again = jitgate_cli(masking_api, "mask", "profiles", "rm", name, check=False)
     assert again.returncode != 0
+
+
+def test_where_lineage_is_not_known_the_column_is_masked_whole(
+    pg_gateway: PgGateway, ssn_rule: tuple[str, str]
+) -> None:
+    """SQL PREPARE/EXECUTE, cursors and a pipeline sent before any look-up: expressions of
+    unknown origin are masked whole; plain columns are still told apart by their origin."""
+    name, table = ssn_rule
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        with conn.pipeline():  # nothing looked up yet, and no moment between requests
+            conn.execute("SELECT 1")
+            cur = conn.execute(f"SELECT name, ssn || '' FROM {table} ORDER BY id")
+        assert cur.fetchall() == [(SSN_MASKED, SSN_MASKED), (SSN_MASKED, SSN_MASKED)]
+        # the next statement is sent between requests: looked up, only ssn is masked
+        assert conn.execute(f"SELECT name, ssn || '' FROM {table} ORDER BY id").fetchall() == [
+            ("Alice", SSN_MASKED), ("Bob", SSN_MASKED)]
+        conn.execute(f"PREPARE p AS SELECT id, lower(ssn), name FROM {table} ORDER BY id")
+        assert conn.execute("EXECUTE p").fetchall() == [
+            (1, SSN_MASKED, "Alice"), (2, SSN_MASKED, "Bob")]
+        with conn.transaction():
+            conn.execute(f"DECLARE c CURSOR FOR SELECT name, upper(ssn) FROM {table} "
+                         "ORDER BY id")
+            assert conn.execute("FETCH ALL FROM c").fetchall() == [
+                ("Alice", SSN_MASKED), ("Bob", SSN_MASKED)]
