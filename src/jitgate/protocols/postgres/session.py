@@ -403,7 +403,9 @@ class PostgresSession:
                 )
         decision = self._gate.decide(None, "", action="connect")
         if not decision.allowed:
-            self.terminate(await self.grants.end_message(held_ended, decision))
+            # A change seen on another node names no grant: the ones this session lost.
+            gone = held_ended or sorted(before - now)
+            self.terminate(await self.grants.end_message(gone, decision))
 
     def _finish_handshake(self, name: str, tags: dict[str, str]) -> None:
         assert self.upstream is not None

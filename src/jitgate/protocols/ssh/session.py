@@ -433,7 +433,8 @@ class GatewayConnection(asyncssh.SSHServer):
         decision = self.policy.connect()
         if decision.allowed:
             return
-        message = await self.grants.end_message(held_ended, decision)
+        # A change seen on another node names no grant: the ones this session lost.
+        message = await self.grants.end_message(held_ended or sorted(before - now), decision)
         self.record("grant.end", {"message": message})
         self.terminate(message)
 
