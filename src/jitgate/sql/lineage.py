@@ -783,7 +783,8 @@ def result_lineage(sql: str) -> Lineage:
     if len(sql) <= _MAX_CACHED_LENGTH:
         _CACHE[sql] = lineage
         if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
+            with suppress(KeyError):  # another thread evicted it first: a race costs a miss
+                _CACHE.popitem(last=False)
     return lineage
 
 
