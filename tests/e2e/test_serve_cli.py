@@ -147,11 +147,14 @@ def test_restart_keeps_state_and_key_rotation(tmp_path: Path) -> None:
     served = Served(proc, data_dir, api, token)
     served.cli("connections", "add", "db", "--type", "postgres", "--host", "h",
                "--password-stdin", stdin=SECRET)
+    old_key = (data_dir / "master.key").read_text()
+    rotate = [*JITGATE, "vault", "rotate-key", "--data-dir", str(data_dir)]
+    while_running = subprocess.run(rotate, capture_output=True, text=True, timeout=60)
+    assert while_running.returncode != 0 and "is running" in while_running.stderr
+    assert (data_dir / "master.key").read_text() == old_key
     assert stop(proc)[0] == 0
 
-    old_key = (data_dir / "master.key").read_text()
-    rotated = subprocess.run([*JITGATE, "vault", "rotate-key", "--data-dir", str(data_dir)],
-                             capture_output=True, text=True, timeout=60)
+    rotated = subprocess.run(rotate, capture_output=True, text=True, timeout=60)
     assert rotated.returncode == 0, rotated.stderr
     assert "re-encrypted 1 credential(s)" in rotated.stdout
     assert (data_dir / "master.key").read_text() != old_key
