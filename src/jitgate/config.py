@@ -228,6 +228,9 @@ class RecordingSettings(_Section):
     s3: S3Settings | None = None
     retention_days: int | None = Field(default=None, ge=1)
     housekeeping_interval_seconds: float = Field(default=3600.0, gt=0)
+    # A gateway node not heard of for this long is taken to be gone: its open sessions
+    # are closed as interrupted (see jitgate.recording.recovery).
+    node_stale_seconds: float = Field(default=120.0, ge=30)
     export_to: str | None = None  # file:PATH, stdout, syslog://host:port, https://… (serve)
     export_secret: SecretStr | None = None  # HMAC key for webhook exports
     export_interval_seconds: float = Field(default=5.0, gt=0)

@@ -42,7 +42,7 @@ def _recover(gateway: Gateway, node: recovery.Node) -> None:
         gateway.paths.recordings,
         node,
         started_before=gateway.recorder.created_at,
-        stale_after=recovery.STALE_SECONDS,
+        stale_after=gateway.settings.recording.node_stale_seconds,
     )
     gateway.access.withdraw_interrupted(recovered)  # their held statements cannot run
 

@@ -22,7 +22,6 @@ next flush. At close the log gets a ``session.end`` and a signed ``seal`` event
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import struct
@@ -157,35 +156,6 @@ class Recorder:
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
-
-    def recover_interrupted(self) -> list[str]:
-        """Close the sessions a stopped gateway left open (single-node stores only).
-
-        Their recordings end where the crash cut them — every request that was forwarded
-        is in them — but carry no seal; the row says so (``recording_state`` ``unsealed``)
-        and ends at the time of the last write.
-        """
-        recovered = []
-        with self.store.session() as db:
-            rows = db.scalars(
-                select(SessionRow).where(
-                    SessionRow.ended_at.is_(None), SessionRow.started_at < self.created_at
-                )
-            ).all()
-            for row in rows:
-                ended = utcnow()
-                if row.recording_path:
-                    path = self.root / row.recording_path
-                    with contextlib.suppress(OSError):
-                        ended = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-                        row.event_count = sum(1 for _ in path.open("rb"))
-                row.ended_at = max(ended, row.started_at)
-                row.end_reason = "interrupted: the gateway stopped"
-                row.recording_state = "unsealed" if row.recording_path else row.recording_state
-                recovered.append(row.id)
-        if recovered:
-            log.warning("closed %d sessions interrupted by a gateway stop", len(recovered))
-        return recovered
 
 
 class RowSample:

@@ -30,6 +30,7 @@ def record(store: Store, root: Path, *, started_ago: float = 0, node: str | None
     """An open session with a two-event recording under ``root``, stamped with the
     store's node (or ``node`` when given; None: recorded before nodes existed)."""
     session_id = str(uuid.uuid4())
+    started = utcnow() - timedelta(seconds=started_ago)  # before its first write, as in life
     relative = f"t/{session_id}.jsonl"
     log = EventLog(root / relative, session_id)
     log.append("session.start", {"session": session_id})
@@ -38,7 +39,7 @@ def record(store: Store, root: Path, *, started_ago: float = 0, node: str | None
     row = SessionRow(
         id=session_id, protocol="postgres", connection_name="db", identity_id="i",
         identity_name="ann", auth_method="api_token", counts={}, recording_state="ok",
-        started_at=utcnow() - timedelta(seconds=started_ago), recording_path=relative,
+        started_at=started, recording_path=relative,
     )  # fmt: skip
     if node != "":
         row.node_id = node
