@@ -289,16 +289,19 @@ def test_an_internal_error_fails_closed(
     assert "relaying a request failed" in caplog.text
 
 
-def test_upstream_refusal_keeps_a_retryable_sqlstate(pg_gateway: PgGateway) -> None:
+def test_upstream_refusal_keeps_a_retryable_sqlstate(
+    pg_gateway: PgGateway, pg_trust: PgCluster
+) -> None:
     """Too many connections upstream reaches the client as 53300 (drivers and poolers
-    retry on it), with the upstream's reason."""
+    retry on it), with the upstream's reason. (The upstream trusts the gateway: no
+    credential is stored.)"""
     role = unique("limited").replace("-", "_")
-    local = "host=127.0.0.1 port=5432 dbname=postgres user=postgres"
+    local = f"host=127.0.0.1 port={pg_trust.port} dbname=postgres user={pg_trust.superuser}"
     with psycopg.connect(local, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
         try:
-            name = pg_gateway.add_connection(None, database="postgres", username=role,
-                                             password=None, port=5432).name
+            name = pg_gateway.add_connection(pg_trust, database="postgres", username=role,
+                                             password=None).name
             with psycopg.connect(pg_gateway.dsn(name)) as first:
                 assert first.execute("SELECT 1").fetchone() == (1,)
                 with pytest.raises(ConnectionRefusedError) as refused:
