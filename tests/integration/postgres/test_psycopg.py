@@ -269,13 +269,16 @@ def test_cancel(pg_gateway: PgGateway, conn_name: str) -> None:
             assert time.monotonic() - started < 10
             timer.join()
             assert conn.execute("SELECT 'still usable'").fetchone() == ("still usable",)
+    checked = 0
     for row in pg_gateway.sessions(conn_name):
         if row.end_reason == "cancel request":
             continue
+        checked += 1
         events = pg_gateway.events(row)
         assert any(e["type"] == "cancel" for e in events)
         sleeps = [s for s in pg_gateway.statements(row) if "pg_sleep" in (s["text"] or "")]
         assert sleeps and sleeps[0]["error"] == "57014"
+    assert checked == 2  # one session per sslmode, each with its cancelled statement
 
 
 def test_client_tls(pg_gateway: PgGateway, conn_name: str) -> None:
