@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -204,6 +204,19 @@ def test_auto_approve_for_oncall(world: World) -> None:
     assert request.status == "approved" and request.approvals[0].via == "auto"
     other = world.access.create_request(world.who("alice"), "prod-db", reason="r")
     assert other.status == "pending"
+
+
+def test_auto_approve_only_in_business_hours(world: World) -> None:
+    """Default business hours: 08:00-18:00 UTC, Monday to Friday (risk settings)."""
+    world.access.put_rule(ApprovalRule(name="oncall-days", auto_approve_groups=("oncall",),
+                                       auto_approve_business_hours_only=True))
+    tuesday_10 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    tuesday_19 = datetime(2026, 12, 1, 19, 0, tzinfo=UTC)
+    saturday_10 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
+    erin = world.who("erin")
+    statuses = [world.access.create_request(erin, "prod-db", reason="paged", now=at).status
+                for at in (tuesday_10, tuesday_19, saturday_10)]
+    assert statuses == ["approved", "pending", "pending"]
 
 
 def test_grant_end_by_time_uses_task_and_revoke(world: World) -> None:

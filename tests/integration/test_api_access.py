@@ -258,3 +258,27 @@ def test_requests_and_grants_are_paged(api: API) -> None:
     grants = all_pages("/api/v1/grants", identity="alice")
     assert len(grants) == len(set(grants)) == 7
     assert api.get("/api/v1/requests", params={"cursor": "nope"}).status_code == 400
+
+
+def test_break_glass_is_notified(notified_api: tuple[API, Gateway], receiver: Receiver) -> None:
+    """Break-glass reaches the approvers' channels: a signed webhook and a Slack message."""
+    api, _gateway = notified_api
+    people = _setup(api)
+    grant = people["alice"].post("/api/v1/break-glass", json={
+        "connection": "prod-db", "reason": "primary down, pager silent",
+        "duration_seconds": 600}).json()
+    hooks: list[tuple[dict[str, str], bytes]] = []
+    slack: list[bytes] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not (hooks and slack):
+        hooks = [(h, b) for h, b in receiver.received
+                 if h.get("x-jitgate-event") == "grant.break_glass"]
+        slack = [b for h, b in receiver.received if b"BREAK-GLASS" in b]
+        time.sleep(0.05)
+    assert hooks and slack, receiver.received
+    headers, raw = hooks[0]
+    assert headers["x-jitgate-signature"] == sign("hook-secret",
+                                                  headers["x-jitgate-timestamp"], raw)
+    body = json.loads(raw)
+    assert body["grant"]["id"] == grant["id"] and body["reason"] == "primary down, pager silent"
+    assert b"alice" in slack[0] and b"prod-db" in slack[0]
