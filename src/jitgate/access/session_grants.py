@@ -21,6 +21,7 @@ class SessionGrants:
     def __init__(self, access: AccessService) -> None:
         self.access = access
         self.ids: set[str] = set()  # active grants, as last loaded
+        self._scopes: dict[str, tuple[str, ...]] = {}  # their scopes, by grant id
         self.used: set[str] = set()  # grants this session took a use of
         # Changes are applied one at a time, in order: two overlapping reloads could
         # otherwise leave the older answer (a revoked grant) in force.
@@ -33,9 +34,27 @@ class SessionGrants:
                 self.access.active_grants, who.principal, who.actor, connection, used=self.used
             )
         )
-        self.ids = {g.id for g in grants}
-        scopes = sorted({s for g in grants for s in (g.scope or ())})
-        gate.set_context(has_grant=bool(grants), grant_scopes=scopes)
+        self._scopes = {g.id: tuple(g.scope or ()) for g in grants}
+        self.ids = set(self._scopes)
+        self._publish(gate)
+
+    def drop(self, ended: tuple[str, ...], gate: StatementGate | None) -> None:
+        """Take grants that ended out of the gate's context at once, before the reload.
+
+        Called synchronously when the change is heard of: the next statement is decided
+        without them even though the reload from the store is still on its way.
+        """
+        gone = self.ids.intersection(ended)
+        if not gone or gate is None:
+            return
+        for grant_id in gone:
+            self._scopes.pop(grant_id, None)
+        self.ids -= gone
+        self._publish(gate)
+
+    def _publish(self, gate: StatementGate) -> None:
+        scopes = sorted({s for scope in self._scopes.values() for s in scope})
+        gate.set_context(has_grant=bool(self._scopes), grant_scopes=scopes)
 
     async def use(self, who: Authenticated, connection: str, gate: StatementGate) -> None:
         """Count the session against a grant with limited uses (one use per session), then

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.fixtures.postgres_gateway import PgGateway
+from tests.fixtures.postgres_gateway import PgGateway, unique
 from tests.support.pgcluster import PgCluster
 from tests.support.pgwire import WireClient, bind, describe, execute, parse, query, sync
 
@@ -324,3 +324,51 @@ def test_an_agent_is_not_held_and_its_approval_is_for_those_parameter_values(
         third = refused(conn, 5)  # spent
         assert third not in (first, second)
     assert [g.uses for g in access.list_grants(active_only=False) if g.request_id == first] == [1]
+
+
+def test_a_grant_given_or_revoked_mid_session_applies_to_the_next_statement(
+    pg_gateway: PgGateway, prod: str
+) -> None:
+    """The decision cache is keyed by grant state: a grant approved while the session is
+    open allows the very next statement, and its revocation refuses the one after."""
+    t = table_of(prod)
+    gw = pg_gateway.gateway
+    policy = unique("deletes-need-grant")
+    gw.policies.put(policy, (
+        f'@id("{policy}") @reason("deletes need a just-in-time grant")\n'
+        'forbid (principal, action == Action::"sql:delete", resource)\n'
+        "unless { context.has_grant };"))  # fmt: skip
+    try:
+        user = unique("dev")
+        token = pg_gateway.add_user(user)
+        who = gw.authenticator.authenticate(token)
+        approver = gw.authenticator.authenticate(pg_gateway.add_user(groups=("approvers",)))
+        with psycopg.connect(pg_gateway.dsn(prod, token=token, user=user),
+                             autocommit=True) as conn:
+            delete = f"DELETE FROM {t} WHERE x = %s"
+            with pytest.raises(errors.InsufficientPrivilege, match="need a just-in-time grant"):
+                conn.execute(delete, (1,))
+            request = gw.access.create_request(who, prod, reason="cleanup")
+            grant = gw.access.approve(approver, request.id).grant_id
+            assert grant
+            deadline = time.monotonic() + 5
+            while True:  # the session hears of the grant at once (an in-process event)
+                try:
+                    conn.execute(delete, (1,))
+                    break
+                except errors.InsufficientPrivilege:
+                    assert time.monotonic() < deadline, "the new grant was not applied"
+                    time.sleep(0.05)
+            assert count(conn, t) == 2
+            gw.access.revoke_grant(approver, grant)
+            deadline = time.monotonic() + 5
+            while True:
+                try:
+                    conn.execute(delete, (2,))
+                except errors.InsufficientPrivilege:
+                    break
+                assert time.monotonic() < deadline, "the revoked grant still applied"
+                time.sleep(0.05)
+            assert count(conn, t) == 2  # nothing deleted after the revocation
+    finally:
+        gw.policies.delete(policy)

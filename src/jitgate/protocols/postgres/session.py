@@ -377,6 +377,7 @@ class PostgresSession:
 
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
+        self.grants.drop(ended, self._gate)  # no await before: ended grants stop at once
         async with self.grants.lock:
             await self._refresh_grants(ended)
 

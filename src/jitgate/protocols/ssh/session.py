@@ -398,6 +398,7 @@ class GatewayConnection(asyncssh.SSHServer):
 
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
+        self.grants.drop(ended, self.gate)  # no await before: ended grants stop at once
         async with self.grants.lock:
             await self._refresh_grants(ended)
 
