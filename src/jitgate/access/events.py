@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ class GrantsChanged:
 
 
 GrantListener = Callable[[GrantsChanged], None]
+
+#: How long a grant change from another thread waits for the event loops to hear of it.
+DELIVERY_WAIT = 2.0
 
 
 class AccessEvents:
@@ -74,17 +78,41 @@ class AccessEvents:
             self._grant_listeners.append((loop, listener))
 
     def grants_changed(self, event: GrantsChanged) -> None:
+        """Tell every listener; from another thread, wait (briefly) until they have heard.
+
+        So when a revocation returns, the sessions of this process already stop counting
+        the grant: the client's next statement cannot slip in before the news (event
+        loops do not promise to run a callback from another thread before I/O that
+        arrives right after it).
+        """
         with self._lock:
             self.revision += 1
             listeners = list(self._grant_listeners)
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        heard: list[threading.Event] = []
         for loop, listener in listeners:
-            if loop is None:
+            if loop is None or loop is running:
                 listener(event)
-            else:
-                try:
-                    loop.call_soon_threadsafe(listener, event)
-                except RuntimeError:  # loop closed
-                    continue
+                continue
+            done = threading.Event()
+            try:
+                loop.call_soon_threadsafe(_call_then_set, listener, event, done)
+            except RuntimeError:  # loop closed
+                continue
+            heard.append(done)
+        deadline = time.monotonic() + DELIVERY_WAIT
+        for done in heard:
+            done.wait(max(0.0, deadline - time.monotonic()))
+
+
+def _call_then_set(listener: GrantListener, event: GrantsChanged, done: threading.Event) -> None:
+    try:
+        listener(event)
+    finally:
+        done.set()
 
 
 def _resolve(future: asyncio.Future[str], status: str) -> None:

@@ -642,7 +642,9 @@ class AccessService:
     def cancel(self, caller: Authenticated, request_id: str) -> RequestInfo:
         now = utcnow()
         with self.store.session() as session:
-            row = self._pending(session, request_id, now)
+            # Withdrawing needs no decision time left (a held statement's request ends
+            # when its wait does, and is withdrawn right then).
+            row = self._pending(session, request_id, now, expired_ok=True)
             if row.requester_id != caller.principal.id and not caller.has_role(Role.ADMIN):
                 raise Forbidden("only the requester or an admin can cancel a request")
             self._finalize(session, row, "cancelled", caller.principal.name, None, now)
@@ -693,7 +695,9 @@ class AccessService:
             )
         return withdrawn
 
-    def _pending(self, session: Session, request_id: str, now: datetime) -> AccessRequestRow:
+    def _pending(
+        self, session: Session, request_id: str, now: datetime, *, expired_ok: bool = False
+    ) -> AccessRequestRow:
         """The request, locked for this transaction, if it can still be decided.
 
         The row lock (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a time)
@@ -705,7 +709,7 @@ class AccessService:
             raise NotFound(f"no request {request_id[:40]!r}")
         if row.status != "pending":
             raise Conflict(f"the request is already {row.status}")
-        if row.expires_at <= now:
+        if row.expires_at <= now and not expired_ok:
             raise Conflict("the request has expired")
         return row
 

@@ -22,6 +22,7 @@ class SessionGrants:
         self.access = access
         self.ids: set[str] = set()  # active grants, as last loaded
         self._scopes: dict[str, tuple[str, ...]] = {}  # their scopes, by grant id
+        self.ended: set[str] = set()  # grants heard to have ended
         self.used: set[str] = set()  # grants this session took a use of
         # Changes are applied one at a time, in order: two overlapping reloads could
         # otherwise leave the older answer (a revoked grant) in force.
@@ -34,7 +35,8 @@ class SessionGrants:
                 self.access.active_grants, who.principal, who.actor, connection, used=self.used
             )
         )
-        self._scopes = {g.id: tuple(g.scope or ()) for g in grants}
+        # A reload that read the store before a revocation must not bring it back.
+        self._scopes = {g.id: tuple(g.scope or ()) for g in grants if g.id not in self.ended}
         self.ids = set(self._scopes)
         self._publish(gate)
 
@@ -44,6 +46,7 @@ class SessionGrants:
         Called synchronously when the change is heard of: the next statement is decided
         without them even though the reload from the store is still on its way.
         """
+        self.ended.update(ended)  # an ended grant never comes back
         gone = self.ids.intersection(ended)
         if not gone or gate is None:
             return

@@ -70,6 +70,7 @@ class PostgresListener:
                 continue
             if event.connection not in (None, session.connection_name):
                 continue
+            session.grants_ended(event.ended)
             task = loop.create_task(session.refresh_grants(event.ended))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

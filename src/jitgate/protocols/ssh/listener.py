@@ -97,6 +97,7 @@ class SSHListener:
                 continue
             if event.connection not in (None, connection.connection_name):
                 continue
+            connection.grants_ended(event.ended)
             connection.spawn(connection.refresh_grants(event.ended))
 
     async def stop(self) -> None:

@@ -396,9 +396,14 @@ class GatewayConnection(asyncssh.SSHServer):
             raise Refusal(f"jitgate: this credential is not valid for {info.name!r}")
         return info, credential
 
+    def grants_ended(self, ended: tuple[str, ...]) -> None:
+        """Grants ended: stop counting them now, before :meth:`refresh_grants` runs (the
+        listener calls this in the same loop step that hears of the change, so the very
+        next statement is already decided without them)."""
+        self.grants.drop(ended, self.gate)
+
     async def refresh_grants(self, ended: tuple[str, ...] = ()) -> None:
         """Grants changed: re-decide whether this session may stay connected."""
-        self.grants.drop(ended, self.gate)  # no await before: ended grants stop at once
         async with self.grants.lock:
             await self._refresh_grants(ended)
 
