@@ -465,6 +465,7 @@ def test_a_malformed_upstream_row_under_masking_is_a_protocol_error(
     client.close()
     assert b"abc" not in client.received  # nothing of the bad row reached the client
     assert all(m.code != b"D" for m in answer)
+    assert [m.sqlstate for m in answer if m.code == b"E"] == ["08P01"]  # said, natively
     assert upstream.closed.wait(10), "the upstream leg was not closed"
     row = pg_gateway.session(name)
     assert row.end_reason == "upstream protocol error"

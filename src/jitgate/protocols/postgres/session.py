@@ -501,11 +501,20 @@ class PostgresSession:
                 client.transport.resume_reading()
 
         def from_server(data: bytes) -> None:
+            mid_message = relay.client_mid_message  # what the client has so far
             try:
                 out = relay.server_data(data)
             except (ProtocolViolation, OSError) as exc:
                 log.error("[client=%s] upstream stream failed: %s", self.client_addr, exc)
                 self.end_reason = "upstream protocol error"
+                if not mid_message:  # else an ErrorResponse would be read as row data
+                    client.write(
+                        m.error_response(
+                            "08P01",
+                            "jitgate: the upstream server broke the protocol",
+                            severity="FATAL",
+                        )
+                    )
                 client.close()
                 server.close()
                 return
