@@ -224,6 +224,11 @@ class RecordingSettings(_Section):
     sample_rows: int = Field(default=5, ge=0, le=1000)
     sample_bytes: int = Field(default=4096, ge=0, le=1 << 20)
     on_failure: Literal["closed", "open"] = "closed"
+    # When a request's event must be on the disk before the request goes on: "close"
+    # (handed to the kernel before, fsync at close: survives a gateway crash) or
+    # "request" (fdatasync before each request: survives an OS crash too, costs a disk
+    # flush per statement; see bench/recorder_cost.py).
+    fsync: Literal["close", "request"] = "close"
     storage: Literal["local", "s3"] = "local"
     s3: S3Settings | None = None
     retention_days: int | None = Field(default=None, ge=1)

@@ -16,7 +16,8 @@ Events are encoded at once and handed to the kernel by :meth:`EventLog.flush` â€
 ``write`` on an ``O_APPEND`` descriptor for everything pending. The protocol adapters
 flush before they forward a request upstream, so the request's event survives a crash of
 the gateway process; result events ride along with the next flush (or a short timer).
-``fsync`` happens at close and on :meth:`EventLog.sync`. A failed write keeps the bytes
+``fsync`` happens at close and on :meth:`EventLog.sync` (before each request with
+``recording.fsync: request``). A failed write keeps the bytes
 that did not reach the kernel (up to :data:`MAX_REQUEUE`) for the next flush, so a
 recording that recovers (a full disk freed) continues its chain without a gap.
 
@@ -126,9 +127,10 @@ class EventLog:
         self.failed = None
 
     def sync(self) -> None:
+        """Write what is pending and wait until it is on the disk (``fdatasync``)."""
         self.flush()
         if self._fd is not None:
-            os.fsync(self._fd)
+            os.fdatasync(self._fd)
 
     def close(self, retry_for: float = 0.0) -> None:
         """Write what is pending, fsync, close. A failing write is retried every 0.1 s

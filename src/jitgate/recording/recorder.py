@@ -110,6 +110,7 @@ class Recorder:
     ) -> SessionRecorder:
         """Start recording a session. ``options`` are the connection's options, which may
         turn recording off (``recording: false``), choose ``recording_on_failure`` and
+        ``recording_fsync`` (``close`` or ``request``), and
         put its sessions under ``legal_hold``."""
         options = options or {}
         enabled = _flag(options.get("recording"), self.settings.enabled)
@@ -147,7 +148,10 @@ class Recorder:
 
         event_log = EventLog(path, session_id) if path is not None else None
         await asyncio.to_thread(insert)
-        recorder = SessionRecorder(self, session_id, event_log, fail_open=on_failure == "open")
+        fsync = str(options.get("recording_fsync") or self.settings.fsync)
+        recorder = SessionRecorder(
+            self, session_id, event_log, fail_open=on_failure == "open", fsync=fsync
+        )
         if event_log is not None:
             start = {"session": session_id, **dataclasses.asdict(meta)}
             start["grant_ids"] = sorted(meta.grant_ids)
@@ -276,6 +280,7 @@ class SessionRecorder:
         log: EventLog | None,
         *,
         fail_open: bool = False,
+        fsync: str = "close",
     ) -> None:
         self.recorder = recorder
         self.session_id = session_id
@@ -295,6 +300,9 @@ class SessionRecorder:
         self._encode_scheduled = False
         self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
+        # recording.fsync "request": an allowed request's event reaches the disk itself,
+        # not only the kernel, before the request goes on (survives an OS crash too).
+        self._sync_requests = fsync == "request"
 
     @property
     def enabled(self) -> bool:
@@ -460,7 +468,10 @@ class SessionRecorder:
         if not self.log.pending:
             return
         try:
-            self.log.flush()
+            if self._sync_requests and self._allowed_pending:
+                self.log.sync()
+            else:
+                self.log.flush()
         except OSError as exc:
             self._write_failed(exc)
             if not self.fail_open and self._allowed_pending:

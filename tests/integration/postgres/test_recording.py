@@ -157,3 +157,29 @@ def test_credentials_never_reach_the_client_logs_or_recordings(
         content = path.read_text()
         assert APP_PASSWORD not in content and token not in content
         assert pg_gateway.admin_token not in content
+
+
+def test_fsync_per_request_puts_each_request_on_disk_before_it_runs(
+    pg_gateway: PgGateway, pg_scram: PgCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``recording_fsync: request``: before the upstream sees a statement, its event has
+    been written and fdatasync'ed. (Watching the real fdatasync calls is the only way to
+    see it: a disk flush leaves no other trace a test can observe.)"""
+    import jitgate.recording.log as event_log
+
+    name = pg_gateway.add_connection(pg_scram).name
+    pg_gateway.gateway.connections.update(name, options={"recording_fsync": "request"})
+    synced: list[bytes] = []
+    real = event_log.os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        with open(f"/proc/self/fd/{fd}", "rb") as f:
+            synced.append(f.read().splitlines()[-1])  # the last line on disk when synced
+
+    monkeypatch.setattr(event_log.os, "fdatasync", fdatasync)
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        for i in range(3):
+            conn.execute(f"SELECT {i} AS fsynced")
+    requests = [line for line in synced if b'"type":"request"' in line]
+    assert [b"SELECT %d AS fsynced" % i in line for i, line in enumerate(requests)] == [True] * 3
