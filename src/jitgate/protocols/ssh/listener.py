@@ -60,8 +60,10 @@ class SSHListener:
         self._server: asyncssh.SSHAcceptor | None = None
 
     async def start(self) -> str:
+        from jitgate.protocols.ssh.quiet import skip_unlogged_packets
         from jitgate.protocols.ssh.session import GatewayConnection
 
+        skip_unlogged_packets()
         self.host_key = await asyncio.to_thread(
             load_or_create_host_key, self.gateway.paths.ssh_host_key
         )
