@@ -300,7 +300,7 @@ def test_gateway_killed_while_a_statement_is_held(env: Env) -> None:
     assert late.returncode == 1 and "already cancelled" in late.stderr
     waited = datetime.fromisoformat(shown["expires_at"]) - datetime.fromisoformat(
         shown["created_at"])
-    assert waited <= timedelta(seconds=20)  # the hold timeout, not the rule's pending expiry
+    assert waited <= timedelta(seconds=30)  # the hold (20 s) and a grace, not the rule's hour
     assert env.cluster.psql("SELECT count(*) FROM t") == "10"
 
 

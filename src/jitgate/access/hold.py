@@ -12,8 +12,9 @@ When policy says review, the session that holds the statement calls
    stderr…) and the statement waits, bounded by ``timeout``: approved → it runs; denied
    or timed out → it is refused with the reason. Only this session waits. If the session
    ends while it waits (client gone, gateway shutdown), the request is withdrawn; if the
-   gateway dies (SIGKILL, power), the request expires when the wait would have ended, so
-   nobody can approve a statement whose session is gone.
+   gateway dies (SIGKILL, power), the restarted gateway withdraws it, and in any case it
+   expires shortly after the wait would have ended: nobody can approve a statement whose
+   session is gone.
 
 The wait listens to in-process events and also polls the store every ``poll_interval``,
 so an approval given on another node releases the statement too.
@@ -34,6 +35,9 @@ from jitgate.identity.principal import Authenticated
 from jitgate.policy.types import Decision
 
 log = logging.getLogger("jitgate.access")
+
+#: How much longer than its wait a held statement's request may stay pending.
+HOLD_GRACE_SECONDS = 10.0
 
 
 async def resolve_review(
@@ -69,7 +73,8 @@ async def resolve_review(
             statement_key=key,
             session_id=session_id,
             # A held statement is decided while it waits or never (see the module doc).
-            pending_for=timedelta(seconds=timeout) if wait else None,
+            # (a little longer than the wait, so that the wait's own end withdraws it)
+            pending_for=timedelta(seconds=timeout + HOLD_GRACE_SECONDS) if wait else None,
         )
     except JitgateError as exc:
         return Decision.deny(
@@ -100,7 +105,7 @@ async def resolve_review(
             raise
         if status != "approved":
             info = await asyncio.to_thread(access.get_request, request.id)
-            if status == "timeout":
+            if status in ("timeout", "expired"):
                 with contextlib.suppress(JitgateError):
                     await asyncio.to_thread(access.cancel, who, request.id)
                 return Decision.deny(

@@ -23,6 +23,7 @@ class SessionGrants:
         self.ids: set[str] = set()  # active grants, as last loaded
         self._scopes: dict[str, tuple[str, ...]] = {}  # their scopes, by grant id
         self.ended: set[str] = set()  # grants heard to have ended
+        self.had: set[str] = set()  # every grant this session has counted, ever
         self.used: set[str] = set()  # grants this session took a use of
         # Changes are applied one at a time, in order: two overlapping reloads could
         # otherwise leave the older answer (a revoked grant) in force.
@@ -38,6 +39,7 @@ class SessionGrants:
         # A reload that read the store before a revocation must not bring it back.
         self._scopes = {g.id: tuple(g.scope or ()) for g in grants if g.id not in self.ended}
         self.ids = set(self._scopes)
+        self.had |= self.ids
         self._publish(gate)
 
     def drop(self, ended: tuple[str, ...], gate: StatementGate | None) -> None:

@@ -389,7 +389,7 @@ class PostgresSession:
     async def _refresh_grants(self, ended: tuple[str, ...]) -> None:
         if self._gate is None or self.who is None or self.client.closed.done():
             return
-        held_ended = [g for g in ended if g in self.grants.ids]
+        held_ended = [g for g in ended if g in self.grants.had]
         before = set(self.grants.ids)
         try:
             await self.grants.load(self.who, self.connection_name, self._gate)

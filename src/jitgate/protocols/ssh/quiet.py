@@ -23,4 +23,4 @@ def _log_packet_if_wanted(self: Any, *args: Any) -> None:
 
 def skip_unlogged_packets() -> None:
     """Install the wrapper (idempotent)."""
-    _packet.SSHPacketLogger._log_packet = _log_packet_if_wanted  # type: ignore[method-assign]
+    _packet.SSHPacketLogger._log_packet = _log_packet_if_wanted  # type: ignore[method-assign,assignment]

@@ -419,7 +419,7 @@ class GatewayConnection(asyncssh.SSHServer):
         if self.policy is None or self.who is None or self._closed:
             return
         assert self.info is not None and self.gate is not None
-        held_ended = [g for g in ended if g in self.grants.ids]
+        held_ended = [g for g in ended if g in self.grants.had]
         before = set(self.grants.ids)
         try:
             await self.grants.load(self.who, self.info.name, self.gate)
