@@ -24,6 +24,7 @@ class SessionGrants:
         self._scopes: dict[str, tuple[str, ...]] = {}  # their scopes, by grant id
         self.ended: set[str] = set()  # grants heard to have ended
         self.had: set[str] = set()  # every grant this session has counted, ever
+        self._dropped: set[str] = set()  # dropped by drop(), not yet seen by a reload
         self.used: set[str] = set()  # grants this session took a use of
         # Changes are applied one at a time, in order: two overlapping reloads could
         # otherwise leave the older answer (a revoked grant) in force.
@@ -55,7 +56,15 @@ class SessionGrants:
         for grant_id in gone:
             self._scopes.pop(grant_id, None)
         self.ids -= gone
+        self._dropped |= gone
         self._publish(gate)
+
+    def counted_before(self) -> set[str]:
+        """The grants counted before the changes a reload is about to apply: what it has
+        now plus what :meth:`drop` already took away (so the reload can say they ended)."""
+        before = self.ids | self._dropped
+        self._dropped = set()
+        return before
 
     def _publish(self, gate: StatementGate) -> None:
         scopes = sorted({s for scope in self._scopes.values() for s in scope})

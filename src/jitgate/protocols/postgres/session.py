@@ -390,7 +390,7 @@ class PostgresSession:
         if self._gate is None or self.who is None or self.client.closed.done():
             return
         held_ended = [g for g in ended if g in self.grants.had]
-        before = set(self.grants.ids)
+        before = self.grants.counted_before()
         try:
             await self.grants.load(self.who, self.connection_name, self._gate)
         except Exception as exc:  # the store is unavailable: fail closed only if it mattered

@@ -420,7 +420,7 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         assert self.info is not None and self.gate is not None
         held_ended = [g for g in ended if g in self.grants.had]
-        before = set(self.grants.ids)
+        before = self.grants.counted_before()
         try:
             await self.grants.load(self.who, self.info.name, self.gate)
         except Exception as exc:
