@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from jitgate.masking.findings import Claims, Finding
 from jitgate.masking.validators import (
@@ -30,6 +31,58 @@ from jitgate.masking.validators import (
 )
 
 _ASCII_DIGITS = b"0123456789"
+DIGITS = "0123456789"
+UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class Trigger(NamedTuple):
+    """One shape of a detector's trigger: a necessary condition, split for the scanner.
+
+    A match starts with one of the characters ``first``; the character before it is none
+    of the class items ``not_after`` (``"\\w"``, ``"\\."``, ``"A-Z"``…: a look-behind; empty:
+    anything may precede); then comes ``rest``. ``rest`` is written with ASCII literals and
+    positive character classes only (see :func:`~.scanner.byte_safe`), and ``not_after``
+    with ASCII items, so the same trigger also runs over raw result bytes (see
+    :func:`~.scanner.byte_trigger`).
+    """
+
+    first: str
+    rest: str = ""
+    not_after: tuple[str, ...] = ()
+
+    @property
+    def behind(self) -> str:
+        """The look-behind that follows the first character (empty without ``not_after``)."""
+        return context(self.first, self.not_after)
+
+    def pattern(self) -> str:
+        return char_class(self.first) + self.behind + self.rest
+
+
+def context(first: str, not_after: tuple[str, ...]) -> str:
+    """A look-behind, placed right after a character of ``first``: the character before
+    that one is none of ``not_after``."""
+    if not not_after:
+        return ""
+    return f"(?<![{''.join(not_after)}]{char_class(first)})"
+
+
+def char_class(chars: str) -> str:
+    """A regex class matching exactly the characters of ``chars``."""
+    unique = "".join(sorted(set(chars)))
+    if len(unique) == 1:
+        return re.escape(unique)
+    return "[" + "".join("\\" + c if c in "\\]^-[" else c for c in unique) + "]"
+
+
+def compile_trigger(triggers: tuple[Trigger, ...]) -> re.Pattern[str]:
+    """The detector-level regex of ``triggers`` (with look-behinds)."""
+    return re.compile("|".join(f"(?:{t.pattern()})" for t in triggers))
+
+
+def needle_triggers(needles: tuple[str, ...]) -> tuple[Trigger, ...]:
+    """Triggers that are literal substrings."""
+    return tuple(Trigger(needle[0], re.escape(needle[1:])) for needle in needles if needle)
 
 
 def digit_count(text: str) -> int:
@@ -47,9 +100,11 @@ class Detector(ABC):
     """Fewest ASCII digits a cell must contain for this detector to possibly match."""
     needles: tuple[str, ...] = ()
     """If not empty, at least one must occur in the cell for this detector to run."""
+    triggers: tuple[Trigger, ...] = ()
+    """Cheap shapes one of which every cell holding a finding of this detector matches (a
+    necessary condition, never a sufficient one); empty: only the gates above."""
     trigger: re.Pattern[str] | None = None
-    """A cheap regex that every cell holding a finding of this detector matches (a
-    necessary condition, never a sufficient one); ``None``: only the gates above."""
+    """``triggers`` compiled (:func:`compile_trigger`), for a test on one detector."""
 
     @abstractmethod
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -61,8 +116,10 @@ class CardDetector(Detector):
 
     type = "card"
     min_digits = 13
-    # Plain runs hold eight digits in a row; grouped ones start "dddd-dddd" or "dddd dddd".
-    trigger = re.compile(r"[0-9]{4}[ -]?[0-9]{4}")
+    # Plain runs hold eight digits in a row; grouped ones start "dddd-dddd" or "dddd dddd";
+    # the first digit does not follow a word character, "." or "+" (see _pattern).
+    triggers = (Trigger(DIGITS, "[0-9]{3}[ -]?[0-9]{4}", (r"\w", r"\.", "+")),)
+    trigger = compile_trigger(triggers)
     _pattern = re.compile(
         r"[0-9](?<![\w.+][0-9])"
         r"(?:[0-9]{12,18}"
@@ -115,7 +172,8 @@ class EmailDetector(Detector):
 
     type = "email"
     needles = ("@",)
-    trigger = re.compile("@")
+    triggers = (Trigger("@"),)
+    trigger = compile_trigger(triggers)
     _local = re.compile(r"[\w%+-]+(?:[.'][\w%+-]+)*\Z")
     _domain = re.compile(
         r"(?P<domain>(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?P<tld>[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}))"
@@ -125,23 +183,20 @@ class EmailDetector(Detector):
     _max_local = 64
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
+        domain_at, local_before, glue = self._domain.match, self._local.search, self._local_chars
         at = text.find("@")
         while at != -1:
-            domain = self._domain.match(text, at + 1)
+            domain = domain_at(text, at + 1)
             if domain is not None and domain.group("tld").lower() not in _FILE_SUFFIXES:
-                local = self._local.search(text, max(0, at - self._max_local), at)
-                if local is not None and not self._glued(text, local.start()):
-                    start, end = local.start(), domain.end()
+                local = local_before(text, at - self._max_local if at > self._max_local else 0, at)
+                # A local part right after "." or "-"… is the tail of something else.
+                if local is not None and (
+                    (start := local.start()) == 0 or text[start - 1] not in glue
+                ):
+                    end = domain.end()
                     why = f"address at {domain.group('domain')}"
                     yield Finding(self.type, start, end, text[start:end], why)
             at = text.find("@", at + 1)
-
-    def _glued(self, text: str, start: int) -> bool:
-        """The local part starts right after ``.``, ``-``…: it is the tail of something else."""
-        if start == 0:
-            return False
-        before = text[start - 1]
-        return before in self._local_chars
 
 
 class SsnDetector(Detector):
@@ -157,11 +212,15 @@ class SsnDetector(Detector):
     )
     _bare = re.compile(r"[0-9](?<![\w.-][0-9])[0-9]{8}(?![\w]|[.-][0-9])")
 
-    _grouped_trigger = re.compile(r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}")
-    _bare_trigger = re.compile(r"[0-9]{3}[- ][0-9]{2}[- ][0-9]{4}|[0-9]{9}")
+    _not_after = (r"\w", r"\.", r"\-")
+    _grouped_triggers = (Trigger(DIGITS, "[0-9]{2}[- ][0-9]{2}[- ][0-9]{4}", _not_after),)
+    _bare_triggers = (Trigger(DIGITS, "(?:[0-9]{2}[- ][0-9]{2}[- ][0-9]{4}|[0-9]{8})", _not_after),)
+    _grouped_trigger = compile_trigger(_grouped_triggers)
+    _bare_trigger = compile_trigger(_bare_triggers)
 
     def __init__(self, *, bare: bool = False) -> None:
         self.bare = bare
+        self.triggers = self._bare_triggers if bare else self._grouped_triggers
         self.trigger = self._bare_trigger if bare else self._grouped_trigger
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -183,7 +242,9 @@ class IbanDetector(Detector):
 
     type = "iban"
     min_digits = 2
-    trigger = re.compile(r"[A-Z]{2}[0-9]{2}")
+    # Country, check digits and at least two groups of four (see _pattern).
+    triggers = (Trigger(UPPER, "[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2}", ("A-Z", "a-z", "0-9")),)
+    trigger = compile_trigger(triggers)
     _pattern = re.compile(
         r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z][0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?"
         r"(?![A-Za-z0-9])"

@@ -59,6 +59,11 @@ class Claims:
 
     def add(self, finding: Finding) -> bool:
         """Claim ``finding`` unless it overlaps an earlier claim; tell whether it was taken."""
+        if not self._findings:  # the first claim of a cell (the common case)
+            self._starts.append(finding.start)
+            self._ends.append(finding.end)
+            self._findings.append(finding)
+            return True
         if self.overlaps(finding.start, finding.end):
             return False
         index = bisect_right(self._starts, finding.start)

@@ -174,6 +174,8 @@ class Masker:
         except ValueError as exc:
             raise MaskingConfigError(str(exc)) from None
         self._masked = MaskedValues(self.marker)
+        self._written = self._masked.fullmatch  # not None: a value this masker wrote
+        self._markers: dict[str, str] = {}
         try:
             self._custom = {spec.name: spec.build() for spec in self.profile.detectors}
             self._scanners: dict[tuple[frozenset[str], bool], Scanner] = {}
@@ -184,6 +186,8 @@ class Masker:
         self.needs_lineage = any(rule.columns for rule in self.profile.rules)
         """Some rule names columns: the rewriter should say where result columns come from."""
         self.counts: Counter[str] = Counter()
+        self.total = 0
+        """The sum of ``counts``, kept as it grows."""
         self._check_marker()
 
     # -- planning -------------------------------------------------------------------------
@@ -315,14 +319,37 @@ class Masker:
                 changes[column.index] = new
         return changes
 
+    def change(
+        self, column: ColumnPlan, value: str, *, candidate: bool = False
+    ) -> tuple[str | None, Mapping[str, int] | None]:
+        """One planned cell: its new value and what was masked in it, by type (``None``:
+        unchanged, the value is returned as it was). Counted in :attr:`counts`.
+
+        ``candidate``: the caller's own pre-filter (a byte trigger) already passed the cell,
+        so the scanner's is skipped."""
+        return self._apply(column.action, value, column.column.type_class, True, candidate)
+
+    def recount(self, counts: Mapping[str, int]) -> None:
+        """Count again what :meth:`change` masked in a cell, for a rewriter that kept
+        its answer for a value it sees again."""
+        for kind, count in counts.items():
+            self.counts[kind] += count
+            self.total += count
+
     def _apply(
-        self, action: ColumnAction, value: str, type_class: TypeClass, nullable: bool = True
+        self,
+        action: ColumnAction,
+        value: str,
+        type_class: TypeClass,
+        nullable: bool = True,
+        candidate: bool = False,
     ) -> tuple[str | None, dict[str, int] | None]:
         """``(new value, counts)``, or ``(value, None)`` when nothing is masked."""
         if isinstance(action, WholeCell):
             if not value or value in self._masked:
                 return value, None
             self.counts[action.kind] += 1
+            self.total += 1
             counted = {action.kind: 1}
             if action.strategy is Strategy.NULL:
                 return (None if nullable else redact(action.kind, self.marker)), counted
@@ -332,9 +359,10 @@ class Masker:
                 ), counted
             return self._replace(action.kind, action.strategy, value), counted
         scanner = action.scanner
-        if not scanner.could_match(value):
+        if not candidate and not scanner.could_match(value):
             return value, None
-        findings = [f for f in scanner.scan_candidate(value) if f.text not in self._masked]
+        written = self._written
+        findings = [f for f in scanner.scan_candidate(value) if written(f.text) is None]
         if not findings:
             return value, None
         counts: dict[str, int] = {}
@@ -344,6 +372,17 @@ class Masker:
             strictest = max(rules, key=lambda rule: _SEVERITY[rule.strategy])
             fallback = strictest.on_numeric
             return self._non_text(value, strictest.strategy, fallback, type_class), counts
+        if len(findings) == 1 and findings[0].start == 0 and findings[0].end == len(value):
+            # The whole cell is one value (an e-mail column…): no neighbour to look at again.
+            kind = findings[0].type
+            self.counts[kind] += 1
+            self.total += 1
+            strategy = action.by_type[kind].strategy
+            if strategy is Strategy.NULL:
+                if nullable:
+                    return None, {kind: 1}
+                strategy = Strategy.REDACT
+            return self._replace(kind, strategy, value, scanner), {kind: 1}
         masked: str | None = value
         passes = 0
         while findings and masked is not None:
@@ -363,12 +402,14 @@ class Masker:
         return self._findings_in(action.scanner, text)
 
     def _findings_in(self, scanner: Scanner, text: str) -> list[Finding]:
-        return [f for f in scanner.scan(text) if f.text not in self._masked]
+        written = self._written
+        return [f for f in scanner.scan(text) if written(f.text) is None]
 
     def _count(self, findings: list[Finding], counts: dict[str, int]) -> None:
         for finding in findings:
             counts[finding.type] = counts.get(finding.type, 0) + 1
             self.counts[finding.type] += 1
+        self.total += len(findings)
 
     def _rewrite(
         self, action: Detection, value: str, findings: list[Finding], nullable: bool = True
@@ -401,7 +442,10 @@ class Masker:
             return kept
         if strategy is Strategy.HASH:
             return hash_token(self._key, kind, text)
-        return redact(kind, self.marker)
+        marker = self._markers.get(kind)
+        if marker is None:
+            marker = self._markers[kind] = redact(kind, self.marker)
+        return marker
 
     @staticmethod
     def _non_text(

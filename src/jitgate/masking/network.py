@@ -10,7 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from jitgate.masking.detectors import Detector
+from jitgate.masking.detectors import DIGITS, Detector, Trigger, compile_trigger
 from jitgate.masking.findings import Claims, Finding
 
 _VERSION_CONTEXT = re.compile(
@@ -25,7 +25,8 @@ class Ipv4Detector(Detector):
     type = "ip"
     min_digits = 4
     needles = (".",)
-    trigger = re.compile(r"[0-9]\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]")
+    triggers = (Trigger(DIGITS, r"[0-9]{0,2}(?:\.[0-9]{1,3}){3}", (r"\w", r"\.")),)
+    trigger = compile_trigger(triggers)
     _pattern = re.compile(
         r"[0-9](?<![\w.][0-9])[0-9]{0,2}(?:\.[0-9]{1,3}){3}(?:/[0-9]{1,2})?(?![\w]|\.[0-9])"
     )
@@ -59,7 +60,8 @@ class Ipv6Detector(Detector):
     )
 
     _hint = re.compile(r":[0-9A-Fa-f]{0,4}:")
-    trigger = _hint  # find() looks no further without it
+    triggers = (Trigger(":", "[0-9A-Fa-f]{0,4}:"),)  # _hint: find() looks no further without it
+    trigger = compile_trigger(triggers)
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         hint = self._hint.search(text)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import phonenumbers
 
-from jitgate.masking.detectors import Detector
+from jitgate.masking.detectors import DIGITS, Detector, Trigger, compile_trigger
 from jitgate.masking.findings import Claims, Finding
 
 
@@ -30,8 +30,9 @@ class PhoneDetector(Detector):
 
     type = "phone"
     min_digits = 7
-    # Every finding comes from a _candidate run: this is that pattern without its context.
-    trigger = re.compile(r"[0-9][0-9 ().-]{5,}[0-9]")
+    # Every finding comes from a _candidate run: this is that pattern without what follows.
+    triggers = (Trigger(DIGITS, "[0-9 ().-]{5,}[0-9]", (r"\w", r"\.", "/", r"\-")),)
+    trigger = compile_trigger(triggers)
     _candidate = re.compile(r"[0-9](?<![\w./-][0-9])[0-9 ().-]{5,}[0-9](?!(?!x[0-9])\w|[.-][0-9])")
     _date_like = re.compile(
         r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}\b|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$"

@@ -2,17 +2,18 @@
 
 Theory of operation. Most cells of a result hold nothing sensitive (names, statuses,
 amounts), so the first thing :meth:`Scanner.scan` does is decide whether *any* detector
-could match, in two steps. First the gates: one ``bytes.translate`` pass counts digits and
-trigger punctuation, and a few ``in`` tests look for needles (``eyJ``, ``Bearer``…); a
-cell with none of them — most text — is answered in a few hundred nanoseconds. A cell that
-passes meets the *triggers*: each built-in detector has a small regex that every cell with
-one of its findings matches (four digits, an optional separator and four more for cards;
-``@`` for e-mail; a needle for secrets…), and the scanner joins them into one alternation,
-a single search in C that turns away the many cells that merely hold a number (ids,
-amounts, hashes). ``re`` tries every alternative at every position, so cells longer than
-:data:`_COMBINED_MAX` skip the joined search and go on to the detectors' own triggers.
-A scanner with a detector that has no trigger (an operator-defined one, say) keeps the
-gates only.
+could match. Each built-in detector has *triggers* (:class:`~.detectors.Trigger`): small
+shapes every cell with one of its findings matches (four digits, an optional separator and
+four more, not glued to a word, for cards; ``@`` for e-mail; a needle for secrets…). The
+scanner joins them into one regex that starts with a single character class — the
+characters any trigger can start with — so ``re`` skips in C to the next digit, ``@`` or
+capital letter and only there tries the alternatives; a cell without any of them (most
+text) costs one search call. A scanner with a detector that has no trigger (an
+operator-defined one, say) falls back to the older gates: one ``bytes.translate`` pass
+counts digits and trigger punctuation, and a few ``in`` tests look for needles.
+
+:func:`row_filter` turns the same triggers into a :class:`~.bytefilter.ByteFilter`: a
+protocol rewriter runs it over a whole row's raw bytes and decodes only the cells it hits.
 
 Then each detector whose gates and trigger pass runs, strongest type first (see
 :data:`PRIORITY`); a finding that overlaps one already claimed is dropped, so a card
@@ -24,13 +25,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
+from jitgate.masking.bytefilter import ByteFilter, byte_filter
 from jitgate.masking.detectors import (
     CardDetector,
     Detector,
     EmailDetector,
     IbanDetector,
     SsnDetector,
+    Trigger,
+    char_class,
+    compile_trigger,
+    context,
     digit_count,
+    needle_triggers,
 )
 from jitgate.masking.findings import Claims, Finding
 from jitgate.masking.network import Ipv4Detector, Ipv6Detector
@@ -43,11 +50,6 @@ BUILTIN_TYPES: tuple[str, ...] = ("card", "email", "ssn", "phone", "iban", "ip",
 PRIORITY: tuple[str, ...] = ("secret", "iban", "card", "email", "ssn", "ip", "phone")
 """Built-in types, strongest first; custom detectors run right after ``secret``."""
 
-
-_COMBINED_MAX = 512
-"""Longest cell the joined trigger regex is tried on: ``re`` tries every alternative at
-every position, so on long text the detectors' own triggers (each a single pattern that
-``re`` scans for quickly) do better."""
 
 _TRIGGER_PUNCTUATION = "@:=_-"
 """Needle characters checked in the same byte pass as digits."""
@@ -66,21 +68,30 @@ class Scanner:
         "_detector_triggers",
         "_detectors",
         "_literals",
+        "_shapes",
+        "_steps",
         "_triggers",
         "scanned",
         "types",
     )
 
-    def __init__(self, detectors: Sequence[Detector]) -> None:
+    def __init__(self, detectors: Sequence[Detector], *, use_triggers: bool = True) -> None:
+        """``use_triggers=False`` leaves the triggers out (only the gates: for tests)."""
         self._detectors = tuple(detectors)
-        self._detector_triggers = tuple(_trigger_of(d) for d in self._detectors)
+        shapes = [_triggers_of(d) if use_triggers else () for d in self._detectors]
+        self._detector_triggers = tuple(compile_trigger(t) if t else None for t in shapes)
+        # Per detector, what scan_candidate does: its gates, its trigger, its find.
+        self._steps = tuple(
+            (d.min_digits, t.search if t is not None else None, d.needles, d.find)
+            for d, t in zip(self._detectors, self._detector_triggers, strict=True)
+        )
         # One regex for "could any detector match?" when every detector has a trigger:
         # a single pass in C instead of a gate per detector in Python.
         self._combined: re.Pattern[str] | None = None
-        if self._detectors and all(t is not None for t in self._detector_triggers):
-            self._combined = re.compile(
-                "|".join(f"(?:{t.pattern})" for t in self._detector_triggers if t is not None)
-            )
+        self._shapes: tuple[Trigger, ...] | None = None  # every detector's, if all have some
+        if self._detectors and all(shapes):
+            self._shapes = tuple(t for found in shapes for t in found)
+            self._combined = re.compile(joined_trigger(self._shapes))
         self.types = frozenset(detector.type for detector in self._detectors)
         self.scanned = 0
         self._always = any(not d.min_digits and not d.needles for d in self._detectors)
@@ -104,21 +115,23 @@ class Scanner:
         )
 
     def could_match(self, text: str) -> bool:
-        """The pre-filter: whether any detector's cheap gate may pass for ``text``.
+        """The pre-filter: whether any detector's trigger (or cheap gate) may pass for ``text``.
 
-        One byte pass counts digits and trigger punctuation (``@ : = _ -``); failing
-        that, a few literal ``in`` tests (``eyJ``, ``Bearer``, ``AKIA``…).
+        With triggers, one search of the joined trigger regex. Without: one byte pass
+        counts digits and trigger punctuation (``@ : = _ -``); failing that, a few literal
+        ``in`` tests (``eyJ``, ``Bearer``, ``AKIA``…).
         """
+        combined = self._combined
+        if combined is not None:
+            return combined.search(text) is not None
         if self._always:
             return True
         raw = text.encode("utf-8", "surrogatepass")
         if len(raw.translate(None, self._triggers)) != len(raw):
-            combined = self._combined
-            return combined is None or len(text) > _COMBINED_MAX or bool(combined.search(text))
-        for literal in self._literals:
+            return True
+        for literal in self._literals:  # noqa: SIM110 - a plain loop beats any() + generator
             if literal in text:
-                combined = self._combined
-                return combined is None or len(text) > _COMBINED_MAX or bool(combined.search(text))
+                return True
         return False
 
     def scan(self, text: str) -> list[Finding]:
@@ -130,28 +143,66 @@ class Scanner:
     def scan_candidate(self, text: str) -> list[Finding]:
         """:meth:`scan` for a cell that already passed :meth:`could_match`."""
         self.scanned += 1
-        digits = digit_count(text)
-        claims = Claims()
-        for detector, trigger in zip(self._detectors, self._detector_triggers, strict=True):
-            if digits < detector.min_digits:
-                continue
-            if trigger is not None:
-                if trigger.search(text) is None:
+        digits = -1  # counted when a detector first asks
+        claims = None  # made when a detector first runs
+        for min_digits, search, needles, find in self._steps:
+            if min_digits:
+                if digits < 0:
+                    digits = digit_count(text)
+                if digits < min_digits:
                     continue
-            elif detector.needles and not _any_in(detector.needles, text):
+            if search is not None:
+                if search(text) is None:
+                    continue
+            elif needles and not _any_in(needles, text):
                 continue
-            for finding in detector.find(text, claims):
+            if claims is None:
+                claims = Claims()
+            for finding in find(text, claims):
                 claims.add(finding)
-        return claims.findings()
+        return [] if claims is None else claims.findings()
 
 
-def _trigger_of(detector: Detector) -> re.Pattern[str] | None:
-    """The detector's necessary-condition regex: its own, or one of its needles."""
-    if detector.trigger is not None:
-        return detector.trigger
-    if detector.needles:
-        return re.compile("|".join(re.escape(needle) for needle in detector.needles))
-    return None
+def row_filter(scanners: Iterable[Scanner]) -> ByteFilter | None:
+    """One :class:`~.bytefilter.ByteFilter` for the triggers of several scanners (``None``:
+    one has a detector without triggers, or a trigger that does not hold in bytes)."""
+    shapes: dict[Trigger, None] = {}
+    for scanner in scanners:
+        if scanner._shapes is None:
+            return None
+        shapes.update(dict.fromkeys(scanner._shapes))
+    return byte_filter(shapes) if shapes else None
+
+
+def _triggers_of(detector: Detector) -> tuple[Trigger, ...]:
+    """The detector's triggers: its own, or its needles (empty: it has neither)."""
+    return detector.triggers or needle_triggers(detector.needles)
+
+
+def joined_trigger(triggers: Sequence[Trigger]) -> str:
+    """One regex for "any of ``triggers``", led by the class of all their first characters.
+
+    ``re`` jumps in C to a character of that class; then, grouped by first character
+    (a look-behind on the character just read), the look-behind the group's triggers share
+    — for the digit-led ones "not right after a letter, a digit or a dot", which most
+    digits inside words, numbers and hashes fail at once — and each trigger's own
+    look-behind and rest.
+    """
+    groups: dict[str, list[Trigger]] = {}
+    for trigger in dict.fromkeys(triggers):
+        groups.setdefault(char_class(trigger.first), []).append(trigger)
+    branches = []
+    for first, members in groups.items():
+        shared = tuple(
+            item
+            for item in members[0].not_after
+            if all(item in other.not_after for other in members[1:])
+        )
+        rests = [(t.behind if t.not_after != shared else "") + t.rest for t in members]
+        alternatives = rests[0] if len(rests) == 1 else "(?:" + "|".join(rests) + ")"
+        branches.append(f"(?<={first}){context(members[0].first, shared)}{alternatives}")
+    firsts = "".join(t.first for t in triggers)
+    return char_class(firsts) + "(?:" + "|".join(branches) + ")"
 
 
 def _any_in(needles: tuple[str, ...], text: str) -> bool:

@@ -133,6 +133,8 @@ class MaskedValues:
         self._pattern = re.compile(
             rf"(?:{marker_pattern}|{TOKEN_PREFIX}[a-z2-7]{{16}}|{partial_pattern})"
         )
+        self.fullmatch = self._pattern.fullmatch
+        """The match of a whole string, for a caller that tests many (``None``: not one)."""
 
     def __contains__(self, value: object) -> bool:
         return isinstance(value, str) and self._pattern.fullmatch(value) is not None

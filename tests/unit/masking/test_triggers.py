@@ -27,9 +27,8 @@ CORPUS = [cell.text for cell in generate(4000, seed=11)]
 
 def untriggered(scanner: Scanner) -> Scanner:
     """The same scanner with its triggers off: the gates it had before them."""
-    plain = build_scanner(sorted(scanner.types))
-    plain._combined = None
-    plain._detector_triggers = (None,) * len(plain._detector_triggers)
+    plain = Scanner(build_scanner(sorted(scanner.types))._detectors, use_triggers=False)
+    assert plain._combined is None
     return plain
 
 

@@ -49,14 +49,19 @@ of an error about a table is masked under that table's column rules (it may quot
 
 from __future__ import annotations
 
+import re
 import struct
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
 from jitgate.masking import ColumnInfo, Masker, RowPlan, TypeClass
+from jitgate.masking.bytefilter import CLASSES, ByteFilter
+from jitgate.masking.masker import ColumnPlan, Detection
+from jitgate.masking.scanner import Scanner, row_filter
 from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from jitgate.sql import lineage as sql_lineage
@@ -65,6 +70,7 @@ from jitgate.sql.types import CommandKind, Statement
 
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
+_HEADER = struct.Struct("!Bi")
 _FIELD = struct.Struct("!IhIhih")  # table oid, attnum, type oid, typlen, typmod, format
 _NULL_CELL: Final = b"\xff\xff\xff\xff"
 
@@ -171,12 +177,25 @@ def result_format_for(formats: Sequence[int], index: int) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class PgPlan:
-    """A :class:`RowPlan` plus what the wire needs: the row width and each cell's codec."""
+    """A :class:`RowPlan` plus what the wire needs: the row width and each cell's codec.
+
+    ``filter`` is the byte pre-filter of every detecting column's scanner (``None``: some
+    scanner has none, cells are decoded and scanned one by one); ``detect`` has, per
+    column, its :class:`ColumnPlan` if it is scanned, and ``whole`` lists the columns a
+    column rule replaces whole. ``cache`` keeps what short cells became (see
+    :func:`mask_data_row`).
+    """
 
     rows: RowPlan
     width: int
     codecs: Mapping[int, Codec]
     indexes: tuple[int, ...] = ()
+    filter: ByteFilter | None = None
+    detect: tuple[ColumnPlan | None, ...] = ()
+    whole: tuple[ColumnPlan, ...] = ()
+    cache: dict[tuple[int, bytes], tuple[bytes | None, Mapping[str, int] | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @property
     def passthrough(self) -> bool:
@@ -203,7 +222,35 @@ def plan(
             infos.append(ColumnInfo(f.name, None, kind, base.sources, base.opaque))
     rows = masker.plan(infos)
     indexes = rows.indexes
-    return PgPlan(rows, len(fields), {i: codecs[i] for i in indexes}, indexes)
+    detect: list[ColumnPlan | None] = [None] * len(fields)
+    whole = []
+    scanners: dict[int, Scanner] = {}
+    for column in rows.masked:
+        if isinstance(column.action, Detection):
+            detect[column.index] = column
+            scanners[id(column.action.scanner)] = column.action.scanner
+        else:
+            whole.append(column)
+    found = None
+    if scanners:
+        found = row_filter(scanners.values())
+        if found is None:
+            detect = []  # a scanner without a byte filter: the slow path, cell by cell
+    return PgPlan(
+        rows,
+        len(fields),
+        {i: codecs[i] for i in indexes},
+        indexes,
+        found,
+        tuple(detect),
+        tuple(whole),
+    )
+
+
+_CACHED_CELL: Final = 256
+"""Longest cell whose outcome a plan keeps: values repeat down a column (a status, a
+customer's address on each of their orders), and the same bytes mask the same way."""
+_CACHE_SIZE: Final = 4096
 
 
 def _spans(payload: bytes, expected: int | None = None) -> list[tuple[int, int]]:
@@ -254,6 +301,13 @@ def rewrite_data_row(
     payload: bytes, row_plan: PgPlan, masker: Masker, encoding: str
 ) -> bytes | None:
     """The DataRow payload with masked cells, or ``None`` when nothing changed."""
+    if row_plan.detect and encoding in ASCII_TRANSPARENT:
+        return mask_data_row(payload, 0, len(payload), row_plan, masker, encoding, None)
+    return _rewrite_each(payload, row_plan, masker, encoding)
+
+
+def _rewrite_each(payload: bytes, row_plan: PgPlan, masker: Masker, encoding: str) -> bytes | None:
+    """:func:`rewrite_data_row` by decoding and scanning every planned cell."""
     spans = _spans(payload, row_plan.width)
     cells: list[str | None] = [None] * len(spans)
     codecs = row_plan.codecs
@@ -281,6 +335,217 @@ def rewrite_data_row(
         else:
             out.append(payload[start - 4 : start + length])
     return b"".join(out)
+
+
+def _ascii_transparent(codec: str) -> bool:
+    """Every ASCII character of a text in ``codec`` is its own single byte, and no other
+    byte is an ASCII character or part of one: known for UTF-8 (every byte of a multi-byte
+    character is ≥ 0x80), checked for single-byte codecs. Other multi-byte codecs (Shift
+    JIS, Big5…) are not: their second bytes may be ASCII letters."""
+    if codec == "utf-8":
+        return True
+    try:
+        decoded = bytes(range(256)).decode(codec, "replace")
+    except LookupError:
+        return False
+    return len(decoded) == 256 and all(
+        char == chr(byte) if byte < 128 else not char.isascii() for byte, char in enumerate(decoded)
+    )
+
+
+ASCII_TRANSPARENT: Final = frozenset(
+    codec for codec in {*m.PYTHON_CODECS.values(), "utf-8"} if _ascii_transparent(codec)
+)
+"""Client codecs in which a row's raw bytes can be searched with a byte filter."""
+
+
+def mask_data_row(
+    buf: bytes | bytearray,
+    start: int,
+    end: int,
+    row_plan: PgPlan,
+    masker: Masker,
+    encoding: str,
+    code: int | None,
+) -> bytes | None:
+    """The DataRow whose payload is ``buf[start:end]``, masked; ``None`` if unchanged.
+
+    For a plan with ``detect`` (a byte filter) and an encoding in :data:`ASCII_TRANSPARENT`.
+    The row is walked once (strictly: a malformed row is a protocol violation) while its
+    class string is made (see :mod:`jitgate.masking.bytefilter`: a space goes where each
+    cell's length ends, in place of framing); then the filter is searched over the row,
+    and only the cells it hits (and the columns a column rule replaces whole) are decoded
+    and handed to the masker. With ``code`` the answer is the whole message (type byte and
+    length), else the payload.
+    """
+    if end - start < 2:
+        raise ProtocolViolation("truncated DataRow")
+    (count,) = _INT16.unpack_from(buf, start)
+    width = row_plan.width
+    if count != width:
+        raise ProtocolViolation(
+            f"DataRow has {count} columns, the RowDescription {width}"
+            if count >= 0
+            else "invalid DataRow"
+        )
+    found = row_plan.filter
+    classes: bytearray | None = None
+    if found is not None and found.classes is not None:
+        row = buf[start:end].translate(CLASSES)
+        classes = row if isinstance(row, bytearray) else bytearray(row)
+    # Where each cell's value starts; it ends 4 bytes (its successor's length) before the
+    # next one starts, the last one at ``end``. NULL and empty cells start where they end.
+    starts: list[int] = []
+    append = starts.append
+    unpack = _INT32.unpack_from
+    offset = start + 2
+    for _ in range(count):
+        if offset + 4 > end:
+            raise ProtocolViolation("truncated DataRow")
+        (length,) = unpack(buf, offset)
+        offset += 4
+        append(offset)
+        if classes is not None:
+            classes[offset - 1 - start] = 32  # a space before the value: nothing precedes it
+        if length > 0:
+            offset += length
+        elif length < -1:
+            raise ProtocolViolation("invalid length in DataRow")
+    if offset != end:
+        raise ProtocolViolation("truncated DataRow" if offset > end else "malformed DataRow")
+    todo: dict[int, ColumnPlan] = {}
+    for column in row_plan.whole:
+        index = column.index
+        if (starts[index + 1] - 4 if index + 1 < count else end) > starts[index]:
+            todo[index] = column
+    if found is not None:
+        detect = row_plan.detect
+        if classes is not None and found.classes is not None:
+            _hits(found.classes.search, classes, start, start + 2, end, starts, detect, todo)
+        if found.literal is not None:
+            _literal_hits(found.literal, buf, start + 2, end, starts, detect, todo)
+        elif found.literals is not None:
+            _hits(found.literals.search, buf, 0, start + 2, end, starts, detect, todo)
+    if not todo:
+        return None
+    return _replace_cells(buf, start, end, starts, todo, row_plan, masker, encoding, code)
+
+
+def _hits(
+    search: Callable[[bytes | bytearray, int, int], re.Match[bytes] | None],
+    data: bytes | bytearray,
+    base: int,
+    position: int,
+    end: int,
+    starts: list[int],
+    detect: tuple[ColumnPlan | None, ...],
+    todo: dict[int, ColumnPlan],
+) -> None:
+    """Add to ``todo`` the scanned cells that ``search`` hits in ``data`` (whose byte ``i``
+    stands for the row's byte ``base + i``) from ``position`` to ``end``.
+
+    A hit belongs to the cell whose value, or the length before it, holds its start: the
+    cell with the last value start at most 4 bytes after it. The search goes on after
+    that cell, so each cell is looked at once."""
+    count = len(starts)
+    position -= base
+    limit = end - base
+    while (hit := search(data, position, limit)) is not None:
+        index = bisect_right(starts, hit.start() + base + 4) - 1
+        column = detect[index]
+        if column is not None:
+            todo[index] = column
+        position = (starts[index + 1] - 4 if index + 1 < count else end) - base
+
+
+def _literal_hits(
+    literal: bytes,
+    buf: bytes | bytearray,
+    position: int,
+    end: int,
+    starts: list[int],
+    detect: tuple[ColumnPlan | None, ...],
+    todo: dict[int, ColumnPlan],
+) -> None:
+    """:func:`_hits` for one literal, with ``bytes.find``."""
+    count = len(starts)
+    while (at := buf.find(literal, position, end)) >= 0:
+        index = bisect_right(starts, at + 4) - 1
+        column = detect[index]
+        if column is not None:
+            todo[index] = column
+        position = starts[index + 1] - 4 if index + 1 < count else end
+
+
+def _replace_cells(
+    buf: bytes | bytearray,
+    start: int,
+    end: int,
+    starts: list[int],
+    todo: dict[int, ColumnPlan],
+    row_plan: PgPlan,
+    masker: Masker,
+    encoding: str,
+    code: int | None,
+) -> bytes | None:
+    """Mask the ``todo`` cells of the row; rebuild it if one changed."""
+    count = len(starts)
+    codecs = row_plan.codecs
+    cache = row_plan.cache
+    changed: list[tuple[int, bytes]] = []
+    for index in sorted(todo) if len(todo) > 1 else todo:
+        column = todo[index]
+        value_start = starts[index]
+        value_end = starts[index + 1] - 4 if index + 1 < count else end
+        raw = bytes(buf[value_start:value_end])
+        if value_end - value_start > _CACHED_CELL:
+            cell = _mask_cell(raw, codecs[index], column, masker, encoding)[0]
+        else:
+            key = (index, raw)
+            known = cache.get(key)
+            if known is None:
+                known = _mask_cell(raw, codecs[index], column, masker, encoding)
+                if len(cache) >= _CACHE_SIZE:
+                    cache.clear()
+                cache[key] = known
+            elif known[1] is not None:
+                masker.recount(known[1])
+            cell = known[0]
+        if cell is not None:
+            changed.append((index, cell))
+    if not changed:
+        return None
+    out: list[bytes | bytearray] = []
+    size = end - start
+    position = start
+    for index, cell in changed:
+        value_start = starts[index]
+        value_end = starts[index + 1] - 4 if index + 1 < count else end
+        out.append(buf[position : value_start - 4])
+        out.append(cell)
+        size += len(cell) - (value_end - value_start + 4)
+        position = value_end
+    out.append(buf[position:end])
+    if code is not None:
+        out.insert(0, _HEADER.pack(code, size + 4))
+    return b"".join(out)
+
+
+def _mask_cell(
+    raw: bytes, codec: Codec, column: ColumnPlan, masker: Masker, encoding: str
+) -> tuple[bytes | None, Mapping[str, int] | None]:
+    """A cell's new bytes (its length first; ``None``: unchanged) and what was masked."""
+    if codec is Codec.BINARY_VERSIONED:
+        if raw[:1] == b"\x01":
+            raw = raw[1:]
+        else:
+            codec = Codec.OPAQUE  # a version we cannot read: NULL if it needs masking
+    new, counts = masker.change(column, raw.decode(encoding, "replace"), candidate=True)
+    if counts is None:
+        return None, None
+    if new is None or codec is Codec.OPAQUE:
+        return _NULL_CELL, counts
+    return _encode(new, codec, encoding), counts
 
 
 _UNKNOWN_SHAPE: Final = ColumnInfo("?column?", None, TypeClass.OTHER, (), opaque=True)
