@@ -372,3 +372,28 @@ def test_a_grant_given_or_revoked_mid_session_applies_to_the_next_statement(
             assert count(conn, t) == 2  # nothing deleted after the revocation
     finally:
         gw.policies.delete(policy)
+
+
+def test_backslashes_are_refused_while_standard_conforming_strings_is_off(
+    pg_gateway: PgGateway, prod: str
+) -> None:
+    """With standard_conforming_strings off the server reads ``\\'`` inside a string as a
+    quote, which the gateway's parser (PostgreSQL's, with the setting on) does not: the
+    same text would hide a DROP TABLE in what the gateway takes for a string. So while it
+    is off, SQL containing a backslash is refused; without one both read it alike."""
+    t = table_of(prod)
+    sneaky = f"SELECT 'x\\' , ' ; DROP TABLE {t}; -- '"
+    with connect(pg_gateway, prod) as conn:
+        assert conn.execute(sneaky).fetchone() == ("x\\", " ; DROP TABLE " + t + "; -- ")
+        conn.execute("SET standard_conforming_strings = off")
+        with pytest.raises(errors.InsufficientPrivilege, match="standard_conforming_strings"):
+            conn.execute(sneaky)
+        assert count(conn, t) == 3  # still there
+        assert conn.execute("SELECT 'plain text'").fetchone() == ("plain text",)
+        conn.execute("SET standard_conforming_strings = on")
+        assert conn.execute(sneaky).fetchone() == ("x\\", " ; DROP TABLE " + t + "; -- ")
+    with psycopg.connect(pg_gateway.dsn(prod, options="-c standard_conforming_strings=off"),
+                         autocommit=True) as conn:  # set at start-up: the same rule
+        with pytest.raises(errors.InsufficientPrivilege, match="standard_conforming_strings"):
+            conn.execute(sneaky)
+        assert count(conn, t) == 3

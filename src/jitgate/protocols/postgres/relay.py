@@ -247,6 +247,11 @@ Classifier = Callable[[str], Classification]
 _Expectation = tuple[Expect, object, int]
 
 _UNDECODABLE = "invalid byte sequence for encoding"
+_SCS_OFF = (
+    "jitgate: SQL with a backslash is refused while standard_conforming_strings is off "
+    "(the gateway could not read it as the server would); use E'...' strings, or SET "
+    "standard_conforming_strings = on"
+)
 
 
 class Relay:
@@ -268,6 +273,7 @@ class Relay:
         "_portals",
         "_prepared",
         "_released",
+        "_scs_off",
         "_seq",
         "_server_buf",
         "_server_skip",
@@ -292,6 +298,7 @@ class Relay:
         observer: Observer,
         max_message: int = 64 << 20,
         client_encoding: str = "UTF8",
+        standard_conforming_strings: str = "on",
         masking: Masking | None = None,
     ) -> None:
         self._classify = classify
@@ -312,6 +319,8 @@ class Relay:
         self._copy_ends = 0  # CopyDone/CopyFail messages the client has sent
         self._syncs_ignored = False  # the server is in copy-in mode for an extended COPY
         self.encoding = m.python_codec(client_encoding)
+        # Off, the server reads a backslash in '...' as an escape; the parser does not.
+        self._scs_off = standard_conforming_strings == "off"
         self.transaction_status = m.IDLE
         self.terminated = False
         self.upstream_fatal = False  # the upstream sent a FATAL (or PANIC) ErrorResponse
@@ -548,6 +557,13 @@ class Relay:
             problem = f"{_UNDECODABLE} {self.encoding!r}: {bad}"
             unknown = Statement(CommandKind.UNKNOWN, "", text, 0, len(text), error=problem)
             return text, Classification((unknown,), unknown=True, error=problem)
+        if self._scs_off and "\\" in text:
+            # With standard_conforming_strings off, 'x\' , ' ends a string where the
+            # parser (PostgreSQL's, with the setting on) sees two: what follows could hide
+            # a statement in what the gateway takes for a string. Without a backslash
+            # both read any text alike.
+            unknown = Statement(CommandKind.UNKNOWN, "", text, 0, len(text), error=_SCS_OFF)
+            return text, Classification((unknown,), unknown=True, error=_SCS_OFF)
         return text, self._classify(text)
 
     def _on_query(self, payload: bytes) -> bytes | None:
@@ -1064,9 +1080,13 @@ class Relay:
             return None
         if mtype == m.PARAMETER_STATUS:
             name_end = _cstring_end(buf, start, end)
-            if bytes(buf[start:name_end]) == b"client_encoding":
+            name = bytes(buf[start:name_end])
+            if name == b"client_encoding":
                 value = bytes(buf[name_end + 1 : _cstring_end(buf, name_end + 1, end)])
                 self.encoding = m.python_codec(value.decode("ascii", "replace"))
+            elif name == b"standard_conforming_strings":
+                value = bytes(buf[name_end + 1 : _cstring_end(buf, name_end + 1, end)])
+                self._scs_off = value == b"off"
         return None
 
     def _ignore_syncs_in_copy(self) -> None:
@@ -1285,7 +1305,13 @@ def _denial_error(
     statement = execution.statement
     detail = f"Decided by {', '.join(decision.policies)}." if decision.policies else None
     if statement is not None and statement.kind is CommandKind.UNKNOWN and statement.error:
-        sqlstate = "22021" if statement.error.startswith(_UNDECODABLE) else "42601"
+        sqlstate = (
+            "22021"
+            if statement.error.startswith(_UNDECODABLE)
+            else DENIED_SQLSTATE
+            if statement.error == _SCS_OFF
+            else "42601"
+        )
         return (
             m.error_response(
                 sqlstate,

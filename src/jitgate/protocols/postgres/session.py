@@ -437,6 +437,9 @@ class PostgresSession:
             observer=self.recorder,
             max_message=self.settings.max_message_bytes,
             client_encoding=dict(self.upstream.parameters).get("client_encoding", "UTF8"),
+            standard_conforming_strings=dict(self.upstream.parameters).get(
+                "standard_conforming_strings", "on"
+            ),
             masking=self.masking,
         )
         self.relay = relay

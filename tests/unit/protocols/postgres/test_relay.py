@@ -489,3 +489,19 @@ def test_startup_client_encoding_and_multibyte_encodings() -> None:
     )  # fmt: skip
     fields = messages(back)[2][1]
     assert b"C42501\0" in fields
+
+
+def test_backslash_sql_is_refused_while_standard_conforming_strings_is_off() -> None:
+    relay, rec = make_relay()
+    sneaky = Query("SELECT 'x\\' , ' ; DROP TABLE t; -- '")
+    relay.server_data(ParameterStatus("standard_conforming_strings", "off"))
+    forwarded = relay.client_data(sneaky)
+    assert b"DROP" not in forwarded and b"jitgate-denied" in forwarded
+    assert relay.client_data(Query("SELECT 1")) == Query("SELECT 1")  # no backslash: fine
+    relay.server_data(ParameterStatus("standard_conforming_strings", "on"))
+    back_on = relay.client_data(Query("SELECT 'a\\'; DROP TABLE t"))
+    assert back_on.startswith(b"Q") and b"SELECT 'a\\'; SELECT 'jitgate-denied" in back_on
+    first = rec.started[0].statement
+    assert first is not None and "standard_conforming_strings" in (first.error or "")
+    assert [e.text for e in rec.started] == [
+        "SELECT 'x\\' , ' ; DROP TABLE t; -- '", "SELECT 1", "SELECT 'a\\'", "DROP TABLE t"]
