@@ -62,6 +62,7 @@ from jitgate.protocols.postgres import masking as pgmask
 from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from jitgate.sql import lineage as sql_lineage
+from jitgate.sql.lexing import has_escapable_backslash
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
@@ -248,9 +249,9 @@ _Expectation = tuple[Expect, object, int]
 
 _UNDECODABLE = "invalid byte sequence for encoding"
 _SCS_OFF = (
-    "jitgate: SQL with a backslash is refused while standard_conforming_strings is off "
-    "(the gateway could not read it as the server would); use E'...' strings, or SET "
-    "standard_conforming_strings = on"
+    "jitgate: a backslash in a '...' string is refused while standard_conforming_strings "
+    "is off or may be changing (requests in flight): the gateway could not read it as the "
+    "server would; use E'...' strings or parameters, or SET standard_conforming_strings = on"
 )
 
 
@@ -557,11 +558,16 @@ class Relay:
             problem = f"{_UNDECODABLE} {self.encoding!r}: {bad}"
             unknown = Statement(CommandKind.UNKNOWN, "", text, 0, len(text), error=problem)
             return text, Classification((unknown,), unknown=True, error=problem)
-        if self._scs_off and "\\" in text:
-            # With standard_conforming_strings off, 'x\' , ' ends a string where the
+        if (
+            "\\" in text
+            and (self._scs_off or self._expect)
+            and has_escapable_backslash(text)
+        ):
+            # With standard_conforming_strings off, 'x\' , ' is one string where the
             # parser (PostgreSQL's, with the setting on) sees two: what follows could hide
-            # a statement in what the gateway takes for a string. Without a backslash
-            # both read any text alike.
+            # a statement in what the gateway takes for a string. While requests are in
+            # flight, one of them may be turning it off (the server says so only in its
+            # answer). Other texts read alike either way.
             unknown = Statement(CommandKind.UNKNOWN, "", text, 0, len(text), error=_SCS_OFF)
             return text, Classification((unknown,), unknown=True, error=_SCS_OFF)
         return text, self._classify(text)
