@@ -558,11 +558,7 @@ class Relay:
             problem = f"{_UNDECODABLE} {self.encoding!r}: {bad}"
             unknown = Statement(CommandKind.UNKNOWN, "", text, 0, len(text), error=problem)
             return text, Classification((unknown,), unknown=True, error=problem)
-        if (
-            "\\" in text
-            and (self._scs_off or self._expect)
-            and has_escapable_backslash(text)
-        ):
+        if "\\" in text and (self._scs_off or self._expect) and has_escapable_backslash(text):
             # With standard_conforming_strings off, 'x\' , ' is one string where the
             # parser (PostgreSQL's, with the setting on) sees two: what follows could hide
             # a statement in what the gateway takes for a string. While requests are in
