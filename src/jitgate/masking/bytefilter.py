@@ -69,9 +69,9 @@ def byte_filter(triggers: Iterable[Trigger]) -> ByteFilter | None:
             return None
         if not trigger.first.isascii() or not trigger.first:
             return None
-        literal = _literal(trigger)
+        literal = trigger.literal()
         if literal is not None:
-            literals[literal] = None
+            literals[literal.encode()] = None
             continue
         lead = " " if trigger.not_after and _refuses_alnum(trigger.not_after) else ""
         first = _class_of(set(trigger.first))
@@ -100,25 +100,6 @@ def _either(patterns: list[str]) -> str:
     if len(patterns) == 1:
         return patterns[0]
     return "(?:" + "|".join(patterns) + ")"
-
-
-def _literal(trigger: Trigger) -> bytes | None:
-    """The trigger as a plain string of bytes, if it is one (a needle, ``@``)."""
-    if len(trigger.first) != 1:
-        return None
-    out = [trigger.first]
-    rest, index = trigger.rest, 0
-    while index < len(rest):
-        char = rest[index]
-        if char == "\\" and index + 1 < len(rest):
-            out.append(rest[index + 1])
-            index += 2
-        elif char not in ".^$*+?{}[]\\|()":
-            out.append(char)
-            index += 1
-        else:
-            return None  # a class, a group or a quantifier: not a literal
-    return "".join(out).encode()
 
 
 def _refuses_alnum(not_after: tuple[str, ...]) -> bool:

@@ -58,6 +58,24 @@ class Trigger(NamedTuple):
     def pattern(self) -> str:
         return char_class(self.first) + self.behind + self.rest
 
+    def literal(self) -> str | None:
+        """The trigger as a plain string, if it is one (a needle, ``@``)."""
+        if len(self.first) != 1 or self.not_after:
+            return None
+        out = [self.first]
+        rest, index = self.rest, 0
+        while index < len(rest):
+            char = rest[index]
+            if char == "\\" and index + 1 < len(rest) and not rest[index + 1].isalnum():
+                out.append(rest[index + 1])
+                index += 2
+            elif char not in ".^$*+?{}[]\\|()":
+                out.append(char)
+                index += 1
+            else:
+                return None  # a class, a group or a quantifier: not a literal
+        return "".join(out)
+
 
 def context(first: str, not_after: tuple[str, ...]) -> str:
     """A look-behind, placed right after a character of ``first``: the character before

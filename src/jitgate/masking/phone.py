@@ -139,13 +139,13 @@ class PhoneDetector(Detector):
         """
         spans = [match.span() for match in self._digit_group.finditer(text, run_start, run_end)]
         groups = [text[start:end] for start, end in spans]
+        if sum(map(len, groups)) < 7:
+            return  # fewer than seven digits in all: no phone number
+        national_lengths = self._national_lengths
         first = 0
         while first < len(groups):
             start = spans[first][0]
-            plus = start > 0 and text[start - 1] == "+"
-            international = plus or bool(
-                self._international.match("".join(groups[first : first + 3]))
-            )
+            international: bool | None = None  # worked out when first needed
             length = 0
             longest = None
             for last in range(first, len(groups)):
@@ -153,7 +153,13 @@ class PhoneDetector(Detector):
                 if length > 15:
                     break
                 # Cheap length test first: most runs are dates, times and IDs.
-                if length < 7 or not (international or length in self._national_lengths):
+                if length < 7:
+                    continue
+                if international is None:
+                    international = (start > 0 and text[start - 1] == "+") or bool(
+                        self._international.match("".join(groups[first : first + 3]))
+                    )
+                if not (international or length in national_lengths):
                     continue
                 end = spans[last][1]
                 if (

@@ -2,15 +2,17 @@
 
 Theory of operation. Most cells of a result hold nothing sensitive (names, statuses,
 amounts), so the first thing :meth:`Scanner.scan` does is decide whether *any* detector
-could match. Each built-in detector has *triggers* (:class:`~.detectors.Trigger`): small
-shapes every cell with one of its findings matches (four digits, an optional separator and
-four more, not glued to a word, for cards; ``@`` for e-mail; a needle for secrets…). The
-scanner joins them into one regex that starts with a single character class — the
-characters any trigger can start with — so ``re`` skips in C to the next digit, ``@`` or
-capital letter and only there tries the alternatives; a cell without any of them (most
-text) costs one search call. A scanner with a detector that has no trigger (an
-operator-defined one, say) falls back to the older gates: one ``bytes.translate`` pass
-counts digits and trigger punctuation, and a few ``in`` tests look for needles.
+could match, in two steps. First the gates: one ``bytes.translate`` pass counts digits and
+trigger punctuation, and a few ``in`` tests look for needles (``eyJ``, ``Bearer``…); a cell
+with none of them — most text — is answered without any regex. A cell that passes meets
+the *triggers* (:class:`~.detectors.Trigger`): small shapes every cell with one of a
+detector's findings matches (four digits, an optional separator and four more, not glued
+to a word, for cards; ``@`` for e-mail; a needle for secrets…). The scanner joins them into
+one regex that starts with a single character class — the characters any trigger can start
+with — so ``re`` skips in C to the next digit, ``@`` or capital letter, and there the
+look-behind the digit-led triggers share ("not right after a letter, a digit or a dot")
+turns away digits inside words, numbers and hashes at once. A scanner with a detector that
+has no trigger (an operator-defined one, say) keeps the gates only.
 
 :func:`row_filter` turns the same triggers into a :class:`~.bytefilter.ByteFilter`: a
 protocol rewriter runs it over a whole row's raw bytes and decodes only the cells it hits.
@@ -23,7 +25,7 @@ number is never also reported as a phone number and a JWT never yields digits fo
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from jitgate.masking.bytefilter import ByteFilter, byte_filter
 from jitgate.masking.detectors import (
@@ -50,6 +52,13 @@ BUILTIN_TYPES: tuple[str, ...] = ("card", "email", "ssn", "phone", "iban", "ip",
 PRIORITY: tuple[str, ...] = ("secret", "iban", "card", "email", "ssn", "ip", "phone")
 """Built-in types, strongest first; custom detectors run right after ``secret``."""
 
+
+_Step = tuple[
+    int,  # min_digits
+    Callable[[str], "re.Match[str] | None"] | None,  # the trigger's search
+    tuple[str, ...],  # needles (one must occur)
+    Callable[[str, Claims], Iterator[Finding]],  # find
+]
 
 _TRIGGER_PUNCTUATION = "@:=_-"
 """Needle characters checked in the same byte pass as digits."""
@@ -80,11 +89,20 @@ class Scanner:
         self._detectors = tuple(detectors)
         shapes = [_triggers_of(d) if use_triggers else () for d in self._detectors]
         self._detector_triggers = tuple(compile_trigger(t) if t else None for t in shapes)
-        # Per detector, what scan_candidate does: its gates, its trigger, its find.
-        self._steps = tuple(
-            (d.min_digits, t.search if t is not None else None, d.needles, d.find)
-            for d, t in zip(self._detectors, self._detector_triggers, strict=True)
-        )
+        # Per detector, what scan_candidate does: its gates, its trigger, its find. A
+        # trigger of plain strings is looked for with ``in`` (faster than a regex).
+        steps: list[_Step] = []
+        for detector, found, trigger in zip(
+            self._detectors, shapes, self._detector_triggers, strict=True
+        ):
+            plain = [t.literal() for t in found]
+            if found and all(plain):
+                strings = tuple(p for p in plain if p is not None)
+                steps.append((detector.min_digits, None, strings, detector.find))
+            else:
+                search = trigger.search if trigger is not None else None
+                steps.append((detector.min_digits, search, detector.needles, detector.find))
+        self._steps: tuple[_Step, ...] = tuple(steps)
         # One regex for "could any detector match?" when every detector has a trigger:
         # a single pass in C instead of a gate per detector in Python.
         self._combined: re.Pattern[str] | None = None
@@ -115,24 +133,24 @@ class Scanner:
         )
 
     def could_match(self, text: str) -> bool:
-        """The pre-filter: whether any detector's trigger (or cheap gate) may pass for ``text``.
+        """The pre-filter: whether any detector's gates and trigger may pass for ``text``.
 
-        With triggers, one search of the joined trigger regex. Without: one byte pass
-        counts digits and trigger punctuation (``@ : = _ -``); failing that, a few literal
-        ``in`` tests (``eyJ``, ``Bearer``, ``AKIA``…).
+        First the gates: one byte pass counts digits and trigger punctuation
+        (``@ : = _ -``); failing that, a few literal ``in`` tests (``eyJ``, ``Bearer``,
+        ``AKIA``…). Then, when every detector has triggers, one search of their joined
+        regex.
         """
-        combined = self._combined
-        if combined is not None:
-            return combined.search(text) is not None
         if self._always:
             return True
         raw = text.encode("utf-8", "surrogatepass")
-        if len(raw.translate(None, self._triggers)) != len(raw):
-            return True
-        for literal in self._literals:  # noqa: SIM110 - a plain loop beats any() + generator
-            if literal in text:
-                return True
-        return False
+        if len(raw.translate(None, self._triggers)) == len(raw):
+            for literal in self._literals:
+                if literal in text:
+                    break
+            else:
+                return False  # the common case: words, no digit, no needle
+        combined = self._combined
+        return combined is None or combined.search(text) is not None
 
     def scan(self, text: str) -> list[Finding]:
         """Non-overlapping findings in ``text``, sorted by start offset."""
