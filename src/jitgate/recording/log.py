@@ -71,16 +71,17 @@ class EventLog:
         self.lost = 0  # batches given up after a failure (fail-open): the chain has a gap
         self._pending: list[bytes] = []
 
-    def append(self, type: str, data: dict[str, Any]) -> int:
+    def append(self, type: str, data: dict[str, Any], at_ns: int | None = None) -> int:
         """Encode one event into the pending buffer; returns its sequence number.
 
-        ``data`` becomes the event (it is not copied: the caller hands it over).
+        ``data`` becomes the event (it is not copied: the caller hands it over); ``at_ns``
+        is when it happened (``time.time_ns()``), if not now.
         """
         if self._fd is None:
             raise OSError("event log is closed")
         self.seq += 1
         data["seq"] = self.seq
-        data["at"] = self._now()
+        data["at"] = self._now(time.time_ns() if at_ns is None else at_ns)
         data["type"] = type
         data["prev"] = self.head
         body = _canonical(data)
@@ -91,9 +92,9 @@ class EventLog:
         self._head_bytes = digest.encode("ascii")
         return self.seq
 
-    def _now(self) -> str:
-        """The time as ISO 8601 (microseconds, UTC); the date part is formatted once a second."""
-        seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    def _now(self, ns: int) -> str:
+        """``ns`` as ISO 8601 (microseconds, UTC); the date part is formatted once a second."""
+        seconds, nanos = divmod(ns, 1_000_000_000)
         if seconds != self._second:
             self._second = seconds
             self._second_text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")

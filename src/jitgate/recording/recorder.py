@@ -296,8 +296,8 @@ class SessionRecorder:
         self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
         self._sample_bytes = settings.sample_bytes
         self._samples: dict[int, RowSample] = {}
-        self._done: list[tuple[Execution, RowSample | None]] = []  # results to encode
-        self._encode_scheduled = False
+        # Results to encode, with the wall-clock time each finished (its event's "at").
+        self._done: list[tuple[Execution, RowSample | None, int]] = []
         self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
         # recording.fsync "request": an allowed request's event reaches the disk itself,
@@ -367,14 +367,15 @@ class SessionRecorder:
             self.counts["masked_values"] += masked
         sample = self._samples.pop(execution.seq, None) if self._samples else None
         if self.log is not None:
-            # Encoded once the answer is on its way to the client (see flush_soon).
-            self._done.append((execution, sample))
+            # Encoded later, off the answer's path: before the next event, or by the timer
+            # of flush_soon.
+            self._done.append((execution, sample, time.time_ns()))
 
     def _encode_done(self) -> None:
         """Append the result events of finished executions, in the order they finished."""
         done, self._done = self._done, []
         assert self.log is not None
-        for execution, sample in done:
+        for execution, sample, at_ns in done:
             data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
             if execution.tag:
                 data["command_tag"] = execution.tag
@@ -388,12 +389,7 @@ class SessionRecorder:
                 data["masked_values"] = execution.masked_values
             if sample is not None and (sample.rows or execution.row_description is not None):
                 data["sample"] = sample.render(self._columns_cache)
-            self.log.append("result", data)
-
-    def _encode_soon(self) -> None:
-        self._encode_scheduled = False
-        if self._done and self.log is not None:
-            self._encode_done()
+            self.log.append("result", data, at_ns)
 
     # ------------------------------------------------------------ other relays
 
@@ -499,14 +495,11 @@ class SessionRecorder:
             )
 
     def flush_soon(self) -> None:
-        """Encode finished results at the loop's next turn (after the answer has been sent
-        to the client) and write them within ``FLUSH_DELAY``."""
+        """Write pending events, and encode finished results, within ``FLUSH_DELAY``
+        (or earlier, when the next request is flushed)."""
         if self.log is None:
             return
-        if self._done and not self._encode_scheduled:
-            self._encode_scheduled = True
-            asyncio.get_running_loop().call_soon(self._encode_soon)
-        if self._timer is None and (self.log.pending or self._done):
+        if self._timer is None and (self._done or self.log.pending):
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(FLUSH_DELAY, self._timed_flush)
 

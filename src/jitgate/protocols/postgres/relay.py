@@ -693,12 +693,17 @@ class Relay:
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
                 masking = self._row_masking(mtype) if self.masking is not None else None
                 if masking is None:
-                    self._on_row(mtype)
+                    if mtype == m.DATA_ROW:
+                        execution = self._front_execution()
+                        if execution is not None:
+                            execution.rows = (execution.rows or 0) + 1
+                            # The recorder's sample takes whole rows only.
+                            if execution.row_sink is not None and end <= size:
+                                execution.row_sink(bytes(buf[pos + 5 : end]))
                     if end > size:  # stream the rest of a large row through
                         self._server_skip = end - size
                         pos = size
                         break
-                    self._sample_row(mtype, buf, pos + 5, end)
                     pos = end
                     continue
                 if end > size:  # a row to mask is needed whole (bounded by max_message)
@@ -1016,19 +1021,6 @@ class Relay:
         if kind is Expect.EXECUTE:
             return item if isinstance(item, Execution) else None
         return None
-
-    def _sample_row(self, mtype: int, data: bytes | bytearray, start: int, end: int) -> None:
-        """Give a DataRow body, as the client is sent it, to the recorder's sample."""
-        if mtype == m.DATA_ROW:
-            execution = self._front_execution()
-            if execution is not None and execution.row_sink is not None:
-                execution.row_sink(bytes(data[start:end]))
-
-    def _on_row(self, mtype: int) -> None:
-        if mtype == m.DATA_ROW:
-            execution = self._front_execution()
-            if execution is not None:
-                execution.rows = (execution.rows or 0) + 1
 
     def _server_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
         catalog = self._masks.catalog
