@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+
+from joserfc.errors import JoseError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from jitgate.config import ConfigError, Settings
 from jitgate.connections.vault import (
@@ -27,9 +32,11 @@ from jitgate.connections.vault import (
     parse_keyring,
     write_secret_file,
 )
+from jitgate.errors import Unavailable
 from jitgate.identity.principal import IdentityKind
 from jitgate.identity.service import IdentityService
-from jitgate.server.tls import generate_self_signed
+from jitgate.identity.signing import SigningKey
+from jitgate.server.tls import generate_self_signed, server_context
 from jitgate.store import migrate
 from jitgate.store.db import Store
 
@@ -83,13 +90,21 @@ def prepare_data_dir(settings: Settings) -> DataPaths:
 
 
 def load_keyring(settings: Settings, paths: DataPaths) -> list[MasterKey]:
-    try:
-        if settings.master_key is not None:
+    if settings.master_key is not None:
+        try:
             return parse_keyring(settings.master_key.get_secret_value())
-        if paths.master_key.exists():
+        except VaultError as exc:
+            raise ConfigError(f"master_key: {exc}") from None
+    if paths.master_key.exists():
+        try:
             return parse_keyring(paths.master_key.read_text(encoding="utf-8"))
-    except VaultError as exc:
-        raise ConfigError(f"master_key: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"master key file {paths.master_key}: cannot read it: {exc.strerror or exc}"
+            ) from None
+        except (VaultError, UnicodeDecodeError) as exc:
+            reason = exc if isinstance(exc, VaultError) else "not a text file"
+            raise ConfigError(f"master key file {paths.master_key}: {reason}") from None
     key = MasterKey.generate()
     write_secret_file(paths.master_key, format_keyring([key]))
     log.info("generated a new master key in %s", paths.master_key)
@@ -106,19 +121,91 @@ def tls_files(settings: Settings, paths: DataPaths) -> tuple[Path, Path]:
         ):
             if not path.is_file():
                 raise ConfigError(f"{name}: {path} does not exist")
+        check_tls_pair(
+            settings.tls.cert_file, settings.tls.key_file, "tls.cert_file", "tls.key_file"
+        )
         return settings.tls.cert_file, settings.tls.key_file
     cert, key = paths.tls_dir / "gateway.crt", paths.tls_dir / "gateway.key"
     if not (cert.exists() and key.exists()):
         paths.tls_dir.mkdir(exist_ok=True, mode=0o700)
         generate_self_signed(cert, key)
         log.info("generated a self-signed TLS certificate in %s", cert)
+    check_tls_pair(cert, key, "TLS certificate file", "TLS key file")
     return cert, key
 
 
+def check_tls_pair(cert: Path, key: Path, cert_name: str, key_name: str) -> None:
+    """Load the pair as the listeners will; a problem becomes one line naming the file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    for name, path in ((cert_name, cert), (key_name, key)):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{name}: cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            if path is cert:
+                x509.load_pem_x509_certificate(data)
+            else:
+                load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            what = "a PEM certificate" if path is cert else "an unencrypted PEM private key"
+            raise ConfigError(f"{name}: {path} is not {what}") from None
+    try:
+        server_context(cert, key)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"{key_name}: {key} does not match the certificate {cert} ({exc.reason})"
+        ) from None
+
+
+def load_signing_key(paths: DataPaths) -> SigningKey:
+    try:
+        return SigningKey.load_or_create(paths.signing_key)
+    except OSError as exc:
+        raise ConfigError(
+            f"signing key file {paths.signing_key}: cannot use it: {exc.strerror or exc}"
+        ) from None
+    except (ValueError, TypeError, JoseError):
+        raise ConfigError(
+            f"signing key file {paths.signing_key}: not an Ed25519 private key in PEM"
+        ) from None
+
+
 def open_store(settings: Settings) -> Store:
-    store = Store.from_url(settings.effective_database_url)
-    migrate.upgrade(store.engine)
+    """Connect to the store (a problem is a :class:`ConfigError` naming ``database_url``)
+    and migrate it to head under the start-up lock."""
+    url = settings.effective_database_url
+    shown = _shown_url(url)
+    try:
+        store = Store.from_url(url)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as exc:
+        raise ConfigError(f"database_url: {shown} cannot be used: {exc}") from None
+    try:
+        with store.engine.connect():
+            pass
+        with store.startup_lock():
+            migrate.upgrade(store.engine)
+    except (SQLAlchemyError, Unavailable) as exc:
+        store.dispose()
+        raise ConfigError(
+            f"database_url: cannot use the store at {shown}: {_reason(exc)}"
+        ) from None
     return store
+
+
+def _shown_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(unparsable URL)"
+
+
+def _reason(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
 
 
 def ensure_admin(settings: Settings, paths: DataPaths, identities: IdentityService) -> str | None:

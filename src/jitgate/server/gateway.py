@@ -50,9 +50,26 @@ class Gateway:
     def open(cls, settings: Settings) -> Gateway:
         paths = bootstrap.prepare_data_dir(settings)
         vault = Vault(bootstrap.load_keyring(settings, paths))
-        signing_key = SigningKey.load_or_create(paths.signing_key)
+        signing_key = bootstrap.load_signing_key(paths)
         cert, key = bootstrap.tls_files(settings, paths)
         store = bootstrap.open_store(settings)
+        try:
+            return cls._assemble(settings, paths, store, vault, signing_key, cert, key)
+        except BaseException:
+            store.dispose()
+            raise
+
+    @classmethod
+    def _assemble(
+        cls,
+        settings: Settings,
+        paths: bootstrap.DataPaths,
+        store: Store,
+        vault: Vault,
+        signing_key: SigningKey,
+        cert: Path,
+        key: Path,
+    ) -> Gateway:
         identities = IdentityService(store, settings.roles, settings.tokens)
         delegations = DelegationService(identities, signing_key)
         oidc = None
@@ -65,7 +82,6 @@ class Gateway:
         )
         connections = ConnectionRegistry(store, vault)
         policies = PolicyService(store, risk=settings.risk)
-        policies.ensure_default_pack()
         notifier = Notifier(settings.notifications, public_url=settings.api.public_url)
         notifier.start()
         access = AccessService(
@@ -93,7 +109,9 @@ class Gateway:
             tls_cert=cert,
             tls_key=key,
         )
-        gateway.admin_token_file = bootstrap.ensure_admin(settings, paths, identities)
+        with store.startup_lock():  # gateways starting together: one default pack, one admin
+            policies.ensure_default_pack()
+            gateway.admin_token_file = bootstrap.ensure_admin(settings, paths, identities)
         return gateway
 
     def close(self) -> None:

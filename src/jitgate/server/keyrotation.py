@@ -67,7 +67,8 @@ def rotate_master_key(settings: Settings, new_key_text: str | None = None) -> st
     store = bootstrap.open_store(settings)
     try:
         registry = ConnectionRegistry(store, Vault(old_keys))
-        count = registry.reseal_all(Vault([new_key, *old_keys]))
+        with store.startup_lock():  # not while another node is starting on the same store
+            count = registry.reseal_all(Vault([new_key, *old_keys]))
     finally:
         store.dispose()
     if from_env:

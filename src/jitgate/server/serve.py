@@ -24,7 +24,7 @@ import uvicorn
 
 import jitgate
 from jitgate.api.app import create_app
-from jitgate.config import Settings
+from jitgate.config import ConfigError, Settings
 from jitgate.server.gateway import Gateway
 from jitgate.server.jobs import access_housekeeping, recording_housekeeping, start_node, stop_node
 
@@ -54,10 +54,38 @@ class _APIServer(uvicorn.Server):
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"api.port: cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _open_gateway(settings: Settings) -> Gateway:
+    """:meth:`Gateway.open`, with any start-up failure as one :class:`ConfigError` line."""
+    try:
+        return Gateway.open(settings)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        log.debug("start-up failed", exc_info=exc)
+        raise ConfigError(f"start-up failed: {type(exc).__name__}: {exc}") from None
+
+
+async def _start_listener(listener: Listener) -> str:
+    try:
+        return await listener.start()
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise ConfigError(
+            f"listeners.{listener.name}: cannot listen: {exc.strerror or exc}"
+        ) from None
 
 
 def _url(host: str, port: int) -> str:
@@ -79,10 +107,14 @@ def build_listeners(gateway: Gateway) -> list[Listener]:
 
 
 async def run(settings: Settings) -> int:
-    gateway = await asyncio.to_thread(Gateway.open, settings)
+    gateway = await asyncio.to_thread(_open_gateway, settings)
     with contextlib.suppress(OSError):  # left by a run that was killed: not where we are
         (gateway.paths.root / "serve.json").unlink()
-    api_sock = _bind(settings.api.host, settings.api.port)
+    try:
+        api_sock = _bind(settings.api.host, settings.api.port)
+    except ConfigError:
+        await asyncio.to_thread(gateway.close)
+        raise
     api_port = api_sock.getsockname()[1]
     config = uvicorn.Config(
         create_app(gateway),
@@ -103,7 +135,7 @@ async def run(settings: Settings) -> int:
     node = await asyncio.to_thread(start_node, gateway)  # before any session is recorded
     try:
         for listener in listeners:
-            addresses[listener.name] = await listener.start()
+            addresses[listener.name] = await _start_listener(listener)
         api_task = asyncio.create_task(server.serve(sockets=[api_sock]))
         while not server.started:
             if api_task.done():

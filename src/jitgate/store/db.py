@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
@@ -13,6 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from jitgate.errors import Unavailable
 from jitgate.store import closing
+
+#: The PostgreSQL advisory lock (a bigint) held while a process migrates the store, creates
+#: the first admin or re-encrypts credentials: gateways starting together take turns.
+STARTUP_LOCK_ID = 0x6A69_7467_6174_6501
 
 
 def normalize_url(url: str) -> str:
@@ -79,6 +84,28 @@ class Store:
             raise
         finally:
             session.close()
+
+    @contextmanager
+    def startup_lock(self, timeout: float = 300.0) -> Iterator[None]:
+        """Hold the store-wide start-up lock: a session-level advisory lock on PostgreSQL
+        (on its own connection, so the work inside may use any other); SQLite admits one
+        writer at a time by itself."""
+        if self.dialect != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            take = text("SELECT pg_try_advisory_lock(:id)")
+            deadline = time.monotonic() + timeout
+            while not conn.execute(take, {"id": STARTUP_LOCK_ID}).scalar():
+                if time.monotonic() > deadline:
+                    raise Unavailable("another gateway has held the store's start-up lock too long")
+                time.sleep(0.05)
+            try:
+                yield
+            finally:
+                with suppress(SQLAlchemyError):  # a lost connection has released it already
+                    conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": STARTUP_LOCK_ID})
 
     def ping(self) -> bool:
         try:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import asyncssh
 
 from jitgate.access.events import GrantsChanged
+from jitgate.config import ConfigError
 from jitgate.policy.service import LiveEngine
 from jitgate.policy.types import PolicyEngine
 from jitgate.protocols.ssh.keys import SSHKeyService
@@ -31,7 +32,11 @@ log = logging.getLogger("jitgate.ssh")
 def load_or_create_host_key(path: Path) -> asyncssh.SSHKey:
     """The gateway's Ed25519 host key; written (mode 0600) the first time."""
     if path.exists():
-        return asyncssh.read_private_key(str(path))
+        try:
+            return asyncssh.read_private_key(str(path))
+        except (OSError, asyncssh.KeyImportError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            raise ConfigError(f"SSH host key file {path}: cannot use it: {reason}") from None
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = asyncssh.generate_private_key("ssh-ed25519", comment="jitgate host key")
     tmp = path.with_suffix(".tmp")
