@@ -237,6 +237,20 @@ def test_audit_log_records_who_did_what(api: API) -> None:
     assert events[1]["details"] == {"changed": ["tags"]}
 
 
+def test_delegations_list_is_paginated(api: API) -> None:
+    alice = api.as_(_user_token(api, "alice"))
+    api.post("/api/v1/tokens", json={"agent": "ci-bot", "name": "ci", "create_agent": True})
+    made = {alice.post("/api/v1/delegations", json={"agent": "ci-bot", "expires_in": 600})
+            .json()["id"] for _ in range(3)}
+    first = alice.get("/api/v1/delegations", params={"limit": 2}).json()
+    assert len(first["items"]) == 2 and first["next_cursor"] == first["items"][-1]["id"]
+    rest = alice.get("/api/v1/delegations",
+                     params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert len(rest["items"]) == 1 and rest["next_cursor"] is None
+    assert {d["id"] for d in first["items"] + rest["items"]} == made
+    _error(alice.get("/api/v1/delegations", params={"cursor": "bogus"}), 400)
+
+
 def test_token_exchange_and_delegations_over_http(api: API) -> None:
     alice = api.as_(_user_token(api, "alice"))
     bot_token = api.post("/api/v1/tokens", json={"agent": "ci-bot", "name": "ci",

@@ -12,13 +12,16 @@ from jitgate.identity.authenticator import Authenticator
 from jitgate.identity.delegation import (
     TOKEN_TYPE_ACCESS,
     TOKEN_TYPE_DELEGATION,
+    TOKEN_TYPE_JWT,
     DelegationService,
 )
+from jitgate.identity.oidc import OIDCValidator
 from jitgate.identity.principal import AuthMethod, IdentityKind
 from jitgate.identity.service import IdentityService
 from jitgate.identity.signing import SigningKey
 from jitgate.store.db import Store
 from jitgate.store.models import DelegationRow, utcnow
+from tests.fixtures.oidc import OIDCProvider
 
 
 @pytest.fixture
@@ -126,11 +129,100 @@ def test_forged_delegated_token(world: dict) -> None:
 
 def test_no_delegation_chains(world: dict) -> None:
     d: DelegationService = world["delegations"]
-    token = d.exchange(actor_token=world["bot_token"], subject_token=world["alice_token"],
-                       subject_token_type=TOKEN_TYPE_ACCESS).access_token
-    with pytest.raises(Unauthenticated):
-        d.exchange(actor_token=world["bot_token"], subject_token=token,
+    delegated = d.exchange(actor_token=world["bot_token"], subject_token=world["alice_token"],
+                           subject_token_type=TOKEN_TYPE_ACCESS).access_token
+    assert world["auth"].authenticate(delegated).actor is not None  # a valid token …
+    # … that cannot consent to a further delegation, as an access token or as a JWT
+    for token_type in (TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT):
+        with pytest.raises(Forbidden, match="cannot consent"):
+            d.exchange(actor_token=world["other_token"], subject_token=delegated,
+                       subject_token_type=token_type)
+    # … nor act in one, whatever the consent
+    record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
+    with pytest.raises(Forbidden, match="cannot act"):
+        d.exchange(actor_token=delegated, subject_token=record.id,
+                   subject_token_type=TOKEN_TYPE_DELEGATION)
+    with pytest.raises(Forbidden, match="cannot act"):
+        d.exchange(actor_token=delegated, subject_token=world["alice_token"],
                    subject_token_type=TOKEN_TYPE_ACCESS)
+
+
+def test_exchange_checks_tokens_like_every_request(world: dict) -> None:
+    d: DelegationService = world["delegations"]
+    identities: IdentityService = world["identities"]
+    _, short = identities.create_token("alice", "short", ttl=timedelta(seconds=60))
+    with identities.store.session() as session:
+        from jitgate.store.models import APITokenRow
+
+        for row in session.query(APITokenRow).filter(APITokenRow.name == "short"):
+            row.expires_at = utcnow() - timedelta(seconds=1)
+    with pytest.raises(Unauthenticated, match="expired"):
+        d.exchange(actor_token=world["bot_token"], subject_token=short,
+                   subject_token_type=TOKEN_TYPE_ACCESS)
+    bot = identities.verify_token(world["bot_token"])
+    identities.revoke_token(bot.token_id)
+    record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
+    with pytest.raises(Unauthenticated, match="revoked"):
+        d.exchange(actor_token=world["bot_token"], subject_token=record.id,
+                   subject_token_type=TOKEN_TYPE_DELEGATION)
+
+
+def test_oidc_user_token_as_consent(store: Store, oidc_provider: OIDCProvider) -> None:
+    identities = IdentityService(store, RolesSettings(), TokenSettings())
+    delegations = DelegationService(identities, SigningKey.generate())
+    validator = OIDCValidator(oidc_provider.settings())
+    try:
+        _oidc_consent(identities, delegations, validator, oidc_provider)
+    finally:
+        validator.close()
+
+
+def _oidc_consent(identities: IdentityService, delegations: DelegationService,
+                  validator: OIDCValidator, oidc_provider: OIDCProvider) -> None:
+    auth = Authenticator(identities, delegations, validator, cache_seconds=0)
+    identities.create_identity("ci-bot", kind=IdentityKind.AGENT)
+    _, bot_token = identities.create_token("ci-bot", "t")
+    idp = oidc_provider.login_device("alice", "alice-password")
+    consent = auth.authenticate(idp.access_token)
+    assert consent.method is AuthMethod.OIDC and consent.expires_at is not None
+
+    exchanged = delegations.exchange(actor_token=bot_token, subject_token=idp.access_token,
+                                     subject_token_type=TOKEN_TYPE_JWT)
+    who = auth.authenticate(exchanged.access_token)
+    assert (who.principal.name, who.actor.name) == ("alice", "ci-bot")
+    assert who.principal.id == consent.principal.id and who.method is AuthMethod.DELEGATED
+    assert exchanged.expires_at <= consent.expires_at  # never outlives the consent
+
+    # An IdP-issued agent token may act too; an IdP agent cannot consent as a user.
+    machine = oidc_provider.client_credentials_token()
+    by_idp_agent = delegations.exchange(actor_token=machine, subject_token=idp.access_token,
+                                        subject_token_type=TOKEN_TYPE_JWT)
+    assert auth.authenticate(by_idp_agent.access_token).actor.kind is IdentityKind.AGENT
+    with pytest.raises(Forbidden, match="user"):
+        delegations.exchange(actor_token=bot_token, subject_token=machine,
+                             subject_token_type=TOKEN_TYPE_JWT)
+    header, payload, signature = idp.access_token.split(".")
+    forged = ("B" if signature[0] == "A" else "A") + signature[1:]
+    with pytest.raises(Unauthenticated):
+        delegations.exchange(actor_token=bot_token, subject_token=f"{header}.{payload}.{forged}",
+                             subject_token_type=TOKEN_TYPE_JWT)
+
+
+def test_delegations_listed_page_by_page(world: dict) -> None:
+    d: DelegationService = world["delegations"]
+    made = [d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5)).id for _ in range(5)]
+    seen: list[str] = []
+    after = None
+    while True:
+        page = d.list(after=after, limit=2)
+        seen += [i.id for i in page]
+        if len(page) < 2:
+            break
+        after = page[-1].id
+    assert sorted(seen) == sorted(made) and len(seen) == len(made)
+    assert [i.user for i in d.list(limit=1)] == ["alice"]
+    with pytest.raises(InvalidInput):
+        d.list(after="no-such-delegation")
 
 
 def test_only_users_delegate_and_ttl_bounded(world: dict) -> None:

@@ -66,6 +66,7 @@ class Authenticator:
         self._clock = clock
         self._cache: OrderedDict[bytes, tuple[Authenticated, float]] = OrderedDict()
         self._lock = threading.Lock()
+        delegations.authenticate = self.authenticate  # token exchange checks tokens as we do
 
     def invalidate(self) -> None:
         with self._lock:

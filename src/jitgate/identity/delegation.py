@@ -16,11 +16,12 @@ or agent is disabled. Delegated tokens cannot be exchanged again (no chains).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import aliased
 
 from jitgate.audit.log import AuditLog
 from jitgate.errors import Forbidden, InvalidInput, NotFound, Unauthenticated
@@ -72,6 +73,10 @@ class DelegationService:
         self.store = identities.store
         self.key = signing_key
         self.settings = identities.token_settings
+        #: How the exchange checks the actor's and the consenting user's tokens: the
+        #: gateway's :class:`~jitgate.identity.authenticator.Authenticator` binds its own
+        #: ``authenticate`` here (API, login and OIDC tokens, expiry and revocation alike).
+        self.authenticate: Callable[..., Authenticated] = identities.verify_token
 
     # ------------------------------------------------------------- records
 
@@ -134,21 +139,32 @@ class DelegationService:
             revoked_at=row.revoked_at,
         )
 
-    def list(self, *, user_id: str | None = None, limit: int = 100) -> list[DelegationInfo]:
+    def list(
+        self, *, user_id: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[DelegationInfo]:
+        """Oldest first; ``after`` is the id of the last delegation of the previous page."""
+        user, agent = aliased(IdentityRow), aliased(IdentityRow)
         with self.store.session() as session:
-            stmt = select(DelegationRow).order_by(DelegationRow.created_at).limit(limit)
+            stmt = (
+                select(DelegationRow, user.name, agent.name)
+                .join(user, DelegationRow.user_id == user.id)
+                .join(agent, DelegationRow.agent_id == agent.id)
+                .order_by(DelegationRow.created_at, DelegationRow.id)
+                .limit(limit)
+            )
             if user_id:
                 stmt = stmt.where(
                     (DelegationRow.user_id == user_id) | (DelegationRow.agent_id == user_id)
                 )
-            result = []
-            for row in session.scalars(stmt):
-                user = session.get(IdentityRow, row.user_id)
-                agent = session.get(IdentityRow, row.agent_id)
-                result.append(
-                    self._info(row, user.name if user else "?", agent.name if agent else "?")
+            if after:
+                last = session.get(DelegationRow, after)
+                if last is None:
+                    raise InvalidInput("invalid cursor")
+                stmt = stmt.where(
+                    (DelegationRow.created_at > last.created_at)
+                    | ((DelegationRow.created_at == last.created_at) & (DelegationRow.id > last.id))
                 )
-            return result
+            return [self._info(row, u, a) for row, u, a in session.execute(stmt)]
 
     def revoke(
         self, caller: Authenticated, delegation_id: str, *, client_addr: str | None = None
@@ -186,11 +202,15 @@ class DelegationService:
         subject_token_type: str,
         client_addr: str | None = None,
     ) -> ExchangedToken:
-        actor = self.identities.verify_token(actor_token)
-        if actor.principal.kind is not IdentityKind.AGENT or actor.actor is not None:
+        actor = self.authenticate(actor_token, client_addr=client_addr)
+        if actor.actor is not None:
+            raise Forbidden("a delegated token cannot act in another token exchange")
+        if actor.principal.kind is not IdentityKind.AGENT:
             raise Forbidden("the actor token must be an agent's own token")
         now = utcnow()
         expires = now + timedelta(seconds=self.settings.delegated_token_ttl_seconds)
+        if actor.expires_at is not None:
+            expires = min(expires, actor.expires_at)
         delegation_id = subject_token_id = None
         connections: list[str] | None = None
         if subject_token_type == TOKEN_TYPE_DELEGATION:
@@ -210,11 +230,13 @@ class DelegationService:
                 delegation_id, connections = record.id, record.connections
                 expires = min(expires, record.expires_at)
         elif subject_token_type in (TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT):
-            subject = self.identities.verify_token(subject_token)
+            subject = self.authenticate(subject_token, client_addr=client_addr)
+            if subject.actor is not None:
+                raise Forbidden("a delegated token cannot consent to another delegation")
             if subject.principal.kind is not IdentityKind.USER:
                 raise Forbidden("the subject token must belong to a user")
             user = subject.principal
-            subject_token_id = subject.token_id
+            subject_token_id = _revocable_id(subject)
             if subject.expires_at is not None:
                 expires = min(expires, subject.expires_at)
         else:
@@ -240,7 +262,7 @@ class DelegationService:
                     agent_id=actor.principal.id,
                     delegation_id=delegation_id,
                     subject_token_id=subject_token_id,
-                    actor_token_id=actor.token_id,
+                    actor_token_id=_revocable_id(actor),
                     expires_at=expires,
                 )
             )
@@ -301,3 +323,11 @@ class DelegationService:
                 expires_at=row.expires_at,
                 connections=frozenset(connections) if isinstance(connections, list) else None,
             )
+
+
+def _revocable_id(who: Authenticated) -> str | None:
+    """The id of the gateway token behind ``who``, when revoking it must end the delegated
+    tokens exchanged with it (an OIDC token is not ours to revoke; it expires)."""
+    if who.method in (AuthMethod.API_TOKEN, AuthMethod.LOGIN):
+        return who.token_id
+    return None

@@ -167,8 +167,11 @@ def create_delegation(
 @router.get("/delegations", response_model=PageOut[DelegationOut], tags=["delegations"])
 def list_delegations(gw: GatewayDep, who: Caller, page: PageDep) -> PageOut[DelegationOut]:
     privileged = who.has_role(Role.ADMIN) or who.has_role(Role.AUDITOR)
-    infos = gw.delegations.list(user_id=None if privileged else who.principal.id, limit=page.limit)
-    return PageOut(items=[DelegationOut.of(i) for i in infos])
+    infos = gw.delegations.list(
+        user_id=None if privileged else who.principal.id, after=page.cursor, limit=page.limit + 1
+    )
+    items = [DelegationOut.of(i) for i in infos[: page.limit]]
+    return PageOut(items=items, next_cursor=items[-1].id if len(infos) > page.limit else None)
 
 
 @router.delete("/delegations/{delegation_id}", response_model=DelegationOut, tags=["delegations"])
