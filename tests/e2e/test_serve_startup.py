@@ -3,9 +3,8 @@ start together against one store take turns with migrations and the first admin.
 
 from __future__ import annotations
 
-import secrets
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -110,21 +109,6 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def fresh_pg_url(pg_admin_dsn: str) -> Iterator[str]:
-    name = f"jitgate_race_{secrets.token_hex(4)}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    info = psycopg.conninfo.conninfo_to_dict(pg_admin_dsn)
-    password = f":{info['password']}" if info.get("password") else ""
-    yield (
-        f"postgresql://{info.get('user', 'postgres')}{password}@"
-        f"{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/{name}"
-    )
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_two_gateways_starting_together_on_one_fresh_postgres(

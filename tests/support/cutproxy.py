@@ -22,6 +22,7 @@ class CutProxy:
         self.target_port = target_port
         self.cut_after = cut_after
         self.cut = threading.Event()  # set once a connection has been cut
+        self.down = False  # while set, new connections are reset at once (an outage)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.setblocking(False)
         self.port: int = self._listener.getsockname()[1]
@@ -44,6 +45,9 @@ class CutProxy:
 
     def _accept(self) -> None:
         client, _ = self._listener.accept()
+        if self.down:
+            self._drop(client, reset=True)
+            return
         server = socket.create_connection(("127.0.0.1", self.target_port))
         counter = [0]
         for sock in (client, server):
@@ -87,6 +91,14 @@ class CutProxy:
         self._calls.append(lambda: (self._reset_open(), done.set()))
         done.wait(5)
         self.cut.set()
+
+    def outage(self) -> None:
+        """From now on the server is gone: open connections reset, new ones refused."""
+        self.down = True
+        self.reset_all()
+
+    def restore(self) -> None:
+        self.down = False
 
     def _reset_open(self) -> None:
         for key in list(self._selector.get_map().values()):

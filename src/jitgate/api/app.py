@@ -59,9 +59,11 @@ def create_app(gateway: Gateway) -> FastAPI:
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:
-        ok = await run_in_threadpool(gateway.store.ping)
-        body = {"status": "ready" if ok else "unavailable", "store": "ok" if ok else "down"}
-        return JSONResponse(body, status_code=200 if ok else 503)
+        problem = await run_in_threadpool(gateway.store.check)
+        if problem is None:
+            return JSONResponse({"status": "ready", "store": "ok"})
+        body = {"status": "unavailable", "store": "down", "reason": problem}
+        return JSONResponse(body, status_code=503)
 
     @app.get("/api/v1/keys", tags=["health"])
     async def keys() -> dict[str, Any]:

@@ -9,9 +9,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jitgate.errors import JitgateError
+from jitgate.store.db import describe_failure, is_connectivity_error
 
 log = logging.getLogger("jitgate.api")
 
@@ -70,6 +72,18 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "error")
         detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _store(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        if not is_connectivity_error(exc):
+            return await _unexpected(request, exc)
+        log.warning(
+            "store unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            describe_failure(exc),
+        )
+        return error_response(503, "unavailable", "the gateway's store is unavailable")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

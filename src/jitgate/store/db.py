@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from jitgate.errors import Unavailable
@@ -18,6 +18,10 @@ from jitgate.store import closing
 #: The PostgreSQL advisory lock (a bigint) held while a process migrates the store, creates
 #: the first admin or re-encrypts credentials: gateways starting together take turns.
 STARTUP_LOCK_ID = 0x6A69_7467_6174_6501
+
+
+#: Seconds to wait for a new PostgreSQL connection (unless the URL sets ``connect_timeout``).
+CONNECT_TIMEOUT = 5
 
 
 def normalize_url(url: str) -> str:
@@ -44,6 +48,8 @@ def create_store_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         kwargs.setdefault("pool_pre_ping", True)
+        if "connect_timeout" not in make_url(url).query:  # a store that hangs is unavailable
+            kwargs.setdefault("connect_args", {"connect_timeout": CONNECT_TIMEOUT})
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
         engine = create_engine(url, **kwargs)
@@ -76,7 +82,7 @@ class Store:
             session.commit()
         except SQLAlchemyError as exc:
             session.rollback()
-            if _is_connectivity_error(exc):
+            if is_connectivity_error(exc):
                 raise Unavailable("the gateway's store is unavailable") from exc
             raise
         except BaseException:
@@ -107,19 +113,36 @@ class Store:
                 with suppress(SQLAlchemyError):  # a lost connection has released it already
                     conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": STARTUP_LOCK_ID})
 
-    def ping(self) -> bool:
+    def check(self) -> str | None:
+        """``None`` when the store answers a query, else why not (safe to show)."""
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
-            return True
-        except SQLAlchemyError:
-            return False
+            return None
+        except SQLAlchemyError as exc:
+            return describe_failure(exc)
+
+    def ping(self) -> bool:
+        return self.check() is None
 
     def dispose(self) -> None:
         self.engine.dispose()
 
 
-def _is_connectivity_error(exc: SQLAlchemyError) -> bool:
-    from sqlalchemy.exc import DBAPIError
+def is_connectivity_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the store cannot be reached (as opposed to a bad statement):
+    a connection lost or refused. SQLite's own OperationalErrors (a locked or missing
+    file) count as well: the store cannot serve either way."""
+    return isinstance(exc, OperationalError | InterfaceError) or (
+        isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    )
 
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+def describe_failure(exc: BaseException) -> str:
+    """A one-line reason for a store failure, without host names or credentials: the last
+    part of the driver's first message line ("Connection refused", "timeout expired")."""
+    orig = getattr(exc, "orig", None) or exc
+    first = (str(orig).strip().splitlines() or [""])[0]
+    reason = first.rsplit(": ", 1)[-1].strip() or type(orig).__name__
+    kind = "cannot reach the store" if is_connectivity_error(exc) else "the store failed"
+    return f"{kind}: {reason[:200]}"
