@@ -51,13 +51,18 @@ class _Section(BaseModel):
 class APISettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8009, ge=0, le=65535)
+    # Serve the API over HTTPS with the gateway's certificate (``tls.cert_file`` and
+    # ``tls.key_file``, or the one generated in the data dir). Clients verify it with
+    # ``JITGATE_CA_FILE``. Cleartext on an address other than loopback logs a warning.
+    tls: bool = False
     public_url: str | None = None
     max_body_bytes: int = Field(default=1 << 20, ge=1024)
     page_size_max: int = Field(default=500, ge=1)
 
 
 class TLSSettings(_Section):
-    """Certificate presented by the protocol listeners (generated when not configured)."""
+    """Certificate presented by the protocol listeners and, with ``api.tls``, the API
+    (generated when not configured)."""
 
     cert_file: Path | None = None
     key_file: Path | None = None

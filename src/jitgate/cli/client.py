@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,28 @@ def save_credentials(data: dict[str, Any]) -> Path:
     return path
 
 
+def tls_verify() -> ssl.SSLContext | bool:
+    """How the CLI verifies an ``https://`` API: the CA file named by ``JITGATE_CA_FILE``
+    (for the gateway's own certificate), else the system's trust store."""
+    ca_file = os.environ.get("JITGATE_CA_FILE")
+    if not ca_file:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise CLIError(f"JITGATE_CA_FILE: cannot use {ca_file}: {reason}") from None
+
+
+def _cert_verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx → httpcore → ssl
+        if seen is None or isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @dataclass
 class APIClient:
     server: str
@@ -75,11 +98,18 @@ class APIClient:
                 raise CLIError("not logged in: run `jitgate login` or set JITGATE_TOKEN")
             headers["Authorization"] = f"Bearer {self.token}"
         try:
-            with httpx.Client(timeout=self.timeout) as http:
+            with httpx.Client(timeout=self.timeout, verify=tls_verify()) as http:
                 response = http.request(
                     method, self.server + path, json=json_body, params=params, headers=headers
                 )
         except httpx.HTTPError as exc:
+            unverified = _cert_verification_error(exc)
+            if unverified is not None:
+                raise CLIError(
+                    f"cannot verify the TLS certificate of {self.server} "
+                    f"({unverified.verify_message}): set JITGATE_CA_FILE to the gateway's "
+                    "CA or certificate file"
+                ) from None
             raise CLIError(f"cannot reach the jitgate server at {self.server}: {exc}") from None
         if response.status_code == 204:
             return None

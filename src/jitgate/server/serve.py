@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 import os
@@ -88,8 +89,18 @@ async def _start_listener(listener: Listener) -> str:
         ) from None
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, *, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 def build_listeners(gateway: Gateway) -> list[Listener]:
@@ -116,6 +127,12 @@ async def run(settings: Settings) -> int:
         await asyncio.to_thread(gateway.close)
         raise
     api_port = api_sock.getsockname()[1]
+    if not settings.api.tls and not _is_loopback(settings.api.host):
+        log.warning(
+            "the API on %s serves cleartext HTTP: tokens and credentials cross the network "
+            "unencrypted; set api.tls: true (or put a TLS proxy in front)",
+            settings.api.host,
+        )
     config = uvicorn.Config(
         create_app(gateway),
         log_level=settings.log_level,
@@ -123,6 +140,8 @@ async def run(settings: Settings) -> int:
         server_header=False,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=10,
+        ssl_certfile=str(gateway.tls_cert) if settings.api.tls else None,
+        ssl_keyfile=str(gateway.tls_key) if settings.api.tls else None,
     )
     server = _APIServer(config)
     stop = asyncio.Event()
@@ -142,7 +161,7 @@ async def run(settings: Settings) -> int:
                 await api_task
                 return 1
             await asyncio.sleep(0.01)
-        _announce(gateway, _url(settings.api.host, api_port), addresses)
+        _announce(gateway, _url(settings.api.host, api_port, tls=settings.api.tls), addresses)
         jobs = asyncio.create_task(access_housekeeping(gateway, stop))
         recording_jobs = asyncio.create_task(recording_housekeeping(gateway, stop, node))
         stop_task = asyncio.create_task(stop.wait())
