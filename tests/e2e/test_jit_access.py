@@ -371,3 +371,28 @@ def test_the_approver_tools_of_the_cli(env: Env) -> None:
     audit = env.http("admin", "GET", "/api/v1/audit",
                      params={"action": "grant:break_glass"}).json()["items"]
     assert audit and audit[0]["details"]["flagged"] is True
+
+
+def test_a_matching_forbid_refuses_at_once_even_when_review_also_matches(env: Env) -> None:
+    """Deny first: a forbid that matches wins over the default pack's review of an
+    unbounded DELETE, so nothing is held; templates are refused when added."""
+    env.cli("admin", "policy", "add", "keep-t", "--file", _write(env, """
+        @id("keep-t") @reason("rows of t are kept")
+        forbid (principal, action == Action::"sql:delete", resource)
+        when { context.tables_written.contains("t") };
+    """))
+    with env.connect("alice") as conn:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="rows of t are kept"):
+            conn.execute("DELETE FROM t")
+        assert time.monotonic() - started < 5  # refused, not held for approval
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (10,)
+    pending = json.loads(env.cli("bob", "requests", "list", "--status", "pending", "-o",
+                                 "json").stdout)
+    assert pending == []
+    template = env.cli("admin", "policy", "add", "tmpl", "--file", _write(
+        env, "permit (principal == ?principal, action, resource);"), check=False)
+    assert template.returncode == 1
+    assert "templates" in template.stderr and "not supported" in template.stderr
+    assert "tmpl" not in {p["name"] for p in json.loads(
+        env.cli("admin", "policy", "list", "-o", "json").stdout)}
