@@ -324,6 +324,10 @@ def test_the_approver_tools_of_the_cli(env: Env) -> None:
                   check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error:")
     assert len(bad.stderr.strip().splitlines()) <= 3  # a clear message, no traceback
+    typo = env.cli("admin", "policy", "add", "typo", "--file", _write(
+        env, "forbid (principal, action, resource) when { context.riks >= 70 };"), check=False)
+    assert typo.returncode == 1 and "attribute `riks` in context not found" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) <= 3
     env.cli("admin", "policy", "validate", "--file", _write(env, GRANT_POLICY))
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     listed = json.loads(env.cli("admin", "policy", "list", "-o", "json").stdout)

@@ -63,3 +63,17 @@ def test_another_node_sees_the_change_after_its_reload_interval(store: Store) ->
     assert node_b.engine().version == 1
     node_a.put("extra", "permit(principal, action, resource);")
     assert node_b.engine().version == 2
+
+
+def test_a_typo_is_refused_against_the_schema_and_nothing_changes(store: Store) -> None:
+    service = PolicyService(store, reload_interval=0)
+    service.ensure_default_pack()
+    before = service.engine().version
+    typo = '@id("risky") forbid (principal, action, resource) when { context.riks >= 70 };'
+    for attempt in (lambda: service.put("risky", typo), lambda: service.validate("risky", typo)):
+        with pytest.raises(InvalidInput, match="attribute `riks` in context not found"):
+            attempt()
+    assert [r.name for r in service.list()] == ["default"]
+    assert service.engine().version == before
+    service.put("risky", typo.replace("riks", "risk"))
+    assert service.engine().version == before + 1

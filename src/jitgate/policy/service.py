@@ -1,6 +1,7 @@
 """Policies stored in the database: managed by API and CLI, compiled into one engine.
 
-Every change validates the *whole* resulting policy set with Cedar before it commits, in
+Every change validates the document against the Cedar schema (:mod:`.schema`) and the
+*whole* resulting policy set with Cedar before it commits, in
 one transaction with its audit event and a bump of the ``policies`` revision — an invalid
 policy is rejected with Cedar's message and never half-applied. :meth:`engine` returns
 the compiled :class:`CedarEngine` for the current revision; it re-reads the revision from
@@ -25,6 +26,7 @@ from jitgate.audit.log import AuditLog
 from jitgate.errors import Conflict, InvalidInput, NotFound
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
+from jitgate.policy import schema
 from jitgate.policy.cedar import CedarEngine, Explanation, PolicyDocument, parse_document
 from jitgate.policy.risk import RiskSettings
 from jitgate.policy.types import Decision, Request
@@ -158,6 +160,7 @@ class PolicyService:
             raise InvalidInput(f"policy {name!r} exceeds {MAX_POLICY_BYTES} bytes")
         document = PolicyDocument(name, text)
         parse_document(document)
+        schema.check(document)
         with self.store.session() as session:
             docs = self._documents(session, replace=document)
         try:
@@ -181,6 +184,7 @@ class PolicyService:
             raise InvalidInput(f"policy {name!r} exceeds {MAX_POLICY_BYTES} bytes")
         document = PolicyDocument(name, text)
         parse_document(document)
+        schema.check(document)
         with self.store.session() as session:
             row = session.scalar(select(PolicyRow).where(PolicyRow.name == name))
             if row is not None and create_only:
