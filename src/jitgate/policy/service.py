@@ -6,7 +6,9 @@ one transaction with its audit event and a bump of the ``policies`` revision —
 policy is rejected with Cedar's message and never half-applied. :meth:`engine` returns
 the compiled :class:`CedarEngine` for the current revision; it re-reads the revision from
 the store at most every ``reload_interval`` seconds, so a change made on another node is
-picked up within that time (and at once on this node).
+picked up within that time (and at once on this node). When the store cannot be read it
+raises :class:`PolicyStoreUnavailable` (fail closed; the gate turns it into a refusal of
+the one statement) and tries again on the next call.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from datetime import datetime
 from importlib import resources
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from jitgate.audit.log import AuditLog
-from jitgate.errors import Conflict, InvalidInput, NotFound
+from jitgate.errors import Conflict, InvalidInput, NotFound, Unavailable
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
 from jitgate.policy import schema
@@ -40,6 +43,10 @@ MAX_POLICY_BYTES = 256 * 1024
 
 def default_pack() -> str:
     return resources.files("jitgate.policy").joinpath("packs/default.cedar").read_text("utf-8")
+
+
+class PolicyStoreUnavailable(Unavailable):
+    """The policies cannot be read from the store (it is down or unreachable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +80,19 @@ class PolicyService:
         if engine is not None and now - self._checked < self.reload_interval:
             return engine
         with self._lock:
-            with self.store.session() as session:
-                revision = revisions.current(session, REVISION)
-                if self._engine is None or self._engine.version != revision:
-                    docs = self._documents(session)
-                    self._engine = CedarEngine(docs, version=revision, risk=self.risk)
+            try:
+                with self.store.session() as session:
+                    revision = revisions.current(session, REVISION)
+                    if self._engine is None or self._engine.version != revision:
+                        docs = self._documents(session)
+                        self._engine = CedarEngine(docs, version=revision, risk=self.risk)
+            except (SQLAlchemyError, OSError) as exc:
+                # Fail closed: no decision from policies that may be out of date. The next
+                # call tries the store again, so decisions resume as soon as it is back.
+                raise PolicyStoreUnavailable(
+                    "the policy store cannot be read, so nothing can be allowed; "
+                    "try again once it is back"
+                ) from exc
             self._checked = time.monotonic()
             return self._engine
 
