@@ -204,6 +204,16 @@ def test_auto_approve_for_oncall(world: World) -> None:
     assert request.status == "approved" and request.approvals[0].via == "auto"
     other = world.access.create_request(world.who("alice"), "prod-db", reason="r")
     assert other.status == "pending"
+    with world.access.store.session() as session:
+        events = [(e.action, e.actor, e.details) for e in AuditLog.query(
+            session, target_name=request.id)]
+        pending_events = [e.action for e in AuditLog.query(session, target_name=other.id)]
+    assert [action for action, _, _ in events] == ["request:create", "request:approve"]
+    _, by, details = events[1]
+    assert by is None  # the gateway approved, by rule: no person
+    assert details["via"] == "auto" and details["rule"] == "oncall"
+    assert details["matched_groups"] == ["oncall"] and details["requester"] == "erin"
+    assert pending_events == ["request:create"]
 
 
 def test_auto_approve_only_in_business_hours(world: World) -> None:

@@ -371,12 +371,33 @@ class AccessService:
             session.flush()
             auto = self._auto_approves(rule, caller.principal, now)
             if auto:
+                comment = f"auto-approved by rule {rule.name!r}"
+                groups = sorted(caller.principal.groups.intersection(rule.auto_approve_groups))
+                # In the audit trail like a human approval, by the gateway (no caller),
+                # with why: the rule and the requester's groups that matched it.
+                AuditLog.record(
+                    session,
+                    "request:approve",
+                    caller=None,
+                    target_type="request",
+                    target_name=request_id,
+                    details={
+                        "step": row.current_step,
+                        "comment": comment,
+                        "via": "auto",
+                        "rule": rule.name,
+                        "requester": caller.principal.name,
+                        "matched_groups": groups,
+                        "business_hours_only": rule.auto_approve_business_hours_only,
+                    },
+                    client_addr=client_addr,
+                )
                 self._approve_all(
                     session,
                     row,
                     approver=caller.principal,
                     via="auto",
-                    comment=f"auto-approved by rule {rule.name!r}",
+                    comment=comment,
                     now=now,
                 )
             info = self._request_info(session, row)
