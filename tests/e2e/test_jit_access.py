@@ -215,21 +215,32 @@ def test_agent_grant_ends_its_live_session_on_time(env: Env) -> None:
 def test_task_scoped_grant_ends_when_the_task_completes(env: Env) -> None:
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     _grant_for_agent(env, task_id="task-42")
+    more = env.http("ci-bot", "POST", "/api/v1/requests", json={
+        "connection": "prod-db", "reason": "a second look", "task_id": "task-42"}).json()
     conn = env.connect("ci-bot")
     assert conn.execute("SELECT 1").fetchone() == (1,)
+    not_yours = env.cli("bob", "tasks", "complete", "task-42", check=False)
+    assert not_yours.returncode == 1 and "owner or an admin" in not_yours.stderr
     done = env.cli("ci-bot", "tasks", "complete", "task-42")
-    assert "1 grant(s) ended" in done.stdout
+    assert "1 grant(s) ended, 1 pending request(s) cancelled" in done.stdout
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             conn.execute("SELECT 1")
         except psycopg.OperationalError as exc:
-            assert "grant" in str(exc)
+            assert "jitgate: grant ended: task task-42 was completed" in str(exc)
             break
         time.sleep(0.1)
     else:
         raise AssertionError("the session outlived its task")
     conn.close()
+    shown = env.http("bob", "GET", f"/api/v1/requests/{more['id']}").json()
+    assert shown["status"] == "cancelled" and "task-42 completed" in shown["decision_reason"]
+    again = env.cli("admin", "tasks", "complete", "task-42", check=False)
+    assert again.returncode == 1 and "task 'task-42' was already completed" in again.stderr
+    assert "by ci-bot" in again.stderr
+    with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
+        env.connect("ci-bot")
 
 
 def _write(env: Env, text: str) -> str:
