@@ -32,6 +32,8 @@ from jitgate.store.models import GrantRow, utcnow
 from tests.support.pgcluster import PgCluster
 from tests.support.served import JITGATE, start_gateway, stop, wait_ready
 
+PUBLIC_URL = "https://jitgate.example.test"  # approval links point here (never fetched)
+
 GRANT_POLICY = """
 @id("prod-needs-grant-for-agents")
 @reason("agents need a just-in-time grant for production")
@@ -85,8 +87,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
     cluster = PgCluster(auth="scram-sha-256").start()
     cluster.psql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)")
     data_dir = tmp_path / "data"
-    proc = start_gateway(data_dir, extra_config=(
-        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n"))
+    config = tmp_path / "jitgate.yaml"
+    config.write_text(
+        f"api:\n  port: 0\n  public_url: {PUBLIC_URL}\n"
+        "listeners:\n  postgres:\n    port: 0\n  ssh:\n    port: 0\n"
+        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n")
+    proc = start_gateway(data_dir, config=config)
     try:
         api = wait_ready(proc, data_dir)
         pg_port = int(json.loads((data_dir / "serve.json").read_text())["listeners"][
@@ -145,6 +151,8 @@ def test_held_delete_approved_from_the_cli_runs_once(env: Env) -> None:
         thread.join(30)
         assert box.get("result") == 10, box
         assert any(request["id"] in n for n in notices)
+        [held] = [n for n in notices if "held for approval" in n]
+        assert f"POST {PUBLIC_URL}/api/v1/requests/{request['id']}/approve" in held
         assert env.cluster.psql("SELECT count(*) FROM t") == "0"
         # The approval was for one execution: the same statement is held again.
         env.cluster.psql("INSERT INTO t VALUES (1)")
