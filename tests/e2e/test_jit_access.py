@@ -29,7 +29,7 @@ from sqlalchemy import update
 
 from jitgate.store.db import Store
 from jitgate.store.models import GrantRow, utcnow
-from tests.support.pgcluster import PgCluster
+from tests.support.pgcluster import PgCluster, pg_bindir
 from tests.support.served import JITGATE, start_gateway, stop, wait_ready
 
 PUBLIC_URL = "https://jitgate.example.test"  # approval links point here (never fetched)
@@ -419,3 +419,51 @@ def test_a_matching_forbid_refuses_at_once_even_when_review_also_matches(env: En
     assert "templates" in template.stderr and "not supported" in template.stderr
     assert "tmpl" not in {p["name"] for p in json.loads(
         env.cli("admin", "policy", "list", "-o", "json").stdout)}
+
+
+def _psql(env: Env, who: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(pg_bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+         f"host=127.0.0.1 port={env.pg_port} dbname=prod-db user={who} sslmode=disable",
+         "-c", sql],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PGPASSWORD": env.tokens[who], "PGCONNECT_TIMEOUT": "10"})
+
+
+def test_an_agent_task_from_request_to_completion(env: Env) -> None:
+    """The whole life of an agent task: the agent asks for access for its task, an approver
+    approves, the agent's psql and psycopg statements run, the agent completes the task,
+    and its next statement is refused with a message that says why."""
+    env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
+    refused = _psql(env, "ci-bot", "SELECT count(*) FROM t")
+    assert refused.returncode != 0 and "just-in-time grant" in refused.stderr
+    created = json.loads(env.cli("ci-bot", "requests", "create", "--connection", "prod-db",
+                                 "--reason", "migrate t for JOB-7", "--duration", "30m",
+                                 "--task-id", "job-7", "-o", "json").stdout)
+    assert created["status"] == "pending" and created["task_id"] == "job-7"
+    env.cli("bob", "requests", "approve", created["id"], "--comment", "go")
+
+    ran = _psql(env, "ci-bot", "UPDATE t SET id = id + 100 WHERE id <= 5")
+    assert ran.returncode == 0, ran.stderr
+    assert "UPDATE 5" in ran.stdout
+    conn = env.connect("ci-bot")
+    assert conn.execute("SELECT count(*) FROM t WHERE id > 100").fetchone() == (5,)
+    assert conn.execute("DELETE FROM t WHERE id > 100").rowcount == 5
+
+    done = env.cli("ci-bot", "tasks", "complete", "job-7")
+    assert "1 grant(s) ended" in done.stdout
+    deadline = time.monotonic() + 10
+    message = ""
+    while time.monotonic() < deadline and not message:
+        try:
+            conn.execute("SELECT count(*) FROM t")
+            time.sleep(0.1)
+        except psycopg.OperationalError as exc:
+            message = str(exc)
+    conn.close()
+    assert "jitgate: grant ended: task job-7 was completed" in message, message
+    after = _psql(env, "ci-bot", "SELECT count(*) FROM t")
+    assert after.returncode != 0 and "just-in-time grant" in after.stderr
+    assert env.cluster.psql("SELECT count(*) FROM t") == "5"
+    audit = env.http("admin", "GET", "/api/v1/audit", params={"action": "task:complete"}).json()
+    assert [(e["target_name"], e["actor"]) for e in audit["items"]] == [("job-7", "ci-bot")]
