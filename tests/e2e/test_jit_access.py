@@ -29,8 +29,10 @@ from sqlalchemy import update
 
 from jitgate.store.db import Store
 from jitgate.store.models import GrantRow, utcnow
-from tests.support.pgcluster import PgCluster
+from tests.support.pgcluster import PgCluster, pg_bindir
 from tests.support.served import JITGATE, start_gateway, stop, wait_ready
+
+PUBLIC_URL = "https://jitgate.example.test"  # approval links point here (never fetched)
 
 GRANT_POLICY = """
 @id("prod-needs-grant-for-agents")
@@ -85,8 +87,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
     cluster = PgCluster(auth="scram-sha-256").start()
     cluster.psql("CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)")
     data_dir = tmp_path / "data"
-    proc = start_gateway(data_dir, extra_config=(
-        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n"))
+    config = tmp_path / "jitgate.yaml"
+    config.write_text(
+        f"api:\n  port: 0\n  public_url: {PUBLIC_URL}\n"
+        "listeners:\n  postgres:\n    port: 0\n  ssh:\n    port: 0\n"
+        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n")
+    proc = start_gateway(data_dir, config=config)
     try:
         api = wait_ready(proc, data_dir)
         pg_port = int(json.loads((data_dir / "serve.json").read_text())["listeners"][
@@ -145,6 +151,8 @@ def test_held_delete_approved_from_the_cli_runs_once(env: Env) -> None:
         thread.join(30)
         assert box.get("result") == 10, box
         assert any(request["id"] in n for n in notices)
+        [held] = [n for n in notices if "held for approval" in n]
+        assert f"POST {PUBLIC_URL}/api/v1/requests/{request['id']}/approve" in held
         assert env.cluster.psql("SELECT count(*) FROM t") == "0"
         # The approval was for one execution: the same statement is held again.
         env.cluster.psql("INSERT INTO t VALUES (1)")
@@ -215,21 +223,32 @@ def test_agent_grant_ends_its_live_session_on_time(env: Env) -> None:
 def test_task_scoped_grant_ends_when_the_task_completes(env: Env) -> None:
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     _grant_for_agent(env, task_id="task-42")
+    more = env.http("ci-bot", "POST", "/api/v1/requests", json={
+        "connection": "prod-db", "reason": "a second look", "task_id": "task-42"}).json()
     conn = env.connect("ci-bot")
     assert conn.execute("SELECT 1").fetchone() == (1,)
+    not_yours = env.cli("bob", "tasks", "complete", "task-42", check=False)
+    assert not_yours.returncode == 1 and "owner or an admin" in not_yours.stderr
     done = env.cli("ci-bot", "tasks", "complete", "task-42")
-    assert "1 grant(s) ended" in done.stdout
+    assert "1 grant(s) ended, 1 pending request(s) cancelled" in done.stdout
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
             conn.execute("SELECT 1")
         except psycopg.OperationalError as exc:
-            assert "grant" in str(exc)
+            assert "jitgate: grant ended: task task-42 was completed" in str(exc)
             break
         time.sleep(0.1)
     else:
         raise AssertionError("the session outlived its task")
     conn.close()
+    shown = env.http("bob", "GET", f"/api/v1/requests/{more['id']}").json()
+    assert shown["status"] == "cancelled" and "task-42 completed" in shown["decision_reason"]
+    again = env.cli("admin", "tasks", "complete", "task-42", check=False)
+    assert again.returncode == 1 and "task 'task-42' was already completed" in again.stderr
+    assert "by ci-bot" in again.stderr
+    with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
+        env.connect("ci-bot")
 
 
 def _write(env: Env, text: str) -> str:
@@ -324,6 +343,10 @@ def test_the_approver_tools_of_the_cli(env: Env) -> None:
                   check=False)
     assert bad.returncode == 1 and bad.stderr.startswith("error:")
     assert len(bad.stderr.strip().splitlines()) <= 3  # a clear message, no traceback
+    typo = env.cli("admin", "policy", "add", "typo", "--file", _write(
+        env, "forbid (principal, action, resource) when { context.riks >= 70 };"), check=False)
+    assert typo.returncode == 1 and "attribute `riks` in context not found" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) <= 3
     env.cli("admin", "policy", "validate", "--file", _write(env, GRANT_POLICY))
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     listed = json.loads(env.cli("admin", "policy", "list", "-o", "json").stdout)
@@ -371,3 +394,76 @@ def test_the_approver_tools_of_the_cli(env: Env) -> None:
     audit = env.http("admin", "GET", "/api/v1/audit",
                      params={"action": "grant:break_glass"}).json()["items"]
     assert audit and audit[0]["details"]["flagged"] is True
+
+
+def test_a_matching_forbid_refuses_at_once_even_when_review_also_matches(env: Env) -> None:
+    """Deny first: a forbid that matches wins over the default pack's review of an
+    unbounded DELETE, so nothing is held; templates are refused when added."""
+    env.cli("admin", "policy", "add", "keep-t", "--file", _write(env, """
+        @id("keep-t") @reason("rows of t are kept")
+        forbid (principal, action == Action::"sql:delete", resource)
+        when { context.tables_written.contains("t") };
+    """))
+    with env.connect("alice") as conn:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="rows of t are kept"):
+            conn.execute("DELETE FROM t")
+        assert time.monotonic() - started < 5  # refused, not held for approval
+        assert conn.execute("SELECT count(*) FROM t").fetchone() == (10,)
+    pending = json.loads(env.cli("bob", "requests", "list", "--status", "pending", "-o",
+                                 "json").stdout)
+    assert pending == []
+    template = env.cli("admin", "policy", "add", "tmpl", "--file", _write(
+        env, "permit (principal == ?principal, action, resource);"), check=False)
+    assert template.returncode == 1
+    assert "templates" in template.stderr and "not supported" in template.stderr
+    assert "tmpl" not in {p["name"] for p in json.loads(
+        env.cli("admin", "policy", "list", "-o", "json").stdout)}
+
+
+def _psql(env: Env, who: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(pg_bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+         f"host=127.0.0.1 port={env.pg_port} dbname=prod-db user={who} sslmode=disable",
+         "-c", sql],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PGPASSWORD": env.tokens[who], "PGCONNECT_TIMEOUT": "10"})
+
+
+def test_an_agent_task_from_request_to_completion(env: Env) -> None:
+    """The whole life of an agent task: the agent asks for access for its task, an approver
+    approves, the agent's psql and psycopg statements run, the agent completes the task,
+    and its next statement is refused with a message that says why."""
+    env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
+    refused = _psql(env, "ci-bot", "SELECT count(*) FROM t")
+    assert refused.returncode != 0 and "just-in-time grant" in refused.stderr
+    created = json.loads(env.cli("ci-bot", "requests", "create", "--connection", "prod-db",
+                                 "--reason", "migrate t for JOB-7", "--duration", "30m",
+                                 "--task-id", "job-7", "-o", "json").stdout)
+    assert created["status"] == "pending" and created["task_id"] == "job-7"
+    env.cli("bob", "requests", "approve", created["id"], "--comment", "go")
+
+    ran = _psql(env, "ci-bot", "UPDATE t SET id = id + 100 WHERE id <= 5")
+    assert ran.returncode == 0, ran.stderr
+    assert "UPDATE 5" in ran.stdout
+    conn = env.connect("ci-bot")
+    assert conn.execute("SELECT count(*) FROM t WHERE id > 100").fetchone() == (5,)
+    assert conn.execute("DELETE FROM t WHERE id > 100").rowcount == 5
+
+    done = env.cli("ci-bot", "tasks", "complete", "job-7")
+    assert "1 grant(s) ended" in done.stdout
+    deadline = time.monotonic() + 10
+    message = ""
+    while time.monotonic() < deadline and not message:
+        try:
+            conn.execute("SELECT count(*) FROM t")
+            time.sleep(0.1)
+        except psycopg.OperationalError as exc:
+            message = str(exc)
+    conn.close()
+    assert "jitgate: grant ended: task job-7 was completed" in message, message
+    after = _psql(env, "ci-bot", "SELECT count(*) FROM t")
+    assert after.returncode != 0 and "just-in-time grant" in after.stderr
+    assert env.cluster.psql("SELECT count(*) FROM t") == "5"
+    audit = env.http("admin", "GET", "/api/v1/audit", params={"action": "task:complete"}).json()
+    assert [(e["target_name"], e["actor"]) for e in audit["items"]] == [("job-7", "ci-bot")]

@@ -15,7 +15,7 @@ from jitgate.config import RolesSettings, TokenSettings
 from jitgate.connections.registry import ConnectionRegistry
 from jitgate.connections.types import ConnectionType
 from jitgate.connections.vault import MasterKey, Vault
-from jitgate.errors import Conflict, Forbidden, InvalidInput
+from jitgate.errors import Conflict, Forbidden, InvalidInput, NotFound
 from jitgate.identity.principal import Authenticated, AuthMethod, IdentityKind
 from jitgate.identity.service import IdentityService
 from jitgate.store.db import Store
@@ -38,6 +38,7 @@ class World:
             ("dave", ["security"], IdentityKind.USER),
             ("erin", ["oncall"], IdentityKind.USER),
             ("ci-bot", [], IdentityKind.AGENT),
+            ("root", ["admins"], IdentityKind.USER),
         ]:
             self.identities.create_identity(name, groups=groups, kind=kind)
 
@@ -204,6 +205,16 @@ def test_auto_approve_for_oncall(world: World) -> None:
     assert request.status == "approved" and request.approvals[0].via == "auto"
     other = world.access.create_request(world.who("alice"), "prod-db", reason="r")
     assert other.status == "pending"
+    with world.access.store.session() as session:
+        events = [(e.action, e.actor, e.details) for e in AuditLog.query(
+            session, target_name=request.id)]
+        pending_events = [e.action for e in AuditLog.query(session, target_name=other.id)]
+    assert [action for action, _, _ in events] == ["request:create", "request:approve"]
+    _, by, details = events[1]
+    assert by is None  # the gateway approved, by rule: no person
+    assert details["via"] == "auto" and details["rule"] == "oncall"
+    assert details["matched_groups"] == ["oncall"] and details["requester"] == "erin"
+    assert pending_events == ["request:create"]
 
 
 def test_auto_approve_only_in_business_hours(world: World) -> None:
@@ -237,11 +248,53 @@ def test_grant_end_by_time_uses_task_and_revoke(world: World) -> None:
     ended, _ = world.access.expire_due(now=grant.ends_at)
     assert [g.id for g in ended] == [timed]
     assert world.access.get_grant(timed).revoke_reason == "expired"
-    assert [g.id for g in world.access.complete_task(alice, "task-7")] == [task]
+    assert [g.id for g in world.access.complete_task(alice, "task-7").grants] == [task]
     with pytest.raises(Forbidden):
         world.access.revoke_grant(world.who("dave"), revoked)
     world.access.revoke_grant(world.who("bob"), revoked, reason="done early")
     assert world.access.active_grants(alice.principal, None, "dev-db") == []
+
+
+def test_completing_a_task_ends_its_grants_cancels_its_requests_and_is_final(
+    world: World,
+) -> None:
+    bot = world.who("ci-bot")
+    seen: list[GrantsChanged] = []
+    world.events.on_grants_changed(seen.append)
+    first = world.access.create_request(bot, "dev-db", reason="job", task_id="job-1")
+    grant_id = world.access.approve(world.who("bob"), first.id).grant_id
+    waiting = world.access.create_request(bot, "prod-db", reason="job", task_id="job-1")
+    other_task = world.access.create_request(bot, "prod-db", reason="job", task_id="job-2")
+    assert waiting.status == "pending"
+    # Neither an approver nor another identity may complete someone's task; unknown: 404.
+    for who in ("bob", "alice"):
+        with pytest.raises(Forbidden, match="owner or an admin"):
+            world.access.complete_task(world.who(who), "job-1")
+    with pytest.raises(NotFound, match="no grant or request"):
+        world.access.complete_task(bot, "no-such-task")
+
+    done = world.access.complete_task(bot, "job-1")
+    assert [g.id for g in done.grants] == [grant_id]
+    assert done.cancelled_requests == (waiting.id,)
+    assert world.access.active_grants(bot.principal, None, "dev-db") == []
+    assert world.access.get_grant(str(grant_id)).revoke_reason == "task completed"
+    cancelled = world.access.get_request(waiting.id)
+    assert cancelled.status == "cancelled" and cancelled.decision_reason == "task job-1 completed"
+    assert world.access.get_request(other_task.id).status == "pending"  # another task
+    assert any(grant_id in change.ended for change in seen)
+    with pytest.raises(Conflict, match=r"'job-1' was already completed at .* by ci-bot"):
+        world.access.complete_task(bot, "job-1")
+    with pytest.raises(Conflict, match="already completed"):
+        world.access.complete_task(world.who("root"), "job-1")
+    with pytest.raises(Conflict, match="task 'job-1' is completed"):
+        world.access.create_request(bot, "dev-db", reason="more", task_id="job-1")
+    # An admin may complete anyone's task.
+    assert world.access.complete_task(world.who("root"), "job-2").cancelled_requests == (
+        other_task.id,)
+    with world.access.store.session() as session:
+        events = AuditLog.query(session, action="task:complete", target_name="job-1")
+    assert [e.actor for e in events] == ["ci-bot"]
+    assert events[0].details["cancelled_requests"] == [waiting.id]
 
 
 def test_statement_grant_runs_exactly_once(world: World) -> None:

@@ -227,8 +227,11 @@ def test_break_glass_and_task_completion(api: API) -> None:
     task = people["alice"].post("/api/v1/requests", json={
         "connection": "prod-db", "reason": "agent job", "task_id": "job-9"}).json()
     people["bob"].post(f"/api/v1/requests/{task['id']}/approve", json={})
+    assert people["bob"].post("/api/v1/tasks/job-9/complete").status_code == 403
     done = people["alice"].post("/api/v1/tasks/job-9/complete").json()["items"]
     assert len(done) == 1 and done[0]["revoke_reason"] == "task completed"
+    again = api.post("/api/v1/tasks/job-9/complete")
+    assert again.status_code == 409 and "already completed" in again.json()["error"]["message"]
 
 
 def test_requests_and_grants_are_paged(api: API) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from jitgate.audit.log import AuditLog
 from jitgate.errors import Conflict, InvalidInput
 from jitgate.identity.principal import Identity, IdentityKind
-from jitgate.policy.service import PolicyService
+from jitgate.policy.gate import StatementGate
+from jitgate.policy.service import LiveEngine, PolicyService
 from jitgate.policy.types import Outcome, Request, Target
+from jitgate.sql import PostgresClassifier
 from jitgate.store.db import Store
 
 ALICE = Identity("u1", "alice", IdentityKind.USER)
@@ -63,3 +68,44 @@ def test_another_node_sees_the_change_after_its_reload_interval(store: Store) ->
     assert node_b.engine().version == 1
     node_a.put("extra", "permit(principal, action, resource);")
     assert node_b.engine().version == 2
+
+
+def test_a_typo_is_refused_against_the_schema_and_nothing_changes(store: Store) -> None:
+    service = PolicyService(store, reload_interval=0)
+    service.ensure_default_pack()
+    before = service.engine().version
+    typo = '@id("risky") forbid (principal, action, resource) when { context.riks >= 70 };'
+    for attempt in (lambda: service.put("risky", typo), lambda: service.validate("risky", typo)):
+        with pytest.raises(InvalidInput, match="attribute `riks` in context not found"):
+            attempt()
+    assert [r.name for r in service.list()] == ["default"]
+    assert service.engine().version == before
+    service.put("risky", typo.replace("riks", "risk"))
+    assert service.engine().version == before + 1
+
+
+def test_an_unreadable_store_refuses_without_caching_the_refusal(store: Store) -> None:
+    """The store goes away under a session's gate: refusals with a clear reason (also for
+    connecting), nothing cached, and decisions again once it is back."""
+    service = PolicyService(store, reload_interval=0)
+    service.ensure_default_pack()
+    gate = StatementGate(LiveEngine(service), principal=ALICE, actor=None, target=DB,
+                         client_addr=None)
+    stmt = PostgresClassifier().classify("SELECT 1").statements[0]
+    assert gate(stmt, stmt.text).allowed
+    real_session = store.session
+
+    def down() -> Any:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("store down"))
+
+    store.session = down  # type: ignore[method-assign]
+    try:
+        for _ in range(2):
+            refused = gate(stmt, stmt.text)
+            assert refused.outcome is Outcome.DENY
+            assert "policy store cannot be read" in (refused.reason or "")
+        connect = gate.decide(None, "", action="connect")
+        assert connect.outcome is Outcome.DENY and "policy store" in (connect.reason or "")
+    finally:
+        store.session = real_session  # type: ignore[method-assign]
+    assert gate(stmt, stmt.text).allowed

@@ -9,8 +9,9 @@ When policy says review, the session that holds the statement calls
 3. in *non-blocking* mode (agents, by default) the statement fails at once with the
    request id; after approval the same statement may be sent again and runs once;
 4. in *blocking* mode the caller is told where to approve (a NoticeResponse, a line on
-   stderr…) and the statement waits, bounded by ``timeout``: approved → it runs; denied
-   or timed out → it is refused with the reason. Only this session waits. If the session
+   stderr…: the CLI command and, when ``api.public_url`` is set, the approval link) and
+   the statement waits, bounded by ``timeout``: approved → it runs; denied or timed out
+   → it is refused with the reason. Only this session waits. If the session
    ends while it waits (client gone, gateway shutdown), the request is withdrawn; if the
    gateway dies (SIGKILL, power), the restarted gateway withdraws it, and in any case it
    expires shortly after the wait would have ended: nobody can approve a statement whose
@@ -29,6 +30,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from jitgate.access.notify import request_links
 from jitgate.access.service import AccessService
 from jitgate.errors import JitgateError
 from jitgate.identity.principal import Authenticated
@@ -53,7 +55,7 @@ async def resolve_review(
     timeout: float,
     poll_interval: float,
     tell: Callable[[str], None],
-    approve_hint: str = "",
+    public_url: str | None = None,
 ) -> Decision:
     grant = await asyncio.to_thread(
         access.consume_statement_grant, who.principal, who.actor, connection, key
@@ -80,17 +82,18 @@ async def resolve_review(
         return Decision.deny(
             f"{reason}; the approval request failed: {exc.message}", *decision.policies
         )
+    link = request_links(public_url, request.id).get("approve")
+    where = f"`jitgate requests approve {request.id}`" + (f" or POST {link}" if link else "")
     if request.status != "approved" and not wait:
         return Decision.deny(
-            f"{reason}. Approval requested as request {request.id}; run the same statement "
-            f"again once it is approved.{approve_hint}",
+            f"{reason}. Approval requested as request {request.id} (approve with {where}); "
+            "run the same statement again once it is approved.",
             *decision.policies,
         )
     if request.status != "approved":
         tell(
             f"jitgate: {reason}. Statement held for approval as request {request.id} "
-            f"(approve with `jitgate requests approve {request.id}`{approve_hint}); "
-            f"waiting up to {int(timeout)} s."
+            f"(approve with {where}); waiting up to {int(timeout)} s."
         )
         try:
             status = await _wait(access, request.id, timeout, poll_interval)

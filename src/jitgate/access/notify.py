@@ -106,6 +106,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def request_links(public_url: str | None, request_id: str) -> dict[str, str]:
+    """Where a request is seen, approved and denied, from ``api.public_url`` (if set)."""
+    base_url = (public_url or "").rstrip("/")
+    if not base_url:
+        return {}
+    base = f"{base_url}/api/v1/requests/{request_id}"
+    return {"request": base, "approve": f"{base}/approve", "deny": f"{base}/deny"}
+
+
 class Notifier:
     def __init__(self, settings: NotificationSettings, *, public_url: str | None = None) -> None:
         self.settings = settings
@@ -163,10 +172,7 @@ class Notifier:
             )
 
     def _links(self, request_id: str) -> dict[str, str]:
-        if not self.public_url:
-            return {}
-        base = f"{self.public_url}/api/v1/requests/{request_id}"
-        return {"request": base, "approve": f"{base}/approve", "deny": f"{base}/deny"}
+        return request_links(self.public_url, request_id)
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         body = json.dumps({"type": event, **payload}, sort_keys=True).encode()

@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from jitgate.access.events import AccessEvents, GrantsChanged, RequestDecided
 from jitgate.access.rules import ApprovalRule, Step, pick_rule
-from jitgate.audit.log import AuditLog
+from jitgate.audit.log import AuditEvent, AuditLog
 from jitgate.connections.registry import ConnectionRegistry
 from jitgate.errors import Conflict, Forbidden, InvalidInput, NotFound
 from jitgate.identity.principal import Authenticated, Identity, Role
@@ -155,6 +155,13 @@ class GrantInfo:
     @property
     def active(self) -> bool:
         return self.active_at(utcnow())
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCompletion:
+    task_id: str
+    grants: tuple[GrantInfo, ...]  # revoked by the completion
+    cancelled_requests: tuple[str, ...]  # ids of the pending requests it cancelled
 
 
 def _grant_info(row: GrantRow) -> GrantInfo:
@@ -322,6 +329,8 @@ class AccessService:
             max_uses = rule.max_uses
         request_id = str(uuid.uuid4())
         with self.store.session() as session:
+            if task_id is not None and self._task_completed(session, task_id) is not None:
+                raise Conflict(f"task {task_id!r} is completed: it can get no more access")
             row = AccessRequestRow(
                 id=request_id,
                 kind=kind,
@@ -371,12 +380,33 @@ class AccessService:
             session.flush()
             auto = self._auto_approves(rule, caller.principal, now)
             if auto:
+                comment = f"auto-approved by rule {rule.name!r}"
+                groups = sorted(caller.principal.groups.intersection(rule.auto_approve_groups))
+                # In the audit trail like a human approval, by the gateway (no caller),
+                # with why: the rule and the requester's groups that matched it.
+                AuditLog.record(
+                    session,
+                    "request:approve",
+                    caller=None,
+                    target_type="request",
+                    target_name=request_id,
+                    details={
+                        "step": row.current_step,
+                        "comment": comment,
+                        "via": "auto",
+                        "rule": rule.name,
+                        "requester": caller.principal.name,
+                        "matched_groups": groups,
+                        "business_hours_only": rule.auto_approve_business_hours_only,
+                    },
+                    client_addr=client_addr,
+                )
                 self._approve_all(
                     session,
                     row,
                     approver=caller.principal,
                     via="auto",
-                    comment=f"auto-approved by rule {rule.name!r}",
+                    comment=comment,
                     now=now,
                 )
             info = self._request_info(session, row)
@@ -1058,34 +1088,89 @@ class AccessService:
         self.events.grants_changed(GrantsChanged(info.identity, info.connection, (info.id,)))
         return info
 
-    def complete_task(self, caller: Authenticated, task_id: str) -> list[GrantInfo]:
-        """The agent task a grant was for is done: its grants end now."""
-        now = utcnow()
-        ended = []
+    def complete_task(
+        self,
+        caller: Authenticated,
+        task_id: str,
+        *,
+        client_addr: str | None = None,
+        now: datetime | None = None,
+    ) -> TaskCompletion:
+        """The agent task grants and requests were for is done.
+
+        Its active grants are revoked now (sessions that depend on them are ended, with a
+        message that names the task), its pending requests are cancelled (a statement
+        held for one of them is refused at once), and the task stays completed: completing
+        it again, or asking for access for it, is refused. Only the task's owner (the
+        identity its grants and requests are for) or an admin may complete it.
+        """
+        now = now or utcnow()
+        if not task_id or len(task_id) > 256:
+            raise InvalidInput("a task id of 1 to 256 characters is required")
         with self.store.session() as session:
-            rows = session.scalars(
-                select(GrantRow).where(GrantRow.task_id == task_id, GrantRow.revoked_at.is_(None))
+            done = self._task_completed(session, task_id)
+            if done is not None:
+                raise Conflict(
+                    f"task {task_id!r} was already completed at "
+                    f"{done.at.isoformat(timespec='seconds')} by {done.actor or 'jitgate'}"
+                )
+            grants = session.scalars(select(GrantRow).where(GrantRow.task_id == task_id)).all()
+            requests = session.scalars(
+                select(AccessRequestRow).where(AccessRequestRow.task_id == task_id)
             ).all()
-            for row in rows:
-                if row.identity_id != caller.principal.id and not caller.has_role(Role.APPROVER):
-                    raise Forbidden("only the grant holder or an approver can complete its task")
-                row.revoked_at = now
-                row.revoked_by = caller.principal.name
-                row.revoke_reason = "task completed"
-                ended.append(_grant_info(row))
+            if not grants and not requests:
+                raise NotFound(f"no grant or request is for task {task_id[:256]!r}")
+            owners = {g.identity_id for g in grants} | {r.requester_id for r in requests}
+            if owners != {caller.principal.id} and not caller.has_role(Role.ADMIN):
+                raise Forbidden("only the task's owner or an admin can complete it")
+            ended = []
+            for row in grants:
+                if row.revoked_at is None:
+                    row.revoked_at = now
+                    row.revoked_by = caller.principal.name
+                    row.revoke_reason = "task completed"
+                    ended.append(_grant_info(row))
+            cancelled = []
+            for request in requests:
+                if request.status != "pending":
+                    continue
+                try:
+                    self._finalize(
+                        session,
+                        request,
+                        "cancelled",
+                        caller.principal.name,
+                        f"task {task_id} completed",
+                        now,
+                    )
+                except Conflict:  # decided meanwhile
+                    continue
+                cancelled.append(self._request_info(session, request))
             if ended:
                 revisions.bump(session, REVISION)
-                AuditLog.record(
-                    session,
-                    "task:complete",
-                    caller=caller,
-                    target_type="task",
-                    target_name=task_id,
-                    details={"grants": [g.id for g in ended]},
-                )
+            AuditLog.record(
+                session,
+                "task:complete",
+                caller=caller,
+                target_type="task",
+                target_name=task_id,
+                details={
+                    "grants": [g.id for g in ended],
+                    "cancelled_requests": [r.id for r in cancelled],
+                },
+                client_addr=client_addr,
+            )
         for grant in ended:
             self.events.grants_changed(GrantsChanged(grant.identity, grant.connection, (grant.id,)))
-        return ended
+        for info in cancelled:
+            self._after_decision(info)
+        return TaskCompletion(task_id, tuple(ended), tuple(r.id for r in cancelled))
+
+    @staticmethod
+    def _task_completed(session: Session, task_id: str) -> AuditEvent | None:
+        """When and by whom a task was completed (the audit trail is the record)."""
+        events = AuditLog.query(session, action="task:complete", target_name=task_id, limit=1)
+        return events[0] if events else None
 
     # ----------------------------------------------------------- housekeeping
 

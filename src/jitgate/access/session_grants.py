@@ -85,5 +85,7 @@ class SessionGrants:
         if ended:
             grant = await asyncio.to_thread(self.access.get_grant, ended[0])
             reason = grant.revoke_reason or "ended"
+            if reason == "task completed" and grant.task_id:
+                return f"jitgate: grant ended: task {grant.task_id} was completed"
             return "jitgate: grant expired" if reason == "expired" else f"jitgate: grant {reason}"
         return f"jitgate: access ended: {decision.reason or 'not allowed any more'}"

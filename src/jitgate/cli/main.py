@@ -967,7 +967,11 @@ def grants_revoke(
 def tasks_complete(task_id: str, server: Server = None) -> None:
     """Mark an agent task complete: grants scoped to it end now."""
     result = APIClient.from_env(server).request("POST", f"/api/v1/tasks/{task_id}/complete")
-    typer.echo(f"task {task_id} complete; {len(result['items'])} grant(s) ended")
+    cancelled = len(result.get("cancelled_requests", ()))
+    typer.echo(
+        f"task {task_id} complete; {len(result['items'])} grant(s) ended, "
+        f"{cancelled} pending request(s) cancelled"
+    )
 
 
 # -------------------------------------------------------------------- rules

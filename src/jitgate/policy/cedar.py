@@ -20,11 +20,17 @@ Outcomes
 --------
 Cedar says allow or deny; annotations refine it:
 
-1. a matching ``forbid`` → **deny**, reason from its ``@reason("…")``;
+1. deny first: any matching ``forbid`` (or ``permit`` annotated ``@outcome("deny")``)
+   → **deny**, whatever else matches; the reason is the first one's ``@reason("…")``;
 2. otherwise a matching ``permit`` annotated ``@outcome("review")`` → **review**;
-3. otherwise a matching ``permit`` → **allow**, with the ``@mask("…")`` of a matching
-   permit, if any, as the mask profile;
+3. otherwise a matching ``permit`` → **allow**;
 4. nothing matches → **deny** ("no policy permits this").
+
+The mask profile (allow and review) is the *strictest* ``@mask("…")`` among the matching
+permits, in the order ``none`` < ``pii`` < ``pci`` < ``secrets`` < operator-defined
+profiles (ordered by name among themselves) < ``strict`` (:func:`mask_strictness`).
+Cedar policy *templates* (``?principal``/``?resource`` slots) are refused: every policy
+must be a complete, static one.
 
 Fail closed: a ``forbid`` whose condition fails to evaluate (a typo, a missing attribute)
 denies; a ``permit`` that fails to evaluate does not permit. Reasons may use
@@ -84,6 +90,28 @@ class PolicyInfo:
     def review(self) -> bool:
         return self.annotations.get("outcome") == "review"
 
+    @property
+    def denies(self) -> bool:
+        return self.effect == "forbid" or self.annotations.get("outcome") == "deny"
+
+
+#: Built-in mask profiles from least to most strict; operator-defined profiles rank
+#: between ``secrets`` and ``strict``, ordered by name among themselves.
+MASK_ORDER = ("none", "pii", "pci", "secrets")
+
+
+def mask_strictness(profile: str) -> tuple[int, str]:
+    """Sort key of a mask profile: the larger, the stricter (see the module doc)."""
+    if profile == "strict":
+        return (len(MASK_ORDER) + 1, "")
+    if profile in MASK_ORDER:
+        return (MASK_ORDER.index(profile), "")
+    return (len(MASK_ORDER), profile)
+
+
+def strictest_mask(profiles: Iterable[str]) -> str | None:
+    return max(profiles, key=mask_strictness, default=None)
+
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
@@ -93,8 +121,14 @@ class Explanation:
     context: Mapping[str, Any] = field(default_factory=dict)
 
 
+class TemplateError(Exception):
+    """The text holds a Cedar policy template (a policy with ``?principal``/``?resource``)."""
+
+
 def _annotations_by_policy(text: str) -> list[tuple[str, dict[str, str]]]:
     raw = json.loads(cedarpy.policies_to_json_str(text))
+    if raw.get("templates"):
+        raise TemplateError
     items = sorted(raw.get("staticPolicies", {}).items(), key=lambda kv: int(kv[0][6:]))
     return [(item["effect"], dict(item.get("annotations") or {})) for _id, item in items]
 
@@ -108,13 +142,17 @@ def parse_document(doc: PolicyDocument) -> list[tuple[str, dict[str, str]]]:
         policies = _annotations_by_policy(doc.text)
     except ValueError as exc:
         raise InvalidInput(f"policy {doc.name!r} is not valid Cedar: {exc}") from None
-    if "templates" in doc.text and "?principal" in doc.text:
-        raise InvalidInput(f"policy {doc.name!r}: templates are not supported")
+    except TemplateError:
+        raise InvalidInput(
+            f"policy {doc.name!r}: Cedar policy templates (?principal, ?resource slots) are "
+            "not supported; write a static policy that names its principal and resource"
+        ) from None
     for _effect, notes in policies:
         outcome = notes.get("outcome")
-        if outcome is not None and outcome not in ("allow", "review"):
+        if outcome is not None and outcome not in ("allow", "review", "deny"):
             raise InvalidInput(
-                f'policy {doc.name!r}: @outcome must be "allow" or "review", not {outcome!r}'
+                f'policy {doc.name!r}: @outcome must be "allow", "review" or "deny", '
+                f"not {outcome!r}"
             )
     return policies
 
@@ -194,8 +232,8 @@ class CedarEngine:
         matched: tuple[PolicyInfo, ...],
         errored: tuple[tuple[PolicyInfo, str], ...],
     ) -> Decision:
-        broken_forbids = [p for p, _ in errored if p.effect == "forbid"]
-        forbids = [p for p in matched if p.effect == "forbid"] + broken_forbids
+        broken_forbids = [p for p, _ in errored if p.denies]
+        forbids = [p for p in matched if p.denies] + broken_forbids
         if forbids:
             first = forbids[0]
             reason = first.annotations.get("reason") or f"forbidden by policy {first.name}"
@@ -210,7 +248,7 @@ class CedarEngine:
         permits = [p for p in matched if p.effect == "permit"]
         if not permits:
             return Decision(Outcome.DENY, "no policy permits this", None, ())
-        mask = next((p.annotations["mask"] for p in permits if "mask" in p.annotations), None)
+        mask = strictest_mask(p.annotations["mask"] for p in permits if "mask" in p.annotations)
         reviews = [p for p in permits if p.review]
         if reviews:
             reason = (

@@ -16,6 +16,10 @@ SSH environment variables leaves the SQL cache keyed on the classification alone
 key also holds the session context's version (bumped when, say, the session's grants
 change) and the current UTC hour, because policies may read ``context.hour`` and
 ``business_hours``.
+
+No decision, no access: when the engine fails (the policy store cannot be read, a bug)
+the statement is refused with the reason, and that refusal is never cached, so the next
+statement asks again and runs as soon as the policies can be read.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from jitgate.errors import Unavailable
 from jitgate.identity.principal import Identity
 from jitgate.policy.types import Decision, PolicyEngine, Request, Target
 from jitgate.sql.types import CommandKind, Statement
 
 CACHE_ENTRIES = 2048
+FAIL_CLOSED = ("builtin:fail-closed",)  # no decision could be made: refused, never cached
 
 
 class StatementGate:
@@ -58,6 +64,10 @@ class StatementGate:
     def __call__(self, statement: Statement, text: str) -> Decision:
         key: tuple[object, ...] | None = None
         if statement.kind is not CommandKind.UNKNOWN:
+            try:
+                version = self.engine.version
+            except Exception as exc:  # the policies cannot be read: fail closed, uncached
+                return _failed(exc)
             key = (
                 statement.kind,
                 statement.tag,
@@ -73,7 +83,7 @@ class StatementGate:
                 statement.read_only,
                 statement.inner_kind,
                 statement.prepared_name,
-                self.engine.version,
+                version,
                 self._context_version,
                 int(time.time() // 3600),
                 text if self._reads_text(statement) else None,
@@ -84,7 +94,7 @@ class StatementGate:
                 return cached
         self.misses += 1
         decision = self.decide(statement, text)
-        if key is not None:
+        if key is not None and decision.policies != FAIL_CLOSED:
             if len(self._cache) >= CACHE_ENTRIES:
                 self._cache.clear()
             self._cache[key] = decision
@@ -115,6 +125,11 @@ class StatementGate:
         try:
             return self.engine.decide(request)
         except Exception as exc:  # fail closed: a broken policy never allows
-            return Decision.deny(
-                f"policy evaluation failed: {type(exc).__name__}", "builtin:fail-closed"
-            )
+            return _failed(exc)
+
+
+def _failed(exc: Exception) -> Decision:
+    """The refusal when no decision could be made (never cached)."""
+    if isinstance(exc, Unavailable):
+        return Decision.deny(exc.message, *FAIL_CLOSED)
+    return Decision.deny(f"policy evaluation failed: {type(exc).__name__}", *FAIL_CLOSED)

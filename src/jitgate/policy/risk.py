@@ -13,6 +13,7 @@ configuration::
     clamped to 0..100
 
 so an operator can write ``@outcome("review") permit(...) when { context.risk >= 70 };``.
+Operator overrides of ``base`` are merged over the documented weights below, kind by kind.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from jitgate.sql.types import Statement
 
@@ -35,6 +36,9 @@ DEFAULT_BASE: dict[str, int] = {
 
 
 class RiskSettings(BaseModel):
+    """The weights. ``base`` given by the operator is merged over :data:`DEFAULT_BASE`
+    (``base: {ddl: 70}`` changes DDL only; every other kind keeps its documented weight)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     base: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_BASE))
@@ -50,6 +54,21 @@ class RiskSettings(BaseModel):
     off_hours: int = 10
     business_start_hour: int = Field(default=8, ge=0, le=23)
     business_end_hour: int = Field(default=18, ge=1, le=24)
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _merge_base(cls, value: object) -> object:
+        if isinstance(value, Mapping):
+            return {**DEFAULT_BASE, **value}
+        return value
+
+    @field_validator("base", mode="after")
+    @classmethod
+    def _check_base(cls, value: dict[str, int]) -> dict[str, int]:
+        wrong = sorted(kind for kind, weight in value.items() if not 0 <= weight <= 100)
+        if wrong:
+            raise ValueError(f"base weights must be 0..100 (see {', '.join(wrong)})")
+        return value
 
 
 def is_business_hours(at: datetime, settings: RiskSettings) -> bool:

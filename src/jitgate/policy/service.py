@@ -1,11 +1,14 @@
 """Policies stored in the database: managed by API and CLI, compiled into one engine.
 
-Every change validates the *whole* resulting policy set with Cedar before it commits, in
+Every change validates the document against the Cedar schema (:mod:`.schema`) and the
+*whole* resulting policy set with Cedar before it commits, in
 one transaction with its audit event and a bump of the ``policies`` revision — an invalid
 policy is rejected with Cedar's message and never half-applied. :meth:`engine` returns
 the compiled :class:`CedarEngine` for the current revision; it re-reads the revision from
 the store at most every ``reload_interval`` seconds, so a change made on another node is
-picked up within that time (and at once on this node).
+picked up within that time (and at once on this node). When the store cannot be read it
+raises :class:`PolicyStoreUnavailable` (fail closed; the gate turns it into a refusal of
+the one statement) and tries again on the next call.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from datetime import datetime
 from importlib import resources
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from jitgate.audit.log import AuditLog
-from jitgate.errors import Conflict, InvalidInput, NotFound
+from jitgate.errors import Conflict, InvalidInput, NotFound, Unavailable
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
+from jitgate.policy import schema
 from jitgate.policy.cedar import CedarEngine, Explanation, PolicyDocument, parse_document
 from jitgate.policy.risk import RiskSettings
 from jitgate.policy.types import Decision, Request
@@ -38,6 +43,10 @@ MAX_POLICY_BYTES = 256 * 1024
 
 def default_pack() -> str:
     return resources.files("jitgate.policy").joinpath("packs/default.cedar").read_text("utf-8")
+
+
+class PolicyStoreUnavailable(Unavailable):
+    """The policies cannot be read from the store (it is down or unreachable)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +80,19 @@ class PolicyService:
         if engine is not None and now - self._checked < self.reload_interval:
             return engine
         with self._lock:
-            with self.store.session() as session:
-                revision = revisions.current(session, REVISION)
-                if self._engine is None or self._engine.version != revision:
-                    docs = self._documents(session)
-                    self._engine = CedarEngine(docs, version=revision, risk=self.risk)
+            try:
+                with self.store.session() as session:
+                    revision = revisions.current(session, REVISION)
+                    if self._engine is None or self._engine.version != revision:
+                        docs = self._documents(session)
+                        self._engine = CedarEngine(docs, version=revision, risk=self.risk)
+            except (SQLAlchemyError, OSError) as exc:
+                # Fail closed: no decision from policies that may be out of date. The next
+                # call tries the store again, so decisions resume as soon as it is back.
+                raise PolicyStoreUnavailable(
+                    "the policy store cannot be read, so nothing can be allowed; "
+                    "try again once it is back"
+                ) from exc
             self._checked = time.monotonic()
             return self._engine
 
@@ -158,6 +175,7 @@ class PolicyService:
             raise InvalidInput(f"policy {name!r} exceeds {MAX_POLICY_BYTES} bytes")
         document = PolicyDocument(name, text)
         parse_document(document)
+        schema.check(document)
         with self.store.session() as session:
             docs = self._documents(session, replace=document)
         try:
@@ -181,6 +199,7 @@ class PolicyService:
             raise InvalidInput(f"policy {name!r} exceeds {MAX_POLICY_BYTES} bytes")
         document = PolicyDocument(name, text)
         parse_document(document)
+        schema.check(document)
         with self.store.session() as session:
             row = session.scalar(select(PolicyRow).where(PolicyRow.name == name))
             if row is not None and create_only:

@@ -188,3 +188,62 @@ def test_connect_action_and_business_hours() -> None:
     assert engine.decide(request).outcome is Outcome.ALLOW
     late = Request(action="connect", principal=ALICE, target=DEV, at=MIDNIGHT)
     assert engine.decide(late).outcome is Outcome.DENY
+
+
+def test_deny_first_a_forbid_or_deny_outcome_wins_over_review_and_allow() -> None:
+    engine = CedarEngine([PolicyDocument("p", '''
+        @id("review-deletes") @outcome("review") permit (principal, action == Action::"sql:delete", resource);
+        @id("allow-all") permit (principal, action, resource);
+        @id("no-deletes-on-audit") @reason("audit rows are kept")
+        forbid (principal, action == Action::"sql:delete", resource)
+        when { context.tables_written.contains("audit") };
+        @id("deny-outcome") @outcome("deny") @reason("no updates to ledger")
+        permit (principal, action == Action::"sql:update", resource)
+        when { context.tables_written.contains("ledger") };
+    ''')])  # noqa: E501
+    held = engine.decide(sql_request("DELETE FROM t WHERE id = 1"))
+    assert held.outcome is Outcome.REVIEW
+    denied = engine.decide(sql_request("DELETE FROM audit WHERE id = 1"))
+    assert denied.outcome is Outcome.DENY and denied.reason == "audit rows are kept"
+    assert denied.policies == ("no-deletes-on-audit",)
+    ledger = engine.decide(sql_request("UPDATE ledger SET a = 1 WHERE id = 1"))
+    assert ledger.outcome is Outcome.DENY and ledger.reason == "no updates to ledger"
+    assert engine.decide(sql_request("UPDATE t SET a = 1 WHERE id = 1")).allowed
+
+
+@pytest.mark.parametrize(
+    ("masks", "strictest"),
+    [
+        (["pii", "none"], "pii"),
+        (["pci", "pii"], "pci"),
+        (["secrets", "pci", "pii"], "secrets"),
+        (["secrets", "custom-hr"], "custom-hr"),
+        (["custom-b", "custom-a"], "custom-b"),
+        (["custom-z", "strict", "pii"], "strict"),
+        (["none"], "none"),
+    ],
+)
+def test_the_strictest_of_several_matching_masks_applies(
+    masks: list[str], strictest: str
+) -> None:
+    text = "\n".join(f'@mask("{m}") permit (principal, action, resource);' for m in masks)
+    for order in (text, "\n".join(reversed(text.splitlines()))):
+        engine = CedarEngine([PolicyDocument("p", order)])
+        assert engine.decide(sql_request("SELECT 1")).mask_profile == strictest
+    reviewed = CedarEngine([PolicyDocument("p", text + (
+        '\n@outcome("review") permit (principal, action, resource);'))])
+    assert reviewed.decide(sql_request("SELECT 1")).mask_profile == strictest
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "permit (principal == ?principal, action, resource);",
+        'permit (principal, action, resource in ?resource) when { context.risk < 5 };',
+        "permit (principal, action, resource);\n"
+        "forbid (principal == ?principal, action, resource);",
+    ],
+)
+def test_policy_templates_are_refused_with_a_clear_error(text: str) -> None:
+    with pytest.raises(InvalidInput, match=r"templates .* are not supported"):
+        CedarEngine([PolicyDocument("tmpl", text)])

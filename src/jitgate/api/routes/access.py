@@ -324,9 +324,21 @@ def revoke_grant(
     return GrantOut.of(gw.access.revoke_grant(who, grant_id, reason=body.reason, client_addr=addr))
 
 
-@router.post("/tasks/{task_id}/complete", response_model=PageOut[GrantOut])
-def complete_task(task_id: str, gw: GatewayDep, who: Caller) -> PageOut[GrantOut]:
-    return PageOut(items=[GrantOut.of(g) for g in gw.access.complete_task(who, task_id)])
+class TaskCompleteOut(BaseModel):
+    task_id: str
+    items: list[GrantOut]  # the grants the completion revoked
+    cancelled_requests: list[str]
+
+
+@router.post("/tasks/{task_id}/complete", response_model=TaskCompleteOut)
+def complete_task(task_id: str, gw: GatewayDep, who: Caller, addr: ClientAddr) -> TaskCompleteOut:
+    """Only the task's owner or an admin; a completed task cannot be completed again (409)."""
+    done = gw.access.complete_task(who, task_id, client_addr=addr)
+    return TaskCompleteOut(
+        task_id=done.task_id,
+        items=[GrantOut.of(g) for g in done.grants],
+        cancelled_requests=list(done.cancelled_requests),
+    )
 
 
 # --------------------------------------------------------------------- rules

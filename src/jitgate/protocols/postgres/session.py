@@ -583,6 +583,7 @@ class PostgresSession:
                 timeout=approvals.hold_timeout_seconds,
                 poll_interval=approvals.poll_interval_seconds,
                 tell=tell,
+                public_url=self.gateway.settings.api.public_url,
             )
         except Exception as exc:  # fail closed
             log.exception("[client=%s] resolving a review failed", self.client_addr)

@@ -816,6 +816,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 timeout=approvals.hold_timeout_seconds,
                 poll_interval=approvals.poll_interval_seconds,
                 tell=lambda message: self.tell(message),
+                public_url=conn.gateway.settings.api.public_url,
             )
         except Exception as exc:  # fail closed
             log.exception("[client=%s] resolving a review failed", conn.client_addr)
