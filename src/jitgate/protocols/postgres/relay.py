@@ -40,9 +40,11 @@ forwards them, looking closely at only the messages that matter:
   dropped from the FIFO. Every expectation carries the number of CopyDone/CopyFail
   messages the client had sent before it, which tells exactly which Syncs those are.
 
-Both directions are bounded: a message longer than ``max_message`` from the client is a
-protocol violation (the adapter answers with a FATAL ErrorResponse and closes both legs).
-Large backend ``DataRow``/``CopyData`` messages are streamed through without buffering.
+Both directions are bounded: a message longer than ``max_message`` from the client, or one
+from the upstream that would have to be buffered, is a protocol violation (the adapter
+answers with a FATAL ErrorResponse and closes both legs). Large backend
+``DataRow``/``CopyData`` messages that need no masking are streamed through without
+buffering.
 """
 
 from __future__ import annotations
@@ -828,6 +830,12 @@ class Relay:
             mtype, length = _HEADER.unpack_from(buf, pos)
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
+            if length > self.max_message and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
+                # (rows and COPY data that need no masking are streamed, never buffered)
+                raise ProtocolViolation(
+                    f"a message of {length} bytes from the upstream exceeds the limit of "
+                    f"{self.max_message}"
+                )
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
                 masking = self._row_masking(mtype) if self.masking is not None else None
