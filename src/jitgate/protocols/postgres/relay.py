@@ -1138,7 +1138,8 @@ class Relay:
             sample = bytes(buf[pos + 5 : end]) if replacement is None else replacement[5:]
             execution.row_sink(sample)
 
-    def _mask_notice(self, mtype: int, payload: bytes) -> bytes | None:
+    def _masked_fields(self, payload: bytes) -> dict[str, str] | None:
+        """ErrorResponse/NoticeResponse fields with values masked; None if none changed."""
         assert self.masking is not None
         execution = self._front_execution()
         profile = (
@@ -1151,10 +1152,25 @@ class Relay:
             return None
         catalog = self._catalog_for(execution) if execution is not None else self._masks.catalog
         scope = pgmask.table_scope(catalog)
-        fields = pgmask.mask_error_fields(payload, masker, self.encoding, scope)
-        if fields is None:
+        return pgmask.mask_error_fields(payload, masker, self.encoding, scope)
+
+    def _mask_notification(self, payload: bytes) -> bytes | None:
+        """A NotificationResponse with its payload masked (the session's default profile:
+        a notification belongs to no statement of this session)."""
+        assert self.masking is not None
+        masker = self.masking.masker(self.masking.profile_for(Decision.allow()))
+        if masker is None:
             return None
-        return m.encode_error_fields(fields, mtype, self.encoding)
+        channel_end = payload.find(b"\x00", 4)
+        text_end = payload.find(b"\x00", channel_end + 1)
+        if len(payload) < 4 or channel_end < 0 or text_end < 0:
+            raise ProtocolViolation("malformed NotificationResponse from the upstream")
+        text = payload[channel_end + 1 : text_end].decode(self.encoding, "replace")
+        result = masker.mask_text(text, nullable=False)
+        if not result.changed or result.value is None:
+            return None
+        body = payload[: channel_end + 1] + result.value.encode(self.encoding, "replace")
+        return m.message(m.NOTIFICATION_RESPONSE, body + b"\x00")
 
     def _front_execution(self) -> Execution | None:
         if not self._expect:
@@ -1184,12 +1200,19 @@ class Relay:
             self._complete(tag)
             return None
         if mtype == m.ERROR_RESPONSE:
-            replacement = self._on_error(bytes(buf[start:end]))
-            if replacement is None and self.masking is not None:
-                replacement = self._mask_notice(mtype, bytes(buf[start:end]))
+            payload = bytes(buf[start:end])
+            # Masked before anything of it is recorded (the error's message) or sent, and
+            # under the profile of the statement it ends.
+            masked = self._masked_fields(payload) if self.masking is not None else None
+            replacement = self._on_error(payload, masked)
+            if replacement is None and masked is not None:
+                replacement = m.encode_error_fields(masked, mtype, self.encoding)
             return replacement
         if mtype == m.NOTICE_RESPONSE and self.masking is not None:
-            return self._mask_notice(mtype, bytes(buf[start:end]))
+            masked = self._masked_fields(bytes(buf[start:end]))
+            return None if masked is None else m.encode_error_fields(masked, mtype, self.encoding)
+        if mtype == m.NOTIFICATION_RESPONSE and self.masking is not None:
+            return self._mask_notification(bytes(buf[start:end]))
         if mtype == m.ROW_DESCRIPTION and self.masking is not None:
             self._on_row_description(bytes(buf[start:end]))
         if mtype == m.COPY_OUT_RESPONSE and self.masking is not None:
@@ -1313,7 +1336,9 @@ class Relay:
             self._names_done(execution)
         self._observer.finished(execution)
 
-    def _on_error(self, payload: bytes) -> bytes | None:
+    def _on_error(self, payload: bytes, masked: dict[str, str] | None = None) -> bytes | None:
+        """Close the request an ErrorResponse answers; ``masked``: its fields as masked
+        (what the recording keeps). Returns the denial's own error, for a refused one."""
         fields = m.parse_error_fields(payload, self.encoding)
         replacement = None
         denied: tuple[Execution, Decision] | None = None
@@ -1329,7 +1354,7 @@ class Relay:
             self._finish(execution, "denied", None, error_pair)
         fatal = fields.get("S") in ("FATAL", "PANIC")
         self.upstream_fatal = self.upstream_fatal or fatal
-        error = (fields.get("C", ""), fields.get("M", ""))
+        error = (fields.get("C", ""), (masked or fields).get("M", ""))
         self._fail_front(error, fatal=fatal)
         return replacement
 
