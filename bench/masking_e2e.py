@@ -67,6 +67,7 @@ def main() -> None:
         port = free_port()
         (work / "jitgate.yaml").write_text(
             f"api:\n  port: 0\nlog_level: warning\nlisteners:\n  postgres:\n    port: {port}\n"
+            "    allow_cleartext_loopback: true\n"
             "  ssh:\n    enabled: false\n")
         proc = subprocess.Popen(
             [sys.executable, "-m", "jitgate.cli.main", "serve", "--data-dir", str(data),

@@ -124,6 +124,7 @@ def start_jitgate(cluster: PgCluster, workdir: Path) -> tuple[subprocess.Popen[s
     pg_port = free_port()
     config.write_text(
         f"api:\n  port: 0\nlog_level: warning\nlisteners:\n  postgres:\n    port: {pg_port}\n"
+        "    allow_cleartext_loopback: true\n"
         "  ssh:\n    enabled: false\n"
     )
     proc = subprocess.Popen(

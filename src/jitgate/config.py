@@ -76,7 +76,9 @@ class ListenerSettings(_Section):
 
 class PostgresListenerSettings(ListenerSettings):
     port: int = Field(default=15432, ge=0, le=65535)
-    allow_cleartext_loopback: bool = True
+    # The token travels in a PasswordMessage: only inside TLS, unless this is set (then
+    # also in clear from loopback clients, for local tools and benchmarks).
+    allow_cleartext_loopback: bool = False
     require_tls: bool = False
     max_message_bytes: int = Field(default=64 << 20, ge=1024)
     connect_timeout: float = Field(default=10.0, gt=0)

@@ -38,7 +38,8 @@ def start_gateway(data_dir: Path, config: Path | None = None,
     if config is None:
         config = data_dir.parent / "jitgate.yaml"
         config.write_text(
-            "api:\n  port: 0\nlisteners:\n  postgres:\n    port: 0\n  ssh:\n    port: 0\n"
+            "api:\n  port: 0\nlisteners:\n  postgres:\n    port: 0\n"
+            "    allow_cleartext_loopback: true\n  ssh:\n    port: 0\n"
             + extra_config
         )
     return subprocess.Popen(

@@ -1388,6 +1388,31 @@ def classify_postgres(sql: str) -> Classification:
     return _default_classifier.classify(sql)
 
 
+def prepared_query(prepare_text: str) -> str | None:
+    """The statement a ``PREPARE name [(types)] AS statement`` prepares, as text.
+
+    Found with the real scanner (the first ``AS`` outside parentheses), so comments and
+    quoted names cannot mislead it; None if the text is not such a PREPARE.
+    """
+    try:
+        raw = prepare_text.encode("utf-8")
+        tokens = libpg_query.scan(prepare_text)
+    except (ParseError, UnicodeEncodeError):
+        return None
+    if not tokens or tokens[0].name != "PREPARE":
+        return None
+    depth = 0
+    for token in tokens[1:]:
+        if token.name == "ASCII_40":
+            depth += 1
+        elif token.name == "ASCII_41":
+            depth -= 1
+        elif token.name == "AS" and depth == 0:
+            # Token offsets are byte offsets into the UTF-8 text, ``end`` inclusive.
+            return raw[token.end + 1 :].decode("utf-8").strip()
+    return None
+
+
 # --- helpers for the classifier -----------------------------------------------------------
 
 

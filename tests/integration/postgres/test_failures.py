@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -16,7 +17,7 @@ from jitgate.recording.log import read_events
 from tests.fixtures.postgres_gateway import PgGateway, unique
 from tests.support.cutproxy import CutProxy
 from tests.support.pgcluster import PgCluster
-from tests.support.pgwire import WireClient, query, send_cancel
+from tests.support.pgwire import WireClient, query, send_cancel, startup
 
 pytestmark = pytest.mark.postgres
 
@@ -311,3 +312,88 @@ def test_upstream_refusal_keeps_a_retryable_sqlstate(
             assert "too many connections" in fields["M"]
         finally:
             admin.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_handshake_is_bounded(
+    make_pg_gateway: Callable[..., PgGateway], pg_scram: PgCluster
+) -> None:
+    """A start-up packet over 10,000 bytes or a password message over 64 KiB is refused
+    at its length word, FATAL 08P01, without waiting for the rest."""
+    gw = make_pg_gateway(handshake_timeout=30)
+    name = gw.add_connection(pg_scram).name
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(struct.pack("!II", 1_000_000, 196608))
+        answer = WireClient(sock).read_all_until_closed()
+    assert [(m.code, m.sqlstate) for m in answer] == [(b"E", "08P01")]
+    assert answer[0].fields["M"] == "jitgate: invalid length of startup packet"
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        client = WireClient(sock)
+        client.send(startup({"user": "admin", "database": name}))
+        assert client.read().code == b"R"  # AuthenticationCleartextPassword
+        client.send(b"p" + struct.pack("!I", 70_000))
+        answer = client.read_all_until_closed()
+    assert [(m.code, m.sqlstate) for m in answer] == [(b"E", "08P01")]
+
+
+def test_upstream_messages_are_bounded(
+    make_pg_gateway: Callable[..., PgGateway], pg_scram: PgCluster
+) -> None:
+    """A NoticeResponse the gateway would have to buffer, over max_message_bytes, ends the
+    session with a FATAL error; a large row (streamed, not buffered) still passes."""
+    gw = make_pg_gateway(max_message_bytes=4096)
+    name = gw.add_connection(pg_scram).name
+    with psycopg.connect(gw.dsn(name), autocommit=True) as conn:
+        big = conn.execute("SELECT repeat('r', 100000)").fetchone()
+        assert big is not None and len(big[0]) == 100_000
+        with pytest.raises(psycopg.OperationalError) as broke:
+            conn.execute("SELECT public.say(repeat('n', 3000) || repeat('n', 3000))")
+        assert "the upstream server broke the protocol" in str(broke.value)
+        assert broke.value.diag.message_detail is not None
+        assert "exceeds the limit of 4096" in broke.value.diag.message_detail
+    assert gw.session(name).end_reason == "upstream protocol error"
+
+
+def test_random_bytes_get_an_error_or_a_close(
+    pg_gateway: PgGateway, pg_scram: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seeded random and mutated bytes, at start-up and after logging in: the gateway
+    answers with an ErrorResponse or closes, never fails inside, and keeps serving."""
+    import random
+
+    name = pg_gateway.add_connection(pg_scram).name
+    rng = random.Random(20261206)
+    valid = startup({"user": "admin", "database": name})
+    for round_ in range(60):
+        if round_ % 3 == 0:
+            data = rng.randbytes(rng.randint(1, 64))
+        elif round_ % 10 == 1:  # an SSLRequest, then bytes that are no TLS handshake
+            data = struct.pack("!II", 8, 80877103) + rng.randbytes(rng.randint(1, 64))
+        else:
+            mutated = bytearray(valid + b"p" + struct.pack("!I", 9) + b"tok\0")
+            for _ in range(rng.randint(1, 3)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            data = bytes(mutated)
+        with socket.create_connection(("127.0.0.1", pg_gateway.port), timeout=10) as sock:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            received = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    received += chunk
+        # A close (the client half-closed: asyncio closes the socket at once), an error,
+        # a one-byte TLS/GSS answer, NegotiateProtocolVersion or a password request.
+        assert received[:1] in (b"", b"E", b"S", b"N", b"v", b"R"), received[:80]
+        if received[:1] == b"E":
+            assert b"SFATAL\0" in received
+    for _ in range(40):  # after a good log-in: the relay's frontend codec
+        client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+        client.send(rng.randbytes(rng.randint(5, 80)))
+        client.sock.shutdown(socket.SHUT_WR)
+        answer = client.read_all_until_closed()
+        client.close()
+        assert all(m.code in b"ETDCZISnN123sAtVG" for m in answer), answer
+    assert "session failed" not in caplog.text
+    assert "relaying a request failed" not in caplog.text
+    assert "internal error" not in caplog.text
+    with psycopg.connect(pg_gateway.dsn(name)) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -10,8 +10,10 @@ import asyncpg
 import psycopg
 import pytest
 
+from jitgate.config import PostgresListenerSettings
 from jitgate.connections.types import ConnectionType
 from tests.fixtures.postgres_gateway import APP_PASSWORD, PgGateway
+from tests.integration.postgres.test_psql import psql
 from tests.support.pgcluster import PgCluster, free_port
 from tests.support.pgwire import WireClient
 
@@ -51,8 +53,9 @@ def test_wrong_upstream_password_is_a_clear_refusal(
 ) -> None:
     name = pg_gateway.add_connection(pg_scram, password="not-the-password").name
     fields = refusal(pg_gateway, name)
-    assert fields["C"].startswith("08")
+    assert fields["C"] == "08006"  # the gateway's configuration problem, not the client's
     assert 'password authentication failed for user "app"' in fields["M"]
+    assert fields["D"] == "The upstream server answered with SQLSTATE 28P01."
     assert "not-the-password" not in str(fields)
     no_credential = pg_gateway.add_connection(pg_scram, password=None).name
     assert "no stored password" in refusal(pg_gateway, no_credential)["M"]
@@ -105,6 +108,24 @@ def test_client_tls_required(
     with pytest.raises(psycopg.OperationalError) as plain:
         psycopg.connect(gw.dsn(name, sslmode="disable"))
     assert "TLS is required" in str(plain.value)
+
+
+def test_tokens_travel_only_inside_tls_by_default(
+    make_pg_gateway: Callable[..., PgGateway], pg_scram: PgCluster
+) -> None:
+    """Without ``allow_cleartext_loopback`` the gateway never asks a plain-TCP client for
+    its token, even on loopback: 28000 before any password is sent."""
+    gw = make_pg_gateway(allow_cleartext_loopback=False)
+    assert PostgresListenerSettings().allow_cleartext_loopback is False  # the default
+    name = gw.add_connection(pg_scram).name
+    fields = refusal(gw, name)
+    assert fields["C"] == "28000" and fields["M"] == "jitgate: TLS is required to send a token"
+    with pytest.raises(psycopg.OperationalError, match="TLS is required"):
+        psycopg.connect(gw.dsn(name, sslmode="disable"))
+    with psycopg.connect(gw.dsn(name, sslmode="require")) as conn:
+        assert conn.pgconn.ssl_in_use and conn.execute("SELECT 1").fetchone() == (1,)
+    done = psql(gw, name, "-c", "SELECT 2", sslmode="require")
+    assert done.stdout.strip() == "2"
 
 
 async def test_client_tls_with_asyncpg(pg_gateway: PgGateway, pg_scram: PgCluster) -> None:

@@ -170,6 +170,39 @@ def test_error_details_are_masked(pg_gateway: PgGateway, customers: str) -> None
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_error_messages_are_masked_in_the_recording_too(
+    pg_gateway: PgGateway, customers: str
+) -> None:
+    """What the recording keeps of an error is what the client saw: masked."""
+    name, _table = split(customers)
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        with pytest.raises(errors.InvalidTextRepresentation) as excinfo:
+            conn.execute(f"SELECT '{EMAIL}'::int")
+        assert excinfo.value.diag.message_primary == (
+            'invalid input syntax for type integer: "[REDACTED:email]"'
+        )
+    results = pg_gateway.events(pg_gateway.session(name), "result")
+    errors_recorded = [r["error"] for r in results if "error" in r]
+    masked = 'invalid input syntax for type integer: "[REDACTED:email]"'
+    assert errors_recorded == [{"sqlstate": "22P02", "message": masked}]
+    assert EMAIL not in repr(results)  # (the statement's own text is kept as sent)
+
+
+def test_notification_payloads_are_masked(pg_gateway: PgGateway, customers: str) -> None:
+    name, _table = split(customers)
+    got: list[tuple[str, str]] = []
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.add_notify_handler(lambda n: got.append((n.channel, n.payload)))
+        conn.execute("LISTEN jobs")
+        conn.execute(f"NOTIFY jobs, 'card {CARD} for {EMAIL}'")
+        conn.execute("NOTIFY jobs, 'nothing to hide'")
+        conn.execute("SELECT 1")
+    assert got == [
+        ("jobs", "card **** **** **** 1111 for [REDACTED:email]"),
+        ("jobs", "nothing to hide"),
+    ]
+
+
 def test_column_rule_masks_whatever_the_content(pg_gateway: PgGateway,
                                                 customers: str) -> None:
     name, table = split(customers)

@@ -16,10 +16,10 @@ import struct
 from collections.abc import Callable
 from typing import cast
 
+from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
 
 _HEADER = struct.Struct("!BI")
-_UINT32 = struct.Struct("!I")
 
 WRITE_HIGH_WATER = 256 * 1024
 
@@ -99,21 +99,17 @@ class Leg(asyncio.Protocol):
         return data
 
     async def read_startup_packet(self) -> bytes:
-        """An untyped start-up packet (Int32 length includes itself); returns its body."""
-        while len(self.buffer) < 4:
+        """A whole untyped start-up packet (bounded by ``MAX_STARTUP_PACKET``)."""
+        while (length := m.startup_packet_length(self.buffer)) is None:
             await self._wait()
-        (length,) = _UINT32.unpack_from(self.buffer, 0)
-        if length < 8 or length > 10_000:
-            raise ProtocolViolation("invalid length of startup packet")
-        packet = await self.read_exactly(length)
-        return packet[4:]
+        return await self.read_exactly(length)
 
-    async def read_message(self) -> tuple[int, bytes]:
-        """A typed message: (type byte, payload)."""
+    async def read_message(self, limit: int | None = None) -> tuple[int, bytes]:
+        """A typed message: (type byte, payload), at most ``limit`` (or max_message) long."""
         while len(self.buffer) < 5:
             await self._wait()
         mtype, length = _HEADER.unpack_from(self.buffer, 0)
-        if length < 4 or length > self.max_message:
+        if length < 4 or length > (limit or self.max_message):
             raise ProtocolViolation("invalid message length")
         packet = await self.read_exactly(1 + length)
         return mtype, packet[5:]

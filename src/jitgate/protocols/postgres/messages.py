@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Untyped start-up packets: Int32 length, Int32 code.
 PROTOCOL_V3 = 196608  # 3.0
@@ -276,6 +276,62 @@ def parse_startup_params(body: bytes) -> dict[str, str]:
             raise ProtocolViolation(f"duplicate startup parameter {key!r}")
         params[key] = value
     return params
+
+
+#: The longest start-up packet accepted (PostgreSQL's MAX_STARTUP_PACKET_LENGTH).
+MAX_STARTUP_PACKET = 10_000
+#: The longest password / SASL message accepted before authentication (PostgreSQL's
+#: PG_MAX_AUTH_TOKEN_LENGTH): a JWT fits, a flood does not.
+MAX_AUTH_MESSAGE = 65_535
+
+
+@dataclass(frozen=True, slots=True)
+class StartupPacket:
+    """An untyped start-up packet.
+
+    ``code`` is the protocol version of a StartupMessage (``major << 16 | minor``) or the
+    code of an SSLRequest, GSSENCRequest or CancelRequest. ``params`` are a
+    StartupMessage's parameters; ``cancel_key`` the (pid, secret) of a CancelRequest of
+    the right size (None otherwise: such a request is ignored, as PostgreSQL does).
+    """
+
+    code: int
+    params: Mapping[str, str] = field(default_factory=dict)
+    cancel_key: tuple[int, int] | None = None
+
+    @property
+    def is_startup(self) -> bool:
+        return self.code not in (SSL_REQUEST, GSSENC_REQUEST, CANCEL_REQUEST)
+
+
+def startup_packet_length(buf: bytes | bytearray) -> int | None:
+    """The whole length of the start-up packet ``buf`` begins with; None if fewer than 4
+    bytes are there. A length out of bounds is a :class:`ProtocolViolation`."""
+    if len(buf) < 4:
+        return None
+    length: int = _INT32.unpack_from(buf, 0)[0]
+    if length < 8 or length > MAX_STARTUP_PACKET:
+        raise ProtocolViolation("invalid length of startup packet")
+    return length
+
+
+def parse_startup_packet(packet: bytes) -> StartupPacket:
+    """Parse one whole start-up packet (length word included)."""
+    if startup_packet_length(packet) != len(packet):
+        raise ProtocolViolation("invalid length of startup packet")
+    (code,) = _INT32.unpack_from(packet, 4)
+    if code == CANCEL_REQUEST:
+        if len(packet) != 16:
+            return StartupPacket(code)
+        pid, secret = _INT32_PAIR.unpack_from(packet, 8)
+        return StartupPacket(code, cancel_key=(pid, secret))
+    if code in (SSL_REQUEST, GSSENC_REQUEST):
+        if len(packet) != 8:
+            raise ProtocolViolation("invalid length of startup packet")
+        return StartupPacket(code)
+    if code >> 16 != 3:  # refused by the caller, naming the version
+        return StartupPacket(code)
+    return StartupPacket(code, parse_startup_params(packet[8:]))
 
 
 def parse_error_fields(payload: bytes, encoding: str = "utf-8") -> dict[str, str]:

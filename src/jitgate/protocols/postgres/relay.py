@@ -40,19 +40,22 @@ forwards them, looking closely at only the messages that matter:
   dropped from the FIFO. Every expectation carries the number of CopyDone/CopyFail
   messages the client had sent before it, which tells exactly which Syncs those are.
 
-Both directions are bounded: a message longer than ``max_message`` from the client is a
-protocol violation (the adapter answers with a FATAL ErrorResponse and closes both legs).
-Large backend ``DataRow``/``CopyData`` messages are streamed through without buffering.
+Both directions are bounded: a message longer than ``max_message`` from the client, or one
+from the upstream that would have to be buffered, is a protocol violation (the adapter
+answers with a FATAL ErrorResponse and closes both legs). Large backend
+``DataRow``/``CopyData`` messages that need no masking are streamed through without
+buffering.
 """
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Literal, Protocol
 
@@ -63,6 +66,7 @@ from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from jitgate.sql import lineage as sql_lineage
 from jitgate.sql.lexing import has_escapable_backslash
+from jitgate.sql.postgres import prepared_query
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
@@ -124,6 +128,9 @@ class Execution:
     # Recording: called with each DataRow body exactly as the client is sent it (after
     # masking) while the recorder wants a sample of this result; None otherwise.
     row_sink: Callable[[bytes], None] | None = None
+    # A SQL-level PREPARE / DEALLOCATE / DISCARD ALL: what it does to the session's
+    # prepared names once it succeeds (see Relay._track_names).
+    names_op: _NameOp | None = None
 
     @property
     def duration_ms(self) -> float | None:
@@ -241,6 +248,13 @@ class _QueryGroup:
 
 
 Gate = Callable[[Statement, str], Decision]
+#: A SQL-level prepared statement: the PREPARE's text and the statement it prepares.
+_SqlPrepared = tuple[str, Statement]
+#: ("prepare", name, prepared) or ("deallocate", name or None for all, None).
+_NameOp = tuple[str, str | None, _SqlPrepared | None]
+_NAME_KINDS = frozenset({CommandKind.PREPARE, CommandKind.DEALLOCATE, CommandKind.SESSION})
+_RUN_KINDS = frozenset({CommandKind.PREPARE, CommandKind.EXECUTE})
+UNKNOWN_PREPARED = "builtin:unknown-prepared-statement"
 Classifier = Callable[[str], Classification]
 
 #: What the server will answer, with what it concerns, and how many CopyDone/CopyFail
@@ -268,6 +282,7 @@ class Relay:
         "_marker",
         "_marker_bytes",
         "_masks",
+        "_name_ops",
         "_observer",
         "_pending",
         "_portal_params",
@@ -278,6 +293,7 @@ class Relay:
         "_seq",
         "_server_buf",
         "_server_skip",
+        "_sql_prepared",
         "_syncs_ignored",
         "bytes_from_client",
         "bytes_from_server",
@@ -334,6 +350,10 @@ class Relay:
         self._masks = _MaskingState()
         # Bind parameters of portals whose statement is in review (see HeldStatement).
         self._portal_params: dict[bytes, BindParameters] = {}
+        # SQL-level prepared statements (PREPARE name AS …), by name, once the server
+        # confirmed them; and the PREPARE/DEALLOCATE executions still in flight.
+        self._sql_prepared: dict[str, _SqlPrepared] = {}
+        self._name_ops: list[Execution] = []
 
     # ------------------------------------------------------------ held statements
 
@@ -368,7 +388,9 @@ class Relay:
             return released
         return decision
 
-    def _decide_execute(self, prepared: _Prepared, portal: bytes) -> Decision:
+    def _decide_execute(
+        self, prepared: _Prepared, portal: bytes
+    ) -> tuple[Statement | None, Decision]:
         """Decide an Execute of a prepared statement again, as policy stands now.
 
         Parse decided once; a policy or grant change since then applies to the next
@@ -379,15 +401,109 @@ class Relay:
         """
         stmt = prepared.statement
         if stmt is None:
-            return prepared.decision
+            return stmt, prepared.decision
+        if stmt.kind in _RUN_KINDS:
+            params = self._portal_params.get(portal)
+            return self._decide_run(stmt, prepared.text, "extended", params, prepared.param_types)
         decision = self._gate(stmt, prepared.text)
         if decision.outcome is not Outcome.REVIEW:
-            return decision
+            return stmt, decision
         if prepared.approved_runs > 0:
             prepared.approved_runs -= 1
-            return prepared.decision
+            return stmt, prepared.decision
         params = self._portal_params.get(portal)
-        return self._decide(stmt, prepared.text, "extended", params, prepared.param_types)
+        return stmt, self._decide(stmt, prepared.text, "extended", params, prepared.param_types)
+
+    # ------------------------------------------------- SQL-level PREPARE / EXECUTE
+
+    def _decide_run(
+        self,
+        stmt: Statement,
+        text: str,
+        via: str,
+        params: BindParameters | None = ((), ()),
+        param_types: tuple[int, ...] = (),
+        *,
+        hold: bool = True,
+        earlier: Sequence[_NameOp] = (),
+    ) -> tuple[Statement, Decision]:
+        """Decide a PREPARE or an EXECUTE as the statement it runs.
+
+        PREPARE runs nothing: one policy sends to review is prepared, and reviewed when it
+        is executed (a denied one is refused at once). ``EXECUTE name`` is decided as the
+        statement the session prepared under that name; returned is that statement (in
+        the EXECUTE's place), which the execution is recorded with. While a PREPARE or
+        DEALLOCATE of the name is in flight, the name may end up meaning any of them:
+        each is decided, and the most restrictive decision stands (``earlier``: those
+        of the same message, not sent yet). A name the gateway has not seen prepared is
+        refused (fail closed).
+        """
+        if stmt.kind is CommandKind.PREPARE:
+            decision = self._gate(stmt, text)
+            if decision.outcome is Outcome.REVIEW:
+                reason = f"{decision.reason}; decided when it is executed"
+                decision = Decision(Outcome.ALLOW, reason, None, decision.policies)
+            return stmt, decision
+        name = stmt.prepared_name or ""
+        candidates: list[_SqlPrepared | None] = [self._sql_prepared.get(name)]
+        in_flight = [e.names_op for e in self._name_ops if e.names_op is not None]
+        for op, op_name, prepared in (*in_flight, *earlier):
+            if op == "prepare" and op_name == name:
+                candidates.append(prepared)
+            elif op == "deallocate" and op_name in (None, name):
+                candidates.append(None)
+        known = [c for c in candidates if c is not None]
+        if not known:
+            return stmt, Decision.deny(
+                f'prepared statement "{name}" was not prepared through the gateway in this '
+                "session, so what EXECUTE would run is unknown",
+                UNKNOWN_PREPARED,
+            )
+        runs = []
+        for prepare_text, inner in dict.fromkeys(known):
+            run = replace(inner, start=stmt.start, end=stmt.end)
+            run_text = f"{prepare_text};\n{text}"
+            runs.append((run, run_text, self._gate(run, run_text)))
+        for outcome in (Outcome.DENY, Outcome.REVIEW):
+            for run, run_text, decision in runs:
+                if decision.outcome is outcome:
+                    if outcome is Outcome.REVIEW and hold:
+                        decision = self._decide(run, run_text, via, params, param_types)
+                    return run, decision
+        return runs[0][0], runs[0][2]
+
+    def _name_op(self, stmt: Statement) -> _NameOp | None:
+        """What a PREPARE, DEALLOCATE or DISCARD ALL does to the names once it succeeds."""
+        if stmt.kind is CommandKind.PREPARE:
+            query = prepared_query(stmt.text)
+            inner: Statement | None = None
+            if query is not None:
+                found = self._classify(query).statements
+                inner = found[0] if len(found) == 1 else None
+            if inner is None:
+                inner = Statement(
+                    CommandKind.UNKNOWN, "", query or stmt.text, 0, 0,
+                    error="the prepared statement could not be read",
+                )  # fmt: skip
+            return ("prepare", stmt.prepared_name, (stmt.text, inner))
+        if stmt.kind is CommandKind.DEALLOCATE:
+            return ("deallocate", stmt.prepared_name, None)
+        if stmt.tag == "DISCARD ALL":
+            return ("deallocate", None, None)
+        return None
+
+    def _names_done(self, execution: Execution) -> None:
+        with contextlib.suppress(ValueError):
+            self._name_ops.remove(execution)
+        if execution.status != "ok" or execution.names_op is None:
+            return
+        op, name, prepared = execution.names_op
+        if op == "prepare" and name is not None and prepared is not None:
+            self._sql_prepared[name] = prepared
+        elif name is None:
+            self._sql_prepared.clear()
+        else:
+            self._sql_prepared.pop(name, None)
 
     # ------------------------------------------------------------ client → upstream
 
@@ -471,12 +587,16 @@ class Relay:
             prepared = self._portals.get(portal)
             execution = None
             if prepared is not None:  # allowed at Parse, or in review (decided here)
-                decision = self._decide_execute(prepared, portal)
+                run, decision = self._decide_execute(prepared, portal)
                 if self.masking is not None:
-                    decision = self._mask_decision(prepared.statement, decision)
+                    decision = self._mask_decision(run, decision)
                 if not decision.allowed:
-                    return self._refuse_execute(prepared, decision)
-                execution = self._start(prepared.text, prepared.statement, decision, "extended")
+                    return self._refuse_execute(prepared, decision, run)
+                execution = self._start(prepared.text, run, decision, "extended")
+                if run is not None and run.kind in _NAME_KINDS:
+                    execution.names_op = self._name_op(run)
+                    if execution.names_op is not None:
+                        self._name_ops.append(execution)
                 if self.masking is not None:
                     execution.source = prepared
                     execution.result_formats = self._masks.portal_formats.get(portal, ())
@@ -575,19 +695,35 @@ class Relay:
         replacements: list[tuple[int, int, str]] = []
         if not statements:
             statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
-        decisions = [self._decide(stmt, stmt.text, "query") for stmt in statements]
+        runs: list[Statement] = list(statements)
+        decisions: list[Decision] = []
+        ops: list[_NameOp | None] = []  # what each statement does to prepared names
+        for i, stmt in enumerate(statements):
+            if stmt.kind in _RUN_KINDS:
+                earlier = [op for op in ops if op is not None]
+                runs[i], decision = self._decide_run(stmt, stmt.text, "query", earlier=earlier)
+            else:
+                decision = self._decide(stmt, stmt.text, "query")
+            decisions.append(decision)
+            ops.append(
+                self._name_op(stmt) if stmt.kind in _NAME_KINDS and decision.allowed else None
+            )
         lookup = b""
         if self.masking is not None:
-            pairs = zip(statements, decisions, strict=True)
+            pairs = zip(runs, decisions, strict=True)
             decisions = [self._mask_decision(stmt, decision) for stmt, decision in pairs]
-            lookup = self._lookup_before(statements, decisions)
-        for stmt, decision in zip(statements, decisions, strict=True):
+            lookup = self._lookup_before(runs, decisions)
+        for stmt, run, decision, op in zip(statements, runs, decisions, ops, strict=True):
             if decision.allowed:
-                executions.append(self._start(stmt.text, stmt, decision, "query"))
+                execution = self._start(stmt.text, run, decision, "query")
+                executions.append(execution)
+                if op is not None:
+                    execution.names_op = op
+                    self._name_ops.append(execution)
                 if self.masking is not None:
                     self._track_catalog(stmt)
             else:
-                execution, sql = self._refuse(stmt.text, stmt, decision, "query")
+                execution, sql = self._refuse(stmt.text, run, decision, "query")
                 executions.append(execution)
                 replacements.append((stmt.start, stmt.end, sql))
         self._expect.append((Expect.QUERY, _QueryGroup(executions), self._copy_ends))
@@ -617,7 +753,10 @@ class Relay:
             # One statement: preparing it runs nothing, so one in review is prepared and
             # held at its Execute, where its parameters are known (see _decide_execute).
             stmt = statements[0] if statements else Statement(CommandKind.EMPTY, "", "", 0, 0)
-            decision = self._gate(stmt, stmt.text)
+            if stmt.kind in _RUN_KINDS:  # decided again at each Execute
+                decision = self._decide_run(stmt, stmt.text, "extended", hold=False)[1]
+            else:
+                decision = self._gate(stmt, stmt.text)
         name = parse.statement
         if not name:
             # The server drops the unnamed statement before it parses a new one.
@@ -640,14 +779,16 @@ class Relay:
         self._expect.append((Expect.PARSE, execution, self._copy_ends))
         return m.build_parse(name, sql.encode(self.encoding), parse.param_types)
 
-    def _refuse_execute(self, prepared: _Prepared, decision: Decision) -> bytes:
+    def _refuse_execute(
+        self, prepared: _Prepared, decision: Decision, run: Statement | None
+    ) -> bytes:
         """An Execute that policy now refuses: a Parse that fails takes its place.
 
         The upstream must see a real error, so that an open transaction is aborted and
         the rest of the pipeline up to Sync is skipped exactly as for any failed
         statement; the stand-in Parse names a statement nobody uses and is never created.
         """
-        execution, sql = self._refuse(prepared.text, prepared.statement, decision, "extended")
+        execution, sql = self._refuse(prepared.text, run, decision, "extended")
         self._expect.append((Expect.PARSE, execution, self._copy_ends))
         name = execution.nonce.encode() if execution.nonce else b"jitgate_refused"
         return m.build_parse(name, sql.encode(self.encoding), ())
@@ -689,6 +830,12 @@ class Relay:
             mtype, length = _HEADER.unpack_from(buf, pos)
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
+            if length > self.max_message and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
+                # (rows and COPY data that need no masking are streamed, never buffered)
+                raise ProtocolViolation(
+                    f"a message of {length} bytes from the upstream exceeds the limit of "
+                    f"{self.max_message}"
+                )
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
                 masking = self._row_masking(mtype) if self.masking is not None else None
@@ -991,7 +1138,8 @@ class Relay:
             sample = bytes(buf[pos + 5 : end]) if replacement is None else replacement[5:]
             execution.row_sink(sample)
 
-    def _mask_notice(self, mtype: int, payload: bytes) -> bytes | None:
+    def _masked_fields(self, payload: bytes) -> dict[str, str] | None:
+        """ErrorResponse/NoticeResponse fields with values masked; None if none changed."""
         assert self.masking is not None
         execution = self._front_execution()
         profile = (
@@ -1004,10 +1152,25 @@ class Relay:
             return None
         catalog = self._catalog_for(execution) if execution is not None else self._masks.catalog
         scope = pgmask.table_scope(catalog)
-        fields = pgmask.mask_error_fields(payload, masker, self.encoding, scope)
-        if fields is None:
+        return pgmask.mask_error_fields(payload, masker, self.encoding, scope)
+
+    def _mask_notification(self, payload: bytes) -> bytes | None:
+        """A NotificationResponse with its payload masked (the session's default profile:
+        a notification belongs to no statement of this session)."""
+        assert self.masking is not None
+        masker = self.masking.masker(self.masking.profile_for(Decision.allow()))
+        if masker is None:
             return None
-        return m.encode_error_fields(fields, mtype, self.encoding)
+        channel_end = payload.find(b"\x00", 4)
+        text_end = payload.find(b"\x00", channel_end + 1)
+        if len(payload) < 4 or channel_end < 0 or text_end < 0:
+            raise ProtocolViolation("malformed NotificationResponse from the upstream")
+        text = payload[channel_end + 1 : text_end].decode(self.encoding, "replace")
+        result = masker.mask_text(text, nullable=False)
+        if not result.changed or result.value is None:
+            return None
+        body = payload[: channel_end + 1] + result.value.encode(self.encoding, "replace")
+        return m.message(m.NOTIFICATION_RESPONSE, body + b"\x00")
 
     def _front_execution(self) -> Execution | None:
         if not self._expect:
@@ -1037,12 +1200,19 @@ class Relay:
             self._complete(tag)
             return None
         if mtype == m.ERROR_RESPONSE:
-            replacement = self._on_error(bytes(buf[start:end]))
-            if replacement is None and self.masking is not None:
-                replacement = self._mask_notice(mtype, bytes(buf[start:end]))
+            payload = bytes(buf[start:end])
+            # Masked before anything of it is recorded (the error's message) or sent, and
+            # under the profile of the statement it ends.
+            masked = self._masked_fields(payload) if self.masking is not None else None
+            replacement = self._on_error(payload, masked)
+            if replacement is None and masked is not None:
+                replacement = m.encode_error_fields(masked, mtype, self.encoding)
             return replacement
         if mtype == m.NOTICE_RESPONSE and self.masking is not None:
-            return self._mask_notice(mtype, bytes(buf[start:end]))
+            masked = self._masked_fields(bytes(buf[start:end]))
+            return None if masked is None else m.encode_error_fields(masked, mtype, self.encoding)
+        if mtype == m.NOTIFICATION_RESPONSE and self.masking is not None:
+            return self._mask_notification(bytes(buf[start:end]))
         if mtype == m.ROW_DESCRIPTION and self.masking is not None:
             self._on_row_description(bytes(buf[start:end]))
         if mtype == m.COPY_OUT_RESPONSE and self.masking is not None:
@@ -1162,9 +1332,13 @@ class Relay:
                 execution.rows = rows
         if error is not None and execution.error is None:
             execution.error = error
+        if execution.names_op is not None:
+            self._names_done(execution)
         self._observer.finished(execution)
 
-    def _on_error(self, payload: bytes) -> bytes | None:
+    def _on_error(self, payload: bytes, masked: dict[str, str] | None = None) -> bytes | None:
+        """Close the request an ErrorResponse answers; ``masked``: its fields as masked
+        (what the recording keeps). Returns the denial's own error, for a refused one."""
         fields = m.parse_error_fields(payload, self.encoding)
         replacement = None
         denied: tuple[Execution, Decision] | None = None
@@ -1180,7 +1354,7 @@ class Relay:
             self._finish(execution, "denied", None, error_pair)
         fatal = fields.get("S") in ("FATAL", "PANIC")
         self.upstream_fatal = self.upstream_fatal or fatal
-        error = (fields.get("C", ""), fields.get("M", ""))
+        error = (fields.get("C", ""), (masked or fields).get("M", ""))
         self._fail_front(error, fatal=fatal)
         return replacement
 

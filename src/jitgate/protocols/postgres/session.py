@@ -20,6 +20,7 @@ import functools
 import ipaddress
 import logging
 import secrets
+import ssl
 import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
     from jitgate.protocols.postgres.listener import PostgresListener
 
 log = logging.getLogger("jitgate.postgres")
-
-_UINT32 = struct.Struct("!I")
 
 
 class Refused(Exception):
@@ -237,7 +236,7 @@ class PostgresSession:
                 hint="Connect with sslmode=require.",
             )
         self.client.write(m.authentication_cleartext())
-        mtype, payload = await self.client.read_message()
+        mtype, payload = await self.client.read_message(m.MAX_AUTH_MESSAGE)
         if mtype != m.PASSWORD:
             raise ProtocolViolation("expected a password message")
         token, _ = m.read_cstring(payload, 0)
@@ -278,35 +277,44 @@ class PostgresSession:
                 max_message=self.settings.max_message_bytes,
             )
         except up.UpstreamError as exc:
-            raise Refused(_client_sqlstate(exc.sqlstate), f"jitgate: {exc.message}") from None
+            sqlstate = _client_sqlstate(exc.sqlstate)
+            detail = (
+                f"The upstream server answered with SQLSTATE {exc.sqlstate}."
+                if sqlstate != exc.sqlstate
+                else None
+            )
+            raise Refused(sqlstate, f"jitgate: {exc.message}", detail=detail) from None
         self._finish_handshake(info.name, info.tags)
         return params
 
     async def _startup(self) -> dict[str, str] | None:
         tls_offered = False
         while True:
-            body = await self.client.read_startup_packet()
-            (code,) = _UINT32.unpack_from(body, 0)
+            packet = m.parse_startup_packet(await self.client.read_startup_packet())
+            code = packet.code
             if code == m.SSL_REQUEST:
                 if tls_offered or self.client.is_tls:
                     raise ProtocolViolation("duplicate SSL request")
                 tls_offered = True
                 self.client.write(b"S")
-                await self.client.start_tls(self.listener.ssl_context, server_side=True)
+                try:
+                    await self.client.start_tls(self.listener.ssl_context, server_side=True)
+                except (ssl.SSLError, OSError) as exc:  # nothing can be said to the client
+                    self.end_reason = f"client TLS handshake failed: {exc}"
+                    raise LegClosed(self.end_reason) from None
                 continue
             if code == m.GSSENC_REQUEST:
                 self.client.write(b"N")
                 continue
             if code == m.CANCEL_REQUEST:
-                if len(body) >= 12:
-                    pid, secret = struct.unpack_from("!II", body, 4)
-                    await self.listener.cancel(pid, secret)
+                if packet.cancel_key is not None:
+                    await self.listener.cancel(*packet.cancel_key)
                 self.end_reason = "cancel request"
                 return None
             major, minor = code >> 16, code & 0xFFFF
             if major != 3:
                 raise Refused("0A000", f"jitgate: unsupported frontend protocol {major}.{minor}")
-            params = m.parse_startup_params(body[4:])
+            params = dict(packet.params)
             if minor > 0 or any(k.startswith("_pq_.") for k in params):
                 unknown = [k for k in params if k.startswith("_pq_.")]
                 self.client.write(m.negotiate_protocol_version(m.PROTOCOL_V3, unknown))
@@ -511,11 +519,14 @@ class PostgresSession:
                 log.error("[client=%s] upstream stream failed: %s", self.client_addr, exc)
                 self.end_reason = "upstream protocol error"
                 if not mid_message:  # else an ErrorResponse would be read as row data
+                    detail = exc.message if isinstance(exc, ProtocolViolation) else None
                     client.write(
                         m.error_response(
                             "08P01",
                             "jitgate: the upstream server broke the protocol",
                             severity="FATAL",
+                            detail=detail,
+                            encoding=relay.encoding,
                         )
                     )
                 client.close()

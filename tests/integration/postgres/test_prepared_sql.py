@@ -1,0 +1,97 @@
+"""SQL-level PREPARE / EXECUTE / DEALLOCATE: EXECUTE is decided as the statement it runs."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests.fixtures.postgres_gateway import PgGateway
+from tests.integration.postgres.test_psql import psql
+from tests.support.pgcluster import PgCluster
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def items(pg_gateway: PgGateway, pg_scram: PgCluster) -> tuple[str, str]:
+    """A connection, and its table holding 1, 2, 3."""
+    name = pg_gateway.add_connection(pg_scram).name
+    table = name.replace("-", "_")
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (x int)")
+        conn.execute(f"INSERT INTO {table} VALUES (1), (2), (3)")
+    return name, table
+
+
+def count(conn: psycopg.Connection[tuple[object, ...]], table: str) -> object:
+    row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+    return row[0] if row else None
+
+
+def test_execute_is_decided_as_the_prepared_delete(
+    pg_gateway: PgGateway, items: tuple[str, str]
+) -> None:
+    name, t = items
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"PREPARE d AS DELETE FROM {t}")  # runs nothing: prepared
+        with pytest.raises(errors.InsufficientPrivilege, match="DELETE without a WHERE"):
+            conn.execute("EXECUTE d")  # held for review; nobody approves in 1 s
+        with pytest.raises(errors.InsufficientPrivilege, match="DELETE without a WHERE"):
+            conn.execute("EXPLAIN ANALYZE EXECUTE d")  # runs it too
+        with pytest.raises(errors.InsufficientPrivilege, match="DELETE without a WHERE"):
+            conn.execute("EXECUTE d", prepare=True)  # the same through Parse/Bind/Execute
+        # A PREPARE that fails (the name is taken) leaves the name's meaning alone.
+        with pytest.raises(errors.DuplicatePreparedStatement):
+            conn.execute("PREPARE d AS SELECT 1")
+        with pytest.raises(errors.InsufficientPrivilege, match="DELETE without a WHERE"):
+            conn.execute("EXECUTE d")
+        assert count(conn, t) == 3
+        # Bounded writes and reads run as usual, parameters and all.
+        conn.execute(f"PREPARE one (int) AS DELETE FROM {t} WHERE x = $1")
+        conn.execute("EXECUTE one (3)")
+        assert count(conn, t) == 2
+        cur = conn.execute("PREPARE s AS SELECT 6 * 7; EXECUTE s")  # in one message
+        assert cur.nextset() and cur.fetchone() == (42,)
+        # DEALLOCATE drops the name; then d is free for a harmless statement.
+        conn.execute("DEALLOCATE d")
+        with pytest.raises(errors.InsufficientPrivilege) as unknown:
+            conn.execute("EXECUTE d")
+        assert unknown.value.diag.sqlstate == "42501"
+        assert unknown.value.diag.message_primary == (
+            'jitgate: prepared statement "d" was not prepared through the gateway in this '
+            "session, so what EXECUTE would run is unknown"
+        )
+        conn.execute("PREPARE d AS SELECT 1")
+        assert conn.execute("EXECUTE d").fetchone() == (1,)
+        conn.execute("DISCARD ALL")
+        with pytest.raises(errors.InsufficientPrivilege, match="not prepared through"):
+            conn.execute("EXECUTE s")
+        assert count(conn, t) == 2
+    stmts = pg_gateway.statements(pg_gateway.session(name))
+    executes = [(s["text"], s["decision"], s["status"], s["error"]) for s in stmts]
+    assert executes[:9] == [
+        (f"PREPARE d AS DELETE FROM {t}", "allow", "ok", None),
+        ("EXECUTE d", "deny", "denied", "42501"),
+        ("EXPLAIN ANALYZE EXECUTE d", "deny", "denied", "42501"),
+        ("EXECUTE d", "deny", "denied", "42501"),
+        ("PREPARE d AS SELECT 1", "allow", "error", "42P05"),
+        ("EXECUTE d", "deny", "denied", "42501"),
+        (f"SELECT count(*) FROM {t}", "allow", "ok", None),
+        (f"PREPARE one (int) AS DELETE FROM {t} WHERE x = $1", "allow", "ok", None),
+        ("EXECUTE one (3)", "allow", "ok", None),
+    ]
+
+
+def test_execute_of_a_name_the_gateway_never_saw_fails_closed(
+    pg_gateway: PgGateway, items: tuple[str, str]
+) -> None:
+    name, t = items
+    done = psql(pg_gateway, name, "-c", "EXECUTE nosuch", check=False)
+    assert done.returncode != 0
+    assert 'prepared statement "nosuch" was not prepared through the gateway' in done.stderr
+    # psql: the whole script in one session; the name exists only after PREPARE ran.
+    done = psql(
+        pg_gateway, name, stdin=f"PREPARE c AS SELECT count(*) FROM {t};\nEXECUTE c;\n"
+    )
+    assert done.stdout.strip() == "3"
