@@ -5,7 +5,8 @@ planted in it (type and ``[start, end)``). Cells come in five shapes: free-text 
 JSON documents, CSV-ish lines, *hard negatives* (values that look sensitive but are not:
 order numbers, timestamps, UUIDs, Luhn-failing 16-digit numbers, hex hashes, versions,
 IP-like version strings, phone-like IDs that ``phonenumbers`` rejects, invalid SSNs,
-IBANs with a bad checksum, ``x@2x.png``…) and *clean* cells without any candidate
+IBANs with a bad checksum, ``x@2x.png``, 19-digit numbers failing Luhn, MAC addresses, times
+and counters side by side, ISBNs, coordinates…) and *clean* cells without any candidate
 character (names, statuses, prose), which measure the cost of the pre-filter.
 
 Values are generated, not sampled from a list: card numbers carry a real IIN and a Luhn
@@ -357,6 +358,33 @@ def _lookalike_email(rng: random.Random) -> str:
     )
 
 
+def _long_luhn_failing(rng: random.Random) -> str:
+    """A 19-digit UnionPay or Maestro number failing Luhn, printed 4-4-4-4-3: its first 16
+    digits pass Luhn one time in ten, which must not make it a card and a CVV."""
+    prefix = rng.choice(("62", "6759", "5018"))
+    body = prefix + "".join(rng.choice(string.digits) for _ in range(18 - len(prefix)))
+    digits = luhn_complete(body)
+    digits = digits[:-1] + str((int(digits[-1]) + rng.randint(1, 9)) % 10)
+    separator = rng.choice((" ", "-"))
+    return separator.join(digits[index : index + 4] for index in range(0, 19, 4))
+
+
+def _log_line_numbers(rng: random.Random) -> str:
+    """Times, MAC addresses and counters side by side, as log lines print them."""
+    mac = ":".join(f"{rng.getrandbits(8):02x}" for _ in range(6))
+    stamp = f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+    return rng.choice(
+        (
+            f"{mac} {rng.randint(10, 99)} {rng.randint(1000, 9999)} {rng.randint(1000, 9999)}",
+            f"{stamp}.{rng.randint(0, 999999):06d} {rng.randint(10, 99)}:{rng.randint(10, 99)}",
+            f"{rng.randint(10000, 99999)} {rng.randint(10000, 99999)}",
+            f"{rng.randint(1, 20)}.{rng.randint(0, 20)}.{rng.randint(0, 9)} "
+            f"{rng.randint(1, 20)}.{rng.randint(0, 20)}.{rng.randint(0, 9)}-rc{rng.randint(1, 9)}",
+            f"{rng.randint(10000, 99999)}. {rng.randint(100, 999)}.{rng.randint(0, 99):02d}",
+        )
+    )
+
+
 NEGATIVES: dict[str, Callable[[random.Random], str]] = {
     "order": lambda rng: rng.choice(
         (
@@ -384,6 +412,12 @@ NEGATIVES: dict[str, Callable[[random.Random], str]] = {
         )
     ),
     "mac": lambda rng: ":".join(f"{rng.getrandbits(8):02x}" for _ in range(6)),
+    "long_luhn_fail": _long_luhn_failing,
+    "log_numbers": _log_line_numbers,
+    "isbn": lambda rng: f"978-{rng.randint(0, 9)}-{rng.randint(10, 99)}-"
+    f"{rng.randint(100000, 999999)}-{rng.randint(0, 9)}",
+    "coordinates": lambda rng: f"{rng.uniform(-90, 90):.6f}, {rng.uniform(-180, 180):.6f}",
+    "uuid_hex": lambda rng: uuid.UUID(int=rng.getrandbits(128), version=4).hex.upper(),
 }
 
 

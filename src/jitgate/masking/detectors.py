@@ -24,6 +24,7 @@ from typing import NamedTuple
 from jitgate.masking.findings import Claims, Finding
 from jitgate.masking.validators import (
     IBAN_LENGTHS,
+    LONG_NUMBER_BRANDS,
     card_brand,
     iban_valid,
     luhn_valid,
@@ -139,11 +140,11 @@ class CardDetector(Detector):
     triggers = (Trigger(DIGITS, "[0-9]{3}[ -]?[0-9]{4}", (r"\w", r"\.", "+")),)
     trigger = compile_trigger(triggers)
     _pattern = re.compile(
-        r"[0-9](?<![\w.+][0-9])"
+        r"[0-9](?<![\w.+][0-9])(?<![0-9]-[0-9])"
         r"(?:[0-9]{12,18}"
         r"|[0-9]{3}(?P<sep>[ -])[0-9]{4}(?:(?P=sep)[0-9]{4}){1,2}(?:(?P=sep)[0-9]{1,4})?"
         r"|[0-9]{3}(?P<sep2>[ -])[0-9]{6}(?P=sep2)[0-9]{4,5})"
-        r"(?![\w]|\.[0-9])"
+        r"(?![\w]|[./-][0-9])"
     )
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -152,12 +153,19 @@ class CardDetector(Detector):
             start = match.start()
             candidate = match.group()
             separator = match.group("sep") or match.group("sep2")
+            skip = 0
             while True:
                 digits = candidate.replace(separator, "") if separator else candidate
                 brand = card_brand(digits)
                 if brand is not None and luhn_valid(digits):
                     why = f"{len(digits)} digits, IIN {brand}, Luhn ok"
                     yield Finding(self.type, start, start + len(candidate), candidate, why)
+                    break
+                if brand in LONG_NUMBER_BRANDS and len(digits) == 19:
+                    # 4-4-4-4-3 is how these brands print 19 digits: one number that
+                    # fails Luhn, not a card followed by a CVV, nor one after a group.
+                    candidate = ""
+                    skip = match.end()
                     break
                 # A trailing group may be a CVV or the start of the next number glued on
                 # ("…1111 123", "…1111 4111 …"): retry without it.
@@ -167,7 +175,7 @@ class CardDetector(Detector):
                 candidate = candidate[: candidate.rindex(separator)]
             # Go on right after a card; after a rejected run, from its next group, which
             # may start a card of its own ("1234 4111 1111 1111 1111").
-            position = start + len(candidate) if candidate else start + 1
+            position = start + len(candidate) if candidate else max(skip, start + 1)
 
 
 # File names such as icon@2x.png look like addresses; these suffixes are not TLDs.
@@ -269,7 +277,9 @@ class IbanDetector(Detector):
     )
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
-        for match in self._pattern.finditer(text):
+        position = 0
+        while (match := self._pattern.search(text, position)) is not None:
+            position = match.end()
             candidate = match.group()
             expected = IBAN_LENGTHS.get(candidate[:2])
             if expected is None:
@@ -286,6 +296,8 @@ class IbanDetector(Detector):
                 start = match.start()
                 why = f"{compact[:2]} length {expected}, mod-97 ok"
                 yield Finding(self.type, start, start + len(candidate), candidate, why)
+                # Cut at its country's length: the next IBAN may start right after it.
+                position = start + len(candidate)
 
 
 def _prefix_with_alnum(candidate: str, count: int) -> str | None:

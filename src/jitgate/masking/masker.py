@@ -13,6 +13,10 @@ the session recorder; :meth:`Masker.explain` backs the operator tool ``jitgate m
 
 from __future__ import annotations
 
+import json
+import re
+import secrets
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +50,12 @@ def _type_class(value: TypeClass | str) -> TypeClass:
             f"type class must be one of {sorted(_TYPE_CLASSES)}, not {value!r}"
         ) from None
 
+
+_TEXTUAL = frozenset({TypeClass.TEXT, TypeClass.JSON})
+# A JSON string literal (its quotes included), for telling where a finding sits in a document.
+_JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+# The characters of a JSON scalar outside strings (number, true/false/null).
+_JSON_SCALAR = frozenset("0123456789+-.eEtrufalsn")
 
 _ACTION_CACHE_SIZE = 4096
 _MAX_PASSES = 4
@@ -346,18 +356,30 @@ class Masker:
     ) -> tuple[str | None, dict[str, int] | None]:
         """``(new value, counts)``, or ``(value, None)`` when nothing is masked."""
         if isinstance(action, WholeCell):
-            if not value or value in self._masked:
+            # A column rule masks the cell whatever it holds, even text that looks like a
+            # masked value ("****1234" may hide anything but ASCII letters and digits);
+            # only the exact marker it would write is left as it is.
+            if not value or (
+                action.strategy is Strategy.REDACT
+                and value == self._marker(action.kind)
+                and type_class is TypeClass.TEXT
+            ):
                 return value, None
             self.counts[action.kind] += 1
             self.total += 1
             counted = {action.kind: 1}
             if action.strategy is Strategy.NULL:
                 return (None if nullable else redact(action.kind, self.marker)), counted
-            if type_class is not TypeClass.TEXT:
+            if type_class not in _TEXTUAL:
                 return self._non_text(
                     value, action.strategy, action.on_numeric, type_class
                 ), counted
-            return self._replace(action.kind, action.strategy, value), counted
+            new = self._replace(action.kind, action.strategy, value)
+            if type_class is TypeClass.JSON:
+                if value == json.dumps(new, ensure_ascii=False):
+                    return value, None
+                new = json.dumps(new, ensure_ascii=False)  # a JSON string: still a document
+            return new, counted
         scanner = action.scanner
         if not candidate and not scanner.could_match(value):
             return value, None
@@ -366,13 +388,21 @@ class Masker:
         if not findings:
             return value, None
         counts: dict[str, int] = {}
-        if type_class is not TypeClass.TEXT:
+        if type_class not in _TEXTUAL:
             self._count(findings, counts)
             rules = [action.by_type[finding.type] for finding in findings]
             strictest = max(rules, key=lambda rule: _SEVERITY[rule.strategy])
             fallback = strictest.on_numeric
             return self._non_text(value, strictest.strategy, fallback, type_class), counts
-        if len(findings) == 1 and findings[0].start == 0 and findings[0].end == len(value):
+        document = type_class is TypeClass.JSON or (
+            value[:1] in ("{", "[") and value[-1:] in ("}", "]") and _parses(value)
+        )
+        if (
+            len(findings) == 1
+            and findings[0].start == 0
+            and findings[0].end == len(value)
+            and not document
+        ):
             # The whole cell is one value (an e-mail column…): no neighbour to look at again.
             kind = findings[0].type
             self.counts[kind] += 1
@@ -387,7 +417,7 @@ class Masker:
         passes = 0
         while findings and masked is not None:
             self._count(findings, counts)
-            masked = self._rewrite(action, masked, findings, nullable)
+            masked = self._rewrite(action, masked, findings, nullable, document)
             passes += 1
             # Replacing a value changes its neighbours' context: "…1111-4111 …" hides a
             # second card until the first is gone. Where a replaced value touched such a
@@ -412,24 +442,119 @@ class Masker:
         self.total += len(findings)
 
     def _rewrite(
-        self, action: Detection, value: str, findings: list[Finding], nullable: bool = True
+        self,
+        action: Detection,
+        value: str,
+        findings: list[Finding],
+        nullable: bool = True,
+        document: bool = False,
     ) -> str | None:
         """``value`` with every finding replaced by its type's strategy (None: SQL NULL).
 
-        Not ``nullable``: a ``null`` finding is replaced by the redaction marker instead."""
-        pieces: list[str] = []
-        position = 0
+        Not ``nullable``: a ``null`` finding is replaced by the redaction marker instead.
+        A JSON ``document`` stays one: see :meth:`_rewrite_json`."""
+        replacements: list[str] = []
         for finding in findings:
             strategy = action.by_type[finding.type].strategy
             if strategy is Strategy.NULL:
                 if nullable:
                     return None
                 strategy = Strategy.REDACT
+            replacements.append(self._replace(finding.type, strategy, finding.text, action.scanner))
+        if document:
+            return self._rewrite_json(action, value, findings, replacements, nullable)
+        pieces: list[str] = []
+        position = 0
+        for finding, replacement in zip(findings, replacements, strict=True):
             pieces.append(value[position : finding.start])
-            pieces.append(self._replace(finding.type, strategy, finding.text, action.scanner))
+            pieces.append(replacement)
             position = finding.end
         pieces.append(value[position:])
         return "".join(pieces)
+
+    def _rewrite_json(
+        self,
+        action: Detection,
+        value: str,
+        findings: list[Finding],
+        replacements: list[str],
+        nullable: bool,
+    ) -> str | None:
+        """A JSON document with its findings replaced, still valid JSON.
+
+        A finding inside a string is replaced by the JSON-escaped replacement; one in a
+        number (``{"card": 4111111111111111}``) turns the whole number into a string
+        (``"************1111"``). A finding that spans JSON structure (a value across two
+        array items, say) is handled by masking the parsed document value by value."""
+        strings = [(m.start(), m.end()) for m in _JSON_STRING.finditer(value)]
+        starts = [start for start, _end in strings]
+        pieces: list[str] = []
+        position = 0
+        for finding, replacement in zip(findings, replacements, strict=True):
+            index = bisect_right(starts, finding.start) - 1
+            inside = index >= 0 and strings[index][0] < finding.start < strings[index][1]
+            if inside:
+                if finding.end > strings[index][1] - 1:  # past the closing quote
+                    return self._rewrite_parsed(action, value, nullable)
+                start, end = finding.start, finding.end
+                text = json.dumps(replacement, ensure_ascii=False)[1:-1]
+            else:
+                start, end = finding.start, finding.end
+                while start > position and value[start - 1] in _JSON_SCALAR:
+                    start -= 1
+                while end < len(value) and value[end] in _JSON_SCALAR:
+                    end += 1
+                if any(char in '"{}[],:' for char in value[finding.start : finding.end]):
+                    return self._rewrite_parsed(action, value, nullable)
+                scalar = value[start : finding.start] + replacement + value[finding.end : end]
+                text = json.dumps(scalar, ensure_ascii=False)
+            pieces.append(value[position:start])
+            pieces.append(text)
+            position = end
+        pieces.append(value[position:])
+        out = "".join(pieces)
+        if not _parses(out):
+            return self._rewrite_parsed(action, value, nullable)
+        return out
+
+    def _rewrite_parsed(self, action: Detection, value: str, nullable: bool) -> str | None:
+        """The document parsed, each key, string and number masked on its own, and written
+        again (a number that changes becomes a string; the others keep their text). Not
+        JSON at all: masked as text."""
+        try:
+            document = json.loads(value, parse_float=_Number, parse_int=_Number)
+        except ValueError:
+            return self._rewrite(action, value, self._findings(action, value), nullable)
+        kept: list[str] = []  # numbers written back as they were, by placeholder
+        nonce = secrets.token_hex(8)
+        masked_null = False
+
+        def mask(item: object) -> object:
+            nonlocal masked_null
+            if isinstance(item, dict):
+                return {mask(key): mask(inner) for key, inner in item.items()}
+            if isinstance(item, list):
+                return [mask(inner) for inner in item]
+            if isinstance(item, str):
+                text = str(item)
+                findings = self._findings(action, text)
+                new = self._rewrite(action, text, findings, nullable) if findings else text
+                if new is None:
+                    masked_null = True
+                if isinstance(item, _Number) and new == text:
+                    kept.append(text)
+                    return f"\x00{nonce}:{len(kept) - 1}\x00"
+                return new
+            return item
+
+        result = mask(document)
+        if masked_null:
+            return None
+        out = json.dumps(result, ensure_ascii=False)
+        if not kept:
+            return out
+        placeholder = re.compile(rf'"\\u0000{nonce}:([0-9]+)\\u0000"')
+        return placeholder.sub(lambda match: kept[int(match.group(1))], out)
 
     def _replace(
         self, kind: str, strategy: Strategy, text: str, scanner: Scanner | None = None
@@ -442,6 +567,9 @@ class Masker:
             return kept
         if strategy is Strategy.HASH:
             return hash_token(self._key, kind, text)
+        return self._marker(kind)
+
+    def _marker(self, kind: str) -> str:
         marker = self._markers.get(kind)
         if marker is None:
             marker = self._markers[kind] = redact(kind, self.marker)
@@ -480,6 +608,18 @@ class Masker:
             why = f"{finding.why}; {rule.strategy} (rule {rule.rule})"
             explained.append(Finding(finding.type, finding.start, finding.end, finding.text, why))
         return explained
+
+
+class _Number(str):
+    """A JSON number kept as its text (so that writing the document again keeps it)."""
+
+
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 _SEPARATING = frozenset(" \t\r\n\"',;|[]{}<>")

@@ -16,7 +16,8 @@ from jitgate.masking.findings import Claims, Finding
 
 
 class PhoneDetector(Detector):
-    """Phone numbers validated by ``phonenumbers`` (``PhoneNumberMatcher``, leniency VALID).
+    """Phone numbers validated by ``phonenumbers`` (``PhoneNumberMatcher``, leniency
+    STRICT_GROUPING: valid, and grouped the way the country writes its numbers).
 
     The matcher is slow, so it only sees short windows around cheap candidates: a digit
     run with phone separators, 7–15 digits, not a date, not already claimed by a card,
@@ -33,7 +34,12 @@ class PhoneDetector(Detector):
     # Every finding comes from a _candidate run: this is that pattern without what follows.
     triggers = (Trigger(DIGITS, "[0-9 ().-]{5,}[0-9]", (r"\w", r"\.", "/", r"\-")),)
     trigger = compile_trigger(triggers)
-    _candidate = re.compile(r"[0-9](?<![\w./-][0-9])[0-9 ().-]{5,}[0-9](?!(?!x[0-9])\w|[.-][0-9])")
+    # Not inside a MAC address or a time ("…:1b:56 3530 0474", "07:39:27.2 73"): no hex
+    # digit and colon right before, no colon and hex digit right after.
+    _candidate = re.compile(
+        r"[0-9](?<![\w./-][0-9])(?<![0-9A-Fa-f]:[0-9])[0-9 ().-]{5,}[0-9]"
+        r"(?!(?!x[0-9])\w|[.-][0-9]|:[0-9A-Fa-f])"
+    )
     _date_like = re.compile(
         r"[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}\b|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{2,4}$"
     )
@@ -65,25 +71,36 @@ class PhoneDetector(Detector):
         self._cache_size = cache_size
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
-        windows, unchecked = self._windows(text, claims)
-        for window_start, window_end in windows:
-            window = text[window_start:window_end]
-            claimed = claims.between(window_start, window_end)
-            if claimed:  # blank what stronger detectors took, so it cannot join a number
-                chars = list(window)
-                for claim_start, claim_end in claimed:
-                    low = max(claim_start, window_start) - window_start
-                    high = min(claim_end, window_end) - window_start
-                    chars[low:high] = " " * (high - low)
-                window = "".join(chars)
-            for start, end, raw, why in self._match(window):
-                start, end = window_start + start, window_start + end
-                if not self._glued(text, start, end, claims):
-                    yield Finding(self.type, start, end, raw, why)
-        # Fail closed: past the validation budget, plausible numbers count unvalidated.
-        for start, end in unchecked:
-            why = "plausible number, not validated (validation budget of the cell spent)"
-            yield Finding(self.type, start, end, text[start:end], why)
+        budget = [self.max_windows]
+        for run_start, run_end in self._runs(text):
+            if self._card_shaped.fullmatch(text, run_start, run_end):
+                continue  # grouped like a card number: a Luhn failure is not a phone
+            yield from self._run_findings(text, run_start, run_end, claims, budget)
+
+    def _check(self, text: str, start: int, end: int, claims: Claims) -> list[Finding]:
+        """Validated numbers in the window around ``start:end``: with the "+" or "(" before
+        and an extension after, not the neighbouring numbers the matcher could join."""
+        before = self._lead.search(text, max(0, start - 4), start)
+        window_start = before.start() if before else start
+        after = self._extension.match(text, end)
+        window_end = after.end() if after else end
+        window = text[window_start:window_end]
+        claimed = claims.between(window_start, window_end)
+        if claimed:  # blank what stronger detectors took, so it cannot join a number
+            chars = list(window)
+            for claim_start, claim_end in claimed:
+                low = max(claim_start, window_start) - window_start
+                high = min(claim_end, window_end) - window_start
+                chars[low:high] = " " * (high - low)
+            window = "".join(chars)
+        found = []
+        for match_start, match_end, raw, why in self._match(window):
+            match_start, match_end = window_start + match_start, window_start + match_end
+            if not self._glued(text, match_start, match_end, claims) and not _among_numbers(
+                text, match_start, match_end, claims
+            ):
+                found.append(Finding(self.type, match_start, match_end, raw, why))
+        return found
 
     def _match(self, window: str) -> list[tuple[int, int, str, str]]:
         cached = self._cache.get(window)
@@ -91,7 +108,7 @@ class PhoneDetector(Detector):
             return cached
         found = []
         matcher = phonenumbers.PhoneNumberMatcher(
-            window, self.region, leniency=phonenumbers.Leniency.VALID
+            window, self.region, leniency=phonenumbers.Leniency.STRICT_GROUPING
         )
         for match in matcher:
             code = match.number.country_code or 0
@@ -103,39 +120,29 @@ class PhoneDetector(Detector):
         self._cache[window] = found
         return found
 
-    def _windows(
-        self, text: str, claims: Claims
-    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
-        """Merged windows for the matcher, and plausible spans beyond ``max_windows``."""
-        windows: list[tuple[int, int]] = []
-        unchecked: list[tuple[int, int]] = []
+    def _runs(self, text: str) -> Iterator[tuple[int, int]]:
+        """Candidate runs, cut where a sentence ends (". "): two numbers, not one."""
         for run in self._candidate.finditer(text):
-            if self._card_shaped.fullmatch(run.group()):
-                continue  # grouped like a card number: a Luhn failure is not a phone
-            for start, end in self._plausible_spans(text, run.start(), run.end(), claims):
-                # Give the matcher the "+" or "(" before and an extension after, not the
-                # neighbouring numbers it could try to join.
-                before = self._lead.search(text, max(0, start - 4), start)
-                window_start = before.start() if before else start
-                after = self._extension.match(text, end)
-                window_end = after.end() if after else end
-                if windows and window_start <= windows[-1][1]:
-                    windows[-1] = (windows[-1][0], window_end)
-                elif len(windows) < self.max_windows:
-                    windows.append((window_start, window_end))
-                else:
-                    while start > 0 and text[start - 1] in "+(":
-                        start -= 1
-                    unchecked.append((start, end))
-        return windows, unchecked
+            start, end = run.span()
+            cut = text.find(". ", start, end)
+            while cut >= 0:
+                if cut > start:
+                    yield start, cut
+                start = cut + 2
+                cut = text.find(". ", start, end)
+            if start < end:
+                yield start, end
 
-    def _plausible_spans(
-        self, text: str, run_start: int, run_end: int, claims: Claims
-    ) -> Iterator[tuple[int, int]]:
-        """Sub-runs of consecutive digit groups (7–15 digits) shaped like a phone number.
+    def _run_findings(
+        self, text: str, run_start: int, run_end: int, claims: Claims, budget: list[int]
+    ) -> Iterator[Finding]:
+        """Numbers in a run of consecutive digit groups (7–15 digits, phone-shaped).
 
         A run such as ``$65,793.72. 616-332-5339`` or ``+4915123452078 17.0.1`` holds
-        more than one number, so every sequence of its groups is tried, left to right.
+        more than one number, so sequences of its groups are tried left to right, the
+        longest plausible one first and, if the library rejects it, the next shorter one;
+        a rejected start moves on by one group. ``budget`` counts library calls left for
+        the cell: past it, the longest plausible span counts unvalidated (fail closed).
         """
         spans = [match.span() for match in self._digit_group.finditer(text, run_start, run_end)]
         groups = [text[start:end] for start, end in spans]
@@ -146,8 +153,9 @@ class PhoneDetector(Detector):
         while first < len(groups):
             start = spans[first][0]
             international: bool | None = None  # worked out when first needed
+            country: tuple[int, frozenset[int]] | None = None
             length = 0
-            longest = None
+            plausible: list[int] = []
             for last in range(first, len(groups)):
                 length += len(groups[last])
                 if length > 15:
@@ -156,10 +164,15 @@ class PhoneDetector(Detector):
                 if length < 7:
                     continue
                 if international is None:
-                    international = (start > 0 and text[start - 1] == "+") or bool(
+                    plus = start > 0 and text[start - 1] == "+"
+                    international = plus or bool(
                         self._international.match("".join(groups[first : first + 3]))
                     )
+                    # After "+", the country code tells the lengths its numbers have.
+                    country = _country_lengths("".join(groups[first : first + 2])) if plus else None
                 if not (international or length in national_lengths):
+                    continue
+                if country is not None and length - country[0] not in country[1]:
                     continue
                 end = spans[last][1]
                 if (
@@ -167,12 +180,28 @@ class PhoneDetector(Detector):
                     and not self._date_like.match(text, start, end)
                     and not claims.overlaps(start, end)
                 ):
-                    longest = last
-            if longest is None:
+                    plausible.append(last)
+            found: list[Finding] = []
+            for last in plausible[::-1][:2]:
+                if budget[0] <= 0:
+                    while start > 0 and text[start - 1] in "+(":
+                        start -= 1
+                    end = spans[plausible[-1]][1]
+                    why = "plausible number, not validated (validation budget of the cell spent)"
+                    found = [Finding(self.type, start, end, text[start:end], why)]
+                    break
+                budget[0] -= 1
+                found = self._check(text, start, spans[last][1], claims)
+                if found:
+                    break
+            if not found:
                 first += 1
-            else:
-                yield start, spans[longest][1]
-                first = longest + 1
+                continue
+            yield from found
+            ends = found[-1].end
+            first += 1
+            while first < len(groups) and spans[first][0] < ends:
+                first += 1
 
     def _national_shaped(self, digits: str) -> bool:
         """Digits that fit the default region's national number pattern (prefix allowed)."""
@@ -204,3 +233,50 @@ class PhoneDetector(Detector):
             if after in "-./" and end + 1 < len(text) and text[end + 1].isdigit():
                 return True
         return False
+
+
+def _among_numbers(text: str, start: int, end: int, claims: Claims) -> bool:
+    """Whether digit groups go on, one space away, on both sides (``…0189 1902 296 6211
+    5136…``): a stretch of a longer run of numbers, not a phone number of its own."""
+    return (
+        start > 1
+        and text[start - 1] == " "
+        and text[start - 2].isdigit()
+        and not claims.overlaps(start - 2, start - 1)
+        and end + 1 < len(text)
+        and text[end] == " "
+        and text[end + 1].isdigit()
+        and not claims.overlaps(end + 1, end + 2)
+    )
+
+
+_COUNTRY_LENGTHS: dict[int, frozenset[int]] = {}
+
+
+def _country_lengths(digits: str) -> tuple[int, frozenset[int]] | None:
+    """(length of the country code ``digits`` start with, the lengths of that country's
+    fixed-line and mobile national numbers); ``None``: no known country code."""
+    for size in (1, 2, 3):
+        if len(digits) < size:
+            return None
+        code = int(digits[:size])
+        regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code)
+        if not regions:
+            continue
+        lengths = _COUNTRY_LENGTHS.get(code)
+        if lengths is None:
+            found: set[int] = set()
+            for region in regions:
+                metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+                    code, region
+                )
+                if metadata is None:
+                    continue
+                for desc in (metadata.fixed_line, metadata.mobile, metadata.general_desc):
+                    if desc is not None and desc.possible_length:
+                        found.update(n for n in desc.possible_length if n > 0)
+                    if found and desc is metadata.mobile:
+                        break  # fixed-line and mobile lengths known: enough
+            lengths = _COUNTRY_LENGTHS[code] = frozenset(found or range(4, 15))
+        return size, lengths
+    return None

@@ -30,6 +30,8 @@ class TypeClass(StrEnum):
     """What a protocol rewriter knows about a column's type."""
 
     TEXT = "text"
+    JSON = "json"
+    """A JSON document (``json``/``jsonb``): masked so that it stays valid JSON."""
     NUMERIC = "numeric"
     OTHER = "other"
 

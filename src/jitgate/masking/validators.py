@@ -54,6 +54,11 @@ _IIN_RANGES: tuple[tuple[str, str, str, frozenset[int]], ...] = (
 )
 
 
+LONG_NUMBER_BRANDS = frozenset({"UnionPay", "Maestro", "Discover", "JCB", "Diners Club"})
+"""Brands that issue 17–19 digit numbers, printed 4-4-4-4-3 (a Visa number followed by three
+more digits is more likely a card and its CVV)."""
+
+
 def _expand_ranges() -> dict[str, tuple[str, frozenset[int]]]:
     table: dict[str, tuple[str, frozenset[int]]] = {}
     for first, last, brand, lengths in _IIN_RANGES:
@@ -114,12 +119,14 @@ def mod97_valid(value: str) -> bool:
 
 
 def iban_valid(compact: str) -> bool:
-    """An IBAN without separators: known country, that country's length, mod-97."""
+    """An IBAN without separators: known country, that country's length, check digits
+    02–98 (ISO 13616 never computes 00, 01 or 99), mod-97."""
     expected = IBAN_LENGTHS.get(compact[:2])
     return (
         expected is not None
         and len(compact) == expected
         and compact[2:4].isdigit()
+        and "02" <= compact[2:4] <= "98"
         and mod97_valid(compact)
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -249,4 +250,40 @@ def test_type_class_accepts_strings_and_rejects_unknown_ones() -> None:
     assert plan.masked[0].column.type_class is TypeClass.NUMERIC
     assert masker.mask_row(plan, ["4111111111111111"]) == [None]
     with pytest.raises(ValueError, match="type class"):
-        masker.mask_text("x", type_class="json")
+        masker.mask_text("x", type_class="yaml")
+
+
+def test_column_rule_masks_text_that_looks_already_masked() -> None:
+    profile = load_profile({"name": "c", "rules": [{"columns": ["ssn"], "label": "ssn"}]})
+    masker = Masker(profile, key=b"k" * 32)
+    for value in ("****ÄÖÜßéèàΩΨΦ", "****1234", "tok_aaaaaaaaaaaaaaaa", "[REDACTED:card]"):
+        assert masker.mask_text(value, column="ssn").value == "[REDACTED:ssn]"
+    assert not masker.mask_text("[REDACTED:ssn]", column="ssn").changed
+
+
+def test_json_documents_stay_valid_json() -> None:
+    profile = load_profile({"name": "j", "rules": [
+        {"types": ["card"], "strategy": "partial"}, {"types": ["email"]},
+        {"columns": ["whole"], "label": "secret"}]})
+    masker = Masker(profile, key=b"k" * 32)
+    doc = '{"card": 4111111111111111, "list": [4111111111111111, 1.100], "e": "a@example.com"}'
+    for type_class in ("json", "text"):
+        out = masker.mask_text(doc, type_class=type_class).value
+        assert out is not None
+        assert json.loads(out) == {"card": "************1111",
+                                   "list": ["************1111", 1.1], "e": "[REDACTED:email]"}
+        assert "1.100" in out  # numbers that are not masked keep their text
+    assert masker.mask_text("4111111111111111", type_class="json").value == '"************1111"'
+    assert masker.mask_text("[1, 2]", column="whole", type_class="json").value == (
+        '"[REDACTED:secret]"')
+    # Plain text that merely starts with a bracket is not quoted.
+    assert masker.mask_text("[INFO] mail a@example.com").value == "[INFO] mail [REDACTED:email]"
+
+
+def test_json_finding_across_structure_is_masked_value_by_value() -> None:
+    profile = load_profile({"name": "x", "detectors": [{"name": "pair", "pattern": r"x1\", \"y"}],
+                            "rules": [{"types": ["pair", "email"]}]})
+    masker = Masker(profile, key=b"k" * 32)
+    out = masker.mask_text('["x1", "y2", "b@example.com", 12.50]', type_class="json").value
+    assert out is not None
+    assert json.loads(out) == ["x1", "y2", "[REDACTED:email]", 12.5] and "12.50" in out

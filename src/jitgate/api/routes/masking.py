@@ -22,7 +22,7 @@ class MaskTestIn(Strict):
     text: str = Field(max_length=1 << 20)
     column: str | None = Field(default=None, max_length=256)
     table: str | None = Field(default=None, max_length=256)
-    type_class: str = Field(default="text", pattern="^(text|numeric|other)$")
+    type_class: str = Field(default="text", pattern="^(text|json|numeric|other)$")
 
 
 @router.get("/profiles")

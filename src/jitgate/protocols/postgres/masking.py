@@ -90,6 +90,8 @@ TEXT_TYPES = frozenset(
         4072,  # text…xml, unknown, tsvector, jsonpath
     }
 )
+#: json and jsonb: masked so that the document stays valid JSON.
+JSON_TYPES = frozenset({114, 3802})
 NUMERIC_TYPES = frozenset({20, 21, 23, 26, 700, 701, 1700, 790})
 #: Types whose binary format is their text (in the client encoding)…
 BINARY_TEXT_TYPES = frozenset({25, 1043, 1042, 19, 705, 114})  # text…name, unknown, json
@@ -129,12 +131,14 @@ class Field:
         if codec is Codec.OPAQUE:
             return TypeClass.OTHER
         if codec is not Codec.TEXT:
-            return TypeClass.TEXT
+            return TypeClass.JSON if self.type_oid in JSON_TYPES else TypeClass.TEXT
         return type_class_of(self.type_oid)
 
 
 def type_class_of(type_oid: int | None) -> TypeClass:
     """The class of a text-format value of a type (unknown: text)."""
+    if type_oid in JSON_TYPES:
+        return TypeClass.JSON
     if type_oid is None or type_oid in TEXT_TYPES:
         return TypeClass.TEXT
     if type_oid in NUMERIC_TYPES:
