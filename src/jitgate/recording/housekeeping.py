@@ -43,6 +43,7 @@ def _recover(gateway: Gateway, node: recovery.Node) -> None:
         node,
         started_before=gateway.recorder.created_at,
         stale_after=gateway.settings.recording.node_stale_seconds,
+        signing_key=gateway.signing_key,
     )
     gateway.access.withdraw_interrupted(recovered)  # their held statements cannot run
 

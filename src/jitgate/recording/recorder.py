@@ -38,7 +38,7 @@ from sqlalchemy import select
 
 from jitgate.policy.types import Outcome
 from jitgate.recording.log import EventLog
-from jitgate.recording.seal import SEAL_TYPE, b64url, seal_message
+from jitgate.recording.seal import SEAL_TYPE, make_seal
 from jitgate.store.db import Store
 from jitgate.store.models import SessionRow, utcnow
 
@@ -555,18 +555,8 @@ class SessionRecorder:
             )
             key = self.recorder.signing_key
             if key is not None:
-                digest, last = event_log.head, event_log.seq
-                signature = key.sign_bytes(seal_message(self.session_id, last, last, digest))
-                seal = {
-                    "session": self.session_id,
-                    "last_seq": last,
-                    "events": last,
-                    "digest": digest,
-                    "alg": "Ed25519",
-                    "kid": key.key_id,
-                    "signature": b64url(signature),
-                }
-                event_log.append(SEAL_TYPE, seal)
+                seal = make_seal(key, self.session_id, event_log.seq, event_log.head)
+                event_log.append(SEAL_TYPE, dict(seal))
             try:
                 await asyncio.to_thread(event_log.close, CLOSE_RETRY_SECONDS)
             except OSError as exc:
