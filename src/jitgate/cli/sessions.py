@@ -250,7 +250,11 @@ def audit_export(
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     cursor_path = cursor_file or Path(".jitgate-export.cursor")
-    exporter = Exporter(APISource(client.request), sink, FileCursor(cursor_path), batch=batch)
+    cursors = FileCursor(cursor_path)
+    exporter = Exporter(APISource(client.request), sink, cursors, batch=batch)
+    if not cursors.acquire():
+        sink.close()
+        raise CLIError(f"another export is using {cursor_path}")
     try:
         while True:
             sent = exporter.run_once()
@@ -264,6 +268,7 @@ def audit_export(
         raise CLIError(f"export stopped: {exc}") from None
     finally:
         sink.close()
+        cursors.release()
 
 
 def sessions_hold(

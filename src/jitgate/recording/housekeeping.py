@@ -137,6 +137,8 @@ async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None 
     finally:
         if exporter is not None:
             exporter.sink.close()
+            with contextlib.suppress(Exception):  # the next node need not wait for it
+                await asyncio.to_thread(exporter.cursors.release)
 
 
 def stopped(gateway: Gateway, node: recovery.Node) -> None:
