@@ -60,6 +60,7 @@ async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None 
         node = await asyncio.to_thread(start, gateway)
     settings = gateway.settings.recording
     exporter: Exporter | None = None
+    export_cursor = f"serve:{settings.export_to}"[:128] if settings.export_to else None
     if settings.export_to:
         secret = (
             settings.export_secret.get_secret_value().encode() if settings.export_secret else None
@@ -102,6 +103,7 @@ async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None 
                         gateway.paths.recordings,
                         settings.retention_days,
                         storage=gateway.recording_storage,
+                        export_cursor=export_cursor,
                     )
                 except Exception as exc:  # the store may be briefly unavailable
                     log.warning("recording retention failed: %s", exc)

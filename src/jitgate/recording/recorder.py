@@ -38,6 +38,7 @@ from sqlalchemy import select
 
 from jitgate.policy.types import Outcome
 from jitgate.recording.log import EventLog
+from jitgate.recording.options import resolve
 from jitgate.recording.seal import SEAL_TYPE, make_seal
 from jitgate.store.db import Store
 from jitgate.store.models import SessionRow, utcnow
@@ -77,14 +78,6 @@ class SessionMeta:
     client_port: int | None = None
 
 
-def _flag(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "off", "no", "0", "")
-    return bool(value)
-
-
 class Recorder:
     def __init__(
         self,
@@ -109,12 +102,11 @@ class Recorder:
         self, meta: SessionMeta, *, options: Mapping[str, Any] | None = None
     ) -> SessionRecorder:
         """Start recording a session. ``options`` are the connection's options, which may
-        turn recording off (``recording: false``), choose ``recording_on_failure`` and
-        ``recording_fsync`` (``close`` or ``request``), and
-        put its sessions under ``legal_hold``."""
-        options = options or {}
-        enabled = _flag(options.get("recording"), self.settings.enabled)
-        on_failure = str(options.get("recording_on_failure") or self.settings.on_failure)
+        turn recording off, choose what happens when it fails, when it syncs, how much of
+        each result it keeps, and put its sessions under legal hold (see
+        :mod:`jitgate.recording.options`)."""
+        resolved = resolve(options, self.settings, connection=meta.connection_name)
+        enabled = resolved.enabled
         session_id = str(uuid.uuid4())
         started = datetime.now(UTC)
         path = self._path(session_id, started) if enabled else None
@@ -142,15 +134,19 @@ class Recorder:
                         recording_path=str(path.relative_to(self.root)) if path else None,
                         grant_ids=sorted(meta.grant_ids),
                         recording_state="ok" if enabled else "off",
-                        legal_hold=_flag(options.get("legal_hold"), False),
+                        legal_hold=resolved.legal_hold,
                     )
                 )
 
         event_log = EventLog(path, session_id) if path is not None else None
         await asyncio.to_thread(insert)
-        fsync = str(options.get("recording_fsync") or self.settings.fsync)
         recorder = SessionRecorder(
-            self, session_id, event_log, fail_open=on_failure == "open", fsync=fsync
+            self,
+            session_id,
+            event_log,
+            fail_open=resolved.fail_open,
+            fsync=resolved.fsync,
+            sample=(resolved.sample_rows, resolved.sample_bytes),
         )
         if event_log is not None:
             start = {"session": session_id, **dataclasses.asdict(meta)}
@@ -281,6 +277,7 @@ class SessionRecorder:
         *,
         fail_open: bool = False,
         fsync: str = "close",
+        sample: tuple[int, int] | None = None,
     ) -> None:
         self.recorder = recorder
         self.session_id = session_id
@@ -293,8 +290,9 @@ class SessionRecorder:
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
         settings = recorder.settings
-        self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
-        self._sample_bytes = settings.sample_bytes
+        rows, size = sample or (settings.sample_rows, settings.sample_bytes)
+        self._sample_rows = rows if size else 0  # rows and bytes of results kept, at most
+        self._sample_bytes = size
         self._samples: dict[int, RowSample] = {}
         # Results to encode, with the wall-clock time each finished (its event's "at").
         self._done: list[tuple[Execution, RowSample | None, int]] = []
