@@ -15,13 +15,17 @@ them through :meth:`SessionRecorder.decided`, which raises the same way for an a
 request whose event cannot be written. A recorder that *fails open* (``on_failure: open`` in the
 ``recording`` settings or ``recording_on_failure: open`` in a connection's options) logs
 every failure at ERROR and lets traffic through; the bytes not written are retried at the
-next flush. At close the log gets a ``session.end`` and a signed ``seal`` event
+next flush. The same setting decides when the recording cannot even be opened at
+session start (:class:`RecordingFailed`: the adapter refuses the session in its protocol;
+fail open: logged at ERROR, the session goes on unrecorded, ``recording_state`` ``failed``).
+At close the log gets a ``session.end`` and a signed ``seal`` event
 (:mod:`jitgate.recording.seal`) and the session row the seal's digest and signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import struct
@@ -78,6 +82,10 @@ class SessionMeta:
     client_port: int | None = None
 
 
+class RecordingFailed(OSError):
+    """A session's recording cannot be opened and its connection fails closed."""
+
+
 class Recorder:
     def __init__(
         self,
@@ -110,6 +118,14 @@ class Recorder:
         session_id = str(uuid.uuid4())
         started = datetime.now(UTC)
         path = self._path(session_id, started) if enabled else None
+        event_log: EventLog | None = None
+        failure: Exception | None = None
+        if path is not None:
+            try:
+                event_log = EventLog(path, session_id)
+            except OSError as exc:
+                failure, path = exc, None
+                self._start_failed(meta, session_id, resolved.fail_open, exc)
 
         def insert() -> None:
             with self.store.session() as session:
@@ -133,13 +149,21 @@ class Recorder:
                         bytes_out=0,
                         recording_path=str(path.relative_to(self.root)) if path else None,
                         grant_ids=sorted(meta.grant_ids),
-                        recording_state="ok" if enabled else "off",
+                        recording_state="failed" if failure else "ok" if enabled else "off",
                         legal_hold=resolved.legal_hold,
                     )
                 )
 
-        event_log = EventLog(path, session_id) if path is not None else None
-        await asyncio.to_thread(insert)
+        try:
+            await asyncio.to_thread(insert)
+        except Exception as exc:
+            if event_log is not None:  # a recording no index row points to: not kept
+                with contextlib.suppress(OSError):
+                    event_log.close()
+                    event_log.path.unlink()
+                event_log = None
+            self._start_failed(meta, session_id, resolved.fail_open, exc)
+            failure = exc
         recorder = SessionRecorder(
             self,
             session_id,
@@ -148,11 +172,38 @@ class Recorder:
             fsync=resolved.fsync,
             sample=(resolved.sample_rows, resolved.sample_bytes),
         )
+        recorder.unrecorded = failure is not None
         if event_log is not None:
             start = {"session": session_id, **dataclasses.asdict(meta)}
             start["grant_ids"] = sorted(meta.grant_ids)
             event_log.append("session.start", start)
         return recorder
+
+    def _start_failed(
+        self, meta: SessionMeta, session_id: str, fail_open: bool, exc: Exception
+    ) -> None:
+        """The recording (or its index row) cannot be opened: raise when the connection
+        fails closed, else say loudly that the session goes on unrecorded."""
+        if not fail_open:
+            log.error(
+                "session %s (connection %s, %s from %s): cannot open its recording, the "
+                "session is refused (fail closed): %s",
+                session_id,
+                meta.connection_name,
+                meta.identity_name,
+                meta.client_addr,
+                exc,
+            )
+            raise RecordingFailed(f"cannot open the session's recording: {exc}") from exc
+        log.error(
+            "RECORDING FAILURE (fail-open): session %s (connection %s, %s from %s) cannot be "
+            "recorded and goes on UNRECORDED: %s",
+            session_id,
+            meta.connection_name,
+            meta.identity_name,
+            meta.client_addr,
+            exc,
+        )
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
@@ -285,6 +336,7 @@ class SessionRecorder:
         self.fail_open = fail_open
         self.counts: Counter[str] = Counter()
         self.write_failures = 0
+        self.unrecorded = False  # recording failed to open, the session went on (fail open)
         self._allowed_pending = False  # an allowed request's event is not written yet
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
@@ -535,7 +587,7 @@ class SessionRecorder:
         if masked:
             counts["masked"] = masked
         seal: dict[str, Any] | None = None
-        state = "off"
+        state = "failed" if self.unrecorded else "off"
         event_log = self.log
         if event_log is not None:
             state = "ok"
