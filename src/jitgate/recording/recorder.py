@@ -437,21 +437,41 @@ class SessionRecorder:
                 data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
             if execution.masked_values:
                 data["masked_values"] = execution.masked_values
+            columns = self._result_columns(execution)
+            if columns:
+                data["columns"] = columns
             if sample is not None and (sample.rows or execution.row_description is not None):
                 data["sample"] = sample.render(self._columns_cache)
             self.log.append("result", data, at_ns)
+
+    def _result_columns(self, execution: Execution) -> list[str]:
+        """The names of the result's columns (from its RowDescription), if it has rows."""
+        description = execution.row_description
+        if description is None and execution.source is not None:
+            description = execution.source.row_description
+        if not description:
+            return []
+        known = self._columns_cache.get(description)
+        if known is None:
+            if len(self._columns_cache) >= 256:
+                self._columns_cache.clear()
+            known = self._columns_cache[description] = _columns(description, "utf-8")
+        return known[0]
 
     # ------------------------------------------------------------ other relays
 
     def decided(self, type: str, data: dict[str, Any], outcome: Outcome) -> None:
         """A request decided by a relay without :class:`Execution` objects (SSH: a channel
         request, a typed line, a file operation, a port forward): counted under its
-        outcome and written at once, before the caller forwards it.
+        outcome (and under ``review`` too when ``data`` has the ``review`` it went
+        through) and written at once, before the caller forwards it.
 
         Raises OSError when the request is allowed, its event cannot be written and this
         session fails closed: the caller must not forward it. The event is kept for the next
         write, followed by a ``request.refused`` event that names it, and counts as denied.
         """
+        if "review" in data:  # it went to review first; ``outcome`` is how that ended
+            self.counts[Outcome.REVIEW.value] += 1
         log = self.log
         if log is None:
             self.counts[outcome.value] += 1
@@ -567,6 +587,8 @@ class SessionRecorder:
     # --------------------------------------------------------------------- close
 
     def event(self, type: str, data: dict[str, Any]) -> None:
+        if type == "review":  # a request sent to review (its outcome is counted when it runs)
+            self.counts[Outcome.REVIEW.value] += 1
         if self.log is None:
             return
         if self._done:

@@ -595,6 +595,7 @@ class PostgresSession:
             self.recorder.event(
                 "review",
                 {
+                    "decision": "review",
                     "text": held.text,
                     "reason": held.decision.reason,
                     "policies": list(held.decision.policies),
