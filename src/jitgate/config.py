@@ -251,6 +251,12 @@ class RecordingSettings(_Section):
     def _s3_configured(self) -> RecordingSettings:
         if self.storage == "s3" and self.s3 is None:
             raise ValueError("recording.storage is 's3' but recording.s3 (its bucket) is not set")
+        target = (self.export_to or "").lower()
+        if target.startswith(("http://", "https://")) and not self.export_secret:
+            raise ValueError(
+                "recording.export_to is a webhook but recording.export_secret (the key that "
+                "signs its requests) is not set"
+            )
         return self
 
 

@@ -60,3 +60,15 @@ def test_s3_parts_are_at_least_five_mebibytes() -> None:
     env = {"JITGATE_RECORDING__STORAGE": "s3", "JITGATE_RECORDING__S3__BUCKET": "audit"}
     with pytest.raises(ConfigError, match=r"recording\.s3\.part_size"):
         load_settings(env={**env, "JITGATE_RECORDING__S3__PART_SIZE": str(1 << 20)})
+
+
+def test_a_webhook_export_without_a_secret_is_refused() -> None:
+    with pytest.raises(ConfigError, match="export_secret"):
+        load_settings(env={"JITGATE_RECORDING__EXPORT_TO": "https://audit.example.com/in"})
+    settings = load_settings(
+        env={
+            "JITGATE_RECORDING__EXPORT_TO": "https://audit.example.com/in",
+            "JITGATE_RECORDING__EXPORT_SECRET": "k",
+        }
+    )
+    assert settings.recording.export_to == "https://audit.example.com/in"

@@ -9,7 +9,13 @@ import pytest
 
 from jitgate.identity.signing import SigningKey
 from jitgate.recording.log import EventLog, verify_chain
-from jitgate.recording.seal import SEAL_TYPE, b64url, seal_message, verify_recording
+from jitgate.recording.seal import (
+    SEAL_TYPE,
+    StoredSeal,
+    b64url,
+    seal_message,
+    verify_recording,
+)
 
 
 def _sealed(path: Path, key: SigningKey, session: str = "s-1", n: int = 3) -> None:
@@ -43,14 +49,26 @@ def test_seal_verifies_with_the_published_key_only(tmp_path: Path) -> None:
     assert not moved.valid and moved.first_bad_event == 1
 
 
-def test_unsealed_recording_is_pending_while_open_and_invalid_after(tmp_path: Path) -> None:
+def test_unsealed_recording_is_open_while_open_and_interrupted_after(tmp_path: Path) -> None:
     path = tmp_path / "r.jsonl"
     log = EventLog(path, "s")
     log.append("request", {"text": "SELECT 1"})
+    log.append("request", {"text": "SELECT 2"})
     log.close()
-    assert verify_recording(path, "s", {}, open_session=True).signature == "pending"
+    opened = verify_recording(path, "s", {}, open_session=True)
+    assert (opened.valid, opened.state, opened.signature) == (True, "open", "pending")
+    with path.open("ab") as fh:  # the writer is half way through its next line
+        fh.write(b'{"at":"2026')
+    assert verify_recording(path, "s", {}, open_session=True).state == "open"
+    assert verify_recording(path, "s", {}).state == "tampered"  # not once it is closed
+    path.write_bytes(path.read_bytes().rsplit(b"\n", 1)[0] + b"\n")
     closed = verify_recording(path, "s", {})
-    assert not closed.valid and closed.signature == "missing"
+    assert (closed.valid, closed.state, closed.signature) == (True, "interrupted", "missing")
+    assert closed.problem and "not sealed" in closed.problem
+    # When recovery counted its events, a cut-off end is found.
+    cut = verify_recording([path.read_bytes().splitlines(True)[0]], "s", {}, stored=StoredSeal(
+        None, None, None, 2))  # fmt: skip
+    assert (cut.valid, cut.state, cut.first_bad_event) == (False, "tampered", 2)
 
 
 def test_failed_write_keeps_its_bytes_for_the_next_flush(tmp_path: Path) -> None:

@@ -150,7 +150,14 @@ def audit_verify(
     server: Server = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Check a recording's hash chain and signed seal; names the first altered event."""
+    """Check a recording's hash chain and signed seal; names the first altered event.
+
+    Prints the recording's state: normal (sealed at close), recovered (sealed when a
+    crashed gateway's session was recovered), interrupted (closed by recovery without a
+    seal: intact, but its end is not proven), open (still recording), or tampered.
+    Exits 0, or 1 when tampered, or 3 when interrupted (nothing altered, but the end of
+    the recording cannot be proven).
+    """
     client = APIClient.from_env(server)
     if file is None:
         result = client.request("GET", f"/api/v1/sessions/{session_id}/verify")
@@ -158,15 +165,27 @@ def audit_verify(
         result = _verify_offline(client, session_id, file, keys)
     if output is OutputFormat.JSON:
         emit_json(result)
+    state = result.get("state") or ("normal" if result["valid"] else "tampered")
+    if result["valid"] and state == "interrupted":
+        if output is not OutputFormat.JSON:
+            typer.echo(f"session {session_id}: {state}: {_STATES[state]}", err=True)
+        raise typer.Exit(3)
     if result["valid"]:
         if output is not OutputFormat.JSON:
-            state = "signed" if result["signature"] == "valid" else "open, not sealed yet"
-            typer.echo(
-                f"session {session_id}: recording intact ({result['events']} events, {state})"
-            )
+            typer.echo(f"session {session_id}: {state}: {_STATES.get(state, state)} "
+                       f"({result['events']} events)")  # fmt: skip
         return
     where = f"event {result['first_bad_event']}" if result.get("first_bad_event") else "recording"
-    raise CLIError(f"session {session_id}: {where}: {result['problem']}")
+    raise CLIError(f"session {session_id}: tampered: {where}: {result['problem']}")
+
+
+_STATES = {
+    "normal": "recording intact, signed at close",
+    "recovered": "recording intact, signed at recovery after a gateway crash",
+    "interrupted": "chain intact but not sealed (the gateway stopped and the recording was "
+    "not sealed at recovery): events at its end could be missing without trace",
+    "open": "session still open, recording intact so far (sealed when it closes)",
+}
 
 
 def _verify_offline(
@@ -231,7 +250,11 @@ def audit_export(
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     cursor_path = cursor_file or Path(".jitgate-export.cursor")
-    exporter = Exporter(APISource(client.request), sink, FileCursor(cursor_path), batch=batch)
+    cursors = FileCursor(cursor_path)
+    exporter = Exporter(APISource(client.request), sink, cursors, batch=batch)
+    if not cursors.acquire():
+        sink.close()
+        raise CLIError(f"another export is using {cursor_path}")
     try:
         while True:
             sent = exporter.run_once()
@@ -245,6 +268,7 @@ def audit_export(
         raise CLIError(f"export stopped: {exc}") from None
     finally:
         sink.close()
+        cursors.release()
 
 
 def sessions_hold(

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from jitgate.errors import InvalidInput
+from jitgate.recording.options import check_options as check_recording_options
 
 
 class ConnectionType(StrEnum):
@@ -132,4 +133,5 @@ def check_options(options: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput(f"option {key!r} must be a string, number or boolean")
         if isinstance(value, str) and len(value) > 16384:
             raise InvalidInput(f"option {key!r} is too long")
+    check_recording_options(options)
     return dict(options)

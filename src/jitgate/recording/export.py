@@ -16,13 +16,28 @@ The stream has two parts, each with its own position in one *cursor*:
 :class:`Exporter` repeats: fetch a batch after the cursor → hand it to the sink, which
 returns only when the batch is acknowledged (file written and fsynced, TCP send done,
 webhook answered 2xx) → save the batch's end cursor. A crash between delivery and saving
-repeats at most that one batch; nothing is ever skipped. Every record carries
+repeats at most that one batch; nothing is ever skipped. A closed session whose
+recording cannot be read yet (its file is on another node's disk and not uploaded, or
+the object store is down) is *waited for*: the export stops before it and tries again
+next round (:attr:`StoreSource.waiting` names it); only a recording that retention
+deleted, or one that was never kept, is passed over. Every record carries
 ``export_id`` (``admin:<id>`` or ``<session>:<seq>``) so a receiver can drop repeats.
+
+Two exporters sharing one cursor in the store (two gateway nodes with the same
+``recording.export_to``) would deliver everything twice. The cursor row therefore holds
+a *lease*: an exporter takes it for a round (when it is free or expired, see
+:data:`LEASE_SECONDS`) and gives it back at the end; each save of the cursor first
+checks, in the same transaction, that the lease is still its own (and renews it). An
+exporter that lost its lease stops without saving (:class:`LeaseLost`): the batch it
+delivered may come again from the new holder (at least once), never a gap, and the
+cursor never moves back. A cursor file is locked (``flock``) for the same reason.
 
 Sinks: ``file:PATH``, ``stdout``, ``syslog://HOST:PORT`` (RFC 5424 over UDP),
 ``syslog+tcp://HOST:PORT`` (RFC 5424, octet-counted framing of RFC 6587) and ``https://``
 webhooks (``http://`` only to loopback) signed like approver notifications:
-``X-Jitgate-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``.
+``X-Jitgate-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>``. A
+webhook sink needs its secret: without one it refuses to start (an unsigned stream of
+audit events could be forged by anyone who can reach the receiver).
 
 UDP syslog is *not* at least once: a datagram is "delivered" when the kernel sends it,
 and nothing tells the exporter whether it arrived, so a receiver that is down or a
@@ -36,14 +51,18 @@ object, with ``"truncated"`` naming the fields cut.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import ipaddress
+import logging
 import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -51,6 +70,8 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 from sqlalchemy import func, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from jitgate.access.notify import sign
 from jitgate.audit.log import AuditLog
@@ -59,6 +80,17 @@ from jitgate.store.db import Store
 from jitgate.store.models import ExportCursorRow, SessionRow
 
 Record = dict[str, Any]
+
+log = logging.getLogger("jitgate.recording")
+
+#: Recording states with nothing to export (deleted by retention, or never kept).
+GONE = frozenset({"deleted", "off"})
+#: How long an exporter's lease on a cursor in the store lasts without being renewed.
+LEASE_SECONDS = 60.0
+
+
+class LeaseLost(OSError):
+    """Another exporter holds the cursor's lease now: this one must not save it."""
 
 
 # ---------------------------------------------------------------------- cursor
@@ -106,6 +138,7 @@ class StoreSource:
     store: Store
     recordings: Path
     storage: RecordingStorage | None = None  # where recordings are read (default: local)
+    waiting: str | None = field(default=None, init=False)  # the session the export waits for
 
     def __post_init__(self) -> None:
         if self.storage is None:
@@ -187,14 +220,24 @@ class StoreSource:
                     return
 
     def _read(self, row: SessionRow, after: Cursor, records: list[Record], limit: int) -> bool:
-        """Append the session's events after ``after.seq``; False when the batch is full."""
-        if not row.recording_path:
+        """Append the session's events after ``after.seq``; False when the batch is full
+        or the recording cannot be read yet (the cursor then stays on the session)."""
+        if not row.recording_path or row.recording_state in GONE:
             return True
         try:  # a failure of the object store is raised: the export is retried
             assert self.storage is not None
             lines = self.storage.lines(row)
-        except RecordingUnavailable:
-            return True
+        except RecordingUnavailable as exc:
+            if self.waiting != row.id:
+                log.warning(
+                    "audit export waits for the recording of session %s (closed %s): %s",
+                    row.id,
+                    row.ended_at,
+                    exc,
+                )
+            self.waiting = row.id
+            return False
+        self.waiting = None
         for event in iter_events(lines):
             seq = int(event.get("seq", 0))
             if seq <= after.seq:
@@ -237,14 +280,39 @@ class Source(Protocol):
 
 
 class CursorStore(Protocol):
+    def acquire(self) -> bool:
+        """Take the cursor for a round of export; False when another exporter has it."""
+
     def load(self) -> Cursor: ...
 
-    def save(self, cursor: Cursor) -> None: ...
+    def save(self, cursor: Cursor) -> None:
+        """Keep ``cursor``; raises :class:`LeaseLost` when the cursor is no longer ours."""
+
+    def release(self) -> None: ...
 
 
 @dataclass
 class FileCursor:
     path: Path
+    _lock: int | None = field(default=None, init=False, repr=False)
+
+    def acquire(self) -> bool:
+        if self._lock is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            lock_path = self.path.with_name(self.path.name + ".lock")
+            fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            self._lock = fd
+        return True
+
+    def release(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the descriptor releases the lock
+            self._lock = None
 
     def load(self) -> Cursor:
         try:
@@ -264,8 +332,57 @@ class FileCursor:
 
 @dataclass
 class StoreCursor:
+    """The cursor in ``export_cursors``, with the lease of the exporter that moves it:
+    ``{"cursor": ..., "lease": {"holder": ..., "until": ISO time}}``."""
+
     store: Store
     name: str
+    holder: str = field(default_factory=lambda: str(uuid.uuid4()))
+    lease_seconds: float = LEASE_SECONDS
+
+    def _row(self, db: Session) -> ExportCursorRow:
+        stmt = select(ExportCursorRow).where(ExportCursorRow.name == self.name)
+        row = db.scalar(stmt.with_for_update())
+        if row is None:
+            try:
+                with db.begin_nested():
+                    db.add(ExportCursorRow(name=self.name, cursor={}))
+            except IntegrityError:  # another exporter created it just now
+                pass
+            row = db.scalar(stmt.with_for_update())
+        assert row is not None
+        return row
+
+    def _lease(self, row: ExportCursorRow) -> dict[str, Any]:
+        lease = (row.cursor or {}).get("lease")
+        return lease if isinstance(lease, dict) else {}
+
+    def _take(self, row: ExportCursorRow, cursor: str | None) -> None:
+        until = datetime.now(UTC) + timedelta(seconds=self.lease_seconds)
+        data: dict[str, Any] = {"lease": {"holder": self.holder, "until": until.isoformat()}}
+        if cursor is not None:
+            data["cursor"] = cursor
+        row.cursor = data
+
+    def acquire(self) -> bool:
+        with self.store.session() as db:
+            row = self._row(db)
+            lease = self._lease(row)
+            holder, until = lease.get("holder"), lease.get("until")
+            if holder not in (None, self.holder) and until is not None:
+                if datetime.fromisoformat(str(until)) > datetime.now(UTC):
+                    return False
+                log.warning(
+                    "audit export %s: taking over the expired lease of %s", self.name, holder
+                )
+            self._take(row, (row.cursor or {}).get("cursor"))
+        return True
+
+    def release(self) -> None:
+        with self.store.session() as db:
+            row = self._row(db)
+            if self._lease(row).get("holder") == self.holder:
+                row.cursor = {k: v for k, v in (row.cursor or {}).items() if k != "lease"}
 
     def load(self) -> Cursor:
         with self.store.session() as db:
@@ -274,11 +391,11 @@ class StoreCursor:
 
     def save(self, cursor: Cursor) -> None:
         with self.store.session() as db:
-            row = db.get(ExportCursorRow, self.name)
-            if row is None:
-                db.add(ExportCursorRow(name=self.name, cursor={"cursor": cursor.encode()}))
-            else:
-                row.cursor = {"cursor": cursor.encode()}
+            row = self._row(db)
+            holder = self._lease(row).get("holder")
+            if holder != self.holder:  # taken over (and maybe given back) meanwhile
+                raise LeaseLost(f"audit export {self.name}: the lease is not ours any more")
+            self._take(row, cursor.encode())
 
 
 # ----------------------------------------------------------------------- sinks
@@ -456,7 +573,7 @@ class SyslogSink:
 @dataclass
 class WebhookSink:
     url: str
-    secret: bytes | None
+    secret: bytes
     timeout: float = 10.0
     _client: httpx.Client = field(init=False)
 
@@ -471,8 +588,7 @@ class WebhookSink:
             "X-Jitgate-Event": "audit.export",
             "X-Jitgate-Timestamp": timestamp,
         }
-        if self.secret:
-            headers["X-Jitgate-Signature"] = sign(self.secret.decode(), timestamp, body)
+        headers["X-Jitgate-Signature"] = sign(self.secret.decode(), timestamp, body)
         try:
             response = self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
@@ -507,6 +623,12 @@ def open_sink(target: str, *, secret: bytes | None = None) -> Sink:
             raise ValueError("syslog export needs syslog://HOST:PORT")
         return SyslogSink(parts.hostname, parts.port, tcp=parts.scheme == "syslog+tcp")
     if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback(parts.hostname or "")):
+        if not secret:
+            raise ValueError(
+                "a webhook export needs a signing secret (recording.export_secret, or the "
+                "variable named by --secret-env): receivers must be able to tell its "
+                "records from forged ones"
+            )
         return WebhookSink(target, secret)
     raise ValueError(
         f"unknown export target {target!r}: use file:PATH, stdout, syslog://HOST:PORT, "
@@ -525,7 +647,17 @@ class Exporter:
         self.batch = batch
 
     def run_once(self, *, max_batches: int | None = None) -> int:
-        """Export everything available now; returns the number of records delivered."""
+        """Export everything available now; returns the number of records delivered
+        (0 when another exporter holds the cursor's lease)."""
+        if not self.cursors.acquire():
+            return 0
+        try:
+            return self._rounds(max_batches)
+        finally:  # between rounds, any exporter may take the cursor (it reloads it)
+            with contextlib.suppress(Exception):
+                self.cursors.release()
+
+    def _rounds(self, max_batches: int | None) -> int:
         cursor = self.cursors.load()
         sent = 0
         batches = 0

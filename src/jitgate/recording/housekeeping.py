@@ -43,6 +43,7 @@ def _recover(gateway: Gateway, node: recovery.Node) -> None:
         node,
         started_before=gateway.recorder.created_at,
         stale_after=gateway.settings.recording.node_stale_seconds,
+        signing_key=gateway.signing_key,
     )
     gateway.access.withdraw_interrupted(recovered)  # their held statements cannot run
 
@@ -59,6 +60,7 @@ async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None 
         node = await asyncio.to_thread(start, gateway)
     settings = gateway.settings.recording
     exporter: Exporter | None = None
+    export_cursor = f"serve:{settings.export_to}"[:128] if settings.export_to else None
     if settings.export_to:
         secret = (
             settings.export_secret.get_secret_value().encode() if settings.export_secret else None
@@ -101,6 +103,7 @@ async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None 
                         gateway.paths.recordings,
                         settings.retention_days,
                         storage=gateway.recording_storage,
+                        export_cursor=export_cursor,
                     )
                 except Exception as exc:  # the store may be briefly unavailable
                     log.warning("recording retention failed: %s", exc)
@@ -136,6 +139,8 @@ async def run(gateway: Gateway, stop: asyncio.Event, node: recovery.Node | None 
     finally:
         if exporter is not None:
             exporter.sink.close()
+            with contextlib.suppress(Exception):  # the next node need not wait for it
+                await asyncio.to_thread(exporter.cursors.release)
 
 
 def stopped(gateway: Gateway, node: recovery.Node) -> None:

@@ -71,6 +71,15 @@ class EventLog:
         self.lost = 0  # batches given up after a failure (fail-open): the chain has a gap
         self._pending: list[bytes] = []
 
+    @classmethod
+    def resume(cls, path: Path, session_id: str, seq: int, head: str) -> EventLog:
+        """Go on with an existing recording whose last event is ``seq`` with hash ``head``
+        (recovery: a crashed gateway's recording gets its seal)."""
+        event_log = cls(path, session_id)
+        event_log.seq, event_log.head = seq, head
+        event_log._head_bytes = head.encode("ascii")
+        return event_log
+
     def append(self, type: str, data: dict[str, Any], at_ns: int | None = None) -> int:
         """Encode one event into the pending buffer; returns its sequence number.
 

@@ -15,13 +15,17 @@ them through :meth:`SessionRecorder.decided`, which raises the same way for an a
 request whose event cannot be written. A recorder that *fails open* (``on_failure: open`` in the
 ``recording`` settings or ``recording_on_failure: open`` in a connection's options) logs
 every failure at ERROR and lets traffic through; the bytes not written are retried at the
-next flush. At close the log gets a ``session.end`` and a signed ``seal`` event
+next flush. The same setting decides when the recording cannot even be opened at
+session start (:class:`RecordingFailed`: the adapter refuses the session in its protocol;
+fail open: logged at ERROR, the session goes on unrecorded, ``recording_state`` ``failed``).
+At close the log gets a ``session.end`` and a signed ``seal`` event
 (:mod:`jitgate.recording.seal`) and the session row the seal's digest and signature.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import struct
@@ -38,7 +42,8 @@ from sqlalchemy import select
 
 from jitgate.policy.types import Outcome
 from jitgate.recording.log import EventLog
-from jitgate.recording.seal import SEAL_TYPE, b64url, seal_message
+from jitgate.recording.options import resolve
+from jitgate.recording.seal import SEAL_TYPE, make_seal
 from jitgate.store.db import Store
 from jitgate.store.models import SessionRow, utcnow
 
@@ -77,12 +82,8 @@ class SessionMeta:
     client_port: int | None = None
 
 
-def _flag(value: Any, default: bool) -> bool:
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value.strip().lower() not in ("false", "off", "no", "0", "")
-    return bool(value)
+class RecordingFailed(OSError):
+    """A session's recording cannot be opened and its connection fails closed."""
 
 
 class Recorder:
@@ -109,15 +110,22 @@ class Recorder:
         self, meta: SessionMeta, *, options: Mapping[str, Any] | None = None
     ) -> SessionRecorder:
         """Start recording a session. ``options`` are the connection's options, which may
-        turn recording off (``recording: false``), choose ``recording_on_failure`` and
-        ``recording_fsync`` (``close`` or ``request``), and
-        put its sessions under ``legal_hold``."""
-        options = options or {}
-        enabled = _flag(options.get("recording"), self.settings.enabled)
-        on_failure = str(options.get("recording_on_failure") or self.settings.on_failure)
+        turn recording off, choose what happens when it fails, when it syncs, how much of
+        each result it keeps, and put its sessions under legal hold (see
+        :mod:`jitgate.recording.options`)."""
+        resolved = resolve(options, self.settings, connection=meta.connection_name)
+        enabled = resolved.enabled
         session_id = str(uuid.uuid4())
         started = datetime.now(UTC)
         path = self._path(session_id, started) if enabled else None
+        event_log: EventLog | None = None
+        failure: Exception | None = None
+        if path is not None:
+            try:
+                event_log = EventLog(path, session_id)
+            except OSError as exc:
+                failure, path = exc, None
+                self._start_failed(meta, session_id, resolved.fail_open, exc)
 
         def insert() -> None:
             with self.store.session() as session:
@@ -141,22 +149,61 @@ class Recorder:
                         bytes_out=0,
                         recording_path=str(path.relative_to(self.root)) if path else None,
                         grant_ids=sorted(meta.grant_ids),
-                        recording_state="ok" if enabled else "off",
-                        legal_hold=_flag(options.get("legal_hold"), False),
+                        recording_state="failed" if failure else "ok" if enabled else "off",
+                        legal_hold=resolved.legal_hold,
                     )
                 )
 
-        event_log = EventLog(path, session_id) if path is not None else None
-        await asyncio.to_thread(insert)
-        fsync = str(options.get("recording_fsync") or self.settings.fsync)
+        try:
+            await asyncio.to_thread(insert)
+        except Exception as exc:
+            if event_log is not None:  # a recording no index row points to: not kept
+                with contextlib.suppress(OSError):
+                    event_log.close()
+                    event_log.path.unlink()
+                event_log = None
+            self._start_failed(meta, session_id, resolved.fail_open, exc)
+            failure = exc
         recorder = SessionRecorder(
-            self, session_id, event_log, fail_open=on_failure == "open", fsync=fsync
+            self,
+            session_id,
+            event_log,
+            fail_open=resolved.fail_open,
+            fsync=resolved.fsync,
+            sample=(resolved.sample_rows, resolved.sample_bytes),
         )
+        recorder.unrecorded = failure is not None
         if event_log is not None:
             start = {"session": session_id, **dataclasses.asdict(meta)}
             start["grant_ids"] = sorted(meta.grant_ids)
             event_log.append("session.start", start)
         return recorder
+
+    def _start_failed(
+        self, meta: SessionMeta, session_id: str, fail_open: bool, exc: Exception
+    ) -> None:
+        """The recording (or its index row) cannot be opened: raise when the connection
+        fails closed, else say loudly that the session goes on unrecorded."""
+        if not fail_open:
+            log.error(
+                "session %s (connection %s, %s from %s): cannot open its recording, the "
+                "session is refused (fail closed): %s",
+                session_id,
+                meta.connection_name,
+                meta.identity_name,
+                meta.client_addr,
+                exc,
+            )
+            raise RecordingFailed(f"cannot open the session's recording: {exc}") from exc
+        log.error(
+            "RECORDING FAILURE (fail-open): session %s (connection %s, %s from %s) cannot be "
+            "recorded and goes on UNRECORDED: %s",
+            session_id,
+            meta.connection_name,
+            meta.identity_name,
+            meta.client_addr,
+            exc,
+        )
 
     def path_of(self, relative: str) -> Path:
         return self.root / relative
@@ -281,6 +328,7 @@ class SessionRecorder:
         *,
         fail_open: bool = False,
         fsync: str = "close",
+        sample: tuple[int, int] | None = None,
     ) -> None:
         self.recorder = recorder
         self.session_id = session_id
@@ -288,13 +336,15 @@ class SessionRecorder:
         self.fail_open = fail_open
         self.counts: Counter[str] = Counter()
         self.write_failures = 0
+        self.unrecorded = False  # recording failed to open, the session went on (fail open)
         self._allowed_pending = False  # an allowed request's event is not written yet
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
         self._t0 = time.monotonic()
         settings = recorder.settings
-        self._sample_rows = settings.sample_rows if settings.sample_bytes else 0
-        self._sample_bytes = settings.sample_bytes
+        rows, size = sample or (settings.sample_rows, settings.sample_bytes)
+        self._sample_rows = rows if size else 0  # rows and bytes of results kept, at most
+        self._sample_bytes = size
         self._samples: dict[int, RowSample] = {}
         # Results to encode, with the wall-clock time each finished (its event's "at").
         self._done: list[tuple[Execution, RowSample | None, int]] = []
@@ -387,21 +437,41 @@ class SessionRecorder:
                 data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
             if execution.masked_values:
                 data["masked_values"] = execution.masked_values
+            columns = self._result_columns(execution)
+            if columns:
+                data["columns"] = columns
             if sample is not None and (sample.rows or execution.row_description is not None):
                 data["sample"] = sample.render(self._columns_cache)
             self.log.append("result", data, at_ns)
+
+    def _result_columns(self, execution: Execution) -> list[str]:
+        """The names of the result's columns (from its RowDescription), if it has rows."""
+        description = execution.row_description
+        if description is None and execution.source is not None:
+            description = execution.source.row_description
+        if not description:
+            return []
+        known = self._columns_cache.get(description)
+        if known is None:
+            if len(self._columns_cache) >= 256:
+                self._columns_cache.clear()
+            known = self._columns_cache[description] = _columns(description, "utf-8")
+        return known[0]
 
     # ------------------------------------------------------------ other relays
 
     def decided(self, type: str, data: dict[str, Any], outcome: Outcome) -> None:
         """A request decided by a relay without :class:`Execution` objects (SSH: a channel
         request, a typed line, a file operation, a port forward): counted under its
-        outcome and written at once, before the caller forwards it.
+        outcome (and under ``review`` too when ``data`` has the ``review`` it went
+        through) and written at once, before the caller forwards it.
 
         Raises OSError when the request is allowed, its event cannot be written and this
         session fails closed: the caller must not forward it. The event is kept for the next
         write, followed by a ``request.refused`` event that names it, and counts as denied.
         """
+        if "review" in data:  # it went to review first; ``outcome`` is how that ended
+            self.counts[Outcome.REVIEW.value] += 1
         log = self.log
         if log is None:
             self.counts[outcome.value] += 1
@@ -517,6 +587,8 @@ class SessionRecorder:
     # --------------------------------------------------------------------- close
 
     def event(self, type: str, data: dict[str, Any]) -> None:
+        if type == "review":  # a request sent to review (its outcome is counted when it runs)
+            self.counts[Outcome.REVIEW.value] += 1
         if self.log is None:
             return
         if self._done:
@@ -537,7 +609,7 @@ class SessionRecorder:
         if masked:
             counts["masked"] = masked
         seal: dict[str, Any] | None = None
-        state = "off"
+        state = "failed" if self.unrecorded else "off"
         event_log = self.log
         if event_log is not None:
             state = "ok"
@@ -555,18 +627,8 @@ class SessionRecorder:
             )
             key = self.recorder.signing_key
             if key is not None:
-                digest, last = event_log.head, event_log.seq
-                signature = key.sign_bytes(seal_message(self.session_id, last, last, digest))
-                seal = {
-                    "session": self.session_id,
-                    "last_seq": last,
-                    "events": last,
-                    "digest": digest,
-                    "alg": "Ed25519",
-                    "kid": key.key_id,
-                    "signature": b64url(signature),
-                }
-                event_log.append(SEAL_TYPE, seal)
+                seal = make_seal(key, self.session_id, event_log.seq, event_log.head)
+                event_log.append(SEAL_TYPE, dict(seal))
             try:
                 await asyncio.to_thread(event_log.close, CLOSE_RETRY_SECONDS)
             except OSError as exc:

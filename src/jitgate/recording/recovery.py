@@ -20,8 +20,15 @@ A session still open in the store belongs to a live recorder unless its node is 
   sessions may still belong to a gateway of an older version, and are left alone.
 
 A recovered session ends at its recording file's last write when the file is on this
-node, else at the last heartbeat of its node; its recording is not sealed
-(``recording_state`` ``unsealed``: every request that was forwarded is in it). Rows are
+node, else at the last heartbeat of its node. Every request that was forwarded is in its
+recording. When the file is on this node and a signing key is given, the recording gets
+a ``session.recovered`` event and a *recovery seal* (:mod:`jitgate.recording.seal`,
+``"kind": "recovery"``) over everything the crashed gateway wrote (``recording_state``
+``recovered``); a last line the crash left half written — a write that never completed,
+so its request was never forwarded — is cut first, and the event says how many bytes.
+A recording on another node's disk, or one whose chain does not hold, is left as it is
+(``recording_state`` ``unsealed``; ``audit verify`` reports it ``interrupted``, or
+tampered). Rows are
 taken with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two nodes recovering at once
 close each session once. The comparison of heartbeats uses each node's clock: the nodes'
 clocks must agree to well within ``stale_after``. A node that was only cut off from the
@@ -39,13 +46,20 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from jitgate.connections.vault import write_secret_file
+from jitgate.recording.log import EventLog, chain_hash, genesis
+from jitgate.recording.seal import RECOVERY, SEAL_TYPE, make_seal
 from jitgate.store.db import Store
 from jitgate.store.models import GatewayNodeRow, SessionRow, utcnow
+
+if TYPE_CHECKING:
+    from jitgate.identity.signing import SigningKey
 
 log = logging.getLogger("jitgate.recording")
 
@@ -165,11 +179,13 @@ def recover_interrupted(
     started_before: datetime | None = None,
     stale_after: float = STALE_SECONDS,
     now: datetime | None = None,
+    signing_key: SigningKey | None = None,
 ) -> list[str]:
     """Close the sessions whose recorder is gone (see above); returns their ids.
 
     ``root`` is this node's recordings directory; ``started_before`` is when this process
-    began (its sessions without a node are newer: default, the run's start).
+    began (its sessions without a node are newer: default, the run's start);
+    ``signing_key`` seals the recordings found in ``root``.
     """
     now = now or utcnow()
     horizon = now - timedelta(seconds=stale_after)
@@ -201,7 +217,7 @@ def recover_interrupted(
                 .with_for_update(skip_locked=True)
             ).all()
             for row in rows:
-                _close(db, root, row, node, now)
+                _close(db, root, row, node, now, signing_key)
                 recovered.append(row.id)
         if len(rows) < BATCH:
             break
@@ -210,14 +226,19 @@ def recover_interrupted(
     return recovered
 
 
-def _close(db: Session, root: Path, row: SessionRow, node: Node, now: datetime) -> None:
+def _close(
+    db: Session,
+    root: Path,
+    row: SessionRow,
+    node: Node,
+    now: datetime,
+    key: SigningKey | None,
+) -> None:
     ended: datetime | None = None
-    if row.recording_path:
-        path = root / row.recording_path
+    path = root / row.recording_path if row.recording_path else None
+    if path is not None:
         with contextlib.suppress(OSError):
             ended = datetime.fromtimestamp(path.stat().st_mtime, UTC)
-            with path.open("rb") as fh:
-                row.event_count = sum(1 for _ in fh)
     if ended is None and row.node_id is not None and row.node_id != node.id:
         # The recording is on the other node's disk: it wrote last at its last heartbeat.
         ended = db.scalar(
@@ -225,5 +246,63 @@ def _close(db: Session, root: Path, row: SessionRow, node: Node, now: datetime) 
         )
     row.ended_at = max(min(ended or now, now), row.started_at)
     row.end_reason = "interrupted: the gateway stopped"
-    if row.recording_path:
-        row.recording_state = "unsealed"
+    if path is None:
+        return
+    row.recording_state = "unsealed"
+    try:
+        sealed = _seal(path, row, node, key) if key is not None else None
+    except OSError as exc:
+        log.error("cannot seal the recovered recording of session %s: %s", row.id, exc)
+        sealed = None
+    if sealed is not None:
+        row.event_count = sealed["last_seq"] + 1
+        row.seal_digest, row.seal_signature = sealed["digest"], sealed["signature"]
+        row.seal_key_id = sealed["kid"]
+        # A seal found in place is the close's, when only the row's update was lost.
+        row.recording_state = "recovered" if sealed.get("kind") == RECOVERY else "ok"
+        return
+    with contextlib.suppress(OSError), path.open("rb") as fh:
+        row.event_count = sum(1 for _ in fh)
+
+
+def _seal(path: Path, row: SessionRow, node: Node, key: SigningKey) -> dict[str, Any] | None:
+    """Append ``session.recovered`` and a recovery seal to the recording at ``path``;
+    returns the seal, or None when the file is missing or its chain does not hold."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    complete = data.rfind(b"\n") + 1  # a crash may have cut the last write short
+    seq, head = 0, genesis(row.id)
+    for number, line in enumerate(data[:complete].splitlines(), start=1):
+        try:
+            event = orjson.loads(line)
+        except ValueError:
+            event = None
+        if (
+            not isinstance(event, dict)
+            or event.get("seq") != number
+            or (event.get("prev") != head or chain_hash(head, event) != event.get("hash"))
+        ):
+            log.error(
+                "session %s: its recording does not verify at event %d; not sealed at recovery",
+                row.id,
+                number,
+            )
+            return None
+        if event.get("type") == SEAL_TYPE:  # sealed before (a recovery that did not commit)
+            return event if number == data[:complete].count(b"\n") else None
+        seq, head = number, str(event["hash"])
+    if complete < len(data):
+        os.truncate(path, complete)
+    event_log = EventLog.resume(path, row.id, seq, head)
+    try:
+        recovered: dict[str, Any] = {"node": node.id, "reason": row.end_reason}
+        if complete < len(data):
+            recovered["cut_bytes"] = len(data) - complete
+        event_log.append("session.recovered", recovered)
+        seal = make_seal(key, row.id, event_log.seq, event_log.head, RECOVERY)
+        event_log.append(SEAL_TYPE, dict(seal))
+    finally:
+        event_log.close()
+    return seal

@@ -8,6 +8,12 @@ index keeps who, when, what counts and the seal's digest — with ``recording_st
 ``deleted``; every deletion is written to the administrative audit log
 (``recording:delete``). A recording uploaded to object storage is deleted there too
 (and an unfinished upload of it aborted).
+
+When the gateway exports the audit trail (``recording.export_to``), a recording is
+deleted only once the export has delivered it: its session was closed before the one
+the export cursor is on (``close_seq`` below the cursor's). Until the export has
+started, nothing is deleted. Rows are locked while they are deleted, so a legal hold set
+meanwhile waits, and is then honoured.
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jitgate.audit.log import AuditLog
+from jitgate.config import RecordingSettings
+from jitgate.recording.options import resolve
 from jitgate.recording.s3 import ObjectStoreError
 from jitgate.recording.storage import RecordingStorage
 from jitgate.store.db import Store
-from jitgate.store.models import ConnectionRow, SessionRow, utcnow
+from jitgate.store.models import ConnectionRow, ExportCursorRow, SessionRow, utcnow
 
 log = logging.getLogger("jitgate.recording")
 
@@ -38,14 +46,27 @@ class _Rule:
     hold: bool
 
 
-def _rule(options: dict[str, Any] | None, default_days: int | None) -> _Rule:
-    options = options or {}
-    days = options.get("recording_retention_days", default_days)
-    hold = options.get("legal_hold", False)
-    return _Rule(
-        int(days) if days not in (None, "") else None,
-        hold is True or str(hold).lower() in ("true", "yes", "1", "on"),
+def _rule(options: dict[str, Any] | None, default_days: int | None, connection: str) -> _Rule:
+    resolved = resolve(
+        options, RecordingSettings(retention_days=default_days), connection=connection
     )
+    return _Rule(resolved.retention_days, resolved.legal_hold)
+
+
+def exported_below(store: Store, cursor_name: str) -> int:
+    """The close number below which every session has been exported by the export whose
+    cursor is ``cursor_name`` (0: nothing yet)."""
+    from jitgate.recording.export import Cursor
+
+    with store.session() as db:
+        row = db.get(ExportCursorRow, cursor_name)
+        if row is None:
+            return 0
+        try:
+            cursor = Cursor.decode((row.cursor or {}).get("cursor"))
+        except ValueError:
+            return 0
+    return int(cursor.closed or 0)
 
 
 def apply_retention(
@@ -55,15 +76,21 @@ def apply_retention(
     *,
     now: datetime | None = None,
     storage: RecordingStorage | None = None,
+    export_cursor: str | None = None,
 ) -> list[str]:
     """Delete what is due; returns the ids of the sessions whose recordings went.
 
-    ``storage`` deletes uploaded objects too (default: local files only)."""
+    ``storage`` deletes uploaded objects too (default: local files only);
+    ``export_cursor`` names the export cursor that must have passed a session first."""
     now = now or utcnow()
     storage = storage or RecordingStorage(root, store)
+    exported = exported_below(store, export_cursor) if export_cursor else None
+    if exported == 0:
+        return []
     with store.session() as db:
         rules = {
-            row.name: _rule(row.options, default_days) for row in db.scalars(select(ConnectionRow))
+            row.name: _rule(row.options, default_days, row.name)
+            for row in db.scalars(select(ConnectionRow))
         }
     fallback = _Rule(default_days, False)
     deleted: list[str] = []
@@ -83,13 +110,18 @@ def apply_retention(
             )
             .order_by(SessionRow.ended_at)
             .limit(BATCH)
+            .with_for_update(skip_locked=True)
         )
+        if exported is not None:
+            stmt = stmt.where(SessionRow.close_seq < exported)
         if name is not None:
             stmt = stmt.where(SessionRow.connection_name == name)
         elif rules:
             stmt = stmt.where(SessionRow.connection_name.not_in(list(rules)))
         with store.session() as db:
             for row in db.scalars(stmt).all():
+                if row.legal_hold:
+                    continue
                 if _delete(db, storage, row, rule.days):
                     deleted.append(row.id)
     if deleted:

@@ -135,6 +135,17 @@ def test_cli_export_through_the_api_with_a_cursor_file(
     assert {i for i in second if not i.startswith("admin:")} == more  # only what is new
     assert Cursor.decode(cursor.read_text().strip()).session is not None
 
+    # A second export on the same cursor file while one runs: refused, nothing sent twice.
+    held = FileCursor(cursor)
+    assert held.acquire()
+    busy = console.cli(*args)
+    assert busy.returncode == 1 and "another export is using" in busy.stderr
+    held.release()
+    # A webhook without its signing secret does not start.
+    unsigned = console.cli("audit", "export", "--to", "http://127.0.0.1:9/hook",
+                           "--cursor-file", str(tmp_path / "hook.cursor"))  # fmt: skip
+    assert unsigned.returncode == 1 and "needs a signing secret" in unsigned.stderr
+
 
 # ------------------------------------------------------------------------ syslog
 
@@ -300,3 +311,7 @@ def test_export_targets_are_checked() -> None:
     for bad in ("ftp://x", "http://example.com/hook", "syslog://", "file:"):
         with pytest.raises(ValueError):
             open_sink(bad)
+    for hook in ("https://audit.example.com/in", "http://127.0.0.1:9/in"):
+        with pytest.raises(ValueError, match="needs a signing secret"):
+            open_sink(hook)
+        open_sink(hook, secret=b"k").close()

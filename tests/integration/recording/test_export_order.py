@@ -4,16 +4,25 @@ still exported; on SQLite and on real PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
-from jitgate.recording.export import Cursor, StoreSource
+from jitgate.recording.export import (
+    Cursor,
+    Exporter,
+    FileSink,
+    LeaseLost,
+    StoreCursor,
+    StoreSource,
+)
 from jitgate.recording.log import EventLog
 from jitgate.store.db import Store
-from jitgate.store.models import RevisionRow, SessionRow, utcnow
+from jitgate.store.models import ExportCursorRow, RevisionRow, SessionRow, utcnow
 
 
 def open_session(store: Store, root: Path, *, started_ago: float = 0, events: int = 2) -> str:
@@ -102,3 +111,67 @@ def test_a_cursor_saved_before_the_close_order_resumes_where_it_was(
     # …or at a session no longer in the store (its row deleted): the ones after it.
     gone = Cursor(closed=None, session="zzz-deleted", seq=5, ended_at=ended[ids[0]].isoformat())
     assert exported(source, gone)[0] == [f"{i}:{n}" for i in ids[1:] for n in (1, 2)]
+
+
+def test_a_recording_not_readable_yet_is_waited_for_not_skipped(
+    store: Store, tmp_path: Path
+) -> None:
+    source = StoreSource(store, tmp_path)
+    first, elsewhere, deleted, last = (open_session(store, tmp_path) for _ in range(4))
+    with store.session() as db:
+        gone = db.get(SessionRow, deleted)
+        assert gone is not None
+        gone.recording_state = "deleted"
+        away = db.get(SessionRow, elsewhere)
+        assert away is not None and away.recording_path is not None
+        path = tmp_path / away.recording_path
+    kept = path.read_bytes()
+    path.unlink()  # on another node's disk, not uploaded yet
+    (tmp_path / "test" / f"{deleted}.jsonl").unlink()
+    for session in (first, elsewhere, deleted, last):
+        close(store, session)
+
+    got, cursor = exported(source, Cursor())
+    assert got == [f"{first}:1", f"{first}:2"] and source.waiting == elsewhere
+    assert exported(source, cursor)[0] == []  # still waiting: the later sessions wait too
+    path.write_bytes(kept)  # readable now
+    got, cursor = exported(source, cursor)
+    assert got == [f"{elsewhere}:1", f"{elsewhere}:2", f"{last}:1", f"{last}:2"]
+    assert source.waiting is None
+
+
+def test_two_exporters_on_one_cursor_take_turns_by_lease(store: Store, tmp_path: Path) -> None:
+    for _ in range(3):
+        close(store, open_session(store, tmp_path))
+    a_out, b_out = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a_cursor = StoreCursor(store, "serve:shared")
+    b_cursor = StoreCursor(store, "serve:shared")
+    a = Exporter(StoreSource(store, tmp_path), FileSink(a_out), a_cursor, batch=2)
+    b = Exporter(StoreSource(store, tmp_path), FileSink(b_out), b_cursor, batch=2)
+    assert a_cursor.acquire()  # A in its round
+    assert b.run_once() == 0 and not b_out.exists()  # A holds the lease
+    assert a.run_once() == 6
+    close(store, open_session(store, tmp_path))
+    assert a_cursor.acquire()
+    assert b.run_once() == 0
+    assert a.run_once() == 2  # and gives the lease back at the end of its round
+
+    # A starts a round and stalls past its lease; B takes over, and A, waking up, must
+    # not save its (older) cursor.
+    assert a_cursor.acquire()
+    saved = a_cursor.load()
+    with store.session() as db:
+        row = db.get(ExportCursorRow, "serve:shared")
+        assert row is not None
+        lease = dict(row.cursor["lease"])
+        lease["until"] = (utcnow() - timedelta(seconds=1)).isoformat()
+        row.cursor = {**row.cursor, "lease": lease}
+    close(store, open_session(store, tmp_path))
+    assert b.run_once() == 2
+    with pytest.raises(LeaseLost):
+        a_cursor.save(saved)
+    assert b_cursor.load() != saved
+    ids_a = [json.loads(line)["export_id"] for line in a_out.read_text().splitlines()]
+    ids_b = [json.loads(line)["export_id"] for line in b_out.read_text().splitlines()]
+    assert not set(ids_a) & set(ids_b) and len(ids_a) + len(ids_b) == 5 * 2
+    assert a.run_once() == 0 and b.run_once() == 0  # nothing new, from either

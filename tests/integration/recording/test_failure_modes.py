@@ -146,10 +146,11 @@ def test_a_session_that_cannot_be_recorded_is_refused_at_login(
     root = recorder.root
     recorder.root = Path("/dev/null/recordings")  # not a directory: every open fails
     try:
-        with pytest.raises(psycopg.OperationalError, match="cannot be recorded"):
+        with pytest.raises(psycopg.OperationalError, match="cannot be recorded") as caught:
             psycopg.connect(pg_gateway.dsn(name))
     finally:
         recorder.root = root
+    assert "HINT:  The connection's recording fails closed" in str(caught.value)
     # with recording off for the connection, the session is allowed and indexed only
     pg_gateway.gateway.connections.update(name, options={"recording": False})
     recorder.root = Path("/dev/null/recordings")
@@ -161,3 +162,26 @@ def test_a_session_that_cannot_be_recorded_is_refused_at_login(
     row = pg_gateway.session(name)
     assert row.recording_state == "off" and row.recording_path is None
     assert row.counts == {"allow": 1}
+
+
+def test_fail_open_a_session_whose_recording_cannot_be_opened_goes_on_unrecorded(
+    pg_gateway: PgGateway, pg_scram: PgCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="jitgate.recording")
+    name = pg_gateway.add_connection(pg_scram).name
+    pg_gateway.gateway.connections.update(name, options={"recording_on_failure": "open"})
+    table = _table(pg_scram, name)
+    recorder = pg_gateway.gateway.recorder
+    root = recorder.root
+    recorder.root = Path("/dev/null/recordings")  # not a directory: every open fails
+    try:
+        with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+            conn.execute(f"INSERT INTO {table} VALUES (7)")
+            assert conn.execute(f"SELECT x FROM {table}").fetchall() == [(7,)]
+    finally:
+        recorder.root = root
+    assert _rows(pg_scram, table) == [7]
+    assert "RECORDING FAILURE (fail-open)" in caplog.text and "UNRECORDED" in caplog.text
+    row = pg_gateway.session(name)
+    assert row.recording_state == "failed" and row.recording_path is None
+    assert row.counts == {"allow": 2} and row.ended_at is not None

@@ -3,6 +3,7 @@ went stale or that stopped, on SQLite and on a real PostgreSQL store shared by n
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from jitgate.identity.signing import SigningKey
 from jitgate.recording import recovery
 from jitgate.recording.export import Cursor, StoreSource
 from jitgate.recording.log import EventLog
 from jitgate.recording.retention import apply_retention
+from jitgate.recording.seal import StoredSeal, verify_recording
 from jitgate.recording.upload import Uploader
 from jitgate.store.db import Store
 from jitgate.store.models import GatewayNodeRow, SessionRow, utcnow
@@ -195,3 +198,55 @@ def test_two_nodes_recovering_at_once_close_each_session_once(
     with store.session() as db:
         numbers = list(db.scalars(select(SessionRow.close_seq)))
     assert len(set(numbers)) == len(numbers) == 60
+
+
+def test_a_recovered_recording_gets_a_signed_recovery_seal(store: Store, tmp_path: Path) -> None:
+    key = SigningKey.generate()
+    keys = {key.key_id: key.public_jwk()}
+    root = tmp_path / "rec"
+    first = recovery.register(store, tmp_path)
+    crashed = record(store, root)
+    path = root / str(row(store, crashed).recording_path)
+    with path.open("ab") as fh:  # the crash cut the last write short
+        fh.write(b'{"at":"2026-01-01T00:00:00.000000+00:00","prev":"')
+    assert verify_recording(path, crashed, keys, open_session=True).state == "open"
+
+    later = recovery.register(store, tmp_path)
+    assert later.id == first.id
+    assert recovery.recover_interrupted(store, root, later, signing_key=key) == [crashed]
+    closed = row(store, crashed)
+    assert closed.recording_state == "recovered" and closed.event_count == 4
+    events = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [e["type"] for e in events] == ["session.start", "request", "session.recovered", "seal"]
+    assert events[2]["cut_bytes"] > 0 and events[3]["kind"] == "recovery"
+    stored = StoredSeal(closed.seal_digest, closed.seal_signature, closed.seal_key_id, 4)
+    result = verify_recording(path, crashed, keys, stored=stored)
+    assert (result.valid, result.state, result.signature) == (True, "recovered", "valid")
+
+    # The recovery seal cannot pass for the close's: the signed message names its kind.
+    forged = path.read_bytes().replace(b',"kind":"recovery"', b"")
+    fake = tmp_path / "forged.jsonl"
+    fake.write_bytes(forged)
+    assert verify_recording(fake, crashed, keys).state == "tampered"
+    # One byte of the request changed: named, though the seal itself is intact.
+    path.write_bytes(path.read_bytes().replace(b"in flight", b"in fliGht"))
+    altered = verify_recording(path, crashed, keys, stored=stored)
+    assert (altered.valid, altered.state, altered.first_bad_event) == (False, "tampered", 2)
+
+
+def test_a_recording_whose_chain_is_broken_is_not_sealed_at_recovery(
+    store: Store, tmp_path: Path
+) -> None:
+    key = SigningKey.generate()
+    root = tmp_path / "rec"
+    first = recovery.register(store, tmp_path)
+    crashed = record(store, root)
+    path = root / str(row(store, crashed).recording_path)
+    path.write_bytes(path.read_bytes().replace(b"in flight", b"in fliGht"))
+    recovery.register(store, tmp_path)
+    assert recovery.recover_interrupted(store, root, first, signing_key=key) == []
+    later = recovery.register(store, tmp_path)
+    assert recovery.recover_interrupted(store, root, later, signing_key=key) == [crashed]
+    assert row(store, crashed).recording_state == "unsealed"
+    result = verify_recording(path, crashed, {key.key_id: key.public_jwk()})
+    assert result.state == "tampered" and result.first_bad_event == 2

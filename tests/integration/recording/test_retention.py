@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
 from sqlalchemy import select, update
 
-from jitgate.recording.retention import apply_retention
+from jitgate.errors import InvalidInput
+from jitgate.recording.export import Exporter, FileSink, StoreCursor, StoreSource
+from jitgate.recording.retention import apply_retention, exported_below
 from jitgate.store.models import AdminAuditRow, SessionRow, utcnow
 from tests.fixtures.postgres_gateway import PgGateway
 from tests.integration.recording.conftest import Console
@@ -76,3 +80,42 @@ def test_retention_deletes_old_recordings_but_not_held_ones(
     assert apply_retention(gw.store, gw.paths.recordings, None) == [held_session.id]
     # A default retention applies to connections without their own.
     assert apply_retention(gw.store, gw.paths.recordings, 7) == [no_retention.id]
+
+
+def test_retention_never_deletes_what_the_export_has_not_delivered(
+    pg_gateway: PgGateway, pg_scram: PgCluster, tmp_path: Path
+) -> None:
+    gw = pg_gateway.gateway
+    name = pg_gateway.add_connection(pg_scram).name
+    gw.connections.update(name, options={"recording_retention_days": 1})
+    first, second = (_session(pg_gateway, name) for _ in range(2))
+    with gw.store.session() as db:
+        db.execute(
+            update(SessionRow)
+            .where(SessionRow.id.in_([first.id, second.id]))
+            .values(ended_at=utcnow() - timedelta(days=3))
+        )
+    cursor = f"serve:file:{tmp_path}/audit.jsonl"
+    # The export has not started: nothing is deleted.
+    assert apply_retention(gw.store, gw.paths.recordings, None, export_cursor=cursor) == []
+    exporter = Exporter(
+        StoreSource(gw.store, gw.paths.recordings),
+        FileSink(tmp_path / "audit.jsonl"),
+        StoreCursor(gw.store, cursor),
+    )
+    exporter.run_once()
+    lines = (tmp_path / "audit.jsonl").read_text().splitlines()
+    exported = {json.loads(line)["export_id"] for line in lines}
+    assert f"{first.id}:1" in exported and f"{second.id}:1" in exported
+    # The cursor is on the last session exported (``second``, or a later one of another
+    # test): every session closed before it was delivered whole, and may go.
+    deleted = apply_retention(gw.store, gw.paths.recordings, None, export_cursor=cursor)
+    assert first.id in deleted
+    with gw.store.session() as db:
+        last = db.get(SessionRow, second.id)
+        assert last is not None
+        on_cursor = exported_below(gw.store, cursor) == last.close_seq
+    assert (second.id in deleted) is not on_cursor
+    # A connection option that is not valid is refused when it is saved.
+    with pytest.raises(InvalidInput, match="recording_retention_days"):
+        gw.connections.update(name, options={"recording_retention_days": "a week"})

@@ -130,6 +130,7 @@ def test_offline_verification_with_the_published_keys(
     done = console.cli(*args)
     assert done.returncode == 1 and f"event {target['seq']}:" in done.stderr
     # without the seal (cut off), offline: the recording is not sealed
+    # (interrupted, exit 3: nothing altered is found, but the end is not proven)
     copy.write_text(json.dumps(json.loads(events)[:-1]))
     done = console.cli(*args)
-    assert done.returncode == 1 and "not sealed" in done.stderr
+    assert done.returncode == 3 and "interrupted: chain intact but not sealed" in done.stderr

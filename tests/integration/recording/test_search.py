@@ -181,3 +181,64 @@ def test_live_tail_resumes_after_the_last_event_id(
     bad = httpx.get(url.format(row.id), headers={**auth, "Last-Event-ID": "not-a-number"})
     assert bad.status_code == 400, bad.text
     assert bad.json()["error"]["code"] == "invalid_request"
+
+
+def test_review_is_counted_and_found_and_results_name_their_columns(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console
+) -> None:
+    name = pg_gateway.add_connection(pg_scram, tags={"env": "prod"}).name
+    table = name.replace("-", "_")
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int, label text)")
+        conn.execute("SELECT 1 AS one, 'x' AS two")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="needs approval"):
+            conn.execute(f"DELETE FROM {table}")  # review; nobody approves in time
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute("SELECT 2")
+    reviewed, plain = sorted(pg_gateway.sessions(name), key=lambda s: s.started_at)
+    assert reviewed.counts["review"] == 1 and reviewed.counts["deny"] == 1
+    assert reviewed.counts["allow"] == 2 and "review" not in plain.counts
+
+    found = console.get("/api/v1/sessions", connection=name, decision="review").json()
+    assert [s["id"] for s in found["items"]] == [reviewed.id]
+    assert found["items"][0]["counts"]["review"] == 1
+    listed = console.cli("sessions", "list", "--connection", name, "--decision", "review",
+                         "-o", "json", check=True)  # fmt: skip
+    assert [s["id"] for s in json.loads(listed.stdout)] == [reviewed.id]
+    bad = console.get("/api/v1/sessions", decision="maybe")
+    assert bad.status_code == 400 and "allow, deny, review" in bad.text
+
+    url = f"/api/v1/sessions/{reviewed.id}/events"
+    review = console.get(url, decision="review").json()["items"]
+    assert [(e["type"], e["text"], e["outcome"]) for e in review] == [
+        ("review", f"DELETE FROM {table}", "deny")
+    ]
+    results = console.get(url, type="result").json()["items"]
+    by_tag = {e.get("command_tag", "").split(" ")[0]: e for e in results}
+    assert by_tag["SELECT"]["columns"] == ["one", "two"] and by_tag["SELECT"]["rows"] == 1
+    assert "columns" not in by_tag["CREATE"]  # no rows, no columns
+
+
+def test_text_search_says_what_it_scanned_and_goes_on_with_a_cursor(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jitgate.api.routes import sessions as routes
+
+    name = pg_gateway.add_connection(pg_scram).name
+    for text in ("needle-old", "hay", "hay", "hay", "hay"):
+        with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+            conn.execute(f"SELECT '{text}'")
+    oldest = min(pg_gateway.sessions(name), key=lambda s: s.started_at)
+    monkeypatch.setattr(routes, "SEARCH_WINDOW", 3)
+    page = console.get("/api/v1/sessions", connection=name, q="needle-old").json()
+    assert page["items"] == [] and page["scanned"] == 3 and page["truncated"] is True
+    assert page["next_cursor"]
+    more = console.get(
+        "/api/v1/sessions", connection=name, q="needle-old", cursor=page["next_cursor"]
+    ).json()
+    assert [s["id"] for s in more["items"]] == [oldest.id]
+    assert more["scanned"] == 2 and more["truncated"] is False and more["next_cursor"] is None
+    # The CLI follows the cursor through the windows.
+    listed = console.cli("sessions", "list", "--connection", name, "--search", "needle-old",
+                         "-o", "json", check=True)  # fmt: skip
+    assert [s["id"] for s in json.loads(listed.stdout)] == [oldest.id]

@@ -139,18 +139,29 @@ def test_export_job_survives_restart_and_crash(gateway: Gateway, pg_scram: PgClu
     assert len(sessions) == 3
     for events in sessions.values():  # every session whole and in order
         assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    crashed = next(ev for ev in sessions.values() if ev[-1].get("text"))
-    assert crashed[-1]["type"] == "request" and crashed[-1]["text"] == (
-        "SELECT 'three', pg_sleep(30)"
-    )
+    crashed = next(ev for ev in sessions.values() if ev[-1].get("kind") == "recovery")
+    assert [e["type"] for e in crashed[-3:]] == ["request", "session.recovered", "seal"]
+    assert crashed[-3]["text"] == "SELECT 'three', pg_sleep(30)"
 
     served, _port = gateway.start()
     crashed_id = str(crashed[0]["session"])
     shown = json.loads(served.cli("sessions", "list", "-o", "json").stdout)
     row = next(s for s in shown if s["id"] == crashed_id)
-    assert row["recording"] == "unsealed" and row["end_reason"].startswith("interrupted")
+    assert row["recording"] == "recovered" and row["end_reason"].startswith("interrupted")
     verify = served.cli("audit", "verify", crashed_id, check=False)
-    assert verify.returncode == 1 and "not sealed" in verify.stderr
+    assert verify.returncode == 0, verify.stderr
+    assert "recovered: recording intact, signed at recovery" in verify.stdout
+    # The exported events end with the recovery seal; one byte of the statement changed in
+    # the stored recording is named.
+    recording = next(gateway.data_dir.rglob(f"{crashed_id}.jsonl"))
+    seq = next(e["seq"] for e in crashed if e.get("text") == "SELECT 'three', pg_sleep(30)")
+    lines = recording.read_bytes().splitlines(keepends=True)
+    lines[int(str(seq)) - 1] = lines[int(str(seq)) - 1].replace(b"'three'", b"'thrEe'")
+    recording.write_bytes(b"".join(lines))
+    altered = served.cli("audit", "verify", crashed_id, check=False)
+    assert altered.returncode == 1
+    assert f"tampered: event {seq}: event content does not match its hash" in altered.stderr
+    assert stop(served.proc)[0] == 0
 
 
 def kill_during(served: Served, port: int, cluster: PgCluster, text: str) -> None:
@@ -187,8 +198,10 @@ def test_with_a_postgresql_store_a_crashed_nodes_session_is_closed_and_exported(
     crashed = next(r["session"] for r in records if r.get("text", "").startswith("SELECT 'cut"))
     shown = json.loads(served.cli("sessions", "list", "-o", "json").stdout)
     row = next(s for s in shown if s["id"] == crashed)
-    assert row["recording"] == "unsealed" and row["end_reason"].startswith("interrupted")
+    assert row["recording"] == "recovered" and row["end_reason"].startswith("interrupted")
     assert row["ended_at"] is not None
+    verified = json.loads(served.cli("audit", "verify", crashed, "-o", "json").stdout)
+    assert (verified["state"], verified["signature"]) == ("recovered", "valid")
     assert stop(served.proc)[0] == 0
 
 

@@ -108,7 +108,17 @@ def _recording(gw: Gateway, row: SessionRow) -> Iterator[bytes]:
         raise Unavailable(f"the recording cannot be fetched just now: {exc}") from None
 
 
-@router.get("/sessions", response_model=PageOut[SessionOut])
+class SessionPageOut(PageOut[SessionOut]):
+    """A page of sessions. A search (``q``, ``decision``) looks through at most
+    :data:`SEARCH_WINDOW` sessions per request: ``scanned`` says how many it looked at and
+    ``truncated`` that it stopped at that limit; ``next_cursor`` then goes on from the
+    last session looked at (a page may be short, or empty, and still have a cursor)."""
+
+    scanned: int | None = None
+    truncated: bool = False
+
+
+@router.get("/sessions", response_model=SessionPageOut)
 def list_sessions(
     gw: GatewayDep,
     who: Caller,
@@ -125,7 +135,7 @@ def list_sessions(
     q: Annotated[
         str | None, Query(max_length=256, description="text search in requests and output")
     ] = None,
-) -> PageOut[SessionOut]:
+) -> SessionPageOut:
     stmt = select(SessionRow).order_by(SessionRow.started_at.desc(), SessionRow.id.desc())
     if not _may_see_all(who):
         stmt = stmt.where(SessionRow.identity_id == who.principal.id)
@@ -156,23 +166,36 @@ def list_sessions(
         with gw.store.session() as db:
             rows = list(db.scalars(stmt.limit(page.limit + 1)))
         items = [SessionOut.of(r) for r in rows[: page.limit]]
-        return PageOut(items=items, next_cursor=items[-1].id if len(rows) > page.limit else None)
+        more = len(rows) > page.limit
+        return SessionPageOut(items=items, next_cursor=items[-1].id if more else None)
+    if decision is not None and decision not in _OUTCOMES:
+        raise InvalidInput(f"decision must be one of {', '.join(_OUTCOMES)}")
     # Filters that need the counts or the recordings: scan a bounded window of candidates.
     matched: list[SessionRow] = []
     scanned = 0
+    last: SessionRow | None = None
     with gw.store.session() as db:
         for row in db.scalars(stmt.limit(SEARCH_WINDOW)):
+            if len(matched) == page.limit:
+                more = True  # one more candidate: the page is full, go on after it
+                break
             scanned += 1
+            last = row
             if decision and not _has_decision(gw, row, decision):
                 continue
             if q and not _recording_mentions(gw, row, q):
                 continue
             matched.append(row)
-            if len(matched) > page.limit:
-                break
-    items = [SessionOut.of(r) for r in matched[: page.limit]]
-    more = len(matched) > page.limit
-    return PageOut(items=items, next_cursor=items[-1].id if more else None)
+        else:
+            more = False
+    truncated = not more and scanned == SEARCH_WINDOW
+    cursor = last.id if (more or truncated) and last is not None else None
+    return SessionPageOut(
+        items=[SessionOut.of(r) for r in matched],
+        next_cursor=cursor,
+        scanned=scanned,
+        truncated=truncated,
+    )
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -261,7 +284,7 @@ def session_events(
         if type and event.get("type") != type:
             continue
         if decision and event.get("decision") != decision:
-            continue
+            continue  # a statement sent to review: its "review" event says decision review
         if needle and not _matches(event, needle):
             continue
         if since or until:

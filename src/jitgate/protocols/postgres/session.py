@@ -266,7 +266,9 @@ class PostgresSession:
         except Exception as exc:
             log.error("[client=%s] cannot record the session: %s", self.client_addr, exc)
             raise Refused(
-                "58030", "jitgate: the session cannot be recorded, so it is refused"
+                "58030",
+                "jitgate: the session cannot be recorded, so it is refused",
+                hint="The connection's recording fails closed; the gateway's log says why.",
             ) from None
         try:
             self.upstream = await up.connect(
@@ -605,6 +607,7 @@ class PostgresSession:
             self.recorder.event(
                 "review",
                 {
+                    "decision": "review",
                     "text": held.text,
                     "reason": held.decision.reason,
                     "policies": list(held.decision.policies),
