@@ -132,3 +132,81 @@ def test_lines_the_shell_would_continue_are_incomplete(line: str) -> None:
 def test_a_block_closed_but_never_opened_is_unknown() -> None:
     result = classify("done")
     assert result.unknown and not result.incomplete
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "f() { f | f & }; f",
+        "bomb(){ bomb|bomb&};bomb",
+        "x; :(){ :|: & };:",
+        "function f { f|f& }; f",
+        "function f() { f | f &; }; f",
+        "echo `:(){ :|:& };:`",
+        "fork-x(){ fork-x|fork-x& };fork-x",
+    ],
+)
+def test_fork_bomb_variants(line: str) -> None:
+    assert any("fork bomb" in d for d in classify(line).dangerous)
+
+
+@pytest.mark.parametrize("line", ["f() { g | f & }; f", "a:(){ :|:& };:", "f() { f; }; f"])
+def test_functions_that_are_not_fork_bombs(line: str) -> None:
+    assert not any("fork bomb" in d for d in classify(line).dangerous)
+
+
+def _hostile(size: int) -> dict[str, str]:
+    """Lines built to make a backtracking pattern try every split of a long run."""
+    return {
+        "one word": "a" * size,
+        "colons": ":" * size,
+        "a word and ()": "a" * (size - 4) + "() {",
+        "short words": "a " * (size // 2),
+        "definitions": "a() { a | " * (size // 10),
+        "digits": "1 " * (size // 2),
+        "digit run": "1" * size,
+        "parameters": "$a " * (size // 3),
+        "pipe and blanks": "|" + " " * (size - 2) + "x",
+        "assignment": "A" * (size - 2) + "[x",
+        "blanks": " \t" * (size // 2),
+        "prompt": "password" + " " * (size - 9) + "x",
+    }
+
+
+def test_every_pattern_runs_in_linear_time_on_a_100_kb_line() -> None:
+    """Each regular expression the shell classifier and the SSH session run on a line,
+    searched over 100 kB lines made to trigger catastrophic backtracking, finishes in
+    well under a second (a backtracking fork-bomb pattern took minutes)."""
+    import re
+    import time
+
+    from jitgate.protocols.ssh import session
+    from jitgate.shell import commands
+
+    patterns = [
+        value
+        for module in (commands, session)
+        for value in vars(module).values()
+        if isinstance(value, re.Pattern)
+    ]
+    patterns += list(commands._FORK_BOMBS)
+    assert len(patterns) >= 8
+    for name, line in _hostile(100_000).items():
+        for pattern in patterns:
+            started = time.perf_counter()
+            pattern.search(line if isinstance(pattern.pattern, str) else line.encode())
+            elapsed = time.perf_counter() - started
+            assert elapsed < 0.5, (name, pattern.pattern, elapsed)
+
+
+def test_classifying_a_hostile_line_of_the_largest_size_is_fast() -> None:
+    import time
+
+    from jitgate.shell.commands import MAX_LINE
+
+    for name, line in _hostile(MAX_LINE).items():
+        started = time.perf_counter()
+        classify(line)
+        elapsed = time.perf_counter() - started
+        assert elapsed < 1.0, (name, elapsed)
+    assert classify("a" * 100_000).error == "command line too long"

@@ -39,8 +39,7 @@ MAX_DEPTH = 8
 
 #: Operators that end a simple command (longest first).
 _OPERATORS = ("&&", "||", "|&", ";;", ";", "&", "|", "\n", "(", ")")
-_REDIRECT = re.compile(r"^(\d*)(>>|>\||>&|&>>|&>|<<<|<<-|<<|<>|<&|>|<)$")
-_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[[^]]*\])?\+?=")
+_ASSIGNMENT = re.compile(r"(?<![A-Za-z0-9_])[A-Za-z_][A-Za-z0-9_]*+(\[[^]]*+\])?\+?=")
 _RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "for",
              "case", "esac", "in", "select", "function", "{", "}", "!", "[[", "]]", "time",
              "coproc"}  # fmt: skip
@@ -70,7 +69,20 @@ _MKFS = {"mkfs", "mke2fs", "mkswap", "wipefs", "mkdosfs", "mkntfs"}
 _HARMLESS_DEVICES = re.compile(
     r"^/dev/(null|zero|random|urandom|tty\w*|stdout|stderr|stdin|fd/\d+|pts/\d+)$"
 )
-_FORK_BOMB = re.compile(r"(\w+|:)\s*\(\)\s*\{\s*\1\s*\|\s*\1\s*&\s*\}\s*;?\s*\1")
+# A fork bomb: a function that pipes itself into itself in the background, then is called
+# (``:(){ :|:& };:``, ``f() { f | f & }; f``, ``function f { f|f& }; f``). Every pattern run
+# on a command line must take time linear in its length, whatever the line: a name is a
+# whole word (possessive ``++``, and only where a word starts, by the lookbehind), so no
+# start position is tried more than once per length of its word.
+_NAME_CHAR = r"[^\s|&;()<>{}'\"\\$`]"
+_BOMB_BODY = r"\s*+\{\s*+\1\s*+\|&?\s*+\1\s*+&\s*+;?\s*+\}\s*+;?\s*+\1"
+_FORK_BOMBS = (
+    re.compile(rf"(?<!{_NAME_CHAR})({_NAME_CHAR}++)\s*+\(\s*+\){_BOMB_BODY}"),
+    re.compile(rf"(?<!{_NAME_CHAR})function\s++({_NAME_CHAR}++)(?:\s*+\(\s*+\))?{_BOMB_BODY}"),
+)
+_REDIRECT_AT = re.compile(r"(?:(?<!\d)\d++)?(>>|>\||>&|&>>|&>|<<<|<<-|<<|<>|<&|>|<)")
+_FD_REDIRECT = re.compile(r"(?<!\d)\d++[<>]")
+_PARAMETER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*+|[0-9@*#?$!-])")
 
 
 class ShellSyntaxError(ValueError):
@@ -130,7 +142,12 @@ class _State:
 
 
 _OPENERS = {"if": 1, "do": 1, "case": 1, "{": 1, "fi": -1, "done": -1, "esac": -1, "}": -1}
-_CONTINUED = re.compile(r"(\|\||&&|\||\\)\s*$")  # ends in ||, &&, | or a backslash
+_CONTINUATIONS = ("||", "&&", "|", "\\")
+
+
+def _continued(text: str) -> bool:
+    """The line ends in ``||``, ``&&``, ``|`` or a backslash: the shell wants more."""
+    return text.rstrip().endswith(_CONTINUATIONS)
 
 
 def classify(text: str) -> CommandLine:
@@ -143,10 +160,10 @@ def classify(text: str) -> CommandLine:
     except ShellSyntaxError as exc:
         incomplete = str(exc).startswith("unclosed")
         return CommandLine(text, unknown=True, error=str(exc), incomplete=incomplete)
-    if _FORK_BOMB.search(text):
+    if any(bomb.search(text) for bomb in _FORK_BOMBS):
         state.dangerous.append("a fork bomb exhausts the server's processes")
     error = None
-    if state.open_blocks > 0 or _CONTINUED.search(text):
+    if state.open_blocks > 0 or _continued(text):
         error = "the command is not complete"
     elif state.open_blocks < 0:
         error = "a block is closed that was never opened"
@@ -157,7 +174,7 @@ def classify(text: str) -> CommandLine:
         tuple(dict.fromkeys(state.dangerous)),
         unknown=error is not None,
         error=error,
-        incomplete=state.open_blocks > 0 or bool(_CONTINUED.search(text)),
+        incomplete=state.open_blocks > 0 or _continued(text),
     )
 
 
@@ -238,10 +255,10 @@ def _simple_commands(
             i += len(op)
             continue
         if redirect:
-            m = re.match(r"\d*(>>|>\||>&|&>>|&>|<<<|<<-|<<|<>|<&|>|<)", text[i:])
+            m = _REDIRECT_AT.match(text, i)
             assert m is not None
             current.append(m.group(0))
-            i += m.end()
+            i = m.end()
             continue
         word, i = _read_word(text, i, state, depth)
         if word.text or word.quoted:
@@ -251,8 +268,7 @@ def _simple_commands(
 
 
 def _redirect_at(text: str, i: int) -> bool:
-    m = re.match(r"\d+(>|<)", text[i:])
-    return m is not None
+    return _FD_REDIRECT.match(text, i) is not None
 
 
 def _read_word(text: str, i: int, state: _State, depth: int) -> tuple[_Word, int]:
@@ -364,11 +380,11 @@ def _read_dollar(text: str, i: int, out: list[str], word: _Word, state: _State, 
         out.append(text[i + 2 : end])
         word.quoted = True
         return end + 1
-    m = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*|[0-9@*#?$!-])", text[i:])
+    m = _PARAMETER.match(text, i)
     if m:
         word.literal = False
         out.append(m.group(0))
-        return i + m.end()
+        return m.end()
     out.append("$")
     return i + 1
 

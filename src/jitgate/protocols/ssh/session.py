@@ -32,7 +32,10 @@ In a shell with a PTY, the typed lines are reconstructed (:mod:`jitgate.shell.li
 and put to policy as ``ssh:line`` when Enter is pressed; a denied line is cancelled
 (erased with Ctrl-E Ctrl-U, then Ctrl-C, instead of Enter) and the user is told why.
 This is best effort and documented as such: see the module docstring of
-:mod:`jitgate.shell.line`.
+:mod:`jitgate.shell.line`. A shell without a PTY (``ssh HOST < script``, ``ssh -T``, or an
+exec of ``bash``/``sh -s``) reads its commands from stdin as sent: each one
+(:mod:`jitgate.shell.script`) is put to policy as ``ssh:line`` before it goes on, and a
+denied one is not sent (the client is told on stderr).
 
 Every decided request (a channel request, a typed line, a file operation, a port
 forward) is counted by its decision and written to the recording before it goes on
@@ -53,6 +56,7 @@ import contextlib
 import logging
 import re
 import shlex
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -77,6 +81,7 @@ from jitgate.protocols.ssh.sftp import (
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
 from jitgate.shell.commands import CommandLine, classify
 from jitgate.shell.line import LineEditor, TypedLine
+from jitgate.shell.script import ScriptCommand, ScriptData, ScriptItem, ScriptReader, reads_commands
 
 if TYPE_CHECKING:
     from jitgate.protocols.ssh.listener import SSHListener
@@ -636,6 +641,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.upstream_side: UpstreamChannel | None = None
         self.sftp: SFTPInspector | None = None
         self.editor: LineEditor | None = None
+        self.script: ScriptReader | None = None  # a shell's commands read from stdin
+        self._script_queue: deque[ScriptItem] = deque()
+        self._script_allowed = False  # the last command read from stdin went on
+        self._script_eof = False  # EOF is due once the queue is through
+        self._early_eof = False  # EOF came before the target's channel was open
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._out_decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._held = False
@@ -704,6 +714,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         decision: Decision
         event: dict[str, Any] = {"kind": self.kind}
         text = ""
+        reads_script = self.kind == "shell"
         refusal = conn.recording_refusal()
         if self.kind == "shell":
             decision = refusal or policy.shell()
@@ -744,6 +755,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 if line.unknown:
                     event["unknown"] = line.error or True
                 decision = refusal or policy.command(line)
+                reads_script = reads_commands(line)
         else:
             decision = refusal or Decision.allow("builtin:sftp-subsystem")
             self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
@@ -764,6 +776,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         pty = self.term_type is not None
         if pty and self.kind in ("shell", "exec"):  # interactive: typed lines are checked
             self.editor = LineEditor()
+        elif reads_script:  # a shell reads its commands from stdin: each one is checked
+            self.script = ScriptReader()
         try:
             up_chan, side = await asyncio.wait_for(
                 upstream.conn.create_session(
@@ -794,6 +808,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         early, self._early = self._early, []
         for data, datatype in early:
             self.data_received(data, datatype)
+        if self._early_eof:
+            self.eof_received()
         if not self._held:
             self.chan.resume_reading()
 
@@ -870,6 +886,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self.chan.write(replies)
             if forward:
                 up_chan.write(forward)
+            return
+        if self.script is not None:
+            self._script_queue.extend(self.script.feed(data))
+            if not self._held:
+                self._run_script()
             return
         if self.editor is not None:
             if self._held:
@@ -1033,9 +1054,81 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self.connection.record("sftp", event)
 
     def eof_received(self) -> bool:
+        if self.up_chan is None:  # before the target's channel is open: after the early data
+            self._early_eof = True
+            return True
+        if self.script is not None:
+            self._script_queue.extend(self.script.end())
+            self._script_eof = True
+            if not self._held:
+                self._run_script()
+            return True
         if self.up_chan is not None:
             self.up_chan.write_eof()
         return True
+
+    # ---------------------------------------------------- commands from stdin
+
+    def _run_script(self) -> None:
+        """Decide the commands read from stdin, in order, until one is held for review."""
+        up_chan, conn = self.up_chan, self.connection
+        assert up_chan is not None and conn.policy is not None
+        queue = self._script_queue
+        while queue and not self._held:
+            item = queue.popleft()
+            if isinstance(item, ScriptData):
+                if self._script_allowed:
+                    up_chan.write(item.data)
+                continue
+            if item.empty:
+                self._script_allowed = True
+                up_chan.write(item.data)
+                continue
+            decision = conn.recording_refusal() or conn.policy.command(item.line, interactive=True)
+            event: dict[str, Any] = {"text": item.text, "source": "stdin"}
+            event.update(_decision_fields(decision))
+            if item.line.names:
+                event["commands"] = list(item.line.names)
+            if item.line.unknown:
+                event["unknown"] = item.line.error or True
+            if decision.outcome is Outcome.REVIEW:
+                self._held = True
+                assert self.chan is not None
+                self.chan.pause_reading()
+                conn.spawn(self._hold_script(item, decision, event))
+                return
+            if not conn.decided("ssh.line", event, decision):
+                decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
+            self._apply_script(decision, item)
+        if not queue and not self._held and self._script_eof:
+            self._script_eof = False
+            up_chan.write_eof()
+
+    async def _hold_script(
+        self, item: ScriptCommand, decision: Decision, event: dict[str, Any]
+    ) -> None:
+        self.tell(f"jitgate: {item.text[:200]!r} needs approval: {decision.reason}")
+        final = await self._review(item.text, decision)
+        event["review"] = final.outcome.value
+        if not self.connection.decided("ssh.line", event, final):
+            final = Decision.deny(_UNRECORDED, "builtin:recording-failed")
+        self._apply_script(final, item)
+        self._held = False
+        if self.up_chan is not None and not self._ended:
+            self._run_script()
+            if not self._held and self.chan is not None:
+                self.chan.resume_reading()
+
+    def _apply_script(self, decision: Decision, item: ScriptCommand) -> None:
+        assert self.up_chan is not None
+        self._script_allowed = decision.allowed
+        if decision.allowed:
+            self.up_chan.write(item.data)
+            return
+        why = decision.reason or "denied"
+        if item.line.unknown and item.line.error:
+            why += f" ({item.line.error})"
+        self.tell(f"jitgate: {item.text[:200]!r} was denied: {why}")
 
     def terminal_size_changed(self, width: int, height: int, pixwidth: int, pixheight: int) -> None:
         self.term_size = (width, height, pixwidth, pixheight)

@@ -1,0 +1,324 @@
+"""Splitting a shell's standard input into the commands it will run (sans-IO).
+
+A shell without a terminal (``ssh HOST < script``, ``ssh -T HOST``, ``ssh HOST bash -s``)
+reads its commands from standard input, line by line, exactly as sent: there is no line
+editor in between, so what the gateway reads is what runs. :class:`ScriptReader` is fed
+those bytes and gives back one :class:`ScriptCommand` per command the shell would read
+as a whole, with the exact bytes to send on if policy allows it:
+
+* a line is a command when the classifier (:func:`jitgate.shell.commands.classify`) finds
+  it complete; a line the shell would continue (an open quote, ``do`` without ``done``, a
+  trailing ``|`` or backslash) is joined with the next ones, as an interactive shell's
+  continuation prompt would;
+* here-documents (``<<WORD``, ``<<-WORD``, ``<<'WORD'``) are the data of their command:
+  the body lines up to the delimiter travel with it and are not classified as commands;
+* blank and comment-only lines are :attr:`ScriptCommand.empty` (they run nothing);
+* the last line may lack its newline: :meth:`ScriptReader.end` (at EOF) gives it.
+
+Limits, stated honestly: a command that reads standard input itself (``cat > file``,
+``read``, ``python3``, ``mysql``…) consumes the lines after it, which the reader still
+takes for shell commands: a data line that looks dangerous is refused, and a program that
+interprets its input runs what it reads unchecked (as typed lines into it would). A command
+longer than ``MAX_COMMAND`` (or a here-document longer than ``MAX_BODY``) is decided on what
+was read so far, marked *unknown*, and what follows until the end of that command goes or
+is dropped with it (:class:`ScriptData`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from jitgate.shell.commands import MAX_LINE, CommandLine, classify
+
+MAX_COMMAND = MAX_LINE
+MAX_BODY = 1 << 20
+#: Characters classified again and again while a multi-line command grows (it is
+#: classified after each line that may complete it): past this, it is decided as unknown.
+MAX_WORK = 1 << 20
+_WORD_END = " \t\r\n;&|()<>"
+#: A line can complete a command the shell is continuing only if it closes a quote, a
+#: substitution or a block, or the line before it asked for more.
+_CLOSERS = re.compile(r"['\"`)}\\]|(?<![\w-])(?:done|fi|esac)(?![\w-])")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCommand:
+    """One command as the shell reads it: the text classified, the bytes to send on."""
+
+    text: str  # the command lines joined by newlines (here-document bodies left out)
+    line: CommandLine
+    data: bytes  # exactly what the shell reads for it, bodies and newlines included
+
+    @property
+    def empty(self) -> bool:
+        return self.line.empty
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptData:
+    """More bytes of the command decided last (one that outgrew the limits): they go on
+    only if that command was allowed."""
+
+    data: bytes
+
+
+ScriptItem = ScriptCommand | ScriptData
+
+
+@dataclass(slots=True)
+class _Heredoc:
+    delimiter: bytes
+    strip_tabs: bool
+
+
+@dataclass(slots=True)
+class ScriptReader:
+    max_command: int = MAX_COMMAND
+    max_body: int = MAX_BODY
+    max_work: int = MAX_WORK
+    _partial: bytearray = field(default_factory=bytearray)  # a line without its newline yet
+    _lines: list[bytes] = field(default_factory=list)  # command lines of the command
+    _data: bytearray = field(default_factory=bytearray)  # all its bytes, bodies included
+    _heredocs: list[_Heredoc] = field(default_factory=list)  # bodies still to be read
+    _quote: str = ""  # a quote left open at the end of the last command line
+    _overflow: bool = False  # the command was decided early: its rest is ScriptData
+    _size: int = 0  # bytes of the command lines
+    _work: int = 0  # characters classified for this command so far
+    _continued: bool = False  # the last command line ended in |, &&, || or a backslash
+
+    def feed(self, data: bytes) -> list[ScriptItem]:
+        out: list[ScriptItem] = []
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            if self._partial:
+                self._partial += data[start : newline + 1]
+                line = bytes(self._partial)
+                self._partial.clear()
+            else:
+                line = data[start : newline + 1]
+            self._line(line, out)
+            start = newline + 1
+        if start < len(data):
+            self._partial += data[start:]
+            if self._heredocs:
+                held, limit = len(self._data), self.max_command + self.max_body
+            else:
+                held, limit = self._size, self.max_command
+            if len(self._partial) + held > limit:
+                self._spill(out)
+        return out
+
+    def end(self) -> list[ScriptItem]:
+        """End of input: the last line (with no newline) and any command left open."""
+        out: list[ScriptItem] = []
+        if self._partial:
+            line = bytes(self._partial)
+            self._partial.clear()
+            self._line(line, out)
+        if self._data:
+            if self._overflow:
+                out.append(ScriptData(bytes(self._data)))
+            else:
+                out.append(self._command())
+        self._reset()
+        return out
+
+    # ------------------------------------------------------------------ lines
+
+    def _line(self, line: bytes, out: list[ScriptItem]) -> None:
+        if self._overflow:
+            self._overflow_line(line, out)
+            return
+        if self._heredocs:
+            self._data += line
+            self._body_line(line)
+            if len(self._data) > self.max_command + self.max_body:
+                self._decide_early(out)
+                return
+        else:
+            self._lines.append(line)
+            self._data += line
+            self._size += len(line)
+            self._heredocs.extend(self._scan(line))
+            if self._size > self.max_command:
+                self._decide_early(out)
+                return
+            if (
+                len(self._lines) > 1
+                and not self._continued
+                and not _CLOSERS.search(line.decode("utf-8", "surrogateescape"))
+            ):
+                self._continued = line.rstrip().endswith((b"|", b"&&", b"\\"))
+                return  # nothing in it can complete the command: still incomplete
+            self._continued = line.rstrip().endswith((b"|", b"&&", b"\\"))
+        if self._heredocs:
+            return
+        command = self._command()
+        if command.line.incomplete:
+            if self._work > self.max_work:
+                self._decide_early(out, "command too long to classify")
+            return  # the shell reads the next line as part of this command
+        out.append(command)
+        self._reset()
+
+    def _body_line(self, line: bytes) -> None:
+        doc = self._heredocs[0]
+        text = line.rstrip(b"\n")
+        if doc.strip_tabs:
+            text = text.lstrip(b"\t")
+        if text == doc.delimiter:
+            self._heredocs.pop(0)
+
+    def _overflow_line(self, line: bytes, out: list[ScriptItem]) -> None:
+        """The rest of a command decided early: up to its end, as ScriptData."""
+        if self._heredocs:
+            self._body_line(line)
+        else:
+            self._heredocs.extend(self._scan(line))
+        out.append(ScriptData(line))
+        if not self._heredocs and line.endswith(b"\n") and not self._quote:
+            self._reset()
+
+    def _decide_early(
+        self, out: list[ScriptItem], error: str = "command line too long (in standard input)"
+    ) -> None:
+        text = self._text()
+        line = CommandLine(text[:MAX_LINE], unknown=True, error=error)
+        out.append(ScriptCommand(text[:MAX_LINE], line, bytes(self._data)))
+        self._data.clear()
+        self._lines.clear()
+        self._overflow = True
+        if not self._heredocs and not self._quote:
+            self._reset()
+
+    def _spill(self, out: list[ScriptItem]) -> None:
+        """A line with no newline outgrew the limits: decide (or pass on) what is there."""
+        chunk = bytes(self._partial)
+        self._partial.clear()
+        if self._overflow:
+            out.append(ScriptData(chunk))
+            return
+        if not self._heredocs:
+            self._lines.append(chunk)
+        self._data += chunk
+        self._decide_early(out)
+        self._overflow = True  # the line goes on until its newline
+
+    def _command(self) -> ScriptCommand:
+        text = self._text()
+        self._work += len(text)
+        return ScriptCommand(text, classify(text), bytes(self._data))
+
+    def _text(self) -> str:
+        raw = b"".join(self._lines)
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        return raw.decode("utf-8", "surrogateescape")
+
+    def _reset(self) -> None:
+        self._lines.clear()
+        self._data.clear()
+        self._heredocs.clear()
+        self._quote = ""
+        self._overflow = False
+        self._size = self._work = 0
+        self._continued = False
+
+    # -------------------------------------------------------------- here-docs
+
+    def _scan(self, line: bytes) -> list[_Heredoc]:
+        """The here-documents a command line opens (outside quotes and comments)."""
+        text = line.decode("utf-8", "surrogateescape")
+        found: list[_Heredoc] = []
+        quote = self._quote
+        i, n = 0, len(text)
+        while i < n:
+            c = text[i]
+            if quote:
+                if c == "\\" and quote == '"':
+                    i += 2
+                    continue
+                if c == quote:
+                    quote = ""
+                i += 1
+                continue
+            if c == "\\":
+                i += 2
+                continue
+            if c in "'\"`":
+                quote = c
+                i += 1
+                continue
+            if c == "#" and (i == 0 or text[i - 1] in " \t;&|()"):
+                break
+            if text.startswith("<<", i) and not text.startswith("<<<", i):
+                i += 2
+                strip = text.startswith("-", i)
+                i += 1 if strip else 0
+                while i < n and text[i] in " \t":
+                    i += 1
+                word, i = _delimiter(text, i)
+                if word:
+                    found.append(_Heredoc(word.encode("utf-8", "surrogateescape"), strip))
+                continue
+            if text.startswith("<<<", i):
+                i += 3
+                continue
+            i += 1
+        self._quote = quote
+        return found
+
+
+def _delimiter(text: str, i: int) -> tuple[str, int]:
+    """A here-document's delimiter word at ``i``, its quotes removed."""
+    out: list[str] = []
+    n = len(text)
+    while i < n and text[i] not in _WORD_END:
+        c = text[i]
+        if c in "'\"":
+            end = text.find(c, i + 1)
+            if end < 0:
+                end = n
+            out.append(text[i + 1 : end])
+            i = end + 1
+            continue
+        if c == "\\" and i + 1 < n:
+            out.append(text[i + 1])
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out), i
+
+
+_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "posh"})
+_OPTS_WITH_VALUE = frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"})
+
+
+def reads_commands(line: CommandLine) -> bool:
+    """Does an exec run a shell that reads its commands from standard input
+    (``bash``, ``sh -s ARG…``, ``sudo bash -l``)?"""
+    if line.unknown or line.dynamic or len(line.commands) != 1:
+        return False
+    command = line.commands[0]
+    if command.name not in _SHELLS or any("<" in op for op, _ in command.redirects):
+        return False
+    args = command.argv[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-", "--"):
+            return arg == "-" or i + 1 >= len(args)
+        if arg in _OPTS_WITH_VALUE:
+            i += 2
+            continue
+        if arg.startswith(("-", "+")) and not arg.startswith("--"):
+            if "c" in arg[1:]:
+                return False
+            if "s" in arg[1:]:
+                return True  # the words after -s are positional parameters
+        elif not arg.startswith("--"):
+            return False  # a script file
+        i += 1
+    return True
