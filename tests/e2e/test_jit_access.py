@@ -90,7 +90,8 @@ def env(tmp_path: Path) -> Iterator[Env]:
     config = tmp_path / "jitgate.yaml"
     config.write_text(
         f"api:\n  port: 0\n  public_url: {PUBLIC_URL}\n"
-        "listeners:\n  postgres:\n    port: 0\n  ssh:\n    port: 0\n"
+        "listeners:\n  postgres:\n    port: 0\n    allow_cleartext_loopback: true\n"
+        "  ssh:\n    port: 0\n"
         "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n")
     proc = start_gateway(data_dir, config=config)
     try:

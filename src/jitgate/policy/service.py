@@ -86,7 +86,7 @@ class PolicyService:
                     if self._engine is None or self._engine.version != revision:
                         docs = self._documents(session)
                         self._engine = CedarEngine(docs, version=revision, risk=self.risk)
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, Unavailable) as exc:
                 # Fail closed: no decision from policies that may be out of date. The next
                 # call tries the store again, so decisions resume as soon as it is back.
                 raise PolicyStoreUnavailable(
