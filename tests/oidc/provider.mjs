@@ -34,6 +34,8 @@ const AUDIENCE = 'jitgate';
 const MAX_BODY = 64 * 1024;
 
 const CI_AGENT_SECRET = 'ci-agent-secret-for-tests-only-0123456789';
+// Lifetime of access and ID tokens; OIDC_TOKEN_TTL=N (seconds) shortens it for tests of expiry.
+const TOKEN_TTL = Number(process.env.OIDC_TOKEN_TTL ?? 300);
 
 const USERS = new Map([
   ['u-1001', {
@@ -149,7 +151,7 @@ function buildProvider(issuer) {
           return {
             scope: 'jitgate:access',
             audience: AUDIENCE,
-            accessTokenTTL: 300,
+            accessTokenTTL: TOKEN_TTL,
             accessTokenFormat: 'jwt',
             jwt: { sign: { alg } },
           };
@@ -157,12 +159,12 @@ function buildProvider(issuer) {
       },
     },
     ttl: {
-      AccessToken: 300,
+      AccessToken: TOKEN_TTL,
       AuthorizationCode: 60,
       ClientCredentials: 300,
       DeviceCode: 600,
       Grant: 3600,
-      IdToken: 300,
+      IdToken: TOKEN_TTL,
       Interaction: 600,
       RefreshToken: 3600,
       Session: 3600,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from jitgate.cli import sessions as sessions_commands
-from jitgate.cli.client import APIClient, CLIError, load_saved, save_credentials
+from jitgate.cli.client import APIClient, CLIError, load_saved, login_token, save_credentials
 from jitgate.cli.output import OutputFormat, emit_json, emit_list, emit_one
 from jitgate.cli.ssh import ssh_keys_app
 
@@ -145,6 +145,7 @@ def login(
 ) -> None:
     """Log in (local password, or OIDC device / browser flow) and save the token."""
     client = APIClient.from_env(server)
+    client.saved = None  # a new login, not a renewal of the saved one
     saved: dict[str, Any] = {"server": client.server}
     if username:
         del password_stdin  # the password is always read from stdin (or a tty prompt)
@@ -206,11 +207,8 @@ def _oidc_login(client: APIClient, *, browser: bool, no_open: bool) -> dict[str,
             raise CLIError(f"login failed: {exc.message}") from None
         except (httpx.HTTPError, ValueError) as exc:
             raise CLIError(f"cannot reach the identity provider: {exc}") from None
-    token = tokens.access_token if tokens.access_token.count(".") == 2 else tokens.id_token
-    if not token:
-        raise CLIError("the identity provider returned no JWT")
     return {
-        "token": token,
+        "token": login_token(tokens),
         "method": "oidc",
         "refresh_token": tokens.refresh_token,
         "issuer": issuer,
