@@ -545,6 +545,36 @@ class SessionRecorder:
             return
         self._allowed_pending = False
 
+    @property
+    def results_waiting(self) -> bool:
+        """Results finished and not yet in the log (see :meth:`record_results`)."""
+        return bool(self._done)
+
+    def record_results(self) -> None:
+        """Append the finished results and hand them to the kernel: called before the
+        answer that ends them (CommandComplete, ErrorResponse…) is released to the
+        client, so a recording never misses a result the client saw.
+
+        If the log cannot be written, the events stay pending (written with the next
+        write that succeeds) and a session that fails closed refuses its next requests,
+        as for any failed write; the statement has run, so its answer goes on.
+        """
+        if self.log is None:
+            return
+        if self._done:
+            self._encode_done()
+        if not self.log.pending or self.log.failed is not None:
+            return  # (a failed log is retried by the next request or flush_soon's timer)
+        try:
+            if self._sync_requests and self._allowed_pending:
+                self.log.sync()
+            else:
+                self.log.flush()
+        except OSError as exc:
+            self._write_failed(exc)
+            return
+        self._allowed_pending = False
+
     def _write_failed(self, exc: OSError) -> None:
         # The log keeps the error (log.failed), but not its traceback: that would keep the
         # frames of whoever wrote alive, and with them, say, views of a relay's buffers.

@@ -9,6 +9,7 @@ from psycopg import errors
 from tests.fixtures.postgres_gateway import PgGateway
 from tests.integration.postgres.test_psql import psql
 from tests.support.pgcluster import PgCluster
+from tests.support.pgwire import WireClient, bind, execute, parse, query, sync
 
 pytestmark = pytest.mark.postgres
 
@@ -91,7 +92,41 @@ def test_execute_of_a_name_the_gateway_never_saw_fails_closed(
     assert done.returncode != 0
     assert 'prepared statement "nosuch" was not prepared through the gateway' in done.stderr
     # psql: the whole script in one session; the name exists only after PREPARE ran.
-    done = psql(
-        pg_gateway, name, stdin=f"PREPARE c AS SELECT count(*) FROM {t};\nEXECUTE c;\n"
-    )
+    done = psql(pg_gateway, name, stdin=f"PREPARE c AS SELECT count(*) FROM {t};\nEXECUTE c;\n")
     assert done.stdout.strip() == "3"
+
+
+def test_sql_and_protocol_share_one_namespace(
+    pg_gateway: PgGateway, items: tuple[str, str]
+) -> None:
+    """A statement prepared with SQL PREPARE and run by a protocol Bind is decided as it
+    runs; one prepared with a Parse can be run with SQL EXECUTE."""
+    name, t = items
+    client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+    try:
+        client.send(query(f"PREPARE d AS DELETE FROM {t}"))
+        assert [m.code for m in client.until_ready()] == [b"C", b"Z"]
+        client.send(bind("", "d") + execute() + sync())  # held, nobody approves in 1 s
+        answer = [m for m in client.until_ready() if m.code != b"N"]  # "waiting for …"
+        assert [(m.code, m.sqlstate) for m in answer] == [
+            (b"2", None),
+            (b"E", "42501"),
+            (b"Z", None),
+        ]
+        assert "DELETE without a WHERE clause needs approval" in answer[1].fields["M"]
+        client.send(parse("SELECT 5", "five") + sync())
+        assert [m.code for m in client.until_ready()] == [b"1", b"Z"]
+        client.send(query("EXECUTE five"))
+        answer = client.until_ready()
+        assert [m.code for m in answer] == [b"T", b"D", b"C", b"Z"] and b"5" in answer[1].payload
+        client.send(query("DEALLOCATE five"))
+        client.until_ready()
+        client.send(bind("", "five") + execute() + sync())
+        assert [(m.code, m.sqlstate) for m in client.until_ready()] == [
+            (b"E", "26000"),
+            (b"Z", None),
+        ]
+        client.send(query(f"SELECT count(*) FROM {t}"))
+        assert client.until_ready()[1].payload.endswith(b"3")
+    finally:
+        client.close()

@@ -183,3 +183,36 @@ def test_fsync_per_request_puts_each_request_on_disk_before_it_runs(
             conn.execute(f"SELECT {i} AS fsynced")
     requests = [line for line in synced if b'"type":"request"' in line]
     assert [b"SELECT %d AS fsynced" % i in line for i, line in enumerate(requests)] == [True] * 3
+
+
+def test_a_result_is_on_disk_before_the_client_sees_it(
+    pg_gateway: PgGateway, pg_scram: PgCluster
+) -> None:
+    """Read the recording the moment each answer arrives: its result event is there
+    already (not written later by a timer), so a recording never misses a result the
+    client saw."""
+    import json
+
+    name = pg_gateway.add_connection(pg_scram).name
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        path = pg_gateway.recording_path(pg_gateway.session(name, ended=False))
+
+        def last_result() -> tuple[str | None, dict[str, object]]:
+            events = [json.loads(line) for line in path.read_text().splitlines()]
+            texts = {e["request"]: e["text"] for e in events if e["type"] == "request"}
+            result = [e for e in events if e["type"] == "result"][-1]
+            return texts.get(result["request"]), result
+
+        for i in range(5):
+            conn.execute(f"SELECT {i} AS seen")
+            text, result = last_result()
+            assert (text, result["status"], result["rows"]) == (f"SELECT {i} AS seen", "ok", 1)
+            conn.execute("SELECT %s::int AS bound", [i])  # extended protocol
+            text, result = last_result()
+            assert (text, result["status"]) == ("SELECT $1::int AS bound", "ok")
+        with pytest.raises(errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        text, result = last_result()
+        assert (text, result["status"], result["error"]) == (
+            "SELECT 1/0", "error", {"sqlstate": "22012", "message": "division by zero"}
+        )

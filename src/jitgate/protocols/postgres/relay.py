@@ -446,6 +446,17 @@ class Relay:
             return stmt, decision
         name = stmt.prepared_name or ""
         candidates: list[_SqlPrepared | None] = [self._sql_prepared.get(name)]
+        # SQL and the extended protocol share one namespace of prepared statements.
+        by_protocol = name.encode(self.encoding, "replace")
+        for parsed in (self._prepared.get(by_protocol), self._pending.get(by_protocol)):
+            if parsed is None:
+                continue
+            if parsed.statement is None or parsed.statement.kind in _RUN_KINDS:
+                return stmt, Decision.deny(
+                    f'prepared statement "{name}" cannot be executed by name through the gateway',
+                    UNKNOWN_PREPARED,
+                )
+            candidates.append((parsed.text, parsed.statement))
         in_flight = [e.names_op for e in self._name_ops if e.names_op is not None]
         for op, op_name, prepared in (*in_flight, *earlier):
             if op == "prepare" and op_name == name:
@@ -500,10 +511,26 @@ class Relay:
         op, name, prepared = execution.names_op
         if op == "prepare" and name is not None and prepared is not None:
             self._sql_prepared[name] = prepared
-        elif name is None:
+        elif name is None:  # DEALLOCATE ALL, DISCARD ALL: protocol-level ones too
             self._sql_prepared.clear()
+            self._prepared.clear()
         else:
             self._sql_prepared.pop(name, None)
+            self._prepared.pop(name.encode(self.encoding, "replace"), None)
+
+    def _bound_by_name(self, name: bytes) -> _Prepared | None:
+        """A Bind naming a statement prepared with SQL PREPARE: its executions are decided
+        like ``EXECUTE name`` (None: the name is not known as one)."""
+        text = name.decode(self.encoding, "replace")
+        if text not in self._sql_prepared and not any(
+            e.names_op is not None and e.names_op[1] == text for e in self._name_ops
+        ):
+            return None
+        stmt = Statement(
+            CommandKind.EXECUTE, "EXECUTE", f"EXECUTE {text}", 0, 0, prepared_name=text
+        )
+        _run, decision = self._decide_run(stmt, stmt.text, "extended", hold=False)
+        return _Prepared(name, stmt.text, stmt, decision)
 
     # ------------------------------------------------------------ client → upstream
 
@@ -565,6 +592,8 @@ class Relay:
             portal = bytes(buf[start:portal_end])
             name = bytes(buf[portal_end + 1 : _cstring_end(buf, portal_end + 1, end)])
             prepared = self._pending.get(name) or self._prepared.get(name)
+            if prepared is None and name and (self._sql_prepared or self._name_ops):
+                prepared = self._bound_by_name(name)
             if prepared is not None:
                 self._portals[portal] = prepared
                 if prepared.decision.outcome is Outcome.REVIEW:
@@ -628,6 +657,8 @@ class Relay:
             if buf[start] == ord("S"):
                 self._prepared.pop(name, None)
                 self._pending.pop(name, None)
+                if self._sql_prepared:
+                    self._sql_prepared.pop(name.decode(self.encoding, "replace"), None)
             else:
                 self._portals.pop(name, None)
                 self._portal_params.pop(name, None)

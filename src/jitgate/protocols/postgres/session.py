@@ -540,6 +540,10 @@ class PostgresSession:
                 client.close()
                 server.close()
                 return
+            if recorder.results_waiting:
+                # Statements finished: their results are in the log, handed to the kernel,
+                # before the client sees the answer that ends them.
+                recorder.record_results()
             if out:
                 client.write(out)
             recorder.flush_soon()

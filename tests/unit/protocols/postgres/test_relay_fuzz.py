@@ -33,6 +33,11 @@ SQL = [
     ";",
     "SET client_encoding TO 'LATIN1'",
     "PREPARE p AS SELECT 1",
+    "PREPARE s1 AS DELETE FROM t",
+    "EXECUTE p",
+    "EXECUTE s1",
+    "DEALLOCATE p",
+    "DISCARD ALL",
     "DO $$ BEGIN END $$",
 ]
 
