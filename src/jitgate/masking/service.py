@@ -26,6 +26,7 @@ from jitgate.errors import InvalidInput, NotFound
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
 from jitgate.masking.masker import Masker
+from jitgate.masking.names import check_unused
 from jitgate.masking.rules import BUILTIN_PROFILES, Profile, get_profile, load_profile
 from jitgate.policy.types import Decision
 from jitgate.store.db import Store
@@ -109,6 +110,8 @@ class MaskingService:
             row = session.get(MaskProfileRow, name)
             if row is None:
                 raise NotFound(f"no stored mask profile named {name[:128]!r}")
+            if name not in BUILTIN_PROFILES:  # else the built-in one takes its place
+                check_unused(session, name)
             session.delete(row)
             AuditLog.record(
                 session,
