@@ -30,7 +30,9 @@ from jitgate.connections.vault import Vault, VaultError
 from jitgate.errors import Conflict, InvalidInput, NotFound, Unavailable
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
+from jitgate.masking.names import REVISION as MASK_REVISION
 from jitgate.masking.names import check_connection_options
+from jitgate.store import revisions
 from jitgate.store.db import Store
 from jitgate.store.models import ConnectionRow
 
@@ -227,6 +229,7 @@ class ConnectionRegistry:
                 checked = check_options(dict(options))
                 if checked.get("mask_profile") != (row.options or {}).get("mask_profile"):
                     check_connection_options(session, checked)
+                    revisions.bump(session, MASK_REVISION)  # open sessions switch profile
                 row.options = checked
                 changed.append("options")
             if credential is not _UNSET:

@@ -20,6 +20,9 @@ from jitgate.policy.cedar import PolicyDocument, parse_document
 from jitgate.store.models import ConnectionRow, MaskProfileRow, PolicyRow
 
 MASK_OPTION = "mask_profile"
+REVISION = "mask_profiles"
+"""Revision counter bumped by every change to a stored profile or to a connection's default
+profile: open sessions compare it (cheaply, per result) to rebuild their maskers."""
 
 
 class MaskProfileInUse(Conflict):
