@@ -124,6 +124,10 @@ class Detector(ABC):
     necessary condition, never a sufficient one); empty: only the gates above."""
     trigger: re.Pattern[str] | None = None
     """``triggers`` compiled (:func:`compile_trigger`), for a test on one detector."""
+    raw_too: bool = False
+    """Also run over the cell as it is, before the copy with escapes blanked (see
+    :func:`~.scanner.unescaped`): for a detector that reads escapes itself (a secret's
+    value with an escaped quote in it)."""
 
     @abstractmethod
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -157,7 +161,11 @@ class CardDetector(Detector):
             while True:
                 digits = candidate.replace(separator, "") if separator else candidate
                 brand = card_brand(digits)
-                if brand is not None and luhn_valid(digits):
+                if (
+                    brand is not None
+                    and luhn_valid(digits)
+                    and not claims.overlaps(start, start + len(candidate))
+                ):
                     why = f"{len(digits)} digits, IIN {brand}, Luhn ok"
                     yield Finding(self.type, start, start + len(candidate), candidate, why)
                     break
