@@ -61,6 +61,7 @@ HARD_NEGATIVES = [
     "978-3-16-148410-0",
     "52.520008, 13.404954",
     "DE01865017659330185813",  # check digits 01: never issued
+    "5526 3613 3336 8203 67% 219-09-9999",  # a Luhn failure, then an amount
 ]
 
 
