@@ -1,6 +1,8 @@
 """Masking accuracy and speed: jitgate's detectors side by side with Microsoft Presidio's.
 
-Run: ``python -m bench.masking_accuracy [--cells N] [--seed S] [--presidio-cells N]``.
+Run: ``python -m bench.masking_accuracy [--cells N] [--seed S] [--presidio-cells N]
+[--no-presidio]`` (Presidio comes with ``pip install 'jitgate[bench]'``; without it, or
+with ``--no-presidio``, only jitgate's side of the tables is printed).
 
 Both run over the same seeded corpus (:mod:`bench.masking_corpus`). Scoring is
 span-level, **overlap-based**: a predicted span is a true positive when it overlaps a
@@ -206,16 +208,25 @@ def _fmt(value: float) -> str:
 def report(
     cells: Sequence[LabelledCell],
     ours: Score,
-    theirs: Score,
+    theirs: Score | None,
     our_rate: float,
-    their_rate: float,
+    their_rate: float | None,
     mask_rates: dict[str, float],
     clean_ns: tuple[float, float],
     presidio_cells: int,
-    default_rate: float,
+    default_rate: float | None,
 ) -> str:
+    """The tables; ``theirs``/``their_rate``/``default_rate`` None: Presidio was not run."""
     support = Counter(kind for cell in cells for _, _, kind in cell.spans)
     shapes = Counter(cell.shape for cell in cells)
+    na = ["n/a"] * 3
+
+    def their(types: Sequence[str]) -> list[str]:
+        return [_fmt(v) for v in theirs.prf(types)] if theirs is not None else na
+
+    def versus(rate: float) -> str:
+        return f"{rate / their_rate:,.0f}×" if their_rate else "n/a"
+
     lines = [
         f"Corpus: {len(cells)} cells ({', '.join(f'{n} {s}' for s, n in sorted(shapes.items()))}), "
         f"{sum(support.values())} labelled values. Matching: overlap, same type, one-to-one.",
@@ -226,56 +237,55 @@ def report(
     ]
     for kind in TYPES:
         mine = ours.prf([kind])
-        other = [_fmt(v) for v in theirs.prf([kind])] if kind in SHARED_TYPES else ["n/a"] * 3
+        other = their([kind]) if kind in SHARED_TYPES else na
         lines.append(_row(kind, [str(support[kind]), *map(_fmt, mine), *other]))
     lines.append(_row("**micro (all 7 types)**", ["", *map(_fmt, ours.prf(TYPES)), "", "", "n/a"]))
     lines.append(
         _row(
             "**micro (6 shared types)**",
-            ["", *map(_fmt, ours.prf(SHARED_TYPES)), *map(_fmt, theirs.prf(SHARED_TYPES))],
+            ["", *map(_fmt, ours.prf(SHARED_TYPES)), *their(SHARED_TYPES)],
         )
     )
+    their_exact = _fmt(theirs.exact_f1(SHARED_TYPES)) if theirs is not None else "n/a"
     lines.append(
         _row(
             "exact-span micro F1 (shared)",
-            [
-                "",
-                "",
-                "",
-                _fmt(ours.exact_f1(SHARED_TYPES)),
-                "",
-                "",
-                _fmt(theirs.exact_f1(SHARED_TYPES)),
-            ],
+            ["", "", "", _fmt(ours.exact_f1(SHARED_TYPES)), "", "", their_exact],
         )
     )
     negatives = shapes["negative"]
+    their_negatives = (
+        f"{sum(theirs.negative_fp.values())} ({dict(theirs.negative_fp)})"
+        if theirs is not None
+        else "n/a"
+    )
     lines.append(
         _row(
             f"false positives in {negatives} hard-negative cells",
-            ["", "", "", str(sum(ours.negative_fp.values())), "", "",
-             f"{sum(theirs.negative_fp.values())} ({dict(theirs.negative_fp)})"],
+            ["", "", "", str(sum(ours.negative_fp.values())), "", "", their_negatives],
         )
-    )  # fmt: skip
+    )
     lines += [
         "",
         "| throughput (1 core) | cells/s | vs Presidio |",
         "|---|---:|---:|",
-        _row(
-            "jitgate detection, all 7 types", [f"{our_rate:,.0f}", f"{our_rate / their_rate:,.0f}×"]
-        ),
+        _row("jitgate detection, all 7 types", [f"{our_rate:,.0f}", versus(our_rate)]),
         *(
-            _row(
-                f'jitgate `Masker("{name}").mask_text`',
-                [f"{rate:,.0f}", f"{rate / their_rate:,.0f}×"],
-            )
+            _row(f'jitgate `Masker("{name}").mask_text`', [f"{rate:,.0f}", versus(rate)])
             for name, rate in mask_rates.items()
         ),
-        _row(f"Presidio analyze, 6 types ({presidio_cells} cells)", [f"{their_rate:,.0f}", "1×"]),
-        _row(
-            "Presidio analyze, all predefined recognizers (1000 cells)",
-            [f"{default_rate:,.0f}", f"{default_rate / their_rate:.2f}×"],
-        ),
+    ]
+    if their_rate is not None:
+        presidio = f"Presidio analyze, 6 types ({presidio_cells} cells)"
+        lines.append(_row(presidio, [f"{their_rate:,.0f}", "1×"]))
+    if their_rate is not None and default_rate is not None:
+        lines.append(
+            _row(
+                "Presidio analyze, all predefined recognizers (1000 cells)",
+                [f"{default_rate:,.0f}", f"{default_rate / their_rate:.2f}×"],
+            )
+        )
+    lines += [
         "",
         "| cell without candidate characters | ns/cell |",
         "|---|---:|",
@@ -293,7 +303,18 @@ def main() -> None:
         "--presidio-cells", type=int, default=None, help="run Presidio on the first N cells only"
     )
     parser.add_argument("--examples", action="store_true", help="print missed/extra spans")
+    parser.add_argument(
+        "--no-presidio", action="store_true", help="jitgate only (Presidio not run)"
+    )
     args = parser.parse_args()
+    if not args.no_presidio:
+        try:
+            import presidio_analyzer  # noqa: F401
+        except ImportError:
+            parser.error(
+                "presidio-analyzer is not installed: pip install 'jitgate[bench]' "
+                "(or run with --no-presidio)"
+            )
 
     cells = generate(args.cells, args.seed)
     # Warm-up on other cells: loads phonenumbers' metadata without pre-filling any cache.
@@ -312,32 +333,39 @@ def main() -> None:
         mask_rates[name] = len(cells) / (time.perf_counter() - started)
 
     presidio_cells = cells[: args.presidio_cells] if args.presidio_cells else cells
-    theirs_detect = presidio_detector()
-    run(theirs_detect, warm_up[:50])
-    theirs_predictions, theirs_seconds = run(theirs_detect, presidio_cells)
-    default_detect = presidio_detector(all_recognizers=True)
-    run(default_detect, warm_up[:50])
-    default_cells = presidio_cells[:1000]
-    _, default_seconds = run(default_detect, default_cells)
+    theirs: Score | None = None
+    their_rate: float | None = None
+    default_rate: float | None = None
+    if not args.no_presidio:
+        theirs_detect = presidio_detector()
+        run(theirs_detect, warm_up[:50])
+        theirs_predictions, theirs_seconds = run(theirs_detect, presidio_cells)
+        default_detect = presidio_detector(all_recognizers=True)
+        run(default_detect, warm_up[:50])
+        default_cells = presidio_cells[:1000]
+        _, default_seconds = run(default_detect, default_cells)
+        theirs = score(presidio_cells, theirs_predictions, SHARED_TYPES)
+        their_rate = len(presidio_cells) / theirs_seconds
+        default_rate = len(default_cells) / default_seconds
 
     ours = score(cells, ours_predictions, TYPES)
-    theirs = score(presidio_cells, theirs_predictions, SHARED_TYPES)
     print(
         report(
             cells,
             ours,
             theirs,
             len(cells) / ours_seconds,
-            len(presidio_cells) / theirs_seconds,
+            their_rate,
             mask_rates,
             clean_cost_ns(cells),
             len(presidio_cells),
-            len(default_cells) / default_seconds,
+            default_rate,
         )
     )
     if args.examples:
         print("\njitgate:", *ours.examples, sep="\n  ")
-        print("\nPresidio:", *theirs.examples, sep="\n  ")
+        if theirs is not None:
+            print("\nPresidio:", *theirs.examples, sep="\n  ")
 
 
 if __name__ == "__main__":

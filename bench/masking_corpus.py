@@ -508,12 +508,23 @@ def free_text_cell(rng: random.Random) -> LabelledCell:
     return builder.cell("free_text")
 
 
+_ESCAPED_PREFIXES = ("\n", "\t", "line one\n", '"', "note:\r\n", "\u00e9\n", "tab\t")
+
+
+def _after_escape(rng: random.Random, value: Planted) -> Planted:
+    """The value after text that JSON writes with an escape (``\\n``, ``\\t``, ``\\"``):
+    ``"x\\n4111…"`` must not read as a word glued to the number."""
+    prefix = rng.choice(_ESCAPED_PREFIXES)
+    inner = (value.inner[0] + len(prefix), value.inner[1] + len(prefix))
+    return Planted(value.type, prefix + value.text, inner)
+
+
 def json_cell(rng: random.Random) -> LabelledCell:
     builder = _Builder()
     builder.add("{")
     fields: list[tuple[str, Planted | str]] = [("id", str(rng.randint(1, 10**6)))]
     fields += [
-        (f"{value.type}_{index}", value)
+        (f"{value.type}_{index}", _after_escape(rng, value) if rng.random() < 0.3 else value)
         for index, value in enumerate(_values(rng, rng.randint(1, 3)))
     ]
     fields += [(f"ref_{index}", _negative(rng)) for index in range(rng.randint(0, 2))]

@@ -7,6 +7,11 @@ free-text notes with phone numbers and card numbers in some rows, JSON). psql (a
 output to /dev/null) runs ``SELECT * FROM people`` directly, through jitgate with no mask
 profile, and through jitgate with the ``pii`` profile. Throughput is the result's size in
 text form divided by the wall time; the rounds interleave the three targets.
+
+Before any number is reported, the same SELECT is read once more through each jitgate
+target and checked: through the masked one no e-mail, card or phone number of the table
+comes out raw and every row's e-mail is redacted; through the other they all do. A masked
+run that masked nothing would otherwise look fast.
 """
 
 from __future__ import annotations
@@ -47,6 +52,47 @@ def psql_time(dsn: str, env: dict[str, str]) -> float:
     subprocess.run(["psql", dsn, "-X", "-q", "-A", "-t", "-o", "/dev/null", "-c",
                     "SELECT * FROM people"], env=env, check=True, timeout=3600)
     return time.perf_counter() - started
+
+
+def verify(dsn: str, env: dict[str, str], rows: int, *, masked: bool) -> dict[str, int]:
+    """Read ``SELECT * FROM people`` through ``dsn`` and count raw and masked values;
+    exit if the run did not mask (or, for ``masked=False``, did mask) what it should."""
+    counts = dict.fromkeys(
+        ("raw email", "raw card", "raw phone", "masked email", "masked card", "masked phone"), 0
+    )
+    with subprocess.Popen(
+        ["psql", dsn, "-X", "-q", "-A", "-t", "-c", "SELECT * FROM people"],
+        env=env, stdout=subprocess.PIPE, text=True,
+    ) as psql:
+        assert psql.stdout is not None
+        for line in psql.stdout:
+            counts["raw email"] += "@example.com" in line
+            counts["raw card"] += "4111 1111 1111 1111" in line
+            counts["raw phone"] += "415-555-" in line
+            counts["masked email"] += "[REDACTED:email]" in line
+            counts["masked card"] += "**** **** **** 1111" in line
+            counts["masked phone"] += "[REDACTED:phone]" in line
+    if psql.returncode != 0:
+        raise SystemExit(f"psql failed ({psql.returncode}) while verifying")
+    cards = (rows + 8) // 10  # g % 10 == 1
+    phones = rows // 10  # g % 10 == 0
+    if masked:
+        ok = (
+            counts["raw email"] == counts["raw card"] == counts["raw phone"] == 0
+            and counts["masked email"] == rows
+            and counts["masked card"] == cards
+            and counts["masked phone"] == phones
+        )
+    else:
+        ok = (
+            counts["raw email"] == rows
+            and counts["raw card"] == cards
+            and counts["raw phone"] == phones
+            and not (counts["masked email"] or counts["masked card"] or counts["masked phone"])
+        )
+    if not ok:
+        raise SystemExit(f"{'masked' if masked else 'unmasked'} run is wrong: {counts}")
+    return counts
 
 
 def main() -> None:
@@ -102,9 +148,17 @@ def main() -> None:
                 times[name].append(elapsed)
                 print(f"round {round_no + 1} {name:<28} {elapsed:7.2f} s", file=sys.stderr,
                       flush=True)
+        checked = verify(targets["jitgate, masking on (pii)"], env, args.rows, masked=True)
+        verify(targets["jitgate, masking off"], env, args.rows, masked=False)
         mb = size / 1e6
         off = statistics.median(times["jitgate, masking off"])
-        print(f"\n{args.rows} rows, {mb:.0f} MB of result text\n")
+        print(f"\n{args.rows} rows, {mb:.0f} MB of result text")
+        print(
+            "verified: masked run redacted {masked email} e-mails, {masked card} cards, "
+            "{masked phone} phones, none raw; the unmasked run showed them raw\n".format(
+                **checked
+            )
+        )
         print("| target | median s | MB/s | vs masking off |")
         print("|---|---:|---:|---:|")
         for name, values in times.items():

@@ -30,6 +30,9 @@ from jitgate.connections.vault import Vault, VaultError
 from jitgate.errors import Conflict, InvalidInput, NotFound, Unavailable
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
+from jitgate.masking.names import REVISION as MASK_REVISION
+from jitgate.masking.names import check_connection_options
+from jitgate.store import revisions
 from jitgate.store.db import Store
 from jitgate.store.models import ConnectionRow
 
@@ -113,6 +116,7 @@ class ConnectionRegistry:
         with self.store.session() as session:
             if session.scalar(select(ConnectionRow.id).where(ConnectionRow.name == name)):
                 raise Conflict(f"a connection named {name!r} already exists")
+            check_connection_options(session, row.options)
             session.add(row)
             AuditLog.record(
                 session,
@@ -222,7 +226,11 @@ class ConnectionRegistry:
                 row.tags = check_tags(dict(tags))
                 changed.append("tags")
             if options is not _UNSET:
-                row.options = check_options(dict(options))
+                checked = check_options(dict(options))
+                if checked.get("mask_profile") != (row.options or {}).get("mask_profile"):
+                    check_connection_options(session, checked)
+                    revisions.bump(session, MASK_REVISION)  # open sessions switch profile
+                row.options = checked
                 changed.append("options")
             if credential is not _UNSET:
                 if credential is None:

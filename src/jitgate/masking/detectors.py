@@ -124,6 +124,10 @@ class Detector(ABC):
     necessary condition, never a sufficient one); empty: only the gates above."""
     trigger: re.Pattern[str] | None = None
     """``triggers`` compiled (:func:`compile_trigger`), for a test on one detector."""
+    raw_too: bool = False
+    """Also run over the cell as it is, before the copy with escapes blanked (see
+    :func:`~.scanner.unescaped`): for a detector that reads escapes itself (a secret's
+    value with an escaped quote in it)."""
 
     @abstractmethod
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -149,6 +153,7 @@ class CardDetector(Detector):
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         position = 0
+        rejected = 0  # where the last rejected run ended
         while (match := self._pattern.search(text, position)) is not None:
             start = match.start()
             candidate = match.group()
@@ -157,7 +162,18 @@ class CardDetector(Detector):
             while True:
                 digits = candidate.replace(separator, "") if separator else candidate
                 brand = card_brand(digits)
-                if brand is not None and luhn_valid(digits):
+                if (
+                    brand is not None
+                    and luhn_valid(digits)
+                    and not claims.overlaps(start, start + len(candidate))
+                    # Inside a rejected run, a card must end on a full group: "5526 3613
+                    # 3336 8203 67%" holds no "3613 3336 8203 67".
+                    and not (
+                        start < rejected
+                        and separator
+                        and len(candidate) - candidate.rindex(separator) - 1 < 3
+                    )
+                ):
                     why = f"{len(digits)} digits, IIN {brand}, Luhn ok"
                     yield Finding(self.type, start, start + len(candidate), candidate, why)
                     break
@@ -175,6 +191,8 @@ class CardDetector(Detector):
                 candidate = candidate[: candidate.rindex(separator)]
             # Go on right after a card; after a rejected run, from its next group, which
             # may start a card of its own ("1234 4111 1111 1111 1111").
+            if not candidate:
+                rejected = max(rejected, match.end())
             position = start + len(candidate) if candidate else max(skip, start + 1)
 
 

@@ -16,8 +16,9 @@ from jitgate.masking.findings import Claims, Finding
 
 
 class PhoneDetector(Detector):
-    """Phone numbers validated by ``phonenumbers`` (``PhoneNumberMatcher``, leniency
-    STRICT_GROUPING: valid, and grouped the way the country writes its numbers).
+    """Phone numbers validated by ``phonenumbers`` (``PhoneNumberMatcher``, leniency VALID;
+    a national number in unusual groups must also pass STRICT_GROUPING: grouped the way the
+    country writes its numbers).
 
     The matcher is slow, so it only sees short windows around cheap candidates: a digit
     run with phone separators, 7–15 digits, not a date, not already claimed by a card,
@@ -68,6 +69,8 @@ class PhoneDetector(Detector):
         )
         self._international = re.compile(metadata.international_prefix or "00")
         self._cache: dict[str, list[tuple[int, int, str, str]]] = {}
+        nanp = phonenumbers.country_code_for_region(region) == 1
+        self._usual_groups = frozenset({(3, 3, 4), (1, 3, 3, 4)} if nanp else ())
         self._cache_size = cache_size
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
@@ -108,9 +111,15 @@ class PhoneDetector(Detector):
             return cached
         found = []
         matcher = phonenumbers.PhoneNumberMatcher(
-            window, self.region, leniency=phonenumbers.Leniency.STRICT_GROUPING
+            window, self.region, leniency=phonenumbers.Leniency.VALID
         )
         for match in matcher:
+            if not self._plainly_grouped(match.raw_string) and not any(
+                phonenumbers.PhoneNumberMatcher(
+                    match.raw_string, self.region, leniency=phonenumbers.Leniency.STRICT_GROUPING
+                )
+            ):
+                continue  # valid digits, grouped as no one writes this country's numbers
             code = match.number.country_code or 0
             region = phonenumbers.region_code_for_country_code(code)
             why = f"valid number, country code +{code} ({region})"
@@ -119,6 +128,15 @@ class PhoneDetector(Detector):
             self._cache.clear()
         self._cache[window] = found
         return found
+
+    def _plainly_grouped(self, raw: str) -> bool:
+        """Whether a valid number is written in a way that needs no grouping check (which
+        costs as much again): international (its country's own groups, or none), one run
+        of digits, or the region's usual groups (3-3-4 in the NANP)."""
+        if raw.startswith(("+", "00")):
+            return True
+        groups = tuple(len(group) for group in self._digit_group.findall(raw))
+        return len(groups) == 1 or groups in self._usual_groups
 
     def _runs(self, text: str) -> Iterator[tuple[int, int]]:
         """Candidate runs, cut where a sentence ends (". "): two numbers, not one."""

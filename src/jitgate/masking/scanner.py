@@ -58,7 +58,22 @@ _Step = tuple[
     Callable[[str], "re.Match[str] | None"] | None,  # the trigger's search
     tuple[str, ...],  # needles (one must occur)
     Callable[[str, Claims], Iterator[Finding]],  # find
+    bool,  # runs over the text as it is too, before the copy with escapes blanked
 ]
+
+_ESCAPE = re.compile(r"\\(?:u[0-9A-Fa-f]{4}|.)", re.DOTALL)
+
+
+def unescaped(text: str) -> str:
+    """``text`` with each backslash escape (``\\n``, ``\\t``, ``\\"``, ``\\u00e9``…, as
+    JSON, string literals and logs write them) replaced by as many spaces: same offsets,
+    and ``x\\n4111…`` no longer reads as a word glued to the number."""
+    return _ESCAPE.sub(_blank, text)
+
+
+def _blank(match: re.Match[str]) -> str:
+    return " " * (match.end() - match.start())
+
 
 _TRIGGER_PUNCTUATION = "@:=_-"
 """Needle characters checked in the same byte pass as digits."""
@@ -96,12 +111,13 @@ class Scanner:
             self._detectors, shapes, self._detector_triggers, strict=True
         ):
             plain = [t.literal() for t in found]
+            raw = detector.raw_too
             if found and all(plain):
                 strings = tuple(p for p in plain if p is not None)
-                steps.append((detector.min_digits, None, strings, detector.find))
+                steps.append((detector.min_digits, None, strings, detector.find, raw))
             else:
                 search = trigger.search if trigger is not None else None
-                steps.append((detector.min_digits, search, detector.needles, detector.find))
+                steps.append((detector.min_digits, search, detector.needles, detector.find, raw))
         self._steps: tuple[_Step, ...] = tuple(steps)
         # One regex for "could any detector match?" when every detector has a trigger:
         # a single pass in C instead of a gate per detector in Python.
@@ -150,7 +166,9 @@ class Scanner:
             else:
                 return False  # the common case: words, no digit, no needle
         combined = self._combined
-        return combined is None or combined.search(text) is not None
+        if combined is None or combined.search(text) is not None:
+            return True
+        return "\\" in text and combined.search(unescaped(text)) is not None
 
     def scan(self, text: str) -> list[Finding]:
         """Non-overlapping findings in ``text``, sorted by start offset."""
@@ -163,21 +181,25 @@ class Scanner:
         self.scanned += 1
         digits = -1  # counted when a detector first asks
         claims = None  # made when a detector first runs
-        for min_digits, search, needles, find in self._steps:
+        view = unescaped(text) if "\\" in text else None
+        for min_digits, search, needles, find, raw_too in self._steps:
             if min_digits:
                 if digits < 0:
                     digits = digit_count(text)
                 if digits < min_digits:
                     continue
-            if search is not None:
-                if search(text) is None:
+            for seen in (text, view) if raw_too and view is not None else (view or text,):
+                if search is not None:
+                    if search(seen) is None:
+                        continue
+                elif needles and not _any_in(needles, seen):
                     continue
-            elif needles and not _any_in(needles, text):
-                continue
-            if claims is None:
-                claims = Claims()
-            for finding in find(text, claims):
-                claims.add(finding)
+                if claims is None:
+                    claims = Claims()
+                for finding in find(seen, claims):
+                    if seen is not text and finding.text != text[finding.start : finding.end]:
+                        finding = finding._replace(text=text[finding.start : finding.end])
+                    claims.add(finding)
         return [] if claims is None else claims.findings()
 
 

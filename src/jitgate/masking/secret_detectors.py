@@ -72,6 +72,7 @@ class PrivateKeyDetector(Detector):
     """PEM/OpenSSH/PGP private key blocks, also with JSON-escaped newlines or truncated."""
 
     type = SECRET
+    raw_too = True
     needles = ("-----BEGIN",)
     _pattern = re.compile(
         r"-----BEGIN (?P<label>[A-Z0-9 ]{0,40}PRIVATE KEY(?: BLOCK)?)-----"
@@ -185,6 +186,7 @@ class AssignmentDetector(Detector):
     """
 
     type = SECRET
+    raw_too = True
     needles = ("=", ":")
     # Every name, in any letter case, contains one of these: cheaper than lower-casing.
     _hints = (

@@ -29,6 +29,7 @@ from jitgate.audit.log import AuditLog
 from jitgate.errors import Conflict, InvalidInput, NotFound, Unavailable
 from jitgate.identity.names import check_simple_name
 from jitgate.identity.principal import Authenticated
+from jitgate.masking.names import check_profile_names, policy_mask_names
 from jitgate.policy import schema
 from jitgate.policy.cedar import CedarEngine, Explanation, PolicyDocument, parse_document
 from jitgate.policy.risk import RiskSettings
@@ -198,12 +199,13 @@ class PolicyService:
         if len(text.encode()) > MAX_POLICY_BYTES:
             raise InvalidInput(f"policy {name!r} exceeds {MAX_POLICY_BYTES} bytes")
         document = PolicyDocument(name, text)
-        parse_document(document)
+        annotations = parse_document(document)
         schema.check(document)
         with self.store.session() as session:
             row = session.scalar(select(PolicyRow).where(PolicyRow.name == name))
             if row is not None and create_only:
                 raise Conflict(f"a policy named {name!r} already exists")
+            check_profile_names(session, policy_mask_names(annotations))
             docs = self._documents(
                 session, replace=document if enabled else None, drop=None if enabled else name
             )

@@ -119,3 +119,23 @@ def test_masked_json_in_copy_is_json(pg_gateway: PgGateway, people: tuple[str, s
     for doc, raw in rows:
         assert json.loads(doc)["card"] == "************1111"
         assert json.loads(raw)[1] == "[REDACTED:email]"
+
+
+def test_values_after_json_escapes_are_masked(pg_gateway: PgGateway,
+                                              pg_scram: PgCluster) -> None:
+    """A value right after ``\\n``, ``\\t`` or ``\\"`` (as JSON and logs write them) is found."""
+    name = pg_gateway.add_connection(pg_scram).name
+    pg_gateway.gateway.connections.update(name, options={"mask_profile": "pii"})
+    doc = {"note": f"line one\n{EMAIL}\tcard\t{CARD}\n\"123-45-6789\"", "p": "call\n(415) 555-2671"}
+    log = f"user=bob\\nmail={EMAIL}\\tcard\\t{CARD}"  # a log line with escaped newlines
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        row = conn.execute("SELECT %s::jsonb, %s::json, %s::text, %s::jsonb::text",
+                           (json.dumps(doc), json.dumps(doc), log, json.dumps(doc))).fetchone()
+        binary = conn.cursor(binary=True).execute("SELECT %s::jsonb",
+                                                  (json.dumps(doc),)).fetchone()
+    assert row is not None and binary is not None
+    expected = {"note": "line one\n[REDACTED:email]\tcard\t************1111\n\"[REDACTED:ssn]\"",
+                "p": "call\n[REDACTED:phone]"}
+    assert row[0] == row[1] == binary[0] == expected
+    assert row[2] == "user=bob\\nmail=[REDACTED:email]\\tcard\\t************1111"
+    assert json.loads(row[3]) == expected

@@ -244,7 +244,9 @@ class PostgresSession:
         info, credential = await self._resolve(dbname)
         self.upstream_address = (info.host, info.port)
         profile = info.options.get("mask_profile")
-        self.masking = self.gateway.masking.session(str(profile) if profile else None)
+        self.masking = self.gateway.masking.session(
+            str(profile) if profile else None, connection=info.name
+        )
         await self._check_connect(info.name, info.tags)
         meta = SessionMeta(
             protocol="postgres",
