@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import logging
 import re
 import shlex
@@ -89,6 +90,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jitgate.ssh")
 
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(1049|1047|47)([hl])")
+_ALT_PREFIXES = (b"\x1b[?1049", b"\x1b[?1047", b"\x1b[?47")
 _SECRET_PROMPT = re.compile(r"\b(password|passphrase|passcode|pin|token)\b[^\n]{0,80}:\s*$", re.I)
 #: How long a line typed at a password-like prompt waits for the remote's echo (after its
 #: first character) before it is taken as a secret: no echo, the remote turned it off.
@@ -101,6 +103,9 @@ ECHO_WAIT = 1.0
 _CANCEL_LINE = b"\x05\x15\x03"
 _UNRECORDED = "the session cannot be recorded, so it is refused"
 MAX_CONTINUED = 64 * 1024
+MAX_UNECHOED = 16 * 1024
+#: What the recording says instead of a line typed while the remote did not echo.
+UNECHOED = "(a line typed without echo, not recorded)"
 
 
 def parse_username(username: str) -> tuple[str | None, str]:
@@ -654,6 +659,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._prompt_tail = ""
         self._continued = ""  # earlier lines of a multi-line command
         self._keyed_at: float | None = None  # when the line being typed began
+        self._unechoed: list[str] = []  # recorded input kept back until it is echoed
+        self._unechoed_size = 0
+        self._continued_unechoed = False  # part of the continued command was not echoed
+        self._screen_tail = b""  # an escape sequence cut at the end of the last output
         self._echoed = False  # the remote wrote something since then (its echo)
         self._echo: asyncio.Event | None = None  # set on output while a line waits for it
         self._ended = False
@@ -904,9 +913,14 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         assert self.editor is not None and self.up_chan is not None
         if record and self.settings.record_input and self.connection.recorder is not None:
             if _SECRET_PROMPT.search(self._prompt_tail):  # typed at a password prompt
-                self.connection.recorder.terminal("i", re.sub(r"[^\r\n]", "*", text))
-            else:
+                self.connection.recorder.terminal("i", _redacted(text))
+            elif self._keyed_at is not None and self._echoed:
                 self.connection.recorder.terminal("i", text)
+            else:  # kept until the remote echoes it (or, at Enter, does not: redacted)
+                self._unechoed.append(text)
+                self._unechoed_size += len(text)
+                if self._unechoed_size > MAX_UNECHOED:
+                    self._flush_input(echoed=False)
         pos = 0
         while pos < len(text):
             end, line = self.editor.feed_line(text, pos)
@@ -932,21 +946,20 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
     def _line_entered(self, typed: TypedLine, enter: bytes, rest: str) -> bool:
         """A line was entered; True when the caller may go on with the rest.
 
-        It is a secret (a password: not put to policy, not recorded) only when the remote
-        asked for one *and* did not echo what was typed, as password prompts do: a prompt
-        that merely looks like one (``PS1='token: '``) echoes, and its lines are decided as
-        usual. When Enter comes before the remote could echo (typed fast, pasted), the
-        line is held until the echo arrives or ``ECHO_WAIT`` has passed since its first
-        character.
+        A line the remote does not echo (echo is off: a password being typed) is never
+        written to the recording: its input frames and its text are redacted. It is a
+        secret (not put to policy either) only when the remote also asked for one: a
+        prompt that merely looks like one (``PS1='token: '``) echoes, and a shell with
+        echo turned off (``stty -echo``) has its lines decided as usual, unrecorded. When
+        Enter comes before the remote could echo (typed fast, pasted), the line is held
+        until the echo arrives or ``ECHO_WAIT`` has passed since its first character.
         """
         keyed_at = self._keyed_at
         if keyed_at is None or self._echoed or not typed.text:
-            return self._decide_line(typed, enter, rest, secret=False)
-        if not _SECRET_PROMPT.search(self._prompt_tail):
-            return self._decide_line(typed, enter, rest, secret=False)
+            return self._decide_line(typed, enter, rest, echoed=True)
         wait = keyed_at + ECHO_WAIT - asyncio.get_running_loop().time()
         if wait <= 0:
-            return self._decide_line(typed, enter, rest, secret=True)
+            return self._decide_line(typed, enter, rest, echoed=False)
         self._held = True
         assert self.chan is not None
         self.chan.pause_reading()
@@ -961,33 +974,47 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         finally:
             self._echo = None
         self._held = False
-        if self._decide_line(typed, enter, rest, secret=not self._echoed):
+        if self._decide_line(typed, enter, rest, echoed=self._echoed):
             self._resume(rest)
 
-    def _decide_line(self, typed: TypedLine, enter: bytes, rest: str, *, secret: bool) -> bool:
+    def _flush_input(self, *, echoed: bool) -> None:
+        """Write the typed input kept back while its echo was awaited."""
+        held, self._unechoed, self._unechoed_size = self._unechoed, [], 0
+        recorder = self.connection.recorder
+        if held and recorder is not None:
+            text = "".join(held)
+            recorder.terminal("i", text if echoed else _redacted(text))
+
+    def _decide_line(self, typed: TypedLine, enter: bytes, rest: str, *, echoed: bool) -> bool:
         """Decide one typed line; True when the caller may go on with the rest."""
         assert self.up_chan is not None
         conn = self.connection
+        secret = not echoed and bool(_SECRET_PROMPT.search(self._prompt_tail))
+        self._flush_input(echoed=echoed)
         self._prompt_tail = ""
         self._keyed_at = None
         assert self.editor is not None
         if self.editor.interrupted:  # Ctrl-C ended any multi-line command being typed
             self.editor.interrupted = False
             self._continued = ""
+            self._continued_unechoed = False
         if secret or (not typed.text.strip() and not self._continued):
             if secret:
                 conn.record("ssh.line", {"secret": True})
             self.up_chan.write(enter)
             return True
         text = self._continued + typed.text
+        unechoed = self._continued_unechoed or not echoed
         line = classify(text)
         if line.incomplete and len(text) < MAX_CONTINUED and text.count("\n") < 100:
             # The shell will ask for more (an open quote, `do`, a trailing `|`): nothing
             # runs yet, so the whole command is decided when its last line is entered.
             self._continued = text + "\n"
+            self._continued_unechoed = unechoed
             self.up_chan.write(enter)
             return True
         self._continued = ""
+        self._continued_unechoed = False
         typed = TypedLine(text, typed.uncertain, typed.reasons)
         assert conn.policy is not None
         decision = conn.recording_refusal() or conn.policy.command(line, interactive=True)
@@ -1002,6 +1029,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             event["uncertain"] = list(typed.reasons)
         if line.names:
             event["commands"] = list(line.names)
+        if unechoed:  # echo was off: what was typed (and what policy said of it) stays out
+            if decision.reason:  # a reason may quote the line ({tag}, {dangerous})
+                decision = dataclasses.replace(decision, reason="refused by policy")
+            event = {"text": UNECHOED, "redacted": "not echoed", **_decision_fields(decision)}
+            typed = TypedLine(UNECHOED, typed.uncertain, typed.reasons)
         if decision.outcome is Outcome.REVIEW:
             self._held = True
             assert self.chan is not None
@@ -1207,14 +1239,29 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             if self.editor is not None:
                 if self._keyed_at is not None and not self._echoed:
                     self._echoed = True
+                    self._flush_input(echoed=True)
                     if self._echo is not None:
                         self._echo.set()
-                if b"\x1b[?" in data:
-                    for m in _ALT_SCREEN.finditer(data):
-                        self.editor.set_screen(m.group(2) == b"h")
+                if self._screen_tail or b"\x1b" in data:
+                    self._watch_screen(data)
                 tail = (self._prompt_tail + text)[-200:]
                 self._prompt_tail = tail
         chan.write(data, datatype)
+
+    def _watch_screen(self, data: bytes) -> None:
+        """Follow the switches to and from the alternate screen, even when a switch is
+        cut between two writes of the remote."""
+        assert self.editor is not None
+        scan = self._screen_tail + data
+        for m in _ALT_SCREEN.finditer(scan):
+            full = m.group(2) == b"h"
+            if full != self.editor.full_screen:
+                self.editor.set_screen(full)
+                self._continued = ""  # a command being continued was not the shell's
+                self._continued_unechoed = False
+        last = scan.rfind(b"\x1b", max(0, len(scan) - 8))
+        tail = scan[last:] if last >= 0 else b""
+        self._screen_tail = tail if any(p.startswith(tail) for p in _ALT_PREFIXES) else b""
 
     def upstream_closed(
         self, status: int | None, signal: tuple[str, bool, str, str] | None
@@ -1311,6 +1358,10 @@ def _sftp_server(line: CommandLine) -> bool | None:
     except ValueError:
         return False
     return words[-len(argv) :] == argv
+
+
+def _redacted(text: str) -> str:
+    return re.sub(r"[^\r\n]", "*", text)
 
 
 def _decision_fields(decision: Decision) -> dict[str, Any]:
