@@ -167,6 +167,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self._attempts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._home: str | None = None  # the user's home directory on the target ("": unknown)
+        self._home_lock = asyncio.Lock()
 
     # --------------------------------------------------------------- lifecycle
 
@@ -553,6 +555,23 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         self.ready.set_result(upstream)
 
+    async def home_dir(self) -> str | None:
+        """The target user's home directory (where relative file paths start), asked of
+        the target's SFTP server once per connection; None when it cannot tell."""
+        async with self._home_lock:
+            if self._home is None:
+                self._home = ""
+                upstream = await self.upstream_ready()
+                try:
+                    async with asyncio.timeout(self.settings.connect_timeout):
+                        async with upstream.conn.start_sftp_client() as sftp:
+                            home = await sftp.realpath(".")
+                    if isinstance(home, str) and home.startswith("/"):
+                        self._home = home
+                except (asyncssh.Error, OSError, TimeoutError) as exc:
+                    log.info("[client=%s] home directory unknown: %s", self.client_addr, exc)
+        return self._home or None
+
     def _fail_ready(self, message: str) -> None:
         assert self.ready is not None
         if not self.ready.done():
@@ -781,6 +800,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 why += f" ({event['unknown']})"
             self.fail(f"jitgate: {what} was denied: {why}", 1)
             return
+        if self.sftp is not None:
+            self.sftp.home = await conn.home_dir()
         env = self._allowed_env()
         pty = self.term_type is not None
         if pty and self.kind in ("shell", "exec"):  # interactive: typed lines are checked
@@ -866,6 +887,12 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         conn = self.connection
         assert conn.policy is not None
         decision = conn.recording_refusal() or conn.policy.file(op.op, op.paths, op.write)
+        if op.unresolved:
+            decision = Decision.deny(
+                "a relative path that leaves the home directory cannot be checked "
+                "(the target did not tell its home directory)",
+                "builtin:sftp-path",
+            )
         if decision.outcome is Outcome.REVIEW:
             why = f"{decision.reason or 'needs approval'} (file operations cannot wait)"
             decision = Decision.deny(why, *decision.policies)
