@@ -294,3 +294,74 @@ def test_sftp_paths_are_normalised_before_policy_decides(
     denied = [e for e in events if e.get("decision") == "deny"]
     assert {e["path"] for e in denied} == {str(locked / "keep.txt")}
     assert {e["requested"][0] for e in denied if "requested" in e} >= {relative, *sneaky}
+
+
+def test_legacy_scp_decides_each_file_both_ways(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``scp -O -r``: a file or directory a policy forbids is skipped with a message, the
+    others are copied; only the plain ``scp -t``/``scp -f`` is taken for scp."""
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("secret"),
+        f'@id("no-secrets-{conn.name}")\n@reason("secrets stay put")\n'
+        f'forbid (principal, action in [Action::"ssh:sftp_read", Action::"ssh:sftp_write"], '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "*/secret*" }};',
+    )
+    source = tmp_path / "tree"
+    (source / "sub").mkdir(parents=True)
+    (source / "secretdir").mkdir()
+    (source / "ok.txt").write_text("ok")
+    (source / "secret.txt").write_text("s")
+    (source / "sub" / "deep.txt").write_text("deep")
+    (source / "sub" / "secret.key").write_text("k")
+    (source / "secretdir" / "plain.txt").write_text("p")
+    client = OpenSSH(ssh_gateway)
+    dest = tmp_path / "uploaded"
+    dest.mkdir()
+    up = client.scp("-r", str(source), f"{conn.name}@127.0.0.1:{dest}", key=key, legacy=True)
+    assert up.returncode != 0 and b"jitgate:" in up.stderr and b"secrets stay put" in up.stderr
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert copied == ["tree", "tree/ok.txt", "tree/sub", "tree/sub/deep.txt"]
+    back = tmp_path / "downloaded"
+    back.mkdir()
+    down = client.scp("-r", f"{conn.name}@127.0.0.1:{source}", str(back), key=key, legacy=True)
+    assert down.returncode != 0 and b"secrets stay put" in down.stderr, down.stderr
+    fetched = sorted(str(p.relative_to(back)) for p in back.rglob("*"))
+    assert fetched == ["tree", "tree/ok.txt", "tree/sub", "tree/sub/deep.txt"]
+    assert (back / "tree" / "sub" / "deep.txt").read_text() == "deep"
+    events = [e for r in ssh_gateway.sessions(conn.name) for e in ssh_gateway.events(r, "sftp")]
+    scp = {(e["path"], e["mode"], e["decision"]) for e in events if e.get("op") == "scp"}
+    assert (f"{dest}/tree/secret.txt", "write", "deny") in scp
+    assert (f"{dest}/tree/sub/deep.txt", "write", "allow") in scp
+    assert (f"{source}/secretdir", "read", "deny") in scp
+    assert (f"{source}/sub/secret.key", "read", "deny") in scp
+
+
+def test_an_scp_command_that_is_not_plain_is_an_ordinary_exec(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("noexec-scp"),
+        f'@id("no-raw-scp-{conn.name}")\n@reason("scp runs only as scp")\n'
+        f'forbid (principal, action == Action::"ssh:exec", resource == Connection::"{conn.name}")\n'
+        'when { context.functions.contains("scp") };',
+    )
+    marker = tmp_path / "marker"
+    client = OpenSSH(ssh_gateway)
+    for command in (
+        f"scp -t {tmp_path}/x; touch {marker}",
+        f"scp -t {tmp_path}/x > {marker}",
+        f"scp -S /bin/sh -t {tmp_path}/x",
+        f"scp -t {tmp_path}/$(touch {marker})",
+    ):
+        result = client.ssh(conn.name, command, key=key, input=b"")
+        assert result.returncode == 1 and b"scp runs only as scp" in result.stderr, command
+    assert not marker.exists()
+    row = ssh_gateway.session(conn.name)
+    channel = ssh_gateway.events(row, "ssh.channel")[0]
+    assert channel["kind"] == "exec" and "scp" in channel["commands"]

@@ -17,8 +17,9 @@ target (:mod:`.upstream`: stored credential, pinned host key). Every client chan
 gets its own upstream channel on that one upstream connection:
 
 * session channels (:class:`ClientChannel`): ``shell`` (``ssh:shell``), ``exec``
-  (``ssh:exec``, the command line classified by :mod:`jitgate.shell`; legacy ``scp -t``
-  / ``scp -f`` become file operations; the SFTP server run by name, as ``sftp -s PATH``
+  (``ssh:exec``, the command line classified by :mod:`jitgate.shell`; the plain legacy
+  ``scp -t`` / ``scp -f`` an scp client runs is decided on its path and then file by
+  file (:mod:`.scp`); the SFTP server run by name, as ``sftp -s PATH``
   does, is inspected like the subsystem) and the ``sftp`` subsystem (each file operation
   decided, see :mod:`.sftp`). A denial is written on stderr with exit status 1; a
   review holds the channel until an approver decides (the client is told where). The
@@ -73,10 +74,12 @@ from jitgate.policy.gate import StatementGate
 from jitgate.policy.types import Decision, Outcome, Target
 from jitgate.protocols.ssh import upstream as up
 from jitgate.protocols.ssh.policy import SSHPolicy
+from jitgate.protocols.ssh.scp import SCPInspector, SCPProtocolError, parse_scp
 from jitgate.protocols.ssh.sftp import (
     FileOperation,
     SFTPInspector,
     SFTPProtocolError,
+    file_operation,
     request_event,
 )
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
@@ -664,6 +667,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.up_chan: asyncssh.SSHClientChannel[bytes] | None = None
         self.upstream_side: UpstreamChannel | None = None
         self.sftp: SFTPInspector | None = None
+        self.scp: SCPInspector | None = None  # legacy scp: each file decided
         self.editor: LineEditor | None = None
         self.script: ScriptReader | None = None  # a shell's commands read from stdin
         self._script_queue: deque[ScriptItem] = deque()
@@ -752,7 +756,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             text = self.command
             event["command"] = self.command
             line = classify(self.command)
-            scp = _legacy_scp(line)
+            scp = parse_scp(line)
             server = _sftp_server(line)
             if server is not None:
                 # The SFTP server run by name (`sftp -s /usr/lib/openssh/sftp-server`): its
@@ -770,11 +774,18 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                         "builtin:sftp-server",
                     )
             elif scp is not None:
-                op, path, write = scp
+                home = await conn.home_dir()
+                op = file_operation("scp", (scp.path,), scp.upload, home)
                 event["kind"] = "scp"
-                event["path"] = path
-                event["mode"] = "write" if write else "read"
-                decision = refusal or policy.file(op, (path,), write)
+                event["path"] = op.paths[0]
+                event["mode"] = "write" if scp.upload else "read"
+                decision = refusal or policy.file(op.op, op.paths, op.write)
+                if op.unresolved:
+                    decision = Decision.deny(
+                        "a relative path that leaves the home directory cannot be checked",
+                        "builtin:sftp-path",
+                    )
+                self.scp = SCPInspector(self._decide_scp_file, scp, home)
             else:
                 if line.names:
                     event["commands"] = list(line.names)
@@ -883,6 +894,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self.connection.record("ssh.env", {"denied": sorted(denied)[:64]})
         return allowed
 
+    def _decide_scp_file(self, path: str, write: bool) -> str | None:
+        return self._decide_file(FileOperation("scp", (path,), write))
+
     def _decide_file(self, op: FileOperation) -> str | None:
         conn = self.connection
         assert conn.policy is not None
@@ -921,6 +935,20 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self.chan.write(replies)
             if forward:
                 up_chan.write(forward)
+            return
+        if self.scp is not None and datatype is None:
+            upload = self.scp.request.upload
+            try:
+                to_server, to_client = (
+                    self.scp.from_source(data) if upload else self.scp.from_sink(data)
+                )
+            except SCPProtocolError as exc:
+                self.fail(f"jitgate: {exc}", 255)
+                return
+            if to_client and self.chan is not None:
+                self.chan.write(to_client)
+            if to_server:
+                up_chan.write(to_server)
             return
         if self.script is not None:
             self._script_queue.extend(self.script.feed(data))
@@ -1247,7 +1275,21 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         if chan is None:
             return
         self.connection.bytes_out += len(data)
-        if self.sftp is not None:
+        if self.scp is not None and datatype is None:
+            upload = self.scp.request.upload
+            try:
+                to_client, to_server = (
+                    self.scp.from_sink(data) if upload else self.scp.from_source(data)
+                )
+            except SCPProtocolError as exc:
+                self.fail(f"jitgate: {exc}", 255)
+                return
+            if to_server and self.up_chan is not None:
+                self.up_chan.write(to_server)
+            data = to_client
+            if not data:
+                return
+        elif self.sftp is not None:
             try:
                 self.sftp.from_server(data)
             except SFTPProtocolError as exc:
@@ -1353,20 +1395,6 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-def _legacy_scp(line: CommandLine) -> tuple[str, str, bool] | None:
-    """``scp -t PATH`` (upload) or ``scp -f PATH`` (download) run by a legacy scp client."""
-    if line.unknown or len(line.commands) != 1 or line.commands[0].name != "scp":
-        return None
-    argv = line.commands[0].argv[1:]
-    flags = {a for a in argv if a.startswith("-")}
-    paths = [a for a in argv if not a.startswith("-")]
-    to = any("t" in f[1:] for f in flags if not f.startswith("--"))
-    frm = any("f" in f[1:] for f in flags if not f.startswith("--"))
-    if to == frm or len(paths) != 1:
-        return None
-    return "scp", paths[0], to
 
 
 _SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
