@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import select
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +22,12 @@ from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway
 class Terminal:
     """``ssh -tt`` on the slave side of a pty; the test types on the master side."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], size: tuple[int, int] | None = None
+    ) -> None:
         self.master, slave = os.openpty()
+        if size is not None:  # rows, columns
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
         os.set_blocking(self.master, False)
         self.process = subprocess.Popen(
             argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
@@ -230,9 +237,7 @@ def test_a_switched_screen_does_not_turn_line_policy_off(
     assert not marker.exists()
     row = gw.session(conn)
     lines = [(e["text"], e["decision"], e.get("uncertain")) for e in gw.events(row, "ssh.line")]
-    assert lines[0] == (
-        "printf '\\033[?10'; sleep 0.2; printf '49h'; echo switched", "allow", None
-    )
+    assert lines[0] == ("printf '\\033[?10'; sleep 0.2; printf '49h'; echo switched", "allow", None)
     assert lines[1] == (f"touch {marker}", "deny", ["full-screen program"])
 
 
@@ -293,7 +298,8 @@ def test_lines_typed_without_echo_are_redacted_in_the_recording(
     assert "hunter2" not in json.dumps(events)
     lines = gw.events(row, "ssh.line")
     assert [(e["text"], e.get("redacted")) for e in lines][1] == (
-        "(a line typed without echo, not recorded)", "not echoed"
+        "(a line typed without echo, not recorded)",
+        "not echoed",
     )
     typed = "".join(e["d"] for e in gw.events(row, "term") if e["s"] == "i")
     assert "stty -echo" in typed and "*" * 11 in typed
