@@ -56,12 +56,15 @@ def test_escape_sequences_split_across_chunks() -> None:
     assert (line.text, line.uncertain) == ("lsx", True)
 
 
-def test_full_screen_programs_are_not_reconstructed() -> None:
+def test_lines_typed_in_full_screen_programs_are_uncertain() -> None:
     editor = LineEditor()
-    editor.set_screen(True)
-    assert editor.feed(":wq\r") == []
+    editor.feed("vi")
+    editor.set_screen(True)  # what was typed before the switch is not part of any line
+    [(_, line)] = editor.feed("reboot\r")
+    assert (line.text, line.uncertain, line.reasons) == ("reboot", True, ("full-screen program",))
     editor.set_screen(False)
-    assert [line.text for _, line in editor.feed("ls\r")] == ["ls"]
+    [(_, line)] = editor.feed("ls\r")
+    assert (line.text, line.uncertain) == ("ls", False)
 
 
 def test_feed_line_stops_after_each_line() -> None:

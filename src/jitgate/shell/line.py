@@ -18,9 +18,12 @@ the line *uncertain*: the text kept is what was typed, but the shell may be abou
 something else. It is honest about that; it does not emulate readline.
 
 It also cannot know *what* reads the keystrokes: a line typed into ``vim``, ``less``, a
-Python prompt or a password prompt is reconstructed too. Callers use
-:meth:`LineEditor.set_screen` (the remote switched to the alternate screen, as full-screen
-programs do) to stop reconstructing while a full-screen program runs.
+Python prompt or a password prompt is reconstructed too. Callers tell it with
+:meth:`LineEditor.set_screen` when the remote switches to the alternate screen, as
+full-screen programs do: lines are still reconstructed there (anything can switch the
+screen, ``printf '\\033[?1049h'`` included, so a shell behind a switched screen must not go
+unchecked), but every one of them is *uncertain* ("full-screen program"): it may be text
+typed into an editor, not a command, so it may be refused but is never a sure allow.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 
 MAX_LINE = 16 * 1024
 
+FULL_SCREEN = "full-screen program"
 _PASTE_START = "\x1b[200~"
 _PASTE_END = "\x1b[201~"
 
@@ -73,8 +77,6 @@ class LineEditor:
     def feed(self, text: str) -> list[tuple[int, TypedLine]]:
         """Feed typed text; return each line completed, with the offset of its CR/LF."""
         done: list[tuple[int, TypedLine]] = []
-        if self.full_screen:
-            return done
         for index, c in enumerate(text):
             line = self._key(c)
             if line is not None:
@@ -86,8 +88,6 @@ class LineEditor:
 
         With no completed line, everything is consumed: ``(len(text), None)``.
         """
-        if self.full_screen:
-            return len(text), None
         for index in range(start, len(text)):
             line = self._key(text[index])
             if line is not None:
@@ -177,6 +177,8 @@ class LineEditor:
             self._uncertain("line too long")
 
     def _complete(self) -> TypedLine:
+        if self.full_screen:
+            self._uncertain(FULL_SCREEN)
         line = TypedLine("".join(self._chars), bool(self._reasons), tuple(self._reasons))
         paste = self._paste
         self.reset()

@@ -26,7 +26,6 @@ is dropped with it (:class:`ScriptData`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from jitgate.shell.commands import MAX_LINE, CommandLine, classify
@@ -35,11 +34,12 @@ MAX_COMMAND = MAX_LINE
 MAX_BODY = 1 << 20
 #: Characters classified again and again while a multi-line command grows (it is
 #: classified after each line that may complete it): past this, it is decided as unknown.
-MAX_WORK = 1 << 20
+MAX_WORK = 1 << 18
 _WORD_END = " \t\r\n;&|()<>"
-#: A line can complete a command the shell is continuing only if it closes a quote, a
-#: substitution or a block, or the line before it asked for more.
-_CLOSERS = re.compile(r"['\"`)}\\]|(?<![\w-])(?:done|fi|esac)(?![\w-])")
+#: Reserved words that open and close blocks, and those after which a command follows.
+_DEPTH = {"if": 1, "do": 1, "case": 1, "{": 1, "fi": -1, "done": -1, "esac": -1, "}": -1}
+_BEFORE_COMMAND = {"if", "then", "else", "elif", "do", "while", "until", "{", "}", "!", "time"}
+_BARE_END = " \t\r\n;&|()<>'\"`\\$"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ class ScriptReader:
     _overflow: bool = False  # the command was decided early: its rest is ScriptData
     _size: int = 0  # bytes of the command lines
     _work: int = 0  # characters classified for this command so far
-    _continued: bool = False  # the last command line ended in |, &&, || or a backslash
+    _depth: int = 0  # blocks the command lines open (if/do/case/{), by a quick scan
 
     def feed(self, data: bytes) -> list[ScriptItem]:
         out: list[ScriptItem] = []
@@ -144,14 +144,10 @@ class ScriptReader:
             if self._size > self.max_command:
                 self._decide_early(out)
                 return
-            if (
-                len(self._lines) > 1
-                and not self._continued
-                and not _CLOSERS.search(line.decode("utf-8", "surrogateescape"))
-            ):
-                self._continued = line.rstrip().endswith((b"|", b"&&", b"\\"))
-                return  # nothing in it can complete the command: still incomplete
-            self._continued = line.rstrip().endswith((b"|", b"&&", b"\\"))
+            if self._quote or self._depth > 0 or line.rstrip().endswith((b"|", b"&&", b"\\")):
+                # Surely incomplete (the quick scan says so): the shell reads on, and the
+                # classifier is not run again over a growing command at every line.
+                return
         if self._heredocs:
             return
         command = self._command()
@@ -223,7 +219,7 @@ class ScriptReader:
         self._quote = ""
         self._overflow = False
         self._size = self._work = 0
-        self._continued = False
+        self._depth = 0
 
     # -------------------------------------------------------------- here-docs
 
@@ -232,9 +228,23 @@ class ScriptReader:
         text = line.decode("utf-8", "surrogateescape")
         found: list[_Heredoc] = []
         quote = self._quote
+        command = True  # a command word may start here (its name may be a reserved word)
         i, n = 0, len(text)
         while i < n:
             c = text[i]
+            if not quote and command and c not in " \t\r\n;&|()<>'\"`\\$#":
+                end = i
+                while end < n and text[end] not in _BARE_END:
+                    end += 1
+                word = text[i:end]
+                self._depth += _DEPTH.get(word, 0)
+                command = word in _BEFORE_COMMAND
+                i = end
+                continue
+            if c in ";&|(){}\n" and not quote:
+                command = True
+            elif c not in " \t\r":
+                command = False
             if quote:
                 if c == "\\" and quote == '"':
                     i += 2

@@ -45,9 +45,7 @@ def test_dangerous_command_is_denied_on_stderr_and_never_runs(
     client = OpenSSH(ssh_gateway)
     # Each denied line starts with `touch MARKER; false &&`: were policy to let one through,
     # the marker would show it and the dangerous command itself would still not run.
-    result = client.ssh(
-        conn.name, f"touch {marker}; false && rm -rf --no-preserve-root /", key=key
-    )
+    result = client.ssh(conn.name, f"touch {marker}; false && rm -rf --no-preserve-root /", key=key)
     assert result.returncode == 1
     assert b"jitgate:" in result.stderr and b"deletes the root filesystem" in result.stderr
     assert not marker.exists()
@@ -63,9 +61,7 @@ def test_dangerous_command_is_denied_on_stderr_and_never_runs(
     assert ssh_gateway.events(row, "ssh.channel")[0]["decision"] == "deny"
 
 
-def test_token_as_password_and_user_plus_connection(
-    ssh_gateway: SSHGateway, sshd: Sshd
-) -> None:
+def test_token_as_password_and_user_plus_connection(ssh_gateway: SSHGateway, sshd: Sshd) -> None:
     name = unique("bob")
     token = ssh_gateway.add_user(name)
     conn = ssh_gateway.add_connection(sshd)
@@ -233,7 +229,9 @@ def test_the_sftp_server_run_as_a_command_is_inspected_like_the_subsystem(
     row = ssh_gateway.session(conn.name)
     channel = ssh_gateway.events(row, "ssh.channel")[0]
     assert (channel["kind"], channel["command"], channel["decision"]) == (
-        "sftp", SFTP_SERVER, "allow"
+        "sftp",
+        SFTP_SERVER,
+        "allow",
     )
     ops = {(e["op"], e.get("decision")) for e in ssh_gateway.events(row, "sftp")}
     assert {("open", "allow"), ("open", "deny")} <= ops
@@ -241,3 +239,129 @@ def test_the_sftp_server_run_as_a_command_is_inspected_like_the_subsystem(
     for command in (f"true; {SFTP_SERVER}", f"{SFTP_SERVER} < /dev/null", "internal-sftp &"):
         denied = client.ssh(conn.name, command, key=key)
         assert denied.returncode == 1 and b"sftp subsystem" in denied.stderr, command
+
+
+def test_sftp_paths_are_normalised_before_policy_decides(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``..``, ``//`` and relative paths (from the home directory on the target) cannot
+    walk around a rule on a directory."""
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "keep.txt").write_text("keep me")
+    ssh_gateway.policy(
+        unique("ro"),
+        f'@id("no-read-{conn.name}")\n@reason("{locked} is off limits")\n'
+        f'forbid (principal, action in [Action::"ssh:sftp_read", Action::"ssh:sftp_write"], '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "{locked}/*" }};',
+    )
+    local = tmp_path / "up.txt"
+    local.write_text("hello")
+    client = OpenSSH(ssh_gateway)
+    sneaky = [
+        f"{tmp_path}/locked/../locked/keep.txt",
+        f"{tmp_path}//locked//keep.txt",
+        f"{tmp_path}/./locked/./keep.txt",
+        f"/..{locked}/keep.txt",
+    ]
+    for path in sneaky:
+        got = client.sftp(conn.name, f"get {path} {tmp_path}/got.txt\n", key=key)
+        assert got.returncode != 0 and b"ermission denied" in got.stderr, (path, got.stderr)
+        put = client.sftp(conn.name, f"put {local} {path}\n", key=key)
+        assert put.returncode != 0, path
+    assert not (tmp_path / "got.txt").exists()
+    assert (locked / "keep.txt").read_text() == "keep me"
+    home = os.path.expanduser("~" + sshd.user)
+    relative = os.path.relpath(locked / "keep.txt", home)  # ../tmp/…/locked/keep.txt
+    import asyncssh  # a client that sends relative paths as they are (OpenSSH's does not)
+
+    async def relative_read() -> str:
+        async with asyncssh.connect(
+            "127.0.0.1", ssh_gateway.port, username=conn.name, client_keys=[str(key)],
+            known_hosts=None, agent_path=None, config=[],
+        ) as ssh, ssh.start_sftp_client() as sftp:  # fmt: skip
+            try:
+                async with sftp.open(relative) as f:
+                    return str(await f.read())
+            except asyncssh.SFTPPermissionDenied as exc:
+                return f"denied: {exc.reason}"
+
+    assert ssh_gateway.call(relative_read()) == f"denied: jitgate: {locked} is off limits"
+    events = [e for r in ssh_gateway.sessions(conn.name) for e in ssh_gateway.events(r, "sftp")]
+    denied = [e for e in events if e.get("decision") == "deny"]
+    assert {e["path"] for e in denied} == {str(locked / "keep.txt")}
+    assert {e["requested"][0] for e in denied if "requested" in e} >= {relative, *sneaky}
+
+
+def test_legacy_scp_decides_each_file_both_ways(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    """``scp -O -r``: a file or directory a policy forbids is skipped with a message, the
+    others are copied; only the plain ``scp -t``/``scp -f`` is taken for scp."""
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("secret"),
+        f'@id("no-secrets-{conn.name}")\n@reason("secrets stay put")\n'
+        f'forbid (principal, action in [Action::"ssh:sftp_read", Action::"ssh:sftp_write"], '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "*/secret*" }};',
+    )
+    source = tmp_path / "tree"
+    (source / "sub").mkdir(parents=True)
+    (source / "secretdir").mkdir()
+    (source / "ok.txt").write_text("ok")
+    (source / "secret.txt").write_text("s")
+    (source / "sub" / "deep.txt").write_text("deep")
+    (source / "sub" / "secret.key").write_text("k")
+    (source / "secretdir" / "plain.txt").write_text("p")
+    client = OpenSSH(ssh_gateway)
+    dest = tmp_path / "uploaded"
+    dest.mkdir()
+    up = client.scp("-r", str(source), f"{conn.name}@127.0.0.1:{dest}", key=key, legacy=True)
+    assert up.returncode != 0 and b"jitgate:" in up.stderr and b"secrets stay put" in up.stderr
+    copied = sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+    assert copied == ["tree", "tree/ok.txt", "tree/sub", "tree/sub/deep.txt"]
+    back = tmp_path / "downloaded"
+    back.mkdir()
+    down = client.scp("-r", f"{conn.name}@127.0.0.1:{source}", str(back), key=key, legacy=True)
+    assert down.returncode != 0 and b"secrets stay put" in down.stderr, down.stderr
+    fetched = sorted(str(p.relative_to(back)) for p in back.rglob("*"))
+    assert fetched == ["tree", "tree/ok.txt", "tree/sub", "tree/sub/deep.txt"]
+    assert (back / "tree" / "sub" / "deep.txt").read_text() == "deep"
+    events = [e for r in ssh_gateway.sessions(conn.name) for e in ssh_gateway.events(r, "sftp")]
+    scp = {(e["path"], e["mode"], e["decision"]) for e in events if e.get("op") == "scp"}
+    assert (f"{dest}/tree/secret.txt", "write", "deny") in scp
+    assert (f"{dest}/tree/sub/deep.txt", "write", "allow") in scp
+    assert (f"{source}/secretdir", "read", "deny") in scp
+    assert (f"{source}/sub/secret.key", "read", "deny") in scp
+
+
+def test_an_scp_command_that_is_not_plain_is_an_ordinary_exec(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    ssh_gateway.policy(
+        unique("noexec-scp"),
+        f'@id("no-raw-scp-{conn.name}")\n@reason("scp runs only as scp")\n'
+        f'forbid (principal, action == Action::"ssh:exec", resource == Connection::"{conn.name}")\n'
+        'when { context.functions.contains("scp") };',
+    )
+    marker = tmp_path / "marker"
+    client = OpenSSH(ssh_gateway)
+    for command in (
+        f"scp -t {tmp_path}/x; touch {marker}",
+        f"scp -t {tmp_path}/x > {marker}",
+        f"scp -S /bin/sh -t {tmp_path}/x",
+        f"scp -t {tmp_path}/$(touch {marker})",
+    ):
+        result = client.ssh(conn.name, command, key=key, input=b"")
+        assert result.returncode == 1 and b"scp runs only as scp" in result.stderr, command
+    assert not marker.exists()
+    row = ssh_gateway.session(conn.name)
+    channel = ssh_gateway.events(row, "ssh.channel")[0]
+    assert channel["kind"] == "exec" and "scp" in channel["commands"]

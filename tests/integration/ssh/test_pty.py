@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import select
+import struct
 import subprocess
+import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jitgate.recording.replay import asciicast
@@ -18,8 +22,12 @@ from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway
 class Terminal:
     """``ssh -tt`` on the slave side of a pty; the test types on the master side."""
 
-    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], size: tuple[int, int] | None = None
+    ) -> None:
         self.master, slave = os.openpty()
+        if size is not None:  # rows, columns
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", *size, 0, 0))
         os.set_blocking(self.master, False)
         self.process = subprocess.Popen(
             argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True
@@ -181,3 +189,117 @@ def test_a_prompt_that_looks_like_a_password_prompt_does_not_switch_policy_off(
         (None, None, True),
         ("exit 3", "allow", None),
     ]
+
+
+def _bash_terminal(gw: SSHGateway, sshd: Sshd) -> tuple[Terminal, str]:
+    name = unique("tty")
+    gw.add_user(name)
+    key = gw.add_key(name)
+    conn = gw.add_connection(sshd)
+    client = OpenSSH(gw)
+    argv = ["ssh", *client.options(key), "-tt", "-p", str(gw.port)]
+    argv += [f"{conn.name}@127.0.0.1", "env PS1='prompt$ ' TERM=dumb bash --norc --noprofile -i"]
+    env = client.env(None)
+    env["TERM"] = "xterm"
+    return Terminal(argv, env), conn.name
+
+
+def test_a_switched_screen_does_not_turn_line_policy_off(
+    make_ssh_gateway: Callable[..., SSHGateway], sshd: Sshd, tmp_path: Path
+) -> None:
+    """A full-screen program's lines are reconstructed too, as uncertain: the alternate
+    screen can be switched on by anything (here printf, the switch cut in two writes), and
+    the shell behind it must still be checked; ``uncertain_lines: deny`` refuses them."""
+    gw = make_ssh_gateway(uncertain_lines="deny")
+    term, conn = _bash_terminal(gw, sshd)
+    marker = tmp_path / "marker"
+    try:
+        term.expect(rb"prompt\$ ")
+        term.type("printf '\\033[?10'; sleep 0.2; printf '49h'; echo switched\r")
+        term.expect(rb"hswitched\r\n")
+        term.ready(after=b"hswitched")
+        term.type(f"touch {marker}\r")
+        term.expect(rb"was denied: this line could not be reconstructed exactly")
+        term.ready(after=b"was denied")
+        mark = len(term.seen)
+        term.type("printf '\\033[?1049l'; echo back\r")  # uncertain too: denied
+        term.expect(rb"was denied", since=mark)
+        term.ready(after=b"was denied")
+        mark = len(term.seen)
+        term.type("\x1b[?1049l\x03")  # typed keys are not the screen's state
+        term.expect(rb"prompt\$ ", since=mark)
+        mark = len(term.seen)
+        term.type("exit 5\r")  # still behind the switched screen: uncertain, denied
+        term.expect(rb"was denied", since=mark)
+    finally:
+        term.process.kill()
+        term.close()
+    assert not marker.exists()
+    row = gw.session(conn)
+    lines = [(e["text"], e["decision"], e.get("uncertain")) for e in gw.events(row, "ssh.line")]
+    assert lines[0] == ("printf '\\033[?10'; sleep 0.2; printf '49h'; echo switched", "allow", None)
+    assert lines[1] == (f"touch {marker}", "deny", ["full-screen program"])
+
+
+def test_dangerous_lines_behind_a_switched_screen_are_denied(
+    ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path
+) -> None:
+    term, conn = _bash_terminal(ssh_gateway, sshd)
+    marker = tmp_path / "marker"
+    try:
+        term.expect(rb"prompt\$ ")
+        term.type("printf '\\033[?1049h'; echo switched\r")
+        term.expect(rb"hswitched\r\n")
+        term.ready(after=b"hswitched")
+        term.type(f"touch {marker}; false && reboot\r")
+        term.expect(rb"was denied: reboot stops the server")
+        term.ready(after=b"was denied")
+        term.type("printf '\\033[?1049l'; echo back\r")
+        term.expect(rb"lback\r\n")
+        term.ready(after=b"lback")
+        term.type("exit 4\r")
+        assert term.close() == 4
+    finally:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.process.wait(10)
+    assert not marker.exists()
+    row = ssh_gateway.session(conn)
+    lines = [(e["text"], e["decision"], e.get("uncertain"))
+             for e in ssh_gateway.events(row, "ssh.line")]  # fmt: skip
+    assert lines[1:] == [
+        (f"touch {marker}; false && reboot", "deny", ["full-screen program"]),
+        ("printf '\\033[?1049l'; echo back", "allow", ["full-screen program"]),
+        ("exit 4", "allow", None),
+    ]
+
+
+def test_lines_typed_without_echo_are_redacted_in_the_recording(
+    make_ssh_gateway: Callable[..., SSHGateway], sshd: Sshd
+) -> None:
+    gw = make_ssh_gateway(record_input=True)
+    term, conn = _bash_terminal(gw, sshd)
+    try:
+        term.expect(rb"prompt\$ ")
+        term.type('stty -echo; read -r x; stty echo; echo "len-${#x}"\r')
+        term.expect(rb"stty echo; echo \"len-\$\{#x\}\"\r\n")  # echoed, then read waits
+        time.sleep(0.3)
+        term.type("hunter2-xyz\r")  # no prompt that asks for a password: only echo is off
+        term.expect(rb"len-11")
+        term.ready(after=b"len-11")
+        term.type("exit 0\r")
+        assert term.close() == 0
+    finally:
+        if term.process.poll() is None:
+            term.process.kill()
+            term.process.wait(10)
+    row = gw.session(conn)
+    events = gw.events(row)
+    assert "hunter2" not in json.dumps(events)
+    lines = gw.events(row, "ssh.line")
+    assert [(e["text"], e.get("redacted")) for e in lines][1] == (
+        "(a line typed without echo, not recorded)",
+        "not echoed",
+    )
+    typed = "".join(e["d"] for e in gw.events(row, "term") if e["s"] == "i")
+    assert "stty -echo" in typed and "*" * 11 in typed

@@ -17,8 +17,9 @@ target (:mod:`.upstream`: stored credential, pinned host key). Every client chan
 gets its own upstream channel on that one upstream connection:
 
 * session channels (:class:`ClientChannel`): ``shell`` (``ssh:shell``), ``exec``
-  (``ssh:exec``, the command line classified by :mod:`jitgate.shell`; legacy ``scp -t``
-  / ``scp -f`` become file operations; the SFTP server run by name, as ``sftp -s PATH``
+  (``ssh:exec``, the command line classified by :mod:`jitgate.shell`; the plain legacy
+  ``scp -t`` / ``scp -f`` an scp client runs is decided on its path and then file by
+  file (:mod:`.scp`); the SFTP server run by name, as ``sftp -s PATH``
   does, is inspected like the subsystem) and the ``sftp`` subsystem (each file operation
   decided, see :mod:`.sftp`). A denial is written on stderr with exit status 1; a
   review holds the channel until an approver decides (the client is told where). The
@@ -53,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
+import dataclasses
 import logging
 import re
 import shlex
@@ -72,10 +74,12 @@ from jitgate.policy.gate import StatementGate
 from jitgate.policy.types import Decision, Outcome, Target
 from jitgate.protocols.ssh import upstream as up
 from jitgate.protocols.ssh.policy import SSHPolicy
+from jitgate.protocols.ssh.scp import SCPInspector, SCPProtocolError, parse_scp
 from jitgate.protocols.ssh.sftp import (
     FileOperation,
     SFTPInspector,
     SFTPProtocolError,
+    file_operation,
     request_event,
 )
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
@@ -89,6 +93,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("jitgate.ssh")
 
 _ALT_SCREEN = re.compile(rb"\x1b\[\?(1049|1047|47)([hl])")
+_ALT_PREFIXES = (b"\x1b[?1049", b"\x1b[?1047", b"\x1b[?47")
 _SECRET_PROMPT = re.compile(r"\b(password|passphrase|passcode|pin|token)\b[^\n]{0,80}:\s*$", re.I)
 #: How long a line typed at a password-like prompt waits for the remote's echo (after its
 #: first character) before it is taken as a secret: no echo, the remote turned it off.
@@ -101,6 +106,9 @@ ECHO_WAIT = 1.0
 _CANCEL_LINE = b"\x05\x15\x03"
 _UNRECORDED = "the session cannot be recorded, so it is refused"
 MAX_CONTINUED = 64 * 1024
+MAX_UNECHOED = 16 * 1024
+#: What the recording says instead of a line typed while the remote did not echo.
+UNECHOED = "(a line typed without echo, not recorded)"
 
 
 def parse_username(username: str) -> tuple[str | None, str]:
@@ -162,6 +170,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self._attempts = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._home: str | None = None  # the user's home directory on the target ("": unknown)
+        self._home_lock = asyncio.Lock()
 
     # --------------------------------------------------------------- lifecycle
 
@@ -548,6 +558,23 @@ class GatewayConnection(asyncssh.SSHServer):
             return
         self.ready.set_result(upstream)
 
+    async def home_dir(self) -> str | None:
+        """The target user's home directory (where relative file paths start), asked of
+        the target's SFTP server once per connection; None when it cannot tell."""
+        async with self._home_lock:
+            if self._home is None:
+                self._home = ""
+                upstream = await self.upstream_ready()
+                try:
+                    async with asyncio.timeout(self.settings.connect_timeout):
+                        async with upstream.conn.start_sftp_client() as sftp:
+                            home = await sftp.realpath(".")
+                    if isinstance(home, str) and home.startswith("/"):
+                        self._home = home
+                except (asyncssh.Error, OSError, TimeoutError) as exc:
+                    log.info("[client=%s] home directory unknown: %s", self.client_addr, exc)
+        return self._home or None
+
     def _fail_ready(self, message: str) -> None:
         assert self.ready is not None
         if not self.ready.done():
@@ -640,6 +667,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.up_chan: asyncssh.SSHClientChannel[bytes] | None = None
         self.upstream_side: UpstreamChannel | None = None
         self.sftp: SFTPInspector | None = None
+        self.scp: SCPInspector | None = None  # legacy scp: each file decided
         self.editor: LineEditor | None = None
         self.script: ScriptReader | None = None  # a shell's commands read from stdin
         self._script_queue: deque[ScriptItem] = deque()
@@ -654,6 +682,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._prompt_tail = ""
         self._continued = ""  # earlier lines of a multi-line command
         self._keyed_at: float | None = None  # when the line being typed began
+        self._unechoed: list[str] = []  # recorded input kept back until it is echoed
+        self._unechoed_size = 0
+        self._continued_unechoed = False  # part of the continued command was not echoed
+        self._screen_tail = b""  # an escape sequence cut at the end of the last output
         self._echoed = False  # the remote wrote something since then (its echo)
         self._echo: asyncio.Event | None = None  # set on output while a line waits for it
         self._ended = False
@@ -724,7 +756,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             text = self.command
             event["command"] = self.command
             line = classify(self.command)
-            scp = _legacy_scp(line)
+            scp = parse_scp(line)
             server = _sftp_server(line)
             if server is not None:
                 # The SFTP server run by name (`sftp -s /usr/lib/openssh/sftp-server`): its
@@ -742,11 +774,18 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                         "builtin:sftp-server",
                     )
             elif scp is not None:
-                op, path, write = scp
+                home = await conn.home_dir()
+                op = file_operation("scp", (scp.path,), scp.upload, home)
                 event["kind"] = "scp"
-                event["path"] = path
-                event["mode"] = "write" if write else "read"
-                decision = refusal or policy.file(op, (path,), write)
+                event["path"] = op.paths[0]
+                event["mode"] = "write" if scp.upload else "read"
+                decision = refusal or policy.file(op.op, op.paths, op.write)
+                if op.unresolved:
+                    decision = Decision.deny(
+                        "a relative path that leaves the home directory cannot be checked",
+                        "builtin:sftp-path",
+                    )
+                self.scp = SCPInspector(self._decide_scp_file, scp, home)
             else:
                 if line.names:
                     event["commands"] = list(line.names)
@@ -772,6 +811,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 why += f" ({event['unknown']})"
             self.fail(f"jitgate: {what} was denied: {why}", 1)
             return
+        if self.sftp is not None:
+            self.sftp.home = await conn.home_dir()
         env = self._allowed_env()
         pty = self.term_type is not None
         if pty and self.kind in ("shell", "exec"):  # interactive: typed lines are checked
@@ -854,10 +895,19 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self.connection.record("ssh.env", {"denied": sorted(denied)[:64]})
         return allowed
 
+    def _decide_scp_file(self, path: str, write: bool) -> str | None:
+        return self._decide_file(FileOperation("scp", (path,), write))
+
     def _decide_file(self, op: FileOperation) -> str | None:
         conn = self.connection
         assert conn.policy is not None
         decision = conn.recording_refusal() or conn.policy.file(op.op, op.paths, op.write)
+        if op.unresolved:
+            decision = Decision.deny(
+                "a relative path that leaves the home directory cannot be checked "
+                "(the target did not tell its home directory)",
+                "builtin:sftp-path",
+            )
         if decision.outcome is Outcome.REVIEW:
             why = f"{decision.reason or 'needs approval'} (file operations cannot wait)"
             decision = Decision.deny(why, *decision.policies)
@@ -887,6 +937,20 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             if forward:
                 up_chan.write(forward)
             return
+        if self.scp is not None and datatype is None:
+            upload = self.scp.request.upload
+            try:
+                to_server, to_client = (
+                    self.scp.from_source(data) if upload else self.scp.from_sink(data)
+                )
+            except SCPProtocolError as exc:
+                self.fail(f"jitgate: {exc}", 255)
+                return
+            if to_client and self.chan is not None:
+                self.chan.write(to_client)
+            if to_server:
+                up_chan.write(to_server)
+            return
         if self.script is not None:
             self._script_queue.extend(self.script.feed(data))
             if not self._held:
@@ -905,9 +969,14 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         assert self.editor is not None and self.up_chan is not None
         if record and self.settings.record_input and self.connection.recorder is not None:
             if _SECRET_PROMPT.search(self._prompt_tail):  # typed at a password prompt
-                self.connection.recorder.terminal("i", re.sub(r"[^\r\n]", "*", text))
-            else:
+                self.connection.recorder.terminal("i", _redacted(text))
+            elif self._keyed_at is not None and self._echoed:
                 self.connection.recorder.terminal("i", text)
+            else:  # kept until the remote echoes it (or, at Enter, does not: redacted)
+                self._unechoed.append(text)
+                self._unechoed_size += len(text)
+                if self._unechoed_size > MAX_UNECHOED:
+                    self._flush_input(echoed=False)
         pos = 0
         while pos < len(text):
             end, line = self.editor.feed_line(text, pos)
@@ -933,21 +1002,20 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
     def _line_entered(self, typed: TypedLine, enter: bytes, rest: str) -> bool:
         """A line was entered; True when the caller may go on with the rest.
 
-        It is a secret (a password: not put to policy, not recorded) only when the remote
-        asked for one *and* did not echo what was typed, as password prompts do: a prompt
-        that merely looks like one (``PS1='token: '``) echoes, and its lines are decided as
-        usual. When Enter comes before the remote could echo (typed fast, pasted), the
-        line is held until the echo arrives or ``ECHO_WAIT`` has passed since its first
-        character.
+        A line the remote does not echo (echo is off: a password being typed) is never
+        written to the recording: its input frames and its text are redacted. It is a
+        secret (not put to policy either) only when the remote also asked for one: a
+        prompt that merely looks like one (``PS1='token: '``) echoes, and a shell with
+        echo turned off (``stty -echo``) has its lines decided as usual, unrecorded. When
+        Enter comes before the remote could echo (typed fast, pasted), the line is held
+        until the echo arrives or ``ECHO_WAIT`` has passed since its first character.
         """
         keyed_at = self._keyed_at
         if keyed_at is None or self._echoed or not typed.text:
-            return self._decide_line(typed, enter, rest, secret=False)
-        if not _SECRET_PROMPT.search(self._prompt_tail):
-            return self._decide_line(typed, enter, rest, secret=False)
+            return self._decide_line(typed, enter, rest, echoed=True)
         wait = keyed_at + ECHO_WAIT - asyncio.get_running_loop().time()
         if wait <= 0:
-            return self._decide_line(typed, enter, rest, secret=True)
+            return self._decide_line(typed, enter, rest, echoed=False)
         self._held = True
         assert self.chan is not None
         self.chan.pause_reading()
@@ -962,33 +1030,47 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         finally:
             self._echo = None
         self._held = False
-        if self._decide_line(typed, enter, rest, secret=not self._echoed):
+        if self._decide_line(typed, enter, rest, echoed=self._echoed):
             self._resume(rest)
 
-    def _decide_line(self, typed: TypedLine, enter: bytes, rest: str, *, secret: bool) -> bool:
+    def _flush_input(self, *, echoed: bool) -> None:
+        """Write the typed input kept back while its echo was awaited."""
+        held, self._unechoed, self._unechoed_size = self._unechoed, [], 0
+        recorder = self.connection.recorder
+        if held and recorder is not None:
+            text = "".join(held)
+            recorder.terminal("i", text if echoed else _redacted(text))
+
+    def _decide_line(self, typed: TypedLine, enter: bytes, rest: str, *, echoed: bool) -> bool:
         """Decide one typed line; True when the caller may go on with the rest."""
         assert self.up_chan is not None
         conn = self.connection
+        secret = not echoed and bool(_SECRET_PROMPT.search(self._prompt_tail))
+        self._flush_input(echoed=echoed)
         self._prompt_tail = ""
         self._keyed_at = None
         assert self.editor is not None
         if self.editor.interrupted:  # Ctrl-C ended any multi-line command being typed
             self.editor.interrupted = False
             self._continued = ""
+            self._continued_unechoed = False
         if secret or (not typed.text.strip() and not self._continued):
             if secret:
                 conn.record("ssh.line", {"secret": True})
             self.up_chan.write(enter)
             return True
         text = self._continued + typed.text
+        unechoed = self._continued_unechoed or not echoed
         line = classify(text)
         if line.incomplete and len(text) < MAX_CONTINUED and text.count("\n") < 100:
             # The shell will ask for more (an open quote, `do`, a trailing `|`): nothing
             # runs yet, so the whole command is decided when its last line is entered.
             self._continued = text + "\n"
+            self._continued_unechoed = unechoed
             self.up_chan.write(enter)
             return True
         self._continued = ""
+        self._continued_unechoed = False
         typed = TypedLine(text, typed.uncertain, typed.reasons)
         assert conn.policy is not None
         decision = conn.recording_refusal() or conn.policy.command(line, interactive=True)
@@ -1003,6 +1085,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             event["uncertain"] = list(typed.reasons)
         if line.names:
             event["commands"] = list(line.names)
+        if unechoed:  # echo was off: what was typed (and what policy said of it) stays out
+            if decision.reason:  # a reason may quote the line ({tag}, {dangerous})
+                decision = dataclasses.replace(decision, reason="refused by policy")
+            event = {"text": UNECHOED, "redacted": "not echoed", **_decision_fields(decision)}
+            typed = TypedLine(UNECHOED, typed.uncertain, typed.reasons)
         if decision.outcome is Outcome.REVIEW:
             self._held = True
             assert self.chan is not None
@@ -1189,7 +1276,21 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         if chan is None:
             return
         self.connection.bytes_out += len(data)
-        if self.sftp is not None:
+        if self.scp is not None and datatype is None:
+            upload = self.scp.request.upload
+            try:
+                to_client, to_server = (
+                    self.scp.from_sink(data) if upload else self.scp.from_source(data)
+                )
+            except SCPProtocolError as exc:
+                self.fail(f"jitgate: {exc}", 255)
+                return
+            if to_server and self.up_chan is not None:
+                self.up_chan.write(to_server)
+            data = to_client
+            if not data:
+                return
+        elif self.sftp is not None:
             try:
                 self.sftp.from_server(data)
             except SFTPProtocolError as exc:
@@ -1208,14 +1309,29 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             if self.editor is not None:
                 if self._keyed_at is not None and not self._echoed:
                     self._echoed = True
+                    self._flush_input(echoed=True)
                     if self._echo is not None:
                         self._echo.set()
-                if b"\x1b[?" in data:
-                    for m in _ALT_SCREEN.finditer(data):
-                        self.editor.set_screen(m.group(2) == b"h")
+                if self._screen_tail or b"\x1b" in data:
+                    self._watch_screen(data)
                 tail = (self._prompt_tail + text)[-200:]
                 self._prompt_tail = tail
         chan.write(data, datatype)
+
+    def _watch_screen(self, data: bytes) -> None:
+        """Follow the switches to and from the alternate screen, even when a switch is
+        cut between two writes of the remote."""
+        assert self.editor is not None
+        scan = self._screen_tail + data
+        for m in _ALT_SCREEN.finditer(scan):
+            full = m.group(2) == b"h"
+            if full != self.editor.full_screen:
+                self.editor.set_screen(full)
+                self._continued = ""  # a command being continued was not the shell's
+                self._continued_unechoed = False
+        last = scan.rfind(b"\x1b", max(0, len(scan) - 8))
+        tail = scan[last:] if last >= 0 else b""
+        self._screen_tail = tail if any(p.startswith(tail) for p in _ALT_PREFIXES) else b""
 
     def upstream_closed(
         self, status: int | None, signal: tuple[str, bool, str, str] | None
@@ -1282,20 +1398,6 @@ class UpstreamChannel(asyncssh.SSHClientSession[bytes]):
 # ------------------------------------------------------------------------- helpers
 
 
-def _legacy_scp(line: CommandLine) -> tuple[str, str, bool] | None:
-    """``scp -t PATH`` (upload) or ``scp -f PATH`` (download) run by a legacy scp client."""
-    if line.unknown or len(line.commands) != 1 or line.commands[0].name != "scp":
-        return None
-    argv = line.commands[0].argv[1:]
-    flags = {a for a in argv if a.startswith("-")}
-    paths = [a for a in argv if not a.startswith("-")]
-    to = any("t" in f[1:] for f in flags if not f.startswith("--"))
-    frm = any("f" in f[1:] for f in flags if not f.startswith("--"))
-    if to == frm or len(paths) != 1:
-        return None
-    return "scp", paths[0], to
-
-
 _SFTP_SERVERS = frozenset({"sftp-server", "internal-sftp"})
 
 
@@ -1312,6 +1414,10 @@ def _sftp_server(line: CommandLine) -> bool | None:
     except ValueError:
         return False
     return words[-len(argv) :] == argv
+
+
+def _redacted(text: str) -> str:
+    return re.sub(r"[^\r\n]", "*", text)
 
 
 def _decision_fields(decision: Decision) -> dict[str, Any]:

@@ -17,10 +17,19 @@ inspector's own events are the outcomes: each decided operation's ``status`` whe
 server answers it, and each handle's totals of bytes read and written when it is closed.
 Metadata requests (``stat``, ``lstat``, ``realpath``, ``readdir`` on an allowed
 directory) pass unrecorded.
+
+Paths are normalised before they are decided (:func:`normalize`): a relative path is taken
+from the user's home directory on the target (``home``, which the session asks the target
+for), ``.``, ``..`` and repeated slashes are resolved, so ``/etc/../etc//shadow`` and
+``../../etc/shadow`` are both ``/etc/shadow`` to policy and in the record (the path as
+sent is kept beside it as ``requested``). Symbolic links on the target cannot be seen
+from here: a policy on paths is only as good as the target's links allow. With the home
+directory unknown, a relative path that climbs out of it is refused.
 """
 
 from __future__ import annotations
 
+import posixpath
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,9 +72,37 @@ class SFTPProtocolError(Exception):
 @dataclass(frozen=True, slots=True)
 class FileOperation:
     op: str  # open, opendir, remove, mkdir, rmdir, rename, setstat, symlink, …
-    paths: tuple[str, ...]
+    paths: tuple[str, ...]  # normalised (see normalize)
     write: bool
     flags: int = 0
+    requested: tuple[str, ...] = ()  # the paths as sent, when normalising changed them
+    unresolved: bool = False  # a path could not be made absolute: refuse it
+
+
+def normalize(path: str, home: str | None) -> str | None:
+    """``path`` made absolute (relative ones from ``home``) with ``.``, ``..`` and ``//``
+    resolved; None when it cannot be (relative, climbing out of an unknown home)."""
+    if not path.startswith("/"):
+        if home:
+            path = home.rstrip("/") + "/" + path
+        else:
+            relative = posixpath.normpath(path or ".")
+            if relative == ".." or relative.startswith("../"):
+                return None
+            return "~" if relative == "." else "~/" + relative
+    norm = posixpath.normpath(path)
+    return "/" + norm.lstrip("/") if norm.startswith("//") else norm
+
+
+def file_operation(
+    op: str, paths: tuple[str, ...], write: bool, home: str | None, flags: int = 0
+) -> FileOperation:
+    """A file operation on ``paths`` as sent, with the paths normalised."""
+    normal = tuple(normalize(p, home) for p in paths)
+    unresolved = any(n is None for n in normal)
+    decided = tuple(n if n is not None else p for n, p in zip(normal, paths, strict=True))
+    requested = paths if decided != paths else ()
+    return FileOperation(op, decided, write, flags, requested, unresolved)
 
 
 #: ``decide(operation)`` returns None to allow, or the reason it is denied.
@@ -91,6 +128,7 @@ class _Pending:
 class SFTPInspector:
     decide: Decide
     max_packet: int = 1 << 20
+    home: str | None = None  # the user's home directory on the target (relative paths)
     events: list[dict[str, Any]] = field(default_factory=list)
     _up: bytearray = field(default_factory=bytearray)
     _down: bytearray = field(default_factory=bytearray)
@@ -172,35 +210,38 @@ class SFTPInspector:
         return None
 
     def _operation(self, ptype: int, p: memoryview) -> FileOperation | None:
+        home = self.home
         if ptype == OPEN:
             path, at = _text(p, 9)
             (flags,) = _U32.unpack_from(p, at) if at + 4 <= len(p) else (0,)
-            return FileOperation("open", (path,), bool(flags & _WRITE_FLAGS), flags)
+            return file_operation("open", (path,), bool(flags & _WRITE_FLAGS), home, flags)
         if ptype in (OPENDIR, READLINK):
             path, _ = _text(p, 9)
-            return FileOperation("opendir" if ptype == OPENDIR else "readlink", (path,), False)
+            name = "opendir" if ptype == OPENDIR else "readlink"
+            return file_operation(name, (path,), False, home)
         if ptype in (REMOVE, MKDIR, RMDIR, SETSTAT):
             path, _ = _text(p, 9)
             name = {REMOVE: "remove", MKDIR: "mkdir", RMDIR: "rmdir", SETSTAT: "setstat"}[ptype]
-            return FileOperation(name, (path,), True)
+            return file_operation(name, (path,), True, home)
         if ptype in (RENAME, SYMLINK):
             first, at = _text(p, 9)
             second, _ = _text(p, at)
-            return FileOperation("rename" if ptype == RENAME else "symlink", (first, second), True)
+            name = "rename" if ptype == RENAME else "symlink"
+            return file_operation(name, (first, second), True, home)
         if ptype == EXTENDED:
             name, at = _text(p, 9)
             if name in _READ_EXTENSIONS:
                 if name == "statvfs@openssh.com":
                     path, _ = _text(p, at)
-                    return FileOperation("statvfs", (path,), False)
+                    return file_operation("statvfs", (path,), False, home)
                 return None
             if name in _TWO_PATH_WRITES:
                 first, at = _text(p, at)
                 second, _ = _text(p, at)
-                return FileOperation(name.split("@")[0], (first, second), True)
+                return file_operation(name.split("@")[0], (first, second), True, home)
             if name == "lsetstat@openssh.com":
                 path, _ = _text(p, at)
-                return FileOperation("lsetstat", (path,), True)
+                return file_operation("lsetstat", (path,), True, home)
             return FileOperation(name[:64], (), True)  # unknown: treated as a write
         return None
 
@@ -294,6 +335,8 @@ def _operation_fields(op: FileOperation) -> dict[str, Any]:
     }
     if len(op.paths) > 1:
         event["to"] = op.paths[1]
+    if op.requested:
+        event["requested"] = list(op.requested)
     return event
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jitgate.protocols.ssh.policy import command_statement, path_statement
-from jitgate.protocols.ssh.session import _legacy_scp, _sftp_server, parse_username
+from jitgate.protocols.ssh.session import _sftp_server, parse_username
 from jitgate.shell import classify
 from jitgate.sql.types import CommandKind
 
@@ -21,22 +21,6 @@ from jitgate.sql.types import CommandKind
 )
 def test_parse_username(login: str, expected: tuple[str | None, str]) -> None:
     assert parse_username(login) == expected
-
-
-@pytest.mark.parametrize(
-    ("command", "expected"),
-    [
-        ("scp -t /srv/app.tgz", ("scp", "/srv/app.tgz", True)),
-        ("scp -r -d -t -- /srv", ("scp", "/srv", True)),
-        ("scp -f /etc/hosts", ("scp", "/etc/hosts", False)),
-        ("scp -t /a /b", None),
-        ("scp -t -f /a", None),
-        ("scp -t /a; rm -rf /b", None),
-        ("ls -t /a", None),
-    ],
-)
-def test_legacy_scp(command: str, expected: tuple[str, str, bool] | None) -> None:
-    assert _legacy_scp(classify(command)) == expected
 
 
 def test_statements_carry_what_policy_reads() -> None:

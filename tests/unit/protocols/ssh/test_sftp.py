@@ -125,3 +125,39 @@ def test_a_decision_that_keeps_the_callers_frames_alive_does_not_pin_the_buffer(
     inspector.from_client(packet(s.REMOVE, b"/x", req_id=1) + second[:5])
     out, _ = inspector.from_client(second[5:])  # the receive buffer is resized
     assert out == second
+
+
+def test_paths_are_normalised_before_they_are_decided() -> None:
+    seen: list[FileOperation] = []
+
+    def decide(op: FileOperation) -> str | None:
+        seen.append(op)
+        return deny_writes_under_etc(op)
+
+    inspector = SFTPInspector(decide, home="/home/alice")
+    requests = [
+        packet(s.OPEN, b"/etc/../etc/shadow", 0x1A, 0, req_id=1),
+        packet(s.OPEN, b"//etc//cron.d/./x", 0x1A, 0, req_id=2),
+        packet(s.REMOVE, b"../../etc/passwd", req_id=3),
+        packet(s.OPEN, b"notes.txt", 0x1A, 0, req_id=4),
+        packet(s.RENAME, b"a", b"/tmp/../etc/hosts", req_id=5),
+    ]
+    out, replies = inspector.from_client(b"".join(requests))
+    assert out == requests[3]
+    assert [op.paths for op in seen] == [
+        ("/etc/shadow",), ("/etc/cron.d/x",), ("/etc/passwd",),
+        ("/home/alice/notes.txt",), ("/home/alice/a", "/etc/hosts"),
+    ]  # fmt: skip
+    assert replies.count(b"/etc is read-only") == 4
+    event = s.request_event(seen[0], Decision.deny("no", "ro"))
+    assert (event["path"], event["requested"]) == ("/etc/shadow", ["/etc/../etc/shadow"])
+
+
+def test_relative_paths_with_the_home_directory_unknown() -> None:
+    assert s.normalize("a/../b", None) == "~/b"
+    assert s.normalize(".", None) == "~"
+    assert s.normalize("../etc/passwd", None) is None
+    assert s.normalize("a/../../x", None) is None
+    assert s.normalize("/../../etc", None) == "/etc"
+    op = s.file_operation("open", ("../x",), False, None)
+    assert op.unresolved and op.paths == ("../x",)
