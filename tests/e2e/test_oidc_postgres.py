@@ -128,3 +128,43 @@ async def test_oidc_jwt_logs_in_and_a_tampered_one_gets_28p01(
     assert 'password authentication failed for user "alice"' in str(forged)
     refused = psql(env, tampered(token), "SELECT 1")
     assert refused.returncode != 0 and "password authentication failed" in refused.stderr
+
+
+async def test_user_without_access_gets_28000(env: Env, oidc_provider: OIDCProvider) -> None:
+    token = oidc_provider.login_device("bob", "bob-password").access_token
+    refused = await asyncpg_refusal(env, token, "bob")
+    assert refused.sqlstate == "28000"
+    assert "jitgate: bob may not connect to 'oidc-db'" in str(refused)
+    done = psql(env, token, "SELECT 1", user="bob")
+    assert done.returncode != 0 and "bob may not connect" in done.stderr
+    # the same provider's token for alice is let in: it is bob, not the token kind
+    alice = oidc_provider.login_device("alice", "alice-password").access_token
+    assert psql(env, alice, "SELECT 1").stdout.strip() == "1"
+
+
+def test_the_upstream_never_sees_the_clients_token(
+    env: Env, oidc_provider: OIDCProvider
+) -> None:
+    token = oidc_provider.login_device("alice", "alice-password").access_token
+    signature = token.rsplit(".", 1)[1]
+    # Everything the upstream reports to the session: its own pg_stat_activity rows (as
+    # JSON, every column), every setting, the startup parameters it was given.
+    done = psql(
+        env, token,
+        "SELECT row_to_json(a) FROM pg_stat_activity a",
+        "SHOW ALL",
+        "SELECT current_setting('application_name'), session_user",
+        "SELECT 'leak-check-' || pg_backend_pid()",
+        app="leak-check",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert '"application_name":"leak-check"' in done.stdout  # the session's own row is there
+    assert "\nleak-check|postgres\n" in done.stdout
+    # … and pg_stat_activity read directly on the upstream, and the upstream's log, which
+    # has every connection and statement of this session.
+    direct = env.cluster.psql("SELECT row_to_json(a) FROM pg_stat_activity a")
+    log = (env.cluster.root / "server.log").read_text(errors="replace")
+    assert "app=leak-check LOG:  statement: SHOW ALL" in log
+    assert "connection authorized: user=postgres database=postgres" in log
+    for seen in (done.stdout, done.stderr, direct, log):
+        assert token not in seen and signature not in seen
