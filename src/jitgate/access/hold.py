@@ -61,7 +61,7 @@ async def resolve_review(
         access.consume_statement_grant, who.principal, who.actor, connection, key
     )
     if grant is not None:
-        return Decision.allow(f"approved-request:{grant.request_id}")
+        return await _approved(access, grant.request_id)
     reason = decision.reason or "this statement needs approval"
     try:
         request = await asyncio.to_thread(
@@ -127,7 +127,29 @@ async def resolve_review(
         return Decision.deny(
             f"request {request.id} was approved but its grant is already used", *decision.policies
         )
-    return Decision.allow(f"approved-request:{request.id}")
+    return await _approved(access, request.id)
+
+
+async def _approved(access: AccessService, request_id: str | None) -> Decision:
+    """An approved request's decision: the request and who approved it
+    (``approved-by:NAME``, or ``auto-approved:RULE`` when a rule approved it), so the
+    recording's review event says who let the statement run."""
+    if request_id is None:
+        return Decision.allow("approved-request:unknown")
+    by = [f"approved-request:{request_id}"]
+    try:
+        info = await asyncio.to_thread(access.get_request, request_id)
+    except JitgateError as exc:  # the grant was consumed: run it, say the names are unknown
+        log.warning("approvers of request %s not found: %s", request_id, exc)
+        return Decision.allow(*by)
+    for approval in info.approvals:
+        if approval.decision != "approve":
+            continue
+        if approval.via == "auto":
+            by.append(f"auto-approved:{info.rule or approval.approver}")
+        else:
+            by.append(f"approved-by:{approval.approver}")
+    return Decision.allow(*dict.fromkeys(by))
 
 
 async def _wait(

@@ -802,6 +802,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         if decision.outcome is Outcome.REVIEW:
             decision = await self._review(text, decision)
             event["review"] = decision.outcome.value
+            event["review_by"] = list(decision.policies)  # the request and its approvers
         if not conn.decided("ssh.channel", event, decision):
             decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         if not decision.allowed:
@@ -1107,6 +1108,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.tell(f"jitgate: {typed.text!r} needs approval: {decision.reason}")
         final = await self._review(typed.text, decision)
         event["review"] = final.outcome.value
+        event["review_by"] = list(final.policies)
         if not self.connection.decided("ssh.line", event, final):
             final = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         self._apply_line(final, typed, enter)
@@ -1197,6 +1199,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self.tell(f"jitgate: {item.text[:200]!r} needs approval: {decision.reason}")
         final = await self._review(item.text, decision)
         event["review"] = final.outcome.value
+        event["review_by"] = list(final.policies)
         if not self.connection.decided("ssh.line", event, final):
             final = Decision.deny(_UNRECORDED, "builtin:recording-failed")
         self._apply_script(final, item)
