@@ -77,7 +77,10 @@ class PhoneDetector(Detector):
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         budget = [self.max_windows]
+        covers = claims.covers
         for run_start, run_end in self._runs(text):
+            if covers(run_start, run_end):
+                continue  # all a stronger finding's (a card, an SSN, an IP): nothing left
             if self._card_shaped.fullmatch(text, run_start, run_end):
                 continue  # grouped like a card number: a Luhn failure is not a phone
             yield from self._run_findings(text, run_start, run_end, claims, budget)
