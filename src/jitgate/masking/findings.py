@@ -57,6 +57,11 @@ class Claims:
             return True
         return index < len(self._starts) and self._starts[index] < end
 
+    def covers(self, start: int, end: int) -> bool:
+        """Whether one claimed span holds all of ``[start, end)``."""
+        index = bisect_right(self._starts, start) - 1
+        return index >= 0 and self._ends[index] >= end
+
     def add(self, finding: Finding) -> bool:
         """Claim ``finding`` unless it overlaps an earlier claim; tell whether it was taken."""
         if not self._findings:  # the first claim of a cell (the common case)

@@ -383,10 +383,16 @@ class Masker:
         scanner = action.scanner
         if not candidate and not scanner.could_match(value):
             return value, None
-        written = self._written
-        findings = [f for f in scanner.scan_candidate(value) if written(f.text) is None]
+        findings = scanner.scan_candidate(value)
         if not findings:
             return value, None
+        written = self._written
+        for finding in findings:
+            if written(finding.text) is not None:  # (rare: a value this masker wrote)
+                findings = [f for f in findings if written(f.text) is None]
+                if not findings:
+                    return value, None
+                break
         counts: dict[str, int] = {}
         if type_class not in _TEXTUAL:
             self._count(findings, counts)
@@ -408,6 +414,8 @@ class Masker:
             self.counts[kind] += 1
             self.total += 1
             strategy = action.by_type[kind].strategy
+            if strategy is Strategy.REDACT:
+                return self._markers.get(kind) or self._marker(kind), {kind: 1}
             if strategy is Strategy.NULL:
                 if nullable:
                     return None, {kind: 1}

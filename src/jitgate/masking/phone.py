@@ -58,7 +58,9 @@ class PhoneDetector(Detector):
         self.region = region
         self.max_windows = max_windows
         general = metadata.general_desc
-        self._national = re.compile(
+        # Any valid number of the region's country code fits one of its number types'
+        # patterns (stricter than the general one): a necessary condition, checked first.
+        self._national = _valid_numbers(phonenumbers.country_code_for_region(region)) or re.compile(
             (general.national_number_pattern if general else None) or r"[0-9]+"
         )
         self._national_prefix = metadata.national_prefix or ""
@@ -75,7 +77,10 @@ class PhoneDetector(Detector):
 
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         budget = [self.max_windows]
+        covers = claims.covers
         for run_start, run_end in self._runs(text):
+            if covers(run_start, run_end):
+                continue  # all a stronger finding's (a card, an SSN, an IP): nothing left
             if self._card_shaped.fullmatch(text, run_start, run_end):
                 continue  # grouped like a card number: a Luhn failure is not a phone
             yield from self._run_findings(text, run_start, run_end, claims, budget)
@@ -171,7 +176,7 @@ class PhoneDetector(Detector):
         while first < len(groups):
             start = spans[first][0]
             international: bool | None = None  # worked out when first needed
-            country: tuple[int, frozenset[int]] | None = None
+            country: tuple[int, frozenset[int], int] | None = None
             length = 0
             plausible: list[int] = []
             for last in range(first, len(groups)):
@@ -194,7 +199,14 @@ class PhoneDetector(Detector):
                     continue
                 end = spans[last][1]
                 if (
-                    (international or self._national_shaped("".join(groups[first : last + 1])))
+                    (
+                        self._national_shaped("".join(groups[first : last + 1]))
+                        if not international
+                        else country is None
+                        or _valid_for_code(
+                            country[2], "".join(groups[first : last + 1])[country[0] :]
+                        )
+                    )
                     and not self._date_like.match(text, start, end)
                     and not claims.overlaps(start, end)
                 ):
@@ -269,11 +281,45 @@ def _among_numbers(text: str, start: int, end: int, claims: Claims) -> bool:
 
 
 _COUNTRY_LENGTHS: dict[int, frozenset[int]] = {}
+_VALID_NUMBERS: dict[int, re.Pattern[str] | None] = {}
+_NUMBER_TYPES = (
+    "fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number",
+    "voip", "pager", "uan", "voicemail",
+)  # fmt: skip
 
 
-def _country_lengths(digits: str) -> tuple[int, frozenset[int]] | None:
+def _valid_numbers(code: int) -> re.Pattern[str] | None:
+    """One regex for the national numbers of country code ``code`` that fit a number type
+    of one of its regions (what ``is_valid_number`` asks of the region it picks, so a
+    necessary condition); ``None``: not known."""
+    if code in _VALID_NUMBERS:
+        return _VALID_NUMBERS[code]
+    patterns: list[str] = []
+    for region in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(code, ()):
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+        if metadata is None:
+            patterns = []
+            break
+        for name in _NUMBER_TYPES:
+            desc = getattr(metadata, name, None)
+            if desc is not None and desc.national_number_pattern:
+                patterns.append(desc.national_number_pattern)
+    compiled = (
+        re.compile("|".join(f"(?:{p})" for p in dict.fromkeys(patterns))) if patterns else None
+    )
+    _VALID_NUMBERS[code] = compiled
+    return compiled
+
+
+def _valid_for_code(code: int, national: str) -> bool:
+    """Whether ``national`` (digits after country code ``code``) may be a valid number."""
+    pattern = _valid_numbers(code)
+    return pattern is None or pattern.fullmatch(national) is not None
+
+
+def _country_lengths(digits: str) -> tuple[int, frozenset[int], int] | None:
     """(length of the country code ``digits`` start with, the lengths of that country's
-    fixed-line and mobile national numbers); ``None``: no known country code."""
+    fixed-line and mobile national numbers, the code); ``None``: no known country code."""
     for size in (1, 2, 3):
         if len(digits) < size:
             return None
@@ -296,5 +342,5 @@ def _country_lengths(digits: str) -> tuple[int, frozenset[int]] | None:
                     if found and desc is metadata.mobile:
                         break  # fixed-line and mobile lengths known: enough
             lengths = _COUNTRY_LENGTHS[code] = frozenset(found or range(4, 15))
-        return size, lengths
+        return size, lengths, code
     return None

@@ -179,16 +179,38 @@ class Scanner:
     def scan_candidate(self, text: str) -> list[Finding]:
         """:meth:`scan` for a cell that already passed :meth:`could_match`."""
         self.scanned += 1
+        if "\\" in text:
+            return self._scan_escaped(text)
+        # The common case, no escapes: one text, the digits counted once, no tuples made.
+        digits = digit_count(text)
+        claims = None  # made when a detector first runs
+        for min_digits, search, needles, find, _raw_too in self._steps:
+            if digits < min_digits:
+                continue
+            if search is not None:
+                if search(text) is None:
+                    continue
+            elif needles and not _any_in(needles, text):
+                continue
+            if claims is None:
+                claims = Claims()
+            for finding in find(text, claims):
+                claims.add(finding)
+        return [] if claims is None else claims.findings()
+
+    def _scan_escaped(self, text: str) -> list[Finding]:
+        """:meth:`scan_candidate` for a cell with backslash escapes: detectors run over the
+        copy with escapes blanked (and those that read escapes, over the text too)."""
         digits = -1  # counted when a detector first asks
         claims = None  # made when a detector first runs
-        view = unescaped(text) if "\\" in text else None
+        view = unescaped(text)
         for min_digits, search, needles, find, raw_too in self._steps:
             if min_digits:
                 if digits < 0:
                     digits = digit_count(text)
                 if digits < min_digits:
                     continue
-            for seen in (text, view) if raw_too and view is not None else (view or text,):
+            for seen in (text, view) if raw_too else (view,):
                 if search is not None:
                     if search(seen) is None:
                         continue

@@ -186,8 +186,9 @@ class PgPlan:
     ``filter`` is the byte pre-filter of every detecting column's scanner (``None``: some
     scanner has none, cells are decoded and scanned one by one); ``detect`` has, per
     column, its :class:`ColumnPlan` if it is scanned, and ``whole`` lists the columns a
-    column rule replaces whole. ``cache`` keeps what short cells became (see
-    :func:`mask_data_row`).
+    column rule replaces whole. ``cache`` keeps what short cells became, per column (see
+    :func:`mask_data_row`): a column of unique values (e-mails) does not push out the
+    values that repeat down another.
     """
 
     rows: RowPlan
@@ -197,7 +198,7 @@ class PgPlan:
     filter: ByteFilter | None = None
     detect: tuple[ColumnPlan | None, ...] = ()
     whole: tuple[ColumnPlan, ...] = ()
-    cache: dict[tuple[int, bytes], tuple[bytes | None, Mapping[str, int] | None]] = field(
+    cache: dict[int, dict[bytes, tuple[bytes | None, Mapping[str, int] | None]]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -259,6 +260,7 @@ _CACHED_CELL: Final = 256
 """Longest cell whose outcome a plan keeps: values repeat down a column (a status, a
 customer's address on each of their orders), and the same bytes mask the same way."""
 _CACHE_SIZE: Final = 4096
+"""Most outcomes a plan keeps per column."""
 
 
 def _spans(payload: bytes, expected: int | None = None) -> list[tuple[int, int]]:
@@ -517,13 +519,15 @@ def _replace_cells(
         if value_end - value_start > _CACHED_CELL:
             cell = _mask_cell(raw, codecs[index], column, masker, encoding)[0]
         else:
-            key = (index, raw)
-            known = cache.get(key)
+            kept = cache.get(index)
+            if kept is None:
+                kept = cache[index] = {}
+            known = kept.get(raw)
             if known is None:
                 known = _mask_cell(raw, codecs[index], column, masker, encoding)
-                if len(cache) >= _CACHE_SIZE:
-                    cache.clear()
-                cache[key] = known
+                if len(kept) >= _CACHE_SIZE:
+                    kept.clear()
+                kept[raw] = known
             elif known[1] is not None:
                 masker.recount(known[1])
             cell = known[0]
