@@ -103,7 +103,11 @@ def test_local_port_forwarding_with_ssh_L(
             answer = _through_tunnel(local)
         finally:
             process.terminate()
-            _, stderr = process.communicate(timeout=10)
+            try:
+                _, stderr = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                _, stderr = process.communicate(timeout=10)
     if allowed:
         assert answer == b"echo:ping"
     else:
