@@ -165,7 +165,7 @@ def run(size_mb: int, rounds: int, keystrokes: int, cipher: str) -> None:
             print(f"  {'direct':10} {md:10.3f} {_p95(lat_direct):10.3f} {cpu_direct:11.0f}")
             print(f"  {'jitgate':10} {mj:10.3f} {_p95(lat_via):10.3f} {cpu_via:11.0f}")
             print(f"  added median latency: {mj - md:.3f} ms")
-            added = f"+{mj - md:.3f} ms median"
+            added = f"{mj - md:+.3f} ms median"
             verdicts.append(_verdict("keystroke echo", mj - md <= 1.0, added, "<= 1 ms added"))
             for line in verdicts:
                 print(line)

@@ -106,6 +106,10 @@ ECHO_WAIT = 1.0
 _CANCEL_LINE = b"\x05\x15\x03"
 _UNRECORDED = "the session cannot be recorded, so it is refused"
 MAX_CONTINUED = 64 * 1024
+#: A denied line is cancelled once the remote has written nothing for CANCEL_QUIET
+#: seconds (at most CANCEL_WAIT after the decision).
+CANCEL_QUIET = 0.05
+CANCEL_WAIT = 0.5
 MAX_UNECHOED = 16 * 1024
 #: What the recording says instead of a line typed while the remote did not echo.
 UNECHOED = "(a line typed without echo, not recorded)"
@@ -686,6 +690,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._unechoed_size = 0
         self._continued_unechoed = False  # part of the continued command was not echoed
         self._screen_tail = b""  # an escape sequence cut at the end of the last output
+        self._output_at = 0.0  # when the remote last wrote to a terminal (loop time)
         self._echoed = False  # the remote wrote something since then (its echo)
         self._echo: asyncio.Event | None = None  # set on output while a line waits for it
         self._ended = False
@@ -1099,8 +1104,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             return False
         if not conn.decided("ssh.line", event, decision):
             decision = Decision.deny(_UNRECORDED, "builtin:recording-failed")
-        self._apply_line(decision, typed, enter)
-        return True
+        return self._apply_line(decision, typed, enter, rest)
 
     async def _hold_line(
         self, typed: TypedLine, decision: Decision, enter: bytes, rest: str, event: dict[str, Any]
@@ -1111,9 +1115,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         event["review_by"] = list(final.policies)
         if not self.connection.decided("ssh.line", event, final):
             final = Decision.deny(_UNRECORDED, "builtin:recording-failed")
-        self._apply_line(final, typed, enter)
-        self._held = False
-        self._resume(rest)
+        if self._apply_line(final, typed, enter, rest):
+            self._held = False
+            self._resume(rest)
 
     def _resume(self, rest: str) -> None:
         """A held line is decided: relay what was typed after it, then read again."""
@@ -1128,13 +1132,34 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         elif self.chan is not None:
             self.chan.resume_reading()
 
-    def _apply_line(self, decision: Decision, typed: TypedLine, enter: bytes) -> None:
-        assert self.up_chan is not None
+    def _apply_line(self, decision: Decision, typed: TypedLine, enter: bytes, rest: str) -> bool:
+        """Send Enter for an allowed line (True: the caller goes on with the rest), or
+        cancel a denied one (False: the cancelling task goes on with the rest)."""
+        assert self.up_chan is not None and self.chan is not None
         if decision.allowed:
             self.up_chan.write(enter)
-            return
+            return True
         self.tell(f"jitgate: {typed.text[:200]!r} was denied: {decision.reason or 'denied'}")
-        self.up_chan.write(_CANCEL_LINE)
+        self._held = True
+        self.chan.pause_reading()
+        self.connection.spawn(self._cancel_line(rest))
+        return False
+
+    async def _cancel_line(self, rest: str) -> None:
+        """Cancel a denied line once the remote has been quiet for a moment. Readline
+        notices a Ctrl-C that arrives while it is busy (still echoing what was typed) only
+        when the next key comes: the shell would show no fresh prompt until then."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while not self._ended:
+            quiet = loop.time() - self._output_at
+            if quiet >= CANCEL_QUIET or loop.time() - started >= CANCEL_WAIT:
+                break
+            await asyncio.sleep(CANCEL_QUIET - quiet)
+        if self.up_chan is not None and not self._ended:
+            self.up_chan.write(_CANCEL_LINE)
+        self._held = False
+        self._resume(rest)
 
     def _record_sftp(self) -> None:
         assert self.sftp is not None
@@ -1301,6 +1326,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 return
             self._record_sftp()
         elif self.term_type is not None:
+            self._output_at = asyncio.get_running_loop().time()
             text = self._out_decoder.decode(data)
             recorder = self.connection.recorder
             if recorder is not None:
