@@ -28,7 +28,10 @@ digest (see :mod:`jitgate.recording.seal`).
 from __future__ import annotations
 
 import hashlib
+import operator
 import os
+import re
+import secrets
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -50,6 +53,55 @@ def _canonical(event: dict[str, Any]) -> bytes:
     return orjson.dumps(event, option=orjson.OPT_SORT_KEYS, default=str)
 
 
+#: Marks the places of an :class:`EventShape`'s variable members while it is built; the
+#: nonce keeps content (a table name, a reason) from ever looking like one.
+_SLOT_NONCE = secrets.token_hex(16)
+_SLOT = re.compile(rb'"jitgate-slot-' + _SLOT_NONCE.encode("ascii") + rb'-(\d+)"')
+
+
+class EventShape:
+    """The canonical JSON of one kind of event with its variable members left open.
+
+    Events of the same shape (same type, same fixed members, same variable member names)
+    differ only in the variable values, so the sorted, encoded text around them is built
+    once: :meth:`EventLog.append_shaped` then fills in ``at``, ``prev``, ``seq`` and the
+    ``fields`` (each given already encoded as JSON, or as an ``int`` for those in
+    ``ints``), and the result is byte for byte what :func:`_canonical` makes of the whole
+    event. Raises ValueError if the shape cannot be built (then encode the event whole).
+    """
+
+    __slots__ = ("_pick", "template")
+
+    def __init__(
+        self, type: str, fixed: dict[str, Any], fields: tuple[str, ...], ints: frozenset[str]
+    ) -> None:
+        names = ("at", "prev", "seq", *fields)
+        if len(set(names)) != len(names) or any(name in fixed for name in (*names, "type")):
+            raise ValueError("a member is both fixed and variable")
+        event = {**fixed, "type": type}
+        event.update((name, f"jitgate-slot-{_SLOT_NONCE}-{i}") for i, name in enumerate(names))
+        encoded = _canonical(event)
+        parts = _SLOT.split(encoded)  # text, slot index, text, slot index, ..., text
+        order = [int(index) for index in parts[1::2]]
+        if sorted(order) != list(range(len(names))):
+            raise ValueError("the event's fixed members hide its slots")
+        template = bytearray(parts[0].replace(b"%", b"%%"))
+        for index, text in zip(order, parts[2::2], strict=True):
+            name = names[index]
+            template += b"%d" if name == "seq" or name in ints else b"%s"
+            template += text.replace(b"%", b"%%")
+        if not template.endswith(b"}"):
+            raise ValueError("unexpected encoding")
+        #: The event's canonical JSON without its closing brace, to be %-formatted.
+        self.template = bytes(template[:-1])
+        self._pick = operator.itemgetter(*order)
+
+    def body(self, values: tuple[Any, ...]) -> bytes:
+        """The canonical JSON without its closing brace, for (at, prev, seq, *fields)."""
+        body: bytes = self.template % self._pick(values)
+        return body
+
+
 def chain_hash(prev: str, event: dict[str, Any]) -> str:
     body = {k: v for k, v in event.items() if k != "hash"}
     return hashlib.sha256(prev.encode("ascii") + _canonical(body)).hexdigest()
@@ -64,8 +116,10 @@ class EventLog:
         self.seq = 0
         self.head = genesis(session_id)
         self._head_bytes = self.head.encode("ascii")
+        self._head_json = b'"%s"' % self._head_bytes
         self._second = -1
         self._second_text = ""
+        self._second_json = b""
         self.bytes_written = 0
         self.failed: OSError | None = None  # the last flush failed (and its bytes wait)
         self.lost = 0  # batches given up after a failure (fail-open): the chain has a gap
@@ -78,6 +132,7 @@ class EventLog:
         event_log = cls(path, session_id)
         event_log.seq, event_log.head = seq, head
         event_log._head_bytes = head.encode("ascii")
+        event_log._head_json = b'"%s"' % event_log._head_bytes
         return event_log
 
     def append(self, type: str, data: dict[str, Any], at_ns: int | None = None) -> int:
@@ -98,8 +153,30 @@ class EventLog:
         # The stored line is the hashed body with "hash" added as its last member.
         self._pending.append(b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode("ascii")))
         self.head = digest
-        self._head_bytes = digest.encode("ascii")
+        self._head_bytes = head = digest.encode("ascii")
+        self._head_json = b'"%s"' % head
         return self.seq
+
+    def append_shaped(
+        self, shape: EventShape, values: tuple[Any, ...], at_ns: int | None = None
+    ) -> int:
+        """:meth:`append` for an event of a known :class:`EventShape`: ``values`` are its
+        variable fields, encoded (see there). Stores the same bytes :meth:`append` would."""
+        if self._fd is None:
+            raise OSError("event log is closed")
+        self.seq = seq = self.seq + 1
+        ns = time.time_ns() if at_ns is None else at_ns
+        seconds, nanos = divmod(ns, 1_000_000_000)
+        if seconds != self._second:
+            self._now(ns)
+        at = b'%s.%06d+00:00"' % (self._second_json, nanos // 1000)
+        body = shape.body((at, self._head_json, seq, *values))
+        digest = hashlib.sha256(self._head_bytes + body + b"}").hexdigest().encode("ascii")
+        self._pending.append(b'%s,"hash":"%s"}\n' % (body, digest))
+        self.head = digest.decode("ascii")
+        self._head_bytes = digest
+        self._head_json = b'"%s"' % digest
+        return seq
 
     def _now(self, ns: int) -> str:
         """``ns`` as ISO 8601 (microseconds, UTC); the date part is formatted once a second."""
@@ -107,6 +184,7 @@ class EventLog:
         if seconds != self._second:
             self._second = seconds
             self._second_text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second_json = b'"%s' % self._second_text.encode("ascii")
         return f"{self._second_text}.{nanos // 1000:06d}+00:00"
 
     @property

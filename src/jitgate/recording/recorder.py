@@ -38,10 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import select
 
 from jitgate.policy.types import Outcome
-from jitgate.recording.log import EventLog
+from jitgate.recording.log import EventLog, EventShape
 from jitgate.recording.options import resolve
 from jitgate.recording.seal import SEAL_TYPE, make_seal
 from jitgate.store.db import Store
@@ -63,6 +64,15 @@ FLUSH_DELAY = 0.05
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
 _FIELD_TAIL = 18  # RowDescription: table oid, attnum, type oid, typlen, typmod, format
+
+# The members of a request event that change from one statement to the next (the rest
+# is encoded once per kind of statement: see SessionRecorder.started).
+_REQUEST_VARIABLE = ("request", "text")
+_INT = frozenset({"request", "rows", "masked_values"})
+_SORTED = orjson.OPT_SORT_KEYS  # nested members are canonical JSON too
+# The members a result event may have besides request and status, in the order
+# SessionRecorder._encode_done gives their values.
+_RESULT_OPTIONAL = ("command_tag", "rows", "duration_ms", "error", "masked_values", "sample")
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +360,7 @@ class SessionRecorder:
         self._done: list[tuple[Execution, RowSample | None, int]] = []
         self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
+        self._result_shapes: dict[tuple[Any, ...], EventShape | None] = {}
         # recording.fsync "request": an allowed request's event reaches the disk itself,
         # not only the kernel, before the request goes on (survives an OS crash too).
         self._sync_requests = fsync == "request"
@@ -391,16 +402,25 @@ class SessionRecorder:
         )
         cached = self._request_cache.get(key)
         if cached is None or cached[1] is not decision:
-            cached = (None, decision, _request_fields(execution))
+            fields = _request_fields(execution)
+            try:
+                shape: EventShape | None = EventShape("request", fields, _REQUEST_VARIABLE, _INT)
+            except ValueError:
+                shape = None
+            cached = (shape, decision, fields)
             if len(self._request_cache) >= 512:
                 self._request_cache.clear()
             self._request_cache[key] = cached
-        data = cached[2].copy()
-        data["request"] = execution.seq
-        data["text"] = execution.text
         if self._done:
             self._encode_done()
-        self.log.append("request", data)
+        shape = cached[0]
+        if shape is not None:
+            self.log.append_shaped(shape, (execution.seq, orjson.dumps(execution.text)))
+        else:
+            data = cached[2].copy()
+            data["request"] = execution.seq
+            data["text"] = execution.text
+            self.log.append("request", data)
         if decision.outcome is Outcome.ALLOW:
             self._allowed_pending = True
             if self._sample_rows:
@@ -425,7 +445,47 @@ class SessionRecorder:
         """Append the result events of finished executions, in the order they finished."""
         done, self._done = self._done, []
         assert self.log is not None
+        dumps = orjson.dumps
         for execution, sample, at_ns in done:
+            # The members a result event has, and its columns, decide its shape; the
+            # rest is encoded here, each value on its own.
+            values: list[Any] = [execution.seq, dumps(execution.status)]
+            if execution.tag:
+                values.append(dumps(execution.tag))
+            if execution.rows is not None:
+                values.append(execution.rows)
+            finished_ns = execution.finished_ns
+            if finished_ns is not None:
+                values.append(dumps(round((finished_ns - execution.started_ns) / 1e6, 3)))
+            error = execution.error
+            if error is not None:
+                values.append(dumps({"message": error[1], "sqlstate": error[0]}, option=_SORTED))
+            if execution.masked_values:
+                values.append(execution.masked_values)
+            description = execution.row_description
+            if description is None and execution.source is not None:
+                description = execution.source.row_description
+            sampled = sample is not None and (
+                bool(sample.rows) or execution.row_description is not None
+            )
+            if sampled:
+                assert sample is not None
+                values.append(dumps(sample.render(self._columns_cache), option=_SORTED))
+            key = (
+                description or None,
+                bool(execution.tag),
+                execution.rows is not None,
+                finished_ns is not None,
+                error is not None,
+                bool(execution.masked_values),
+                sampled,
+            )
+            shape = self._result_shapes.get(key)
+            if shape is None and key not in self._result_shapes:
+                shape = self._result_shape(key)
+            if shape is not None:
+                self.log.append_shaped(shape, tuple(values), at_ns)
+                continue
             data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
             if execution.tag:
                 data["command_tag"] = execution.tag
@@ -440,9 +500,33 @@ class SessionRecorder:
             columns = self._result_columns(execution)
             if columns:
                 data["columns"] = columns
-            if sample is not None and (sample.rows or execution.row_description is not None):
+            if sampled:
+                assert sample is not None
                 data["sample"] = sample.render(self._columns_cache)
             self.log.append("result", data, at_ns)
+
+    def _result_shape(self, key: tuple[Any, ...]) -> EventShape | None:
+        """The :class:`EventShape` of result events with the members ``key`` says they
+        have (see _encode_done), or None if there is none."""
+        description, *present = key
+        fields = ["request", "status"]
+        fields += [name for name, there in zip(_RESULT_OPTIONAL, present, strict=True) if there]
+        fixed: dict[str, Any] = {}
+        if description:
+            known = self._columns_cache.get(description)
+            if known is None:
+                known = _columns(description, "utf-8")
+            if known[0]:
+                fixed["columns"] = known[0]
+        shape: EventShape | None
+        try:
+            shape = EventShape("result", fixed, tuple(fields), _INT)
+        except ValueError:
+            shape = None
+        if len(self._result_shapes) >= 256:
+            self._result_shapes.clear()
+        self._result_shapes[key] = shape
+        return shape
 
     def _result_columns(self, execution: Execution) -> list[str]:
         """The names of the result's columns (from its RowDescription), if it has rows."""
