@@ -70,7 +70,7 @@ class EventShape:
     event. Raises ValueError if the shape cannot be built (then encode the event whole).
     """
 
-    __slots__ = ("_pick", "template")
+    __slots__ = ("pick", "template")
 
     def __init__(
         self, type: str, fixed: dict[str, Any], fields: tuple[str, ...], ints: frozenset[str]
@@ -85,21 +85,27 @@ class EventShape:
         order = [int(index) for index in parts[1::2]]
         if sorted(order) != list(range(len(names))):
             raise ValueError("the event's fixed members hide its slots")
+        # The values come as (second, microseconds, prev, seq, *fields): "at" takes two.
         template = bytearray(parts[0].replace(b"%", b"%%"))
+        picks: list[int] = []
         for index, text in zip(order, parts[2::2], strict=True):
             name = names[index]
-            template += b"%d" if name == "seq" or name in ints else b"%s"
+            if name == "at":
+                template += b'"%s.%06d+00:00"'
+                picks += (0, 1)
+            elif name == "prev":
+                template += b'"%s"'
+                picks.append(2)
+            else:
+                template += b"%d" if name == "seq" or name in ints else b"%s"
+                picks.append(index + 1)
             template += text.replace(b"%", b"%%")
         if not template.endswith(b"}"):
             raise ValueError("unexpected encoding")
-        #: The event's canonical JSON without its closing brace, to be %-formatted.
+        #: The event's canonical JSON without its closing brace, to be %-formatted with
+        #: what :attr:`pick` takes from (second, microseconds, prev, seq, *fields).
         self.template = bytes(template[:-1])
-        self._pick = operator.itemgetter(*order)
-
-    def body(self, values: tuple[Any, ...]) -> bytes:
-        """The canonical JSON without its closing brace, for (at, prev, seq, *fields)."""
-        body: bytes = self.template % self._pick(values)
-        return body
+        self.pick = operator.itemgetter(*picks)
 
 
 def chain_hash(prev: str, event: dict[str, Any]) -> str:
@@ -114,12 +120,10 @@ class EventLog:
         self.session_id = session_id
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.seq = 0
-        self.head = genesis(session_id)
-        self._head_bytes = self.head.encode("ascii")
-        self._head_json = b'"%s"' % self._head_bytes
+        self._head_bytes = genesis(session_id).encode("ascii")
         self._second = -1
         self._second_text = ""
-        self._second_json = b""
+        self._second_bytes = b""
         self.bytes_written = 0
         self.failed: OSError | None = None  # the last flush failed (and its bytes wait)
         self.lost = 0  # batches given up after a failure (fail-open): the chain has a gap
@@ -130,10 +134,14 @@ class EventLog:
         """Go on with an existing recording whose last event is ``seq`` with hash ``head``
         (recovery: a crashed gateway's recording gets its seal)."""
         event_log = cls(path, session_id)
-        event_log.seq, event_log.head = seq, head
+        event_log.seq = seq
         event_log._head_bytes = head.encode("ascii")
-        event_log._head_json = b'"%s"' % event_log._head_bytes
         return event_log
+
+    @property
+    def head(self) -> str:
+        """The hash of the last event (the chain's genesis before the first)."""
+        return self._head_bytes.decode("ascii")
 
     def append(self, type: str, data: dict[str, Any], at_ns: int | None = None) -> int:
         """Encode one event into the pending buffer; returns its sequence number.
@@ -149,33 +157,28 @@ class EventLog:
         data["type"] = type
         data["prev"] = self.head
         body = _canonical(data)
-        digest = hashlib.sha256(self._head_bytes + body).hexdigest()
+        digest = hashlib.sha256(self._head_bytes + body).hexdigest().encode("ascii")
         # The stored line is the hashed body with "hash" added as its last member.
-        self._pending.append(b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode("ascii")))
-        self.head = digest
-        self._head_bytes = head = digest.encode("ascii")
-        self._head_json = b'"%s"' % head
+        self._pending.append(b'%s,"hash":"%s"}\n' % (body[:-1], digest))
+        self._head_bytes = digest
         return self.seq
 
     def append_shaped(
-        self, shape: EventShape, values: tuple[Any, ...], at_ns: int | None = None
+        self, shape: EventShape, values: tuple[Any, ...] | list[Any], at_ns: int | None = None
     ) -> int:
         """:meth:`append` for an event of a known :class:`EventShape`: ``values`` are its
         variable fields, encoded (see there). Stores the same bytes :meth:`append` would."""
         if self._fd is None:
             raise OSError("event log is closed")
         self.seq = seq = self.seq + 1
-        ns = time.time_ns() if at_ns is None else at_ns
-        seconds, nanos = divmod(ns, 1_000_000_000)
+        seconds, nanos = divmod(time.time_ns() if at_ns is None else at_ns, 1_000_000_000)
         if seconds != self._second:
-            self._now(ns)
-        at = b'%s.%06d+00:00"' % (self._second_json, nanos // 1000)
-        body = shape.body((at, self._head_json, seq, *values))
-        digest = hashlib.sha256(self._head_bytes + body + b"}").hexdigest().encode("ascii")
+            self._now(seconds * 1_000_000_000)
+        head = self._head_bytes
+        body = shape.template % shape.pick((self._second_bytes, nanos // 1000, head, seq, *values))
+        digest = hashlib.sha256(head + body + b"}").hexdigest().encode("ascii")
         self._pending.append(b'%s,"hash":"%s"}\n' % (body, digest))
-        self.head = digest.decode("ascii")
         self._head_bytes = digest
-        self._head_json = b'"%s"' % digest
         return seq
 
     def _now(self, ns: int) -> str:
@@ -184,7 +187,7 @@ class EventLog:
         if seconds != self._second:
             self._second = seconds
             self._second_text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second_json = b'"%s' % self._second_text.encode("ascii")
+            self._second_bytes = self._second_text.encode("ascii")
         return f"{self._second_text}.{nanos // 1000:06d}+00:00"
 
     @property
@@ -193,26 +196,38 @@ class EventLog:
 
     def flush(self) -> None:
         """Write everything pending with one system call. Raises OSError if it cannot."""
-        if not self._pending:
+        pending = self._pending
+        if not pending:
             return
         if self._fd is None:
             raise OSError("event log is closed")
-        data = b"".join(self._pending)
-        self._pending.clear()
-        view = memoryview(data)
+        data = b"".join(pending)
+        pending.clear()
         try:
-            while view:
-                written = os.write(self._fd, view)
-                self.bytes_written += written
-                view = view[written:]
+            written = os.write(self._fd, data)
         except OSError as exc:
-            self.failed = exc
-            if len(view) <= MAX_REQUEUE:  # keep what was not written: retried on next flush
-                self._pending.append(bytes(view))
-            else:
-                self.lost += 1
+            self._keep(data, exc)
             raise
+        self.bytes_written += written
+        if written < len(data):  # a short write: write the rest (or keep it)
+            view = memoryview(data)[written:]
+            try:
+                while view:
+                    written = os.write(self._fd, view)
+                    self.bytes_written += written
+                    view = view[written:]
+            except OSError as exc:
+                self._keep(bytes(view), exc)
+                raise
         self.failed = None
+
+    def _keep(self, unwritten: bytes, exc: OSError) -> None:
+        """A write failed: keep what it did not write for the next flush, if not too much."""
+        self.failed = exc
+        if len(unwritten) <= MAX_REQUEUE:
+            self._pending.append(unwritten)
+        else:
+            self.lost += 1
 
     def sync(self) -> None:
         """Write what is pending and wait until it is on the disk (``fdatasync``)."""

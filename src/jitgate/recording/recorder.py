@@ -70,9 +70,7 @@ _FIELD_TAIL = 18  # RowDescription: table oid, attnum, type oid, typlen, typmod,
 _REQUEST_VARIABLE = ("request", "text")
 _INT = frozenset({"request", "rows", "masked_values"})
 _SORTED = orjson.OPT_SORT_KEYS  # nested members are canonical JSON too
-# The members a result event may have besides request and status, in the order
-# SessionRecorder._encode_done gives their values.
-_RESULT_OPTIONAL = ("command_tag", "rows", "duration_ms", "error", "masked_values", "sample")
+_dumps = orjson.dumps
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,7 +358,7 @@ class SessionRecorder:
         self._done: list[tuple[Execution, RowSample | None, int]] = []
         self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
-        self._result_shapes: dict[tuple[Any, ...], EventShape | None] = {}
+        self._result_shapes: dict[tuple[Any, ...], EventShape] = {}
         # recording.fsync "request": an allowed request's event reaches the disk itself,
         # not only the kernel, before the request goes on (survives an OS crash too).
         self._sync_requests = fsync == "request"
@@ -415,7 +413,7 @@ class SessionRecorder:
             self._encode_done()
         shape = cached[0]
         if shape is not None:
-            self.log.append_shaped(shape, (execution.seq, orjson.dumps(execution.text)))
+            self.log.append_shaped(shape, (execution.seq, _dumps(execution.text)))
         else:
             data = cached[2].copy()
             data["request"] = execution.seq
@@ -444,85 +442,78 @@ class SessionRecorder:
     def _encode_done(self) -> None:
         """Append the result events of finished executions, in the order they finished."""
         done, self._done = self._done, []
-        assert self.log is not None
-        dumps = orjson.dumps
+        log = self.log
+        assert log is not None
+        shapes = self._result_shapes
         for execution, sample, at_ns in done:
-            # The members a result event has, and its columns, decide its shape; the
-            # rest is encoded here, each value on its own.
-            values: list[Any] = [execution.seq, dumps(execution.status)]
-            if execution.tag:
-                values.append(dumps(execution.tag))
-            if execution.rows is not None:
-                values.append(execution.rows)
+            tag = execution.tag
             finished_ns = execution.finished_ns
-            if finished_ns is not None:
-                values.append(dumps(round((finished_ns - execution.started_ns) / 1e6, 3)))
-            error = execution.error
-            if error is not None:
-                values.append(dumps({"message": error[1], "sqlstate": error[0]}, option=_SORTED))
-            if execution.masked_values:
-                values.append(execution.masked_values)
+            if execution.error is not None or not tag or finished_ns is None:
+                self._encode_result(execution, sample, at_ns)  # not of a common shape
+                continue
+            # A result with a command tag and a duration, without error: its shape, so
+            # its fixed members, is decided by what follows.
             description = execution.row_description
+            sampled = sample is not None and (bool(sample.rows) or description is not None)
             if description is None and execution.source is not None:
                 description = execution.source.row_description
-            sampled = sample is not None and (
-                bool(sample.rows) or execution.row_description is not None
-            )
-            if sampled:
-                assert sample is not None
-                values.append(dumps(sample.render(self._columns_cache), option=_SORTED))
-            key = (
-                description or None,
-                bool(execution.tag),
-                execution.rows is not None,
-                finished_ns is not None,
-                error is not None,
-                bool(execution.masked_values),
-                sampled,
-            )
-            shape = self._result_shapes.get(key)
-            if shape is None and key not in self._result_shapes:
+            rows = execution.rows
+            masked = execution.masked_values
+            key = (description, execution.status, tag, rows is not None, masked > 0, sampled)
+            shape = shapes.get(key)
+            if shape is None:
                 shape = self._result_shape(key)
-            if shape is not None:
-                self.log.append_shaped(shape, tuple(values), at_ns)
-                continue
-            data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
-            if execution.tag:
-                data["command_tag"] = execution.tag
-            if execution.rows is not None:
-                data["rows"] = execution.rows
-            if execution.finished_ns is not None:
-                data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
-            if execution.error is not None:
-                data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
-            if execution.masked_values:
-                data["masked_values"] = execution.masked_values
-            columns = self._result_columns(execution)
-            if columns:
-                data["columns"] = columns
+                if shape is None:
+                    self._encode_result(execution, sample, at_ns)
+                    continue
+            values = [execution.seq, _dumps(round((finished_ns - execution.started_ns) / 1e6, 3))]
+            if rows is not None:
+                values.append(rows)
+            if masked:
+                values.append(masked)
             if sampled:
                 assert sample is not None
-                data["sample"] = sample.render(self._columns_cache)
-            self.log.append("result", data, at_ns)
+                values.append(_dumps(sample.render(self._columns_cache), option=_SORTED))
+            log.append_shaped(shape, values, at_ns)
+
+    def _encode_result(self, execution: Execution, sample: RowSample | None, at_ns: int) -> None:
+        """Append the result event of ``execution``, encoded whole."""
+        assert self.log is not None
+        data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
+        if execution.tag:
+            data["command_tag"] = execution.tag
+        if execution.rows is not None:
+            data["rows"] = execution.rows
+        if execution.finished_ns is not None:
+            data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
+        if execution.error is not None:
+            data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
+        if execution.masked_values:
+            data["masked_values"] = execution.masked_values
+        columns = self._result_columns(execution)
+        if columns:
+            data["columns"] = columns
+        if sample is not None and (sample.rows or execution.row_description is not None):
+            data["sample"] = sample.render(self._columns_cache)
+        self.log.append("result", data, at_ns)
 
     def _result_shape(self, key: tuple[Any, ...]) -> EventShape | None:
-        """The :class:`EventShape` of result events with the members ``key`` says they
-        have (see _encode_done), or None if there is none."""
-        description, *present = key
-        fields = ["request", "status"]
-        fields += [name for name, there in zip(_RESULT_OPTIONAL, present, strict=True) if there]
-        fixed: dict[str, Any] = {}
+        """The :class:`EventShape` of the result events ``key`` describes (see
+        _encode_done), or None if they cannot have one (they are then encoded whole)."""
+        description, status, tag, has_rows, has_masked, sampled = key
+        fixed: dict[str, Any] = {"status": status, "command_tag": tag}
         if description:
             known = self._columns_cache.get(description)
             if known is None:
                 known = _columns(description, "utf-8")
             if known[0]:
                 fixed["columns"] = known[0]
-        shape: EventShape | None
+        fields = ("request", "duration_ms")
+        fields += ("rows",) * has_rows + ("masked_values",) * has_masked + ("sample",) * sampled
         try:
-            shape = EventShape("result", fixed, tuple(fields), _INT)
+            shape = EventShape("result", fixed, fields, _INT)
         except ValueError:
-            shape = None
+            return None
         if len(self._result_shapes) >= 256:
             self._result_shapes.clear()
         self._result_shapes[key] = shape
