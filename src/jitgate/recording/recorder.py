@@ -71,6 +71,7 @@ _REQUEST_VARIABLE = ("request", "text")
 _INT = frozenset({"request", "rows", "masked_values"})
 _SORTED = orjson.OPT_SORT_KEYS  # nested members are canonical JSON too
 _dumps = orjson.dumps
+_ALLOW = Outcome.ALLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,7 +251,7 @@ class RowSample:
         if description is None and execution.source is not None:
             description = execution.source.row_description
         columns: list[str] = []
-        formats: list[int] = []
+        formats: list[int] | tuple[int, ...] = []
         if description:
             known = cache.get(description)
             if known is None:
@@ -258,8 +259,11 @@ class RowSample:
                     cache.clear()
                 known = cache[description] = _columns(description, encoding)
             columns, formats = known
-        formats = list(execution.result_formats) or formats
-        rows = [_cells(row, formats, encoding) for row in self.rows]
+        formats = execution.result_formats or formats
+        if any(formats):
+            rows = [_cells(row, formats, encoding) for row in self.rows]
+        else:  # all text (the usual case)
+            rows = [_text_cells(row, encoding) for row in self.rows]
         out: dict[str, Any] = {"rows": rows}
         if columns:
             out["columns"] = columns
@@ -307,7 +311,7 @@ def _columns(payload: bytes, encoding: str) -> tuple[list[str], list[int]]:
         return [], []
 
 
-def _cells(payload: bytes, formats: list[int], encoding: str) -> list[str | None]:
+def _cells(payload: bytes, formats: list[int] | tuple[int, ...], encoding: str) -> list[str | None]:
     cells: list[str | None] = []
     try:
         (count,) = _INT16.unpack_from(payload, 0)
@@ -322,6 +326,24 @@ def _cells(payload: bytes, formats: list[int], encoding: str) -> list[str | None
             offset += length
             fmt = formats[index] if index < len(formats) else (formats[0] if formats else 0)
             cells.append(raw.decode(encoding, "replace") if fmt == 0 else "\\x" + raw.hex())
+    except struct.error:
+        cells.append("<truncated row>")
+    return cells
+
+
+def _text_cells(payload: bytes, encoding: str) -> list[str | None]:
+    """:func:`_cells` of a row whose values are all in text format."""
+    cells: list[str | None] = []
+    offset = 2
+    try:
+        for _ in range(_INT16.unpack_from(payload, 0)[0]):
+            length = _INT32.unpack_from(payload, offset)[0]
+            offset += 4
+            if length < 0:
+                cells.append(None)
+            else:
+                cells.append(payload[offset : offset + length].decode(encoding, "replace"))
+                offset += length
     except struct.error:
         cells.append("<truncated row>")
     return cells
@@ -419,7 +441,7 @@ class SessionRecorder:
             data["request"] = execution.seq
             data["text"] = execution.text
             self.log.append("request", data)
-        if decision.outcome is Outcome.ALLOW:
+        if decision.outcome is _ALLOW:
             self._allowed_pending = True
             if self._sample_rows:
                 sample = RowSample(execution, self._sample_rows, self._sample_bytes)
