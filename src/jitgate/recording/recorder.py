@@ -225,23 +225,25 @@ class RowSample:
     it keeps whole rows only, and stops asking for more once a cap is reached.
     """
 
-    __slots__ = ("execution", "max_bytes", "max_rows", "rows", "size", "truncated")
+    __slots__ = ("execution", "max_rows", "room", "rows", "truncated")
 
     def __init__(self, execution: Execution, max_rows: int, max_bytes: int) -> None:
         self.execution = execution
         self.max_rows = max_rows
-        self.max_bytes = max_bytes
+        self.room = max_bytes  # bytes that may still be kept
         self.rows: list[bytes] = []
-        self.size = 0
         self.truncated = False
 
     def add(self, payload: bytes) -> None:
-        if len(self.rows) >= self.max_rows or self.size + len(payload) > self.max_bytes:
-            self.truncated = True
-            self.execution.row_sink = None
-            return
-        self.rows.append(payload)
-        self.size += len(payload)
+        rows = self.rows
+        if len(rows) < self.max_rows:
+            room = self.room - len(payload)
+            if room >= 0:
+                rows.append(payload)
+                self.room = room
+                return
+        self.truncated = True
+        self.execution.row_sink = None
 
     def render(
         self, cache: dict[bytes, tuple[list[str], list[int]]], encoding: str = "utf-8"
@@ -260,10 +262,13 @@ class RowSample:
                 known = cache[description] = _columns(description, encoding)
             columns, formats = known
         formats = execution.result_formats or formats
+        rows = []
         if any(formats):
-            rows = [_cells(row, formats, encoding) for row in self.rows]
+            for row in self.rows:
+                rows.append(_cells(row, formats, encoding))
         else:  # all text (the usual case)
-            rows = [_text_cells(row, encoding) for row in self.rows]
+            for row in self.rows:
+                rows.append(_text_cells(row, encoding))
         out: dict[str, Any] = {"rows": rows}
         if columns:
             out["columns"] = columns
