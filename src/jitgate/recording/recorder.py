@@ -38,10 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import select
 
 from jitgate.policy.types import Outcome
-from jitgate.recording.log import EventLog
+from jitgate.recording.log import EventLog, EventShape
 from jitgate.recording.options import resolve
 from jitgate.recording.seal import SEAL_TYPE, make_seal
 from jitgate.store.db import Store
@@ -63,6 +64,14 @@ FLUSH_DELAY = 0.05
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
 _FIELD_TAIL = 18  # RowDescription: table oid, attnum, type oid, typlen, typmod, format
+
+# The members of a request event that change from one statement to the next (the rest
+# is encoded once per kind of statement: see SessionRecorder.started).
+_REQUEST_VARIABLE = ("request", "text")
+_INT = frozenset({"request", "rows", "masked_values"})
+_SORTED = orjson.OPT_SORT_KEYS  # nested members are canonical JSON too
+_dumps = orjson.dumps
+_ALLOW = Outcome.ALLOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,23 +225,25 @@ class RowSample:
     it keeps whole rows only, and stops asking for more once a cap is reached.
     """
 
-    __slots__ = ("execution", "max_bytes", "max_rows", "rows", "size", "truncated")
+    __slots__ = ("execution", "max_rows", "room", "rows", "truncated")
 
     def __init__(self, execution: Execution, max_rows: int, max_bytes: int) -> None:
         self.execution = execution
         self.max_rows = max_rows
-        self.max_bytes = max_bytes
+        self.room = max_bytes  # bytes that may still be kept
         self.rows: list[bytes] = []
-        self.size = 0
         self.truncated = False
 
     def add(self, payload: bytes) -> None:
-        if len(self.rows) >= self.max_rows or self.size + len(payload) > self.max_bytes:
-            self.truncated = True
-            self.execution.row_sink = None
-            return
-        self.rows.append(payload)
-        self.size += len(payload)
+        rows = self.rows
+        if len(rows) < self.max_rows:
+            room = self.room - len(payload)
+            if room >= 0:
+                rows.append(payload)
+                self.room = room
+                return
+        self.truncated = True
+        self.execution.row_sink = None
 
     def render(
         self, cache: dict[bytes, tuple[list[str], list[int]]], encoding: str = "utf-8"
@@ -242,7 +253,7 @@ class RowSample:
         if description is None and execution.source is not None:
             description = execution.source.row_description
         columns: list[str] = []
-        formats: list[int] = []
+        formats: list[int] | tuple[int, ...] = []
         if description:
             known = cache.get(description)
             if known is None:
@@ -250,8 +261,14 @@ class RowSample:
                     cache.clear()
                 known = cache[description] = _columns(description, encoding)
             columns, formats = known
-        formats = list(execution.result_formats) or formats
-        rows = [_cells(row, formats, encoding) for row in self.rows]
+        formats = execution.result_formats or formats
+        rows = []
+        if any(formats):
+            for row in self.rows:
+                rows.append(_cells(row, formats, encoding))
+        else:  # all text (the usual case)
+            for row in self.rows:
+                rows.append(_text_cells(row, encoding))
         out: dict[str, Any] = {"rows": rows}
         if columns:
             out["columns"] = columns
@@ -299,7 +316,7 @@ def _columns(payload: bytes, encoding: str) -> tuple[list[str], list[int]]:
         return [], []
 
 
-def _cells(payload: bytes, formats: list[int], encoding: str) -> list[str | None]:
+def _cells(payload: bytes, formats: list[int] | tuple[int, ...], encoding: str) -> list[str | None]:
     cells: list[str | None] = []
     try:
         (count,) = _INT16.unpack_from(payload, 0)
@@ -314,6 +331,24 @@ def _cells(payload: bytes, formats: list[int], encoding: str) -> list[str | None
             offset += length
             fmt = formats[index] if index < len(formats) else (formats[0] if formats else 0)
             cells.append(raw.decode(encoding, "replace") if fmt == 0 else "\\x" + raw.hex())
+    except struct.error:
+        cells.append("<truncated row>")
+    return cells
+
+
+def _text_cells(payload: bytes, encoding: str) -> list[str | None]:
+    """:func:`_cells` of a row whose values are all in text format."""
+    cells: list[str | None] = []
+    offset = 2
+    try:
+        for _ in range(_INT16.unpack_from(payload, 0)[0]):
+            length = _INT32.unpack_from(payload, offset)[0]
+            offset += 4
+            if length < 0:
+                cells.append(None)
+            else:
+                cells.append(payload[offset : offset + length].decode(encoding, "replace"))
+                offset += length
     except struct.error:
         cells.append("<truncated row>")
     return cells
@@ -350,6 +385,7 @@ class SessionRecorder:
         self._done: list[tuple[Execution, RowSample | None, int]] = []
         self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
         self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
+        self._result_shapes: dict[tuple[Any, ...], EventShape] = {}
         # recording.fsync "request": an allowed request's event reaches the disk itself,
         # not only the kernel, before the request goes on (survives an OS crash too).
         self._sync_requests = fsync == "request"
@@ -391,17 +427,26 @@ class SessionRecorder:
         )
         cached = self._request_cache.get(key)
         if cached is None or cached[1] is not decision:
-            cached = (None, decision, _request_fields(execution))
+            fields = _request_fields(execution)
+            try:
+                shape: EventShape | None = EventShape("request", fields, _REQUEST_VARIABLE, _INT)
+            except ValueError:
+                shape = None
+            cached = (shape, decision, fields)
             if len(self._request_cache) >= 512:
                 self._request_cache.clear()
             self._request_cache[key] = cached
-        data = cached[2].copy()
-        data["request"] = execution.seq
-        data["text"] = execution.text
         if self._done:
             self._encode_done()
-        self.log.append("request", data)
-        if decision.outcome is Outcome.ALLOW:
+        shape = cached[0]
+        if shape is not None:
+            self.log.append_shaped(shape, (execution.seq, _dumps(execution.text)))
+        else:
+            data = cached[2].copy()
+            data["request"] = execution.seq
+            data["text"] = execution.text
+            self.log.append("request", data)
+        if decision.outcome is _ALLOW:
             self._allowed_pending = True
             if self._sample_rows:
                 sample = RowSample(execution, self._sample_rows, self._sample_bytes)
@@ -424,25 +469,82 @@ class SessionRecorder:
     def _encode_done(self) -> None:
         """Append the result events of finished executions, in the order they finished."""
         done, self._done = self._done, []
-        assert self.log is not None
+        log = self.log
+        assert log is not None
+        shapes = self._result_shapes
         for execution, sample, at_ns in done:
-            data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
-            if execution.tag:
-                data["command_tag"] = execution.tag
-            if execution.rows is not None:
-                data["rows"] = execution.rows
-            if execution.finished_ns is not None:
-                data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
-            if execution.error is not None:
-                data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
-            if execution.masked_values:
-                data["masked_values"] = execution.masked_values
-            columns = self._result_columns(execution)
-            if columns:
-                data["columns"] = columns
-            if sample is not None and (sample.rows or execution.row_description is not None):
-                data["sample"] = sample.render(self._columns_cache)
-            self.log.append("result", data, at_ns)
+            tag = execution.tag
+            finished_ns = execution.finished_ns
+            if execution.error is not None or not tag or finished_ns is None:
+                self._encode_result(execution, sample, at_ns)  # not of a common shape
+                continue
+            # A result with a command tag and a duration, without error: its shape, so
+            # its fixed members, is decided by what follows.
+            description = execution.row_description
+            sampled = sample is not None and (bool(sample.rows) or description is not None)
+            if description is None and execution.source is not None:
+                description = execution.source.row_description
+            rows = execution.rows
+            masked = execution.masked_values
+            key = (description, execution.status, tag, rows is not None, masked > 0, sampled)
+            shape = shapes.get(key)
+            if shape is None:
+                shape = self._result_shape(key)
+                if shape is None:
+                    self._encode_result(execution, sample, at_ns)
+                    continue
+            values = [execution.seq, _dumps(round((finished_ns - execution.started_ns) / 1e6, 3))]
+            if rows is not None:
+                values.append(rows)
+            if masked:
+                values.append(masked)
+            if sampled:
+                assert sample is not None
+                values.append(_dumps(sample.render(self._columns_cache), option=_SORTED))
+            log.append_shaped(shape, values, at_ns)
+
+    def _encode_result(self, execution: Execution, sample: RowSample | None, at_ns: int) -> None:
+        """Append the result event of ``execution``, encoded whole."""
+        assert self.log is not None
+        data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
+        if execution.tag:
+            data["command_tag"] = execution.tag
+        if execution.rows is not None:
+            data["rows"] = execution.rows
+        if execution.finished_ns is not None:
+            data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
+        if execution.error is not None:
+            data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
+        if execution.masked_values:
+            data["masked_values"] = execution.masked_values
+        columns = self._result_columns(execution)
+        if columns:
+            data["columns"] = columns
+        if sample is not None and (sample.rows or execution.row_description is not None):
+            data["sample"] = sample.render(self._columns_cache)
+        self.log.append("result", data, at_ns)
+
+    def _result_shape(self, key: tuple[Any, ...]) -> EventShape | None:
+        """The :class:`EventShape` of the result events ``key`` describes (see
+        _encode_done), or None if they cannot have one (they are then encoded whole)."""
+        description, status, tag, has_rows, has_masked, sampled = key
+        fixed: dict[str, Any] = {"status": status, "command_tag": tag}
+        if description:
+            known = self._columns_cache.get(description)
+            if known is None:
+                known = _columns(description, "utf-8")
+            if known[0]:
+                fixed["columns"] = known[0]
+        fields = ("request", "duration_ms")
+        fields += ("rows",) * has_rows + ("masked_values",) * has_masked + ("sample",) * sampled
+        try:
+            shape = EventShape("result", fixed, fields, _INT)
+        except ValueError:
+            return None
+        if len(self._result_shapes) >= 256:
+            self._result_shapes.clear()
+        self._result_shapes[key] = shape
+        return shape
 
     def _result_columns(self, execution: Execution) -> list[str]:
         """The names of the result's columns (from its RowDescription), if it has rows."""
