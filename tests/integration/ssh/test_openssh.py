@@ -365,3 +365,22 @@ def test_an_scp_command_that_is_not_plain_is_an_ordinary_exec(
     row = ssh_gateway.session(conn.name)
     channel = ssh_gateway.events(row, "ssh.channel")[0]
     assert channel["kind"] == "exec" and "scp" in channel["commands"]
+
+
+def test_lines_piped_into_a_pty_shell_all_run_before_its_end_of_input(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path]
+) -> None:
+    """`ssh -tt` with a script on stdin: every line reaches the shell while the gateway
+    waits for each one's echo, and the end of input comes after them (not before the
+    held line, which would leave the shell waiting forever)."""
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    result = OpenSSH(ssh_gateway).ssh(
+        conn.name, None, key=key, extra=("-tt",),
+        input=b"echo first-$((1+1))\necho second-$((2+1))\nexit 4\n",
+    )  # fmt: skip
+    assert result.returncode == 4, result.stderr
+    assert b"first-2" in result.stdout and b"second-3" in result.stdout
+    row = ssh_gateway.session(conn.name)
+    lines = [e["text"] for e in ssh_gateway.events(row, "ssh.line")]
+    assert lines == ["echo first-$((1+1))", "echo second-$((2+1))", "exit 4"]

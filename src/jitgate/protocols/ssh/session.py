@@ -678,6 +678,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._script_allowed = False  # the last command read from stdin went on
         self._script_eof = False  # EOF is due once the queue is through
         self._early_eof = False  # EOF came before the target's channel was open
+        self._held_eof = False  # EOF came while a typed line was held: sent after it
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._out_decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._held = False
@@ -1129,6 +1130,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self._typed(text, record=record)
         if self._held:  # another line is held: keep what is left for its turn
             self._backlog = [text for text, _ in queue] + self._backlog
+            return
+        if self._held_eof and self.up_chan is not None:
+            self._held_eof = False
+            self.up_chan.write_eof()
         elif self.chan is not None:
             self.chan.resume_reading()
 
@@ -1177,8 +1182,10 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             if not self._held:
                 self._run_script()
             return True
-        if self.up_chan is not None:
-            self.up_chan.write_eof()
+        if self._held:  # asyncssh reports EOF even while reading is paused: keep the
+            self._held_eof = True  # order, the held line and what followed it go first
+            return True
+        self.up_chan.write_eof()
         return True
 
     # ---------------------------------------------------- commands from stdin
