@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import json
 import logging
@@ -161,6 +162,9 @@ async def run(settings: Settings) -> int:
                 await api_task
                 return 1
             await asyncio.sleep(0.01)
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which would otherwise walk it again and again.
+        gc.freeze()
         _announce(gateway, _url(settings.api.host, api_port, tls=settings.api.tls), addresses)
         jobs = asyncio.create_task(access_housekeeping(gateway, stop))
         recording_jobs = asyncio.create_task(recording_housekeeping(gateway, stop, node))
