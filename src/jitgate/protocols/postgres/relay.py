@@ -70,6 +70,8 @@ from jitgate.sql.postgres import prepared_query
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
+#: Bytes being framed: the data just received, or a leg's buffer holding a partial message.
+Buffer = bytes | bytearray
 _UINT32 = struct.Struct("!I")
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
@@ -537,8 +539,13 @@ class Relay:
     def client_data(self, data: bytes) -> bytes:
         """Feed bytes from the client; return the bytes to send upstream."""
         self.bytes_from_client += len(data)
-        buf = self._client_buf
-        buf += data
+        # Framed in place when nothing is buffered (the usual case: whole messages per
+        # read), so a run of messages forwarded unchanged is sent without a copy.
+        buf: Buffer = self._client_buf
+        if buf:
+            buf += data
+        else:
+            buf = data
         out: list[bytes] = []
         pos = 0
         run_start = 0  # start of the current run of messages forwarded unchanged
@@ -569,9 +576,18 @@ class Relay:
                 out.append(replacement)
                 run_start = end
             pos = end
+        return self._rest(buf, self._client_buf, out, run_start, pos)
+
+    @staticmethod
+    def _rest(buf: Buffer, kept: bytearray, out: list[bytes], run_start: int, pos: int) -> bytes:
+        """Finish a pass over ``buf``: the last unchanged run goes out, what is left after
+        ``pos`` stays in ``kept`` (the buffer itself, or the data just received)."""
         if run_start < pos:
-            out.append(bytes(buf[run_start:pos]))
-        del buf[:pos]
+            out.append(bytes(buf[run_start:pos]))  # all of a bytes object: itself, no copy
+        if buf is kept:
+            del kept[:pos]
+        elif pos < len(buf):
+            kept += memoryview(buf)[pos:]
         return b"".join(out) if len(out) != 1 else out[0]
 
     @property
@@ -585,7 +601,7 @@ class Relay:
         """Client bytes waiting (behind a held statement, or an incomplete message)."""
         return len(self._client_buf)
 
-    def _client_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+    def _client_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         """Track one client message; return replacement bytes, or None to forward it."""
         if mtype == m.BIND:
             portal_end = _cstring_end(buf, start, end)
@@ -848,8 +864,11 @@ class Relay:
         if self._server_skip >= len(data) and not self._server_buf:
             self._server_skip -= len(data)
             return data
-        buf = self._server_buf
-        buf += data
+        buf: Buffer = self._server_buf
+        if buf:
+            buf += data
+        else:
+            buf = data  # framed in place, as in client_data
         out: list[bytes] = []
         pos = 0
         run_start = 0
@@ -905,10 +924,7 @@ class Relay:
                 out.append(replacement)
                 run_start = end
             pos = end
-        if run_start < pos:
-            out.append(bytes(buf[run_start:pos]))
-        del buf[:pos]
-        return b"".join(out) if len(out) != 1 else out[0]
+        return self._rest(buf, self._server_buf, out, run_start, pos)
 
     # ----------------------------------------------------------------- masking
 
@@ -984,7 +1000,7 @@ class Relay:
                     return False
         return True
 
-    def _lookup_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+    def _lookup_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         """A message answering the column look-up in front: b"" drops it (None: not ours)."""
         _kind, lookup, _ends = self._expect[0]
         assert isinstance(lookup, pgmask.CatalogLookup)
@@ -1107,7 +1123,7 @@ class Relay:
         self,
         mtype: int,
         masking: tuple[Masker | None, object],
-        buf: bytearray,
+        buf: Buffer,
         pos: int,
         end: int,
     ) -> bytes | None:
@@ -1157,7 +1173,7 @@ class Relay:
         execution: Execution | None,
         masked: int,
         replacement: bytes | None,
-        buf: bytearray,
+        buf: Buffer,
         pos: int,
         end: int,
     ) -> None:
@@ -1216,7 +1232,7 @@ class Relay:
             return item if isinstance(item, Execution) else None
         return None
 
-    def _server_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+    def _server_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         catalog = self._masks.catalog
         if catalog is not None and catalog.lookups and self._expect[0][0] is Expect.LOOKUP:
             answer = self._lookup_message(mtype, buf, start, end)
@@ -1442,7 +1458,7 @@ class Relay:
                     self._finish(execution, "error", None, ("08006", "session ended"))
 
 
-def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ...]:
+def _bind_result_formats(buf: Buffer, offset: int, end: int) -> tuple[int, ...]:
     """The result-column format codes at the end of a Bind message (offset: after names)."""
     try:
         (nformats,) = _INT16.unpack_from(buf, offset)
@@ -1461,7 +1477,7 @@ def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ..
         raise ProtocolViolation("truncated Bind message") from None
 
 
-def _bind_parameters(buf: bytearray, offset: int, end: int) -> BindParameters:
+def _bind_parameters(buf: Buffer, offset: int, end: int) -> BindParameters:
     """The parameter format codes and values of a Bind message (offset: after names)."""
     try:
         (nformats,) = _INT16.unpack_from(buf, offset)
@@ -1485,7 +1501,7 @@ def _bind_parameters(buf: bytearray, offset: int, end: int) -> BindParameters:
         raise ProtocolViolation("truncated Bind message") from None
 
 
-def _cstring_end(buf: bytearray, start: int, end: int) -> int:
+def _cstring_end(buf: Buffer, start: int, end: int) -> int:
     nul = buf.find(0, start, end)
     if nul < 0:
         raise ProtocolViolation("unterminated string in message")
