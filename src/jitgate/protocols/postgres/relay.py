@@ -550,14 +550,17 @@ class Relay:
         pos = 0
         run_start = 0  # start of the current run of messages forwarded unchanged
         size = len(buf)
+        limit = self.max_message
+        unpack = _HEADER.unpack_from
+        handle = self._client_message
         while size - pos >= 5:
-            mtype, length = _HEADER.unpack_from(buf, pos)
-            if length < 4 or length > self.max_message:
+            mtype, length = unpack(buf, pos)
+            if length < 4 or length > limit:
                 raise ProtocolViolation(
-                    f"message of {length} bytes exceeds the limit of {self.max_message}"
-                    if length > self.max_message
+                    f"message of {length} bytes exceeds the limit of {limit}"
+                    if length > limit
                     else "invalid message length",
-                    "54000" if length > self.max_message else "08P01",
+                    "54000" if length > limit else "08P01",
                 )
             end = pos + 1 + length
             if end > size:
@@ -565,11 +568,12 @@ class Relay:
             if self.held is not None:
                 break
             try:
-                replacement = self._client_message(mtype, buf, pos + 5, end)
+                replacement = handle(mtype, buf, pos + 5, end)
             except _Hold as hold:
                 self.held = hold.held  # stop here; the message stays in the buffer
                 break
-            self._released.clear()
+            if self._released:
+                self._released.clear()
             if replacement is not None:
                 if run_start < pos:
                     out.append(bytes(buf[run_start:pos]))
@@ -652,10 +656,6 @@ class Relay:
             if not self._syncs_ignored:
                 self._expect.append((Expect.SYNC, None, self._copy_ends))
             return None
-        if mtype == m.QUERY:
-            return self._on_query(bytes(buf[start:end]))
-        if mtype == m.PARSE:
-            return self._on_parse(bytes(buf[start:end]))
         if mtype == m.DESCRIBE:
             target = None
             if self.masking is not None and end - start >= 2:
@@ -666,6 +666,10 @@ class Relay:
                     target = self._portals.get(name)
             self._expect.append((Expect.DESCRIBE, target, self._copy_ends))
             return None
+        if mtype == m.QUERY:
+            return self._on_query(bytes(buf[start:end]))
+        if mtype == m.PARSE:
+            return self._on_parse(bytes(buf[start:end]))
         if mtype == m.CLOSE:
             if end - start < 2:
                 raise ProtocolViolation("truncated Close message")
@@ -876,19 +880,22 @@ class Relay:
         if self._server_skip:
             pos = self._server_skip
             self._server_skip = 0
+        limit = self.max_message
+        unpack = _HEADER.unpack_from
+        handle = self._server_message
+        masks = self.masking is not None
         while size - pos >= 5:
-            mtype, length = _HEADER.unpack_from(buf, pos)
+            mtype, length = unpack(buf, pos)
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
-            if length > self.max_message and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
+            if length > limit and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
                 # (rows and COPY data that need no masking are streamed, never buffered)
                 raise ProtocolViolation(
-                    f"a message of {length} bytes from the upstream exceeds the limit of "
-                    f"{self.max_message}"
+                    f"a message of {length} bytes from the upstream exceeds the limit of {limit}"
                 )
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
-                masking = self._row_masking(mtype) if self.masking is not None else None
+                masking = self._row_masking(mtype) if masks else None
                 if masking is None:
                     if mtype == m.DATA_ROW:
                         execution = self._front_execution()
@@ -917,7 +924,7 @@ class Relay:
                 continue
             if end > size:
                 break
-            replacement = self._server_message(mtype, buf, pos + 5, end)
+            replacement = handle(mtype, buf, pos + 5, end)
             if replacement is not None:
                 if run_start < pos:
                     out.append(bytes(buf[run_start:pos]))
@@ -1246,6 +1253,12 @@ class Relay:
             tag = bytes(buf[start : end - 1]).decode("ascii", "replace")
             self._complete(tag)
             return None
+        if mtype == m.ROW_DESCRIPTION:
+            if self.masking is not None:
+                self._on_row_description(bytes(buf[start:end]))
+            if self._expect and self._expect[0][0] is Expect.DESCRIBE:
+                self._expect.popleft()
+            return None
         if mtype == m.ERROR_RESPONSE:
             payload = bytes(buf[start:end])
             # Masked before anything of it is recorded (the error's message) or sent, and
@@ -1260,8 +1273,6 @@ class Relay:
             return None if masked is None else m.encode_error_fields(masked, mtype, self.encoding)
         if mtype == m.NOTIFICATION_RESPONSE and self.masking is not None:
             return self._mask_notification(bytes(buf[start:end]))
-        if mtype == m.ROW_DESCRIPTION and self.masking is not None:
-            self._on_row_description(bytes(buf[start:end]))
         if mtype == m.COPY_OUT_RESPONSE and self.masking is not None:
             self._on_copy_out(bytes(buf[start:end]))
             return None
@@ -1273,7 +1284,7 @@ class Relay:
                 else:
                     self._drop(item)
             return None
-        if mtype in (m.BIND_COMPLETE, m.CLOSE_COMPLETE, m.NO_DATA, m.ROW_DESCRIPTION):
+        if mtype in (m.BIND_COMPLETE, m.CLOSE_COMPLETE, m.NO_DATA):
             self._pop_simple(mtype)
             return None
         if mtype == m.EMPTY_QUERY_RESPONSE:
@@ -1445,8 +1456,10 @@ class Relay:
             self._drop(item)
         if self.transaction_status == m.IDLE:
             # Outside a transaction no portal survives (protocol portals are never WITH HOLD).
-            self._portals.clear()
-            self._portal_params.clear()
+            if self._portals:
+                self._portals.clear()
+            if self._portal_params:
+                self._portal_params.clear()
 
     def close(self) -> None:
         """The session ended: whatever is still in flight is recorded as interrupted."""
