@@ -608,9 +608,13 @@ class Relay:
     def _client_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         """Track one client message; return replacement bytes, or None to forward it."""
         if mtype == m.BIND:
-            portal_end = _cstring_end(buf, start, end)
+            # (the NUL look-ups of _cstring_end, inline: this is the hot path)
+            portal_end = buf.find(0, start, end)
+            name_nul = buf.find(0, portal_end + 1, end) if portal_end >= 0 else -1
+            if name_nul < 0:
+                raise ProtocolViolation("unterminated string in message")
             portal = bytes(buf[start:portal_end])
-            name = bytes(buf[portal_end + 1 : _cstring_end(buf, portal_end + 1, end)])
+            name = bytes(buf[portal_end + 1 : name_nul])
             prepared = self._pending.get(name) or self._prepared.get(name)
             if prepared is None and name and (self._sql_prepared or self._name_ops):
                 prepared = self._bound_by_name(name)
@@ -624,20 +628,29 @@ class Relay:
             else:
                 self._portals.pop(portal, None)
             lookup = b""
-            if self.masking is not None:
-                name_nul = portal_end + 1 + len(name)
+            masking = self.masking
+            if masking is not None:
                 self._masks.portal_formats[portal] = _bind_result_formats(buf, name_nul + 1, end)
-                if prepared is not None and prepared.statement is not None:
-                    lookup = self._lookup_before([prepared.statement], [prepared.decision])
+                if (
+                    prepared is not None
+                    and prepared.statement is not None
+                    and prepared.decision.outcome is not Outcome.DENY
+                ):
+                    masker = masking.masker(masking.profile_for(prepared.decision))
+                    if masker is not None and masker.needs_lineage:
+                        lookup = self._lookup_before([prepared.statement], [prepared.decision])
             self._expect.append((Expect.BIND, None, self._copy_ends))
             return lookup + bytes(buf[start - 5 : end]) if lookup else None
         if mtype == m.EXECUTE:
-            portal = bytes(buf[start : _cstring_end(buf, start, end)])
+            portal_end = buf.find(0, start, end)
+            if portal_end < 0:
+                raise ProtocolViolation("unterminated string in message")
+            portal = bytes(buf[start:portal_end])
             prepared = self._portals.get(portal)
             execution = None
             if prepared is not None:  # allowed at Parse, or in review (decided here)
                 run, decision = self._decide_execute(prepared, portal)
-                if self.masking is not None:
+                if self.masking is not None and run is not None and run.kind is CommandKind.COPY:
                     decision = self._mask_decision(run, decision)
                 if not decision.allowed:
                     return self._refuse_execute(prepared, decision, run)
@@ -649,7 +662,8 @@ class Relay:
                 if self.masking is not None:
                     execution.source = prepared
                     execution.result_formats = self._masks.portal_formats.get(portal, ())
-                    self._track_catalog(prepared.statement)
+                    if self._masks.catalog is not None:
+                        self._track_catalog(prepared.statement)
             self._expect.append((Expect.EXECUTE, execution, self._copy_ends))
             return None
         if mtype == m.SYNC:
@@ -762,8 +776,17 @@ class Relay:
         lookup = b""
         if self.masking is not None:
             pairs = zip(runs, decisions, strict=True)
-            decisions = [self._mask_decision(stmt, decision) for stmt, decision in pairs]
-            lookup = self._lookup_before(runs, decisions)
+            decisions = [
+                self._mask_decision(stmt, decision)
+                if stmt is not None and stmt.kind is CommandKind.COPY
+                else decision
+                for stmt, decision in pairs
+            ]
+            lookup = (
+                self._lookup_for(runs[0], decisions[0])
+                if len(runs) == 1
+                else self._lookup_before(runs, decisions)
+            )
         for stmt, run, decision, op in zip(statements, runs, decisions, ops, strict=True):
             if decision.allowed:
                 execution = self._start(stmt.text, run, decision, "query")
@@ -771,7 +794,7 @@ class Relay:
                 if op is not None:
                     execution.names_op = op
                     self._name_ops.append(execution)
-                if self.masking is not None:
+                if self._masks.catalog is not None:
                     self._track_catalog(stmt)
             else:
                 execution, sql = self._refuse(stmt.text, run, decision, "query")
@@ -815,7 +838,7 @@ class Relay:
         lookup = b""
         if self.masking is not None:
             decision = self._mask_decision(stmt, decision)
-            lookup = self._lookup_before([stmt], [decision])
+            lookup = self._lookup_for(stmt, decision)
         if decision.allowed or decision.outcome is Outcome.REVIEW:
             prepared = _Prepared(name, query, stmt, decision)
             if decision.outcome is Outcome.REVIEW:
@@ -895,15 +918,18 @@ class Relay:
                 )
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
-                masking = self._row_masking(mtype) if masks else None
+                execution = self._front_execution()
+                masking = (
+                    self._row_masking(mtype, execution)
+                    if masks and (execution is None or execution.row_plan is not _NO_MASKING)
+                    else None
+                )
                 if masking is None:
-                    if mtype == m.DATA_ROW:
-                        execution = self._front_execution()
-                        if execution is not None:
-                            execution.rows = (execution.rows or 0) + 1
-                            # The recorder's sample takes whole rows only.
-                            if execution.row_sink is not None and end <= size:
-                                execution.row_sink(bytes(buf[pos + 5 : end]))
+                    if mtype == m.DATA_ROW and execution is not None:
+                        execution.rows = (execution.rows or 0) + 1
+                        # The recorder's sample takes whole rows only.
+                        if execution.row_sink is not None and end <= size:
+                            execution.row_sink(bytes(buf[pos + 5 : end]))
                     if end > size:  # stream the rest of a large row through
                         self._server_skip = end - size
                         pos = size
@@ -959,6 +985,16 @@ class Relay:
         catalog = self._masks.catalog
         if catalog is not None and statement is not None and pgmask.changes_catalog(statement):
             catalog.invalidate()
+
+    def _lookup_for(self, statement: Statement | None, decision: Decision) -> bytes:
+        """:meth:`_lookup_before` for one statement, short when its rules need no lineage."""
+        if statement is None or decision.outcome is Outcome.DENY:
+            return b""
+        assert self.masking is not None
+        masker = self.masking.masker(self.masking.profile_for(decision))
+        if masker is None or not masker.needs_lineage:
+            return b""
+        return self._lookup_before([statement], [decision])
 
     def _lookup_before(
         self, statements: Sequence[Statement | None], decisions: Sequence[Decision]
@@ -1083,13 +1119,15 @@ class Relay:
             return None
         return catalog
 
-    def _row_masking(self, mtype: int) -> tuple[Masker | None, object] | None:
-        """The masker and plan for the front execution's rows, or None to pass them through."""
+    def _row_masking(
+        self, mtype: int, execution: Execution | None
+    ) -> tuple[Masker | None, object] | None:
+        """The masker and plan for the front execution's rows (``execution``, from
+        :meth:`_front_execution`), or None to pass them through."""
         assert self.masking is not None
         catalog = self._masks.catalog
         if catalog is not None and catalog.lookups and self._expect[0][0] is Expect.LOOKUP:
             return _LOOKUP_ROW  # (lookups > 0: its expectation is in the FIFO)
-        execution = self._front_execution()
         if execution is None:
             return None
         if execution.row_plan is _NO_MASKING:
