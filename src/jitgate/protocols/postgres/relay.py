@@ -256,6 +256,7 @@ _SqlPrepared = tuple[str, Statement]
 _NameOp = tuple[str, str | None, _SqlPrepared | None]
 _NAME_KINDS = frozenset({CommandKind.PREPARE, CommandKind.DEALLOCATE, CommandKind.SESSION})
 _RUN_KINDS = frozenset({CommandKind.PREPARE, CommandKind.EXECUTE})
+_PLAIN_EXCLUDED = _NAME_KINDS | _RUN_KINDS  # statements Relay._on_plain_query leaves alone
 UNKNOWN_PREPARED = "builtin:unknown-prepared-statement"
 Classifier = Callable[[str], Classification]
 
@@ -760,6 +761,8 @@ class Relay:
         replacements: list[tuple[int, int, str]] = []
         if not statements:
             statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
+        if len(statements) == 1 and statements[0].kind not in _PLAIN_EXCLUDED:
+            return self._on_plain_query(payload, text, classification, statements[0])
         runs: list[Statement] = list(statements)
         decisions: list[Decision] = []
         ops: list[_NameOp | None] = []  # what each statement does to prepared names
@@ -809,6 +812,31 @@ class Relay:
             rewritten = text
             for start, end, sql in reversed(replacements):
                 rewritten = rewritten[:start] + sql + rewritten[end:]
+        return lookup + m.query(rewritten, self.encoding)
+
+    def _on_plain_query(
+        self, payload: bytes, text: str, classification: Classification, stmt: Statement
+    ) -> bytes | None:
+        """:meth:`_on_query` for the common case, one statement that touches no prepared
+        names (the same steps, without the per-statement lists)."""
+        decision = self._decide(stmt, stmt.text, "query")
+        lookup = b""
+        if self.masking is not None:
+            if stmt.kind is CommandKind.COPY:
+                decision = self._mask_decision(stmt, decision)
+            lookup = self._lookup_for(stmt, decision)
+        if decision.allowed:
+            execution = self._start(stmt.text, stmt, decision, "query")
+            if self._masks.catalog is not None:
+                self._track_catalog(stmt)
+            self._expect.append((Expect.QUERY, _QueryGroup([execution]), self._copy_ends))
+            return lookup + m.message(m.QUERY, payload) if lookup else None
+        execution, sql = self._refuse(stmt.text, stmt, decision, "query")
+        self._expect.append((Expect.QUERY, _QueryGroup([execution]), self._copy_ends))
+        if classification.error is not None:
+            rewritten = sql  # unparseable: nothing of it may reach upstream
+        else:
+            rewritten = text[: stmt.start] + sql + text[stmt.end :]
         return lookup + m.query(rewritten, self.encoding)
 
     def _on_parse(self, payload: bytes) -> bytes | None:
@@ -1422,10 +1450,10 @@ class Relay:
         if execution.status != "denied":
             execution.status = status
         execution.tag = tag
-        if tag:
-            rows = m.command_tag_rows(tag)
-            if rows is not None:
-                execution.rows = rows
+        if tag:  # the rows a CommandComplete tag counts (m.command_tag_rows, inline)
+            head, _, tail = tag.rpartition(" ")
+            if head and tail.isdigit():
+                execution.rows = int(tail)
         if error is not None and execution.error is None:
             execution.error = error
         if execution.names_op is not None:
