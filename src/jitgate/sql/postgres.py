@@ -1436,7 +1436,7 @@ def _spans(sql: str) -> tuple[slice, ...]:
     undone for characters PostgreSQL does not take for whitespace (``SELECT 1 \u3000``
     names a column ``\u3000``; a comment may end in ``\x1f``)."""
     spans = libpg_query.split(sql, only_slices=True)
-    return tuple(_widened(sql, span) for span in spans)
+    return tuple([_widened(sql, span) for span in spans])
 
 
 def _widened(sql: str, span: slice) -> slice:
@@ -1494,8 +1494,10 @@ def _rebase(template: Classification, sql: str) -> Classification | None:
         return None
     if len(spans) != len(statements):
         return None
+    if len(spans) == 1:  # the hot path: one statement, no generator
+        return Classification((_with_span(statements[0], sql, spans[0]),))
     return Classification(
-        tuple(_with_span(s, sql, span) for s, span in zip(statements, spans, strict=True))
+        tuple([_with_span(s, sql, span) for s, span in zip(statements, spans, strict=True)])
     )
 
 
