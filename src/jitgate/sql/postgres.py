@@ -55,7 +55,6 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
@@ -1226,19 +1225,20 @@ class _LRU(Generic[_Key, _Cached]):
         return len(self._data)
 
     def get(self, key: _Key) -> _Cached | None:
-        value = self._data.get(key)
+        # Taken out and put back at the end: most recently used, without an exception to
+        # suppress when another thread evicted it meanwhile (a context manager costs more
+        # than the look-up on this hot path).
+        value = self._data.pop(key, None)
         if value is not None:
-            with suppress(KeyError):  # evicted by another thread meanwhile
-                self._data.move_to_end(key)
+            self._data[key] = value
         return value
 
     def put(self, key: _Key, value: _Cached) -> None:
         if self._size <= 0:
             return
         data = self._data
-        data[key] = value
-        with suppress(KeyError):
-            data.move_to_end(key)
+        data.pop(key, None)
+        data[key] = value  # (at the end: most recently used)
         while len(data) > self._size:
             try:
                 data.popitem(last=False)
