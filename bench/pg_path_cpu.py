@@ -195,6 +195,13 @@ class _Policies:
         return self._engine
 
 
+class _Masking:
+    """A MaskingService stand-in with no profiles that never changes."""
+
+    def version(self) -> int:
+        return 0
+
+
 class Harness:
     def __init__(self, workload: str, recording: bool, directory: Path, count: int) -> None:
         self.workload = workload
@@ -220,7 +227,7 @@ class Harness:
         session.client_addr = "127.0.0.1"
         session.end_reason = "client disconnected"
         session._hold_task = None
-        session.masking = SessionMasking(cast(Any, None), None)
+        session.masking = SessionMasking(cast(Any, _Masking()), None)
         session.upstream = cast(Any, SimpleNamespace(leg=self.server, parameters=[]))
         admin = Identity("1", "admin", IdentityKind.USER, roles=frozenset({Role.ADMIN}))
         session._gate = StatementGate(

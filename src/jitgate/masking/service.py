@@ -196,9 +196,9 @@ class SessionMasking:
         return decision.mask_profile or self.default_profile
 
     def masker(self, profile: str | None) -> Masker | None:
-        self._refresh()
         if not profile or profile == "none":
-            return None
+            return None  # whatever the revision: no profile masks nothing
+        self._refresh()
         if profile not in self._maskers:
             try:
                 self._maskers[profile] = self.service.masker(profile)

@@ -58,18 +58,43 @@ class StatementGate:
         self.context = dict(context or {})
         self._cache: dict[tuple[object, ...], Decision] = {}
         self._context_version = 0
+        # Whether the engine's rules read the text, per statement kind, for one version.
+        self._reads: dict[CommandKind, bool] = {}
+        self._reads_version: object = None
+        # The last cached answer, by statement object: a prepared statement executed
+        # again, or a text the classifier answered from its exact cache, skips the key.
+        self._last: tuple[Statement, str, object, int, int, Decision] | None = None
         self.hits = 0
         self.misses = 0
 
     def __call__(self, statement: Statement, text: str) -> Decision:
         key: tuple[object, ...] | None = None
-        if statement.kind is not CommandKind.UNKNOWN:
+        kind = statement.kind
+        if kind is not CommandKind.UNKNOWN:
             try:
                 version = self.engine.version
             except Exception as exc:  # the policies cannot be read: fail closed, uncached
                 return _failed(exc)
+            hour = int(time.time() // 3600)
+            last = self._last
+            if (
+                last is not None
+                and last[0] is statement
+                and last[2] == version
+                and last[3] == self._context_version
+                and last[4] == hour
+                and last[1] == text
+            ):
+                self.hits += 1
+                return last[5]
+            if version != self._reads_version:
+                self._reads.clear()
+                self._reads_version = version
+            reads = self._reads.get(kind)
+            if reads is None:
+                reads = self._reads[kind] = self._reads_text(statement)
             key = (
-                statement.kind,
+                kind,
                 statement.tag,
                 statement.tables_read,
                 statement.tables_written,
@@ -85,12 +110,13 @@ class StatementGate:
                 statement.prepared_name,
                 version,
                 self._context_version,
-                int(time.time() // 3600),
-                text if self._reads_text(statement) else None,
+                hour,
+                text if reads else None,
             )
             cached = self._cache.get(key)
             if cached is not None:
                 self.hits += 1
+                self._last = (statement, text, version, self._context_version, hour, cached)
                 return cached
         self.misses += 1
         decision = self.decide(statement, text)

@@ -55,7 +55,6 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final, Generic, TypeVar
@@ -1226,19 +1225,20 @@ class _LRU(Generic[_Key, _Cached]):
         return len(self._data)
 
     def get(self, key: _Key) -> _Cached | None:
-        value = self._data.get(key)
+        # Taken out and put back at the end: most recently used, without an exception to
+        # suppress when another thread evicted it meanwhile (a context manager costs more
+        # than the look-up on this hot path).
+        value = self._data.pop(key, None)
         if value is not None:
-            with suppress(KeyError):  # evicted by another thread meanwhile
-                self._data.move_to_end(key)
+            self._data[key] = value
         return value
 
     def put(self, key: _Key, value: _Cached) -> None:
         if self._size <= 0:
             return
         data = self._data
-        data[key] = value
-        with suppress(KeyError):
-            data.move_to_end(key)
+        data.pop(key, None)
+        data[key] = value  # (at the end: most recently used)
         while len(data) > self._size:
             try:
                 data.popitem(last=False)
@@ -1436,7 +1436,7 @@ def _spans(sql: str) -> tuple[slice, ...]:
     undone for characters PostgreSQL does not take for whitespace (``SELECT 1 \u3000``
     names a column ``\u3000``; a comment may end in ``\x1f``)."""
     spans = libpg_query.split(sql, only_slices=True)
-    return tuple(_widened(sql, span) for span in spans)
+    return tuple([_widened(sql, span) for span in spans])
 
 
 def _widened(sql: str, span: slice) -> slice:
@@ -1494,8 +1494,10 @@ def _rebase(template: Classification, sql: str) -> Classification | None:
         return None
     if len(spans) != len(statements):
         return None
+    if len(spans) == 1:  # the hot path: one statement, no generator
+        return Classification((_with_span(statements[0], sql, spans[0]),))
     return Classification(
-        tuple(_with_span(s, sql, span) for s, span in zip(statements, spans, strict=True))
+        tuple([_with_span(s, sql, span) for s, span in zip(statements, spans, strict=True)])
     )
 
 

@@ -70,6 +70,8 @@ from jitgate.sql.postgres import prepared_query
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
+#: Bytes being framed: the data just received, or a leg's buffer holding a partial message.
+Buffer = bytes | bytearray
 _UINT32 = struct.Struct("!I")
 _INT16 = struct.Struct("!h")
 _INT32 = struct.Struct("!i")
@@ -254,6 +256,7 @@ _SqlPrepared = tuple[str, Statement]
 _NameOp = tuple[str, str | None, _SqlPrepared | None]
 _NAME_KINDS = frozenset({CommandKind.PREPARE, CommandKind.DEALLOCATE, CommandKind.SESSION})
 _RUN_KINDS = frozenset({CommandKind.PREPARE, CommandKind.EXECUTE})
+_PLAIN_EXCLUDED = _NAME_KINDS | _RUN_KINDS  # statements Relay._on_plain_query leaves alone
 UNKNOWN_PREPARED = "builtin:unknown-prepared-statement"
 Classifier = Callable[[str], Classification]
 
@@ -537,20 +540,28 @@ class Relay:
     def client_data(self, data: bytes) -> bytes:
         """Feed bytes from the client; return the bytes to send upstream."""
         self.bytes_from_client += len(data)
-        buf = self._client_buf
-        buf += data
+        # Framed in place when nothing is buffered (the usual case: whole messages per
+        # read), so a run of messages forwarded unchanged is sent without a copy.
+        buf: Buffer = self._client_buf
+        if buf:
+            buf += data
+        else:
+            buf = data
         out: list[bytes] = []
         pos = 0
         run_start = 0  # start of the current run of messages forwarded unchanged
         size = len(buf)
+        limit = self.max_message
+        unpack = _HEADER.unpack_from
+        handle = self._client_message
         while size - pos >= 5:
-            mtype, length = _HEADER.unpack_from(buf, pos)
-            if length < 4 or length > self.max_message:
+            mtype, length = unpack(buf, pos)
+            if length < 4 or length > limit:
                 raise ProtocolViolation(
-                    f"message of {length} bytes exceeds the limit of {self.max_message}"
-                    if length > self.max_message
+                    f"message of {length} bytes exceeds the limit of {limit}"
+                    if length > limit
                     else "invalid message length",
-                    "54000" if length > self.max_message else "08P01",
+                    "54000" if length > limit else "08P01",
                 )
             end = pos + 1 + length
             if end > size:
@@ -558,20 +569,30 @@ class Relay:
             if self.held is not None:
                 break
             try:
-                replacement = self._client_message(mtype, buf, pos + 5, end)
+                replacement = handle(mtype, buf, pos + 5, end)
             except _Hold as hold:
                 self.held = hold.held  # stop here; the message stays in the buffer
                 break
-            self._released.clear()
+            if self._released:
+                self._released.clear()
             if replacement is not None:
                 if run_start < pos:
                     out.append(bytes(buf[run_start:pos]))
                 out.append(replacement)
                 run_start = end
             pos = end
+        return self._rest(buf, self._client_buf, out, run_start, pos)
+
+    @staticmethod
+    def _rest(buf: Buffer, kept: bytearray, out: list[bytes], run_start: int, pos: int) -> bytes:
+        """Finish a pass over ``buf``: the last unchanged run goes out, what is left after
+        ``pos`` stays in ``kept`` (the buffer itself, or the data just received)."""
         if run_start < pos:
-            out.append(bytes(buf[run_start:pos]))
-        del buf[:pos]
+            out.append(bytes(buf[run_start:pos]))  # all of a bytes object: itself, no copy
+        if buf is kept:
+            del kept[:pos]
+        elif pos < len(buf):
+            kept += memoryview(buf)[pos:]
         return b"".join(out) if len(out) != 1 else out[0]
 
     @property
@@ -585,12 +606,16 @@ class Relay:
         """Client bytes waiting (behind a held statement, or an incomplete message)."""
         return len(self._client_buf)
 
-    def _client_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+    def _client_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         """Track one client message; return replacement bytes, or None to forward it."""
         if mtype == m.BIND:
-            portal_end = _cstring_end(buf, start, end)
+            # (the NUL look-ups of _cstring_end, inline: this is the hot path)
+            portal_end = buf.find(0, start, end)
+            name_nul = buf.find(0, portal_end + 1, end) if portal_end >= 0 else -1
+            if name_nul < 0:
+                raise ProtocolViolation("unterminated string in message")
             portal = bytes(buf[start:portal_end])
-            name = bytes(buf[portal_end + 1 : _cstring_end(buf, portal_end + 1, end)])
+            name = bytes(buf[portal_end + 1 : name_nul])
             prepared = self._pending.get(name) or self._prepared.get(name)
             if prepared is None and name and (self._sql_prepared or self._name_ops):
                 prepared = self._bound_by_name(name)
@@ -604,20 +629,29 @@ class Relay:
             else:
                 self._portals.pop(portal, None)
             lookup = b""
-            if self.masking is not None:
-                name_nul = portal_end + 1 + len(name)
+            masking = self.masking
+            if masking is not None:
                 self._masks.portal_formats[portal] = _bind_result_formats(buf, name_nul + 1, end)
-                if prepared is not None and prepared.statement is not None:
-                    lookup = self._lookup_before([prepared.statement], [prepared.decision])
+                if (
+                    prepared is not None
+                    and prepared.statement is not None
+                    and prepared.decision.outcome is not Outcome.DENY
+                ):
+                    masker = masking.masker(masking.profile_for(prepared.decision))
+                    if masker is not None and masker.needs_lineage:
+                        lookup = self._lookup_before([prepared.statement], [prepared.decision])
             self._expect.append((Expect.BIND, None, self._copy_ends))
             return lookup + bytes(buf[start - 5 : end]) if lookup else None
         if mtype == m.EXECUTE:
-            portal = bytes(buf[start : _cstring_end(buf, start, end)])
+            portal_end = buf.find(0, start, end)
+            if portal_end < 0:
+                raise ProtocolViolation("unterminated string in message")
+            portal = bytes(buf[start:portal_end])
             prepared = self._portals.get(portal)
             execution = None
             if prepared is not None:  # allowed at Parse, or in review (decided here)
                 run, decision = self._decide_execute(prepared, portal)
-                if self.masking is not None:
+                if self.masking is not None and run is not None and run.kind is CommandKind.COPY:
                     decision = self._mask_decision(run, decision)
                 if not decision.allowed:
                     return self._refuse_execute(prepared, decision, run)
@@ -629,17 +663,14 @@ class Relay:
                 if self.masking is not None:
                     execution.source = prepared
                     execution.result_formats = self._masks.portal_formats.get(portal, ())
-                    self._track_catalog(prepared.statement)
+                    if self._masks.catalog is not None:
+                        self._track_catalog(prepared.statement)
             self._expect.append((Expect.EXECUTE, execution, self._copy_ends))
             return None
         if mtype == m.SYNC:
             if not self._syncs_ignored:
                 self._expect.append((Expect.SYNC, None, self._copy_ends))
             return None
-        if mtype == m.QUERY:
-            return self._on_query(bytes(buf[start:end]))
-        if mtype == m.PARSE:
-            return self._on_parse(bytes(buf[start:end]))
         if mtype == m.DESCRIBE:
             target = None
             if self.masking is not None and end - start >= 2:
@@ -650,6 +681,10 @@ class Relay:
                     target = self._portals.get(name)
             self._expect.append((Expect.DESCRIBE, target, self._copy_ends))
             return None
+        if mtype == m.QUERY:
+            return self._on_query(bytes(buf[start:end]))
+        if mtype == m.PARSE:
+            return self._on_parse(bytes(buf[start:end]))
         if mtype == m.CLOSE:
             if end - start < 2:
                 raise ProtocolViolation("truncated Close message")
@@ -726,6 +761,8 @@ class Relay:
         replacements: list[tuple[int, int, str]] = []
         if not statements:
             statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
+        if len(statements) == 1 and statements[0].kind not in _PLAIN_EXCLUDED:
+            return self._on_plain_query(payload, text, classification, statements[0])
         runs: list[Statement] = list(statements)
         decisions: list[Decision] = []
         ops: list[_NameOp | None] = []  # what each statement does to prepared names
@@ -742,8 +779,17 @@ class Relay:
         lookup = b""
         if self.masking is not None:
             pairs = zip(runs, decisions, strict=True)
-            decisions = [self._mask_decision(stmt, decision) for stmt, decision in pairs]
-            lookup = self._lookup_before(runs, decisions)
+            decisions = [
+                self._mask_decision(stmt, decision)
+                if stmt is not None and stmt.kind is CommandKind.COPY
+                else decision
+                for stmt, decision in pairs
+            ]
+            lookup = (
+                self._lookup_for(runs[0], decisions[0])
+                if len(runs) == 1
+                else self._lookup_before(runs, decisions)
+            )
         for stmt, run, decision, op in zip(statements, runs, decisions, ops, strict=True):
             if decision.allowed:
                 execution = self._start(stmt.text, run, decision, "query")
@@ -751,7 +797,7 @@ class Relay:
                 if op is not None:
                     execution.names_op = op
                     self._name_ops.append(execution)
-                if self.masking is not None:
+                if self._masks.catalog is not None:
                     self._track_catalog(stmt)
             else:
                 execution, sql = self._refuse(stmt.text, run, decision, "query")
@@ -766,6 +812,31 @@ class Relay:
             rewritten = text
             for start, end, sql in reversed(replacements):
                 rewritten = rewritten[:start] + sql + rewritten[end:]
+        return lookup + m.query(rewritten, self.encoding)
+
+    def _on_plain_query(
+        self, payload: bytes, text: str, classification: Classification, stmt: Statement
+    ) -> bytes | None:
+        """:meth:`_on_query` for the common case, one statement that touches no prepared
+        names (the same steps, without the per-statement lists)."""
+        decision = self._decide(stmt, stmt.text, "query")
+        lookup = b""
+        if self.masking is not None:
+            if stmt.kind is CommandKind.COPY:
+                decision = self._mask_decision(stmt, decision)
+            lookup = self._lookup_for(stmt, decision)
+        if decision.allowed:
+            execution = self._start(stmt.text, stmt, decision, "query")
+            if self._masks.catalog is not None:
+                self._track_catalog(stmt)
+            self._expect.append((Expect.QUERY, _QueryGroup([execution]), self._copy_ends))
+            return lookup + m.message(m.QUERY, payload) if lookup else None
+        execution, sql = self._refuse(stmt.text, stmt, decision, "query")
+        self._expect.append((Expect.QUERY, _QueryGroup([execution]), self._copy_ends))
+        if classification.error is not None:
+            rewritten = sql  # unparseable: nothing of it may reach upstream
+        else:
+            rewritten = text[: stmt.start] + sql + text[stmt.end :]
         return lookup + m.query(rewritten, self.encoding)
 
     def _on_parse(self, payload: bytes) -> bytes | None:
@@ -795,7 +866,7 @@ class Relay:
         lookup = b""
         if self.masking is not None:
             decision = self._mask_decision(stmt, decision)
-            lookup = self._lookup_before([stmt], [decision])
+            lookup = self._lookup_for(stmt, decision)
         if decision.allowed or decision.outcome is Outcome.REVIEW:
             prepared = _Prepared(name, query, stmt, decision)
             if decision.outcome is Outcome.REVIEW:
@@ -848,8 +919,11 @@ class Relay:
         if self._server_skip >= len(data) and not self._server_buf:
             self._server_skip -= len(data)
             return data
-        buf = self._server_buf
-        buf += data
+        buf: Buffer = self._server_buf
+        if buf:
+            buf += data
+        else:
+            buf = data  # framed in place, as in client_data
         out: list[bytes] = []
         pos = 0
         run_start = 0
@@ -857,27 +931,33 @@ class Relay:
         if self._server_skip:
             pos = self._server_skip
             self._server_skip = 0
+        limit = self.max_message
+        unpack = _HEADER.unpack_from
+        handle = self._server_message
+        masks = self.masking is not None
         while size - pos >= 5:
-            mtype, length = _HEADER.unpack_from(buf, pos)
+            mtype, length = unpack(buf, pos)
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
-            if length > self.max_message and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
+            if length > limit and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
                 # (rows and COPY data that need no masking are streamed, never buffered)
                 raise ProtocolViolation(
-                    f"a message of {length} bytes from the upstream exceeds the limit of "
-                    f"{self.max_message}"
+                    f"a message of {length} bytes from the upstream exceeds the limit of {limit}"
                 )
             end = pos + 1 + length
             if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
-                masking = self._row_masking(mtype) if self.masking is not None else None
+                execution = self._front_execution()
+                masking = (
+                    self._row_masking(mtype, execution)
+                    if masks and (execution is None or execution.row_plan is not _NO_MASKING)
+                    else None
+                )
                 if masking is None:
-                    if mtype == m.DATA_ROW:
-                        execution = self._front_execution()
-                        if execution is not None:
-                            execution.rows = (execution.rows or 0) + 1
-                            # The recorder's sample takes whole rows only.
-                            if execution.row_sink is not None and end <= size:
-                                execution.row_sink(bytes(buf[pos + 5 : end]))
+                    if mtype == m.DATA_ROW and execution is not None:
+                        execution.rows = (execution.rows or 0) + 1
+                        # The recorder's sample takes whole rows only.
+                        if execution.row_sink is not None and end <= size:
+                            execution.row_sink(bytes(buf[pos + 5 : end]))
                     if end > size:  # stream the rest of a large row through
                         self._server_skip = end - size
                         pos = size
@@ -898,17 +978,14 @@ class Relay:
                 continue
             if end > size:
                 break
-            replacement = self._server_message(mtype, buf, pos + 5, end)
+            replacement = handle(mtype, buf, pos + 5, end)
             if replacement is not None:
                 if run_start < pos:
                     out.append(bytes(buf[run_start:pos]))
                 out.append(replacement)
                 run_start = end
             pos = end
-        if run_start < pos:
-            out.append(bytes(buf[run_start:pos]))
-        del buf[:pos]
-        return b"".join(out) if len(out) != 1 else out[0]
+        return self._rest(buf, self._server_buf, out, run_start, pos)
 
     # ----------------------------------------------------------------- masking
 
@@ -936,6 +1013,16 @@ class Relay:
         catalog = self._masks.catalog
         if catalog is not None and statement is not None and pgmask.changes_catalog(statement):
             catalog.invalidate()
+
+    def _lookup_for(self, statement: Statement | None, decision: Decision) -> bytes:
+        """:meth:`_lookup_before` for one statement, short when its rules need no lineage."""
+        if statement is None or decision.outcome is Outcome.DENY:
+            return b""
+        assert self.masking is not None
+        masker = self.masking.masker(self.masking.profile_for(decision))
+        if masker is None or not masker.needs_lineage:
+            return b""
+        return self._lookup_before([statement], [decision])
 
     def _lookup_before(
         self, statements: Sequence[Statement | None], decisions: Sequence[Decision]
@@ -984,7 +1071,7 @@ class Relay:
                     return False
         return True
 
-    def _lookup_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+    def _lookup_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         """A message answering the column look-up in front: b"" drops it (None: not ours)."""
         _kind, lookup, _ends = self._expect[0]
         assert isinstance(lookup, pgmask.CatalogLookup)
@@ -1060,13 +1147,15 @@ class Relay:
             return None
         return catalog
 
-    def _row_masking(self, mtype: int) -> tuple[Masker | None, object] | None:
-        """The masker and plan for the front execution's rows, or None to pass them through."""
+    def _row_masking(
+        self, mtype: int, execution: Execution | None
+    ) -> tuple[Masker | None, object] | None:
+        """The masker and plan for the front execution's rows (``execution``, from
+        :meth:`_front_execution`), or None to pass them through."""
         assert self.masking is not None
         catalog = self._masks.catalog
         if catalog is not None and catalog.lookups and self._expect[0][0] is Expect.LOOKUP:
             return _LOOKUP_ROW  # (lookups > 0: its expectation is in the FIFO)
-        execution = self._front_execution()
         if execution is None:
             return None
         if execution.row_plan is _NO_MASKING:
@@ -1107,7 +1196,7 @@ class Relay:
         self,
         mtype: int,
         masking: tuple[Masker | None, object],
-        buf: bytearray,
+        buf: Buffer,
         pos: int,
         end: int,
     ) -> bytes | None:
@@ -1157,7 +1246,7 @@ class Relay:
         execution: Execution | None,
         masked: int,
         replacement: bytes | None,
-        buf: bytearray,
+        buf: Buffer,
         pos: int,
         end: int,
     ) -> None:
@@ -1216,7 +1305,7 @@ class Relay:
             return item if isinstance(item, Execution) else None
         return None
 
-    def _server_message(self, mtype: int, buf: bytearray, start: int, end: int) -> bytes | None:
+    def _server_message(self, mtype: int, buf: Buffer, start: int, end: int) -> bytes | None:
         catalog = self._masks.catalog
         if catalog is not None and catalog.lookups and self._expect[0][0] is Expect.LOOKUP:
             answer = self._lookup_message(mtype, buf, start, end)
@@ -1229,6 +1318,12 @@ class Relay:
         if mtype == m.COMMAND_COMPLETE:
             tag = bytes(buf[start : end - 1]).decode("ascii", "replace")
             self._complete(tag)
+            return None
+        if mtype == m.ROW_DESCRIPTION:
+            if self.masking is not None:
+                self._on_row_description(bytes(buf[start:end]))
+            if self._expect and self._expect[0][0] is Expect.DESCRIBE:
+                self._expect.popleft()
             return None
         if mtype == m.ERROR_RESPONSE:
             payload = bytes(buf[start:end])
@@ -1244,8 +1339,6 @@ class Relay:
             return None if masked is None else m.encode_error_fields(masked, mtype, self.encoding)
         if mtype == m.NOTIFICATION_RESPONSE and self.masking is not None:
             return self._mask_notification(bytes(buf[start:end]))
-        if mtype == m.ROW_DESCRIPTION and self.masking is not None:
-            self._on_row_description(bytes(buf[start:end]))
         if mtype == m.COPY_OUT_RESPONSE and self.masking is not None:
             self._on_copy_out(bytes(buf[start:end]))
             return None
@@ -1257,7 +1350,7 @@ class Relay:
                 else:
                     self._drop(item)
             return None
-        if mtype in (m.BIND_COMPLETE, m.CLOSE_COMPLETE, m.NO_DATA, m.ROW_DESCRIPTION):
+        if mtype in (m.BIND_COMPLETE, m.CLOSE_COMPLETE, m.NO_DATA):
             self._pop_simple(mtype)
             return None
         if mtype == m.EMPTY_QUERY_RESPONSE:
@@ -1357,10 +1450,10 @@ class Relay:
         if execution.status != "denied":
             execution.status = status
         execution.tag = tag
-        if tag:
-            rows = m.command_tag_rows(tag)
-            if rows is not None:
-                execution.rows = rows
+        if tag:  # the rows a CommandComplete tag counts (m.command_tag_rows, inline)
+            head, _, tail = tag.rpartition(" ")
+            if head and tail.isdigit():
+                execution.rows = int(tail)
         if error is not None and execution.error is None:
             execution.error = error
         if execution.names_op is not None:
@@ -1429,8 +1522,10 @@ class Relay:
             self._drop(item)
         if self.transaction_status == m.IDLE:
             # Outside a transaction no portal survives (protocol portals are never WITH HOLD).
-            self._portals.clear()
-            self._portal_params.clear()
+            if self._portals:
+                self._portals.clear()
+            if self._portal_params:
+                self._portal_params.clear()
 
     def close(self) -> None:
         """The session ended: whatever is still in flight is recorded as interrupted."""
@@ -1442,7 +1537,7 @@ class Relay:
                     self._finish(execution, "error", None, ("08006", "session ended"))
 
 
-def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ...]:
+def _bind_result_formats(buf: Buffer, offset: int, end: int) -> tuple[int, ...]:
     """The result-column format codes at the end of a Bind message (offset: after names)."""
     try:
         (nformats,) = _INT16.unpack_from(buf, offset)
@@ -1461,7 +1556,7 @@ def _bind_result_formats(buf: bytearray, offset: int, end: int) -> tuple[int, ..
         raise ProtocolViolation("truncated Bind message") from None
 
 
-def _bind_parameters(buf: bytearray, offset: int, end: int) -> BindParameters:
+def _bind_parameters(buf: Buffer, offset: int, end: int) -> BindParameters:
     """The parameter format codes and values of a Bind message (offset: after names)."""
     try:
         (nformats,) = _INT16.unpack_from(buf, offset)
@@ -1485,7 +1580,7 @@ def _bind_parameters(buf: bytearray, offset: int, end: int) -> BindParameters:
         raise ProtocolViolation("truncated Bind message") from None
 
 
-def _cstring_end(buf: bytearray, start: int, end: int) -> int:
+def _cstring_end(buf: Buffer, start: int, end: int) -> int:
     nul = buf.find(0, start, end)
     if nul < 0:
         raise ProtocolViolation("unterminated string in message")

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import logging
 import secrets
 import ssl
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from jitgate.access.hold import resolve_review
 from jitgate.access.service import statement_key
@@ -46,6 +45,9 @@ if TYPE_CHECKING:
     from jitgate.protocols.postgres.listener import PostgresListener
 
 log = logging.getLogger("jitgate.postgres")
+
+
+_Arg = TypeVar("_Arg")  # what a relay step is given (see _relay's forward)
 
 
 class Refused(Exception):
@@ -466,10 +468,10 @@ class PostgresSession:
             client.close()
             server.close()
 
-        def forward(step: Callable[[], bytes]) -> bool:
+        def forward(step: Callable[[_Arg], bytes], arg: _Arg) -> bool:
             """Run one relay step for the client side; False if the session was ended."""
             try:
-                out = step()
+                out = step(arg)
                 if out:
                     recorder.flush()  # the request's event is written before it goes upstream
             except ProtocolViolation as exc:
@@ -495,7 +497,7 @@ class PostgresSession:
             return True
 
         def from_client(data: bytes) -> None:
-            if forward(lambda: relay.client_data(data)) and relay.held is not None:
+            if forward(relay.client_data, data) and relay.held is not None:
                 hold()
 
         def hold() -> None:
@@ -510,7 +512,7 @@ class PostgresSession:
             while relay.held is not None and not client.closed.done():
                 held = relay.held
                 decision = await self._review(held, relay.encoding)
-                if not forward(functools.partial(relay.release, decision)):
+                if not forward(relay.release, decision):
                     return
             if client.transport is not None and not client.closed.done():
                 client.transport.resume_reading()
