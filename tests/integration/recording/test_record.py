@@ -204,16 +204,23 @@ def test_grant_changes_during_a_session_are_recorded(
             who, name, reason="INC-77 checking a thing", duration=timedelta(minutes=5)
         )
         conn.execute("SELECT 2")
+        # The session hears of the new grant on its own time; a grant revoked before the
+        # session ever counted it would (rightly) leave no change in its recording.
+        _wait_for_grant_event(pg_gateway, name, "added")
         gw.access.revoke_grant(None, grant.id, reason="done")
-        deadline = time.monotonic() + 5
-        while not any(e["type"] == "grants" and e["ended"] for e in _open_events(pg_gateway, name)):
-            assert time.monotonic() < deadline, "the grant change was not recorded"
-            time.sleep(0.05)
+        _wait_for_grant_event(pg_gateway, name, "ended")
     events = [e for e in pg_gateway.events(pg_gateway.session(name)) if e["type"] == "grants"]
     assert [(e["added"], e["ended"]) for e in events] == [([grant.id], []), ([], [grant.id])]
     row = pg_gateway.session(name)
     show = console.cli("sessions", "show", row.id, check=True).stdout
     assert f"grants changed: +{grant.id}" in show and f"-{grant.id}" in show
+
+
+def _wait_for_grant_event(gw: PgGateway, name: str, change: str) -> None:
+    deadline = time.monotonic() + 5
+    while not any(e["type"] == "grants" and e[change] for e in _open_events(gw, name)):
+        assert time.monotonic() < deadline, f"the grant change ({change}) was not recorded"
+        time.sleep(0.05)
 
 
 def _open_events(gw: PgGateway, name: str) -> list[dict[str, object]]:
