@@ -146,14 +146,17 @@ async def test_agent_and_x11_forwarding_are_refused(
     assert [e["decision"] for e in ssh_gateway.events(row, "ssh.x11")] == ["deny"]
 
 
-def _approver(gw: SSHGateway, approve: bool) -> threading.Thread:
+def _approver(gw: SSHGateway, connection: str, *, approve: bool = True) -> threading.Thread:
+    """An approver who decides the first pending request for ``connection`` (from another
+    thread, as a person would, through the access service the API uses). The in-process
+    gateway is shared by the session's tests: another test's pending request is not ours."""
     approver = gw.add_user(groups=("approvers",))
     access = gw.gateway.access
 
     def decide() -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            pending = access.list_requests(status="pending")
+            pending = access.list_requests(status="pending", connection=connection)
             if pending:
                 who = gw.who(approver)
                 if approve:
@@ -181,7 +184,7 @@ async def test_exec_needing_review_is_held_until_approved(
     )
     script = "deploy-now() { echo deployed; }; deploy-now"
     async with connect(ssh_gateway, conn.name, token) as client:
-        thread = _approver(ssh_gateway, approve=True)
+        thread = _approver(ssh_gateway, conn.name)
         held = await client.run(script, timeout=30)
         thread.join()
         assert held.exit_status == 0 and held.stdout == "deployed\n"
@@ -191,7 +194,7 @@ async def test_exec_needing_review_is_held_until_approved(
                          r"/approve)", str(held.stderr))
         assert link is not None, held.stderr
         assert ssh_gateway.gateway.access.get_request(link.group(2)).status == "approved"
-        denied_thread = _approver(ssh_gateway, approve=False)
+        denied_thread = _approver(ssh_gateway, conn.name, approve=False)
         denied = await client.run(script, timeout=30)
         denied_thread.join()
         assert denied.exit_status == 1 and "not today" in str(denied.stderr)
@@ -300,7 +303,7 @@ async def test_typed_line_needing_review_is_held_until_approved(
             "env PS1='$ ' bash --norc --noprofile -i", term_type="dumb", stderr=asyncssh.STDOUT
         )
         await asyncio.wait_for(process.stdout.readuntil("$ "), 10)
-        thread = _approver(ssh_gateway, approve=True)
+        thread = _approver(ssh_gateway, conn.name)
         process.stdin.write("echo $((40+2)) review-me\n")
         out = await asyncio.wait_for(process.stdout.readuntil("42 review-me"), 15)
         thread.join()

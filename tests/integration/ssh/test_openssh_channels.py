@@ -10,7 +10,6 @@ import socket
 import struct
 import subprocess
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from tests.fixtures.postgres_gateway import unique
 from tests.fixtures.sshd import OpenSSH, Sshd, SSHGateway, run_sshd
-from tests.integration.ssh.test_asyncssh import echo_server
+from tests.integration.ssh.test_asyncssh import _approver, echo_server
 from tests.integration.ssh.test_pty import Terminal
 
 
@@ -129,7 +128,7 @@ def test_an_exec_held_for_approval_runs_once_an_approver_approves(
         f' when {{ context.functions.contains("release-now") }};',
     )
     command = "release-now() { echo released; }; release-now"
-    approver = _approver(ssh_gateway, connection=conn.name)
+    approver = _approver(ssh_gateway, conn.name)
     result = OpenSSH(ssh_gateway).ssh(conn.name, command, key=key)
     approver.join()
     assert result.returncode == 0, result.stderr
@@ -138,26 +137,6 @@ def test_an_exec_held_for_approval_runs_once_an_approver_approves(
     row = ssh_gateway.session(conn.name)
     [channel] = ssh_gateway.events(row, "ssh.channel")
     assert (channel["decision"], channel["review"]) == ("review", "allow")
-
-
-def _approver(gw: SSHGateway, connection: str) -> threading.Thread:
-    """An approver who approves the first request for ``connection`` (from another thread,
-    as a person would, through the access service the API uses)."""
-    approver = gw.add_user(groups=("approvers",))
-    access = gw.gateway.access
-
-    def approve() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pending = access.list_requests(status="pending", connection=connection)
-            if pending:
-                access.approve(gw.who(approver), pending[0].id)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=approve, daemon=True)
-    thread.start()
-    return thread
 
 
 def _set_size(fd: int, rows: int, cols: int) -> None:

@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 
 from tests.fixtures.postgres_gateway import unique
 from tests.fixtures.sshd import Sshd, SSHGateway
-from tests.integration.ssh.test_asyncssh import connect
+from tests.integration.ssh.test_asyncssh import _approver, connect
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _approve_for(gw: SSHGateway, connection: str) -> threading.Thread:
-    """Approve the first pending request for this connection (the gateway is shared by
-    the module's tests: a request other tests left pending must not be the one approved)."""
-    approver = gw.add_user(groups=("approvers",))
-    access = gw.gateway.access
-
-    def decide() -> None:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            mine = [r for r in access.list_requests(status="pending") if r.connection == connection]
-            if mine:
-                access.approve(gw.who(approver), mine[0].id)
-                return
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=decide, daemon=True)
-    thread.start()
-    return thread
 
 
 async def test_approved_exec_records_its_approver(ssh_gateway: SSHGateway, sshd: Sshd) -> None:
@@ -44,7 +21,7 @@ async def test_approved_exec_records_its_approver(ssh_gateway: SSHGateway, sshd:
         ' when { context.functions.contains("release-now") };',
     )
     async with connect(ssh_gateway, conn.name, token) as client:
-        thread = _approve_for(ssh_gateway, conn.name)
+        thread = _approver(ssh_gateway, conn.name)
         held = await client.run("release-now() { echo released; }; release-now", timeout=30)
         thread.join()
         assert held.exit_status == 0 and held.stdout == "released\n"
