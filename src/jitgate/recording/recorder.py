@@ -635,17 +635,9 @@ class SessionRecorder:
             self._encode_done()
         if not self.log.pending:
             return
-        try:
-            if self._sync_requests and self._allowed_pending:
-                self.log.sync()
-            else:
-                self.log.flush()
-        except OSError as exc:
-            self._write_failed(exc)
-            if not self.fail_open and self._allowed_pending:
-                raise  # an allowed request whose event is not on disk: it must not go on
-            return
-        self._allowed_pending = False
+        failed = self._write_pending()
+        if failed is not None and not self.fail_open and self._allowed_pending:
+            raise failed  # an allowed request whose event is not on disk: it must not go on
 
     @property
     def results_waiting(self) -> bool:
@@ -667,6 +659,12 @@ class SessionRecorder:
             self._encode_done()
         if not self.log.pending or self.log.failed is not None:
             return  # (a failed log is retried by the next request or flush_soon's timer)
+        self._write_pending()
+
+    def _write_pending(self) -> OSError | None:
+        """Hand the pending events to the kernel (synced when an allowed request waits and
+        the connection asks for it); the error when the write failed."""
+        assert self.log is not None
         try:
             if self._sync_requests and self._allowed_pending:
                 self.log.sync()
@@ -674,8 +672,9 @@ class SessionRecorder:
                 self.log.flush()
         except OSError as exc:
             self._write_failed(exc)
-            return
+            return exc
         self._allowed_pending = False
+        return None
 
     def _write_failed(self, exc: OSError) -> None:
         # The log keeps the error (log.failed), but not its traceback: that would keep the
