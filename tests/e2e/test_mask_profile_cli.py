@@ -14,7 +14,7 @@ import pytest
 from tests.e2e.test_postgres_gateway import client_env
 from tests.fixtures.postgres_gateway import APP_PASSWORD, APP_USER
 from tests.support.pgcluster import PgCluster
-from tests.support.served import Served, start_gateway, stop, wait_ready
+from tests.support.served import Served, serving
 
 pytestmark = pytest.mark.postgres
 
@@ -23,17 +23,8 @@ EMAIL, SSN, CARD = "ana.lima@example.com", "123-45-6789", "4111 1111 1111 1111"
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Served, int]]:
-    data_dir = tmp_path / "data"
-    proc = start_gateway(data_dir)
-    try:
-        api = wait_ready(proc, data_dir)
-        token = (data_dir / "admin.token").read_text().strip()
-        state = json.loads((data_dir / "serve.json").read_text())
-        yield Served(proc, data_dir, api, token), int(
-            state["listeners"]["postgres"].rsplit(":", 1)[1])
-    finally:
-        if proc.poll() is None:
-            stop(proc)
+    with serving(tmp_path / "data") as running:
+        yield running
 
 
 def add(served: Served, name: str, cluster: PgCluster, *extra: str) -> str:

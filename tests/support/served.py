@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,3 +72,19 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
+
+
+@contextmanager
+def serving(data_dir: Path) -> Iterator[tuple[Served, int]]:
+    """A real `jitgate serve` on its defaults (plus loopback cleartext), with the admin
+    token and the PostgreSQL listener's port; stopped with SIGTERM afterwards."""
+    proc = start_gateway(data_dir)
+    try:
+        api = wait_ready(proc, data_dir)
+        token = (data_dir / "admin.token").read_text().strip()
+        state = json.loads((data_dir / "serve.json").read_text())
+        yield Served(proc, data_dir, api, token), int(
+            state["listeners"]["postgres"].rsplit(":", 1)[1])
+    finally:
+        if proc.poll() is None:
+            stop(proc)
