@@ -85,7 +85,10 @@ def sessions_show(
     forward, its decision and its result (rows, exit status)."""
     client = APIClient.from_env(server)
     session = client.request("GET", f"/api/v1/sessions/{session_id}")
-    events = _events(client, session_id)
+    # A recording retention deleted, one never kept and one declared lost have no events:
+    # the session's own record is still shown.
+    gone = session.get("recording") in ("deleted", "off", "lost")
+    events = [] if gone else _events(client, session_id)
     if output is OutputFormat.JSON:
         emit_json({"session": session, "events": events})
         return
@@ -283,11 +286,25 @@ def sessions_hold(
     typer.echo(f"session {session_id}: legal hold {'released' if release else 'set'}")
 
 
+def sessions_lost(
+    session_id: str,
+    reason: Annotated[str, typer.Option("--reason", help="why it is lost (kept in the audit log)")],
+    server: Server = None,
+) -> None:
+    """Declare a closed session's unreadable recording lost for good, so that the audit
+    export stops waiting for it (it sends a ``recording.lost`` record in its place)."""
+    APIClient.from_env(server).request(
+        "POST", f"/api/v1/sessions/{session_id}/lost", json_body={"reason": reason}
+    )
+    typer.echo(f"session {session_id}: recording marked lost")
+
+
 def register(sessions_app: typer.Typer, audit_app: typer.Typer) -> None:
     """Add these commands to the ``sessions`` and ``audit`` groups of the CLI."""
     sessions_app.command("list")(sessions_list)
     sessions_app.command("show")(sessions_show)
     sessions_app.command("replay")(sessions_replay)
     sessions_app.command("hold")(sessions_hold)
+    sessions_app.command("lost")(sessions_lost)
     audit_app.command("verify")(audit_verify)
     audit_app.command("export")(audit_export)

@@ -20,8 +20,13 @@ repeats at most that one batch; nothing is ever skipped. A closed session whose
 recording cannot be read yet (its file is on another node's disk and not uploaded, or
 the object store is down) is *waited for*: the export stops before it and tries again
 next round (:attr:`StoreSource.waiting` names it); only a recording that retention
-deleted, or one that was never kept, is passed over. Every record carries
-``export_id`` (``admin:<id>`` or ``<session>:<seq>``) so a receiver can drop repeats.
+deleted, or one that was never kept, is passed over. A recording that will never be
+readable again (the node that held it is gone with its disk) stops the export until an
+administrator marks it lost (``jitgate sessions lost SESSION --reason …``): the export
+then delivers one ``recording.lost`` record in its place — the gap is in the stream for
+every receiver to see, with who declared it and why — and goes on. Every record carries
+``export_id`` (``admin:<id>``, ``<session>:<seq>`` or ``<session>:lost``) so a receiver
+can drop repeats.
 
 Two exporters sharing one cursor in the store (two gateway nodes with the same
 ``recording.export_to``) would deliver everything twice. The cursor row therefore holds
@@ -85,6 +90,12 @@ log = logging.getLogger("jitgate.recording")
 
 #: Recording states with nothing to export (deleted by retention, or never kept).
 GONE = frozenset({"deleted", "off"})
+#: The state of a recording an administrator declared lost (see :func:`mark_lost`).
+LOST = "lost"
+#: The audit log action that declares a recording lost.
+LOST_ACTION = "session:recording_lost"
+#: A cursor's ``seq`` once the ``recording.lost`` record of its session has gone out.
+LOST_SEQ = 1 << 62
 #: How long an exporter's lease on a cursor in the store lasts without being renewed.
 LEASE_SECONDS = 60.0
 
@@ -222,6 +233,8 @@ class StoreSource:
     def _read(self, row: SessionRow, after: Cursor, records: list[Record], limit: int) -> bool:
         """Append the session's events after ``after.seq``; False when the batch is full
         or the recording cannot be read yet (the cursor then stays on the session)."""
+        if row.recording_state == LOST:
+            return self._lost(row, after, records, limit)
         if not row.recording_path or row.recording_state in GONE:
             return True
         try:  # a failure of the object store is raised: the export is retried
@@ -230,7 +243,8 @@ class StoreSource:
         except RecordingUnavailable as exc:
             if self.waiting != row.id:
                 log.warning(
-                    "audit export waits for the recording of session %s (closed %s): %s",
+                    "audit export waits for the recording of session %s (closed %s): %s; "
+                    "if it will never be readable, mark it lost (jitgate sessions lost)",
                     row.id,
                     row.ended_at,
                     exc,
@@ -256,6 +270,35 @@ class StoreSource:
                 }
             )
             after.seq = seq
+        return True
+
+    def _lost(self, row: SessionRow, after: Cursor, records: list[Record], limit: int) -> bool:
+        """The ``recording.lost`` record that stands for a lost recording's events (those
+        after ``after.seq``: the export may have delivered some before it was lost)."""
+        if after.seq >= LOST_SEQ:
+            return True
+        if len(records) >= limit:
+            return False
+        with self.store.session() as db:
+            found = AuditLog.query(db, action=LOST_ACTION, target_name=row.id, limit=1)
+        declared = found[0] if found else None
+        records.append(
+            {
+                "export_id": f"{row.id}:lost",
+                "source": "session",
+                "session": row.id,
+                "connection": row.connection_name,
+                "identity": row.identity_name,
+                "actor": row.actor_name,
+                "type": "recording.lost",
+                "after_seq": after.seq,
+                "events": row.event_count,
+                "declared_at": declared.at.isoformat() if declared else None,
+                "declared_by": declared.actor if declared else None,
+                "reason": declared.details.get("reason") if declared else None,
+            }
+        )
+        after.seq = LOST_SEQ
         return True
 
 

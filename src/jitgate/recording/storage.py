@@ -89,6 +89,18 @@ class RecordingStorage:
             return iter(self._fetch(row).splitlines())
         return _lines_of(fh)
 
+    def readable(self, row: SessionRow) -> bool:
+        """Whether the recording can be read now, from the data dir or the object store.
+        Raises :class:`ObjectStoreError` when the object store cannot tell just now."""
+        try:
+            path = self._path(row)
+            if path.exists():
+                return True
+            self._fetch(row)
+        except RecordingUnavailable:
+            return False
+        return True
+
     def events(self, row: SessionRow) -> Iterator[dict[str, Any]]:
         return iter_events(self.lines(row))
 

@@ -5,6 +5,10 @@ public keys of every gateway node (``GET /api/v1/keys``; the seal's ``kid`` pick
 names the first altered event.
 ``GET /sessions/{id}/tail`` streams the events of a session as server-sent events while
 it is open (each event's ``id`` is its ``seq``; reconnect with ``Last-Event-ID``).
+``POST /sessions/{id}/lost`` declares a closed session's recording lost for good (admin
+only, only while it cannot be read, with a reason): the audit export then stops waiting
+for it and delivers a ``recording.lost`` record in its place (see
+:mod:`jitgate.recording.export`).
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from jitgate.api.deps import AdminOrAuditor, Caller, ClientAddr, GatewayDep, PageDep
+from jitgate.api.deps import Admin, AdminOrAuditor, Caller, ClientAddr, GatewayDep, PageDep
 from jitgate.api.schemas import PageOut
 from jitgate.audit.log import AuditLog
-from jitgate.errors import Forbidden, InvalidInput, NotFound, Unavailable
+from jitgate.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from jitgate.identity.principal import Authenticated, Role
+from jitgate.recording.export import GONE, LOST, LOST_ACTION
 from jitgate.recording.keys import known as known_keys
 from jitgate.recording.s3 import ObjectStoreError
 from jitgate.recording.seal import StoredSeal, verify_recording
@@ -52,7 +57,7 @@ class SessionOut(BaseModel):
     bytes_out: int
     counts: dict[str, Any]
     grant_ids: list[str] = []
-    recording: str | None = None  # ok, failed, off, deleted
+    recording: str | None = None  # ok, failed, off, deleted, lost…
     recording_location: str | None = None  # s3://bucket/key once uploaded
     signed: bool = False
     legal_hold: bool = False
@@ -443,6 +448,55 @@ def set_legal_hold(
             target_type="session",
             target_name=session_id,
             client_addr=addr,
+        )
+        db.flush()
+        return SessionOut.of(row)
+
+
+class LostIn(BaseModel):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post("/sessions/{session_id}/lost", response_model=SessionOut)
+def mark_lost(
+    session_id: str, body: LostIn, gw: GatewayDep, who: Admin, addr: ClientAddr
+) -> SessionOut:
+    """Declare the recording of a closed session lost: it cannot be read (its node is gone
+    with its disk, its object was removed) and never will be. Refused while it can be read.
+    The audit export stops waiting for it and sends a ``recording.lost`` record instead;
+    the declaration, its reason and the path the recording had go to the audit log."""
+    with gw.store.session() as db:
+        row = db.get(SessionRow, session_id, with_for_update=True)
+        if row is None:
+            raise NotFound(f"no session {session_id[:40]!r}")
+        if row.ended_at is None:
+            raise Conflict("the session is still open (a stopped gateway's sessions are "
+                           "closed when it starts again)")  # fmt: skip
+        if row.recording_state == LOST:
+            raise Conflict("the recording is already marked lost")
+        if not row.recording_path or row.recording_state in GONE:
+            raise Conflict(f"the session has no recording to lose ({row.recording_state})")
+        try:
+            readable = gw.recording_storage.readable(row)
+        except ObjectStoreError as exc:
+            raise Unavailable(f"cannot tell whether the recording is there: {exc}") from None
+        if readable:
+            raise Conflict("the recording can be read: it is not lost")
+        details = {"reason": body.reason, "path": row.recording_path}
+        if row.recording_location:
+            details["location"] = row.recording_location
+        if row.node_id:
+            details["node"] = row.node_id
+        row.recording_state = LOST
+        row.recording_path = None  # nothing for retention or the uploader to look for
+        AuditLog.record(
+            db,
+            LOST_ACTION,
+            caller=who,
+            target_type="session",
+            target_name=session_id,
+            client_addr=addr,
+            details=details,
         )
         db.flush()
         return SessionOut.of(row)
