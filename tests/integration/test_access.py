@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy.orm import Session
 
 from jitgate.access.events import AccessEvents, GrantsChanged
 from jitgate.access.rules import ApprovalRule, Step
 from jitgate.access.service import AccessService, statement_key
-from jitgate.audit.log import AuditLog
+from jitgate.audit.log import AuditEvent, AuditLog
 from jitgate.config import RolesSettings, TokenSettings
 from jitgate.connections.registry import ConnectionRegistry
 from jitgate.connections.types import ConnectionType
@@ -375,3 +377,37 @@ def test_access_grant_uses_are_sessions(world: World) -> None:
     assert grant_id not in [g.id for g in ended]
     ended, _ = world.access.expire_due(now=world.access.get_grant(grant_id).ends_at)
     assert grant_id in [g.id for g in ended]
+
+
+def test_two_completions_of_one_task_at_once_complete_it_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = world.who("ci-bot")
+    first = world.access.create_request(bot, "dev-db", reason="job", task_id="job-9")
+    world.access.approve(world.who("bob"), first.id)
+    world.access.create_request(bot, "prod-db", reason="job", task_id="job-9")
+    checked = world.access._task_completed
+
+    def slow_check(session: Session, task_id: str) -> AuditEvent | None:
+        found = checked(session, task_id)
+        time.sleep(0.3)  # both completions would pass the check before either commits
+        return found
+
+    monkeypatch.setattr(world.access, "_task_completed", slow_check)
+    outcomes: list[object] = []
+
+    def complete() -> None:
+        try:
+            outcomes.append(world.access.complete_task(bot, "job-9"))
+        except Conflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=complete) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(type(o).__name__ for o in outcomes) == ["Conflict", "TaskCompletion"]
+    with world.access.store.session() as session:
+        events = AuditLog.query(session, action="task:complete", target_name="job-9")
+    assert len(events) == 1

@@ -1108,6 +1108,7 @@ class AccessService:
         if not task_id or len(task_id) > 256:
             raise InvalidInput("a task id of 1 to 256 characters is required")
         with self.store.session() as session:
+            self._lock_task(session, task_id)
             done = self._task_completed(session, task_id)
             if done is not None:
                 raise Conflict(
@@ -1165,6 +1166,17 @@ class AccessService:
         for info in cancelled:
             self._after_decision(info)
         return TaskCompletion(task_id, tuple(ended), tuple(r.id for r in cancelled))
+
+    @staticmethod
+    def _lock_task(session: Session, task_id: str) -> None:
+        """Make concurrent completions of one task take turns: the task's grant and request
+        rows are locked (by a write that changes nothing) before the "already completed"
+        check, so a second completion waits for the first to commit and then sees it. On
+        SQLite the write takes the database's write lock, with the same effect."""
+        for table in (GrantRow, AccessRequestRow):
+            session.execute(
+                update(table).where(table.task_id == task_id).values(task_id=table.task_id)
+            )
 
     @staticmethod
     def _task_completed(session: Session, task_id: str) -> AuditEvent | None:
