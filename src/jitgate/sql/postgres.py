@@ -1433,12 +1433,12 @@ def prepared_query(prepare_text: str) -> str | None:
 def executed_as(outer: Statement, prepared: Statement) -> Statement:
     """What a statement that runs a prepared statement by name really does.
 
-    ``outer`` is ``EXECUTE name`` (also under EXPLAIN ANALYZE, which runs it: tag
-    ``EXPLAIN``) or ``CREATE TABLE t AS EXECUTE name``; ``prepared`` is the statement
-    prepared under that name. Both parts count, as the parts of one statement do: tables,
-    functions and dangers of both (an EXECUTE's parameters may call functions), the
-    prepared statement's WHERE facts and data-modifying CTEs. An EXECUTE is the prepared
-    statement run: its kind, tag (EXPLAIN stays EXPLAIN) and text. CREATE TABLE AS stays
+    ``outer`` is ``EXECUTE name`` (also under EXPLAIN ANALYZE, which runs it) or
+    ``CREATE TABLE t AS EXECUTE name``; ``prepared`` is the statement prepared under that
+    name. Both parts count, as the parts of one statement do: tables, functions and
+    dangers of both (an EXECUTE's parameters may call functions), the prepared
+    statement's WHERE facts and data-modifying CTEs. An EXECUTE is the prepared statement
+    run: its kind, tag and text (policy reasons name it). CREATE TABLE AS stays
     DDL writing its new table, with the prepared kind as ``inner_kind``. A prepared
     statement the classifier did not understand makes the whole unknown (fail closed).
     The result is located where ``outer`` is.
@@ -1448,7 +1448,7 @@ def executed_as(outer: Statement, prepared: Statement) -> Statement:
     wheres = [flag for flag in (outer.has_where, prepared.has_where) if flag is not None]
     return Statement(
         kind=kind,
-        tag=prepared.tag if outer.tag == "EXECUTE" else outer.tag,
+        tag=prepared.tag if runs_itself else outer.tag,
         text=prepared.text if runs_itself else outer.text,
         start=outer.start,
         end=outer.end,

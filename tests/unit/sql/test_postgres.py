@@ -1048,9 +1048,9 @@ def test_execute_is_the_prepared_statement_run() -> None:
     assert run.prepared_name is None
 
 
-def test_explain_analyze_execute_keeps_its_tag() -> None:
+def test_explain_analyze_execute_is_the_prepared_statement_run() -> None:
     run = executed_as(one("EXPLAIN ANALYZE EXECUTE d"), prepared("DELETE FROM t"))
-    assert (run.kind, run.tag, run.has_where) == (K.DELETE, "EXPLAIN", False)
+    assert (run.kind, run.tag, run.has_where) == (K.DELETE, "DELETE", False)
 
 
 def test_execute_parameters_count_too() -> None:

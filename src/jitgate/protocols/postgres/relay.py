@@ -860,7 +860,7 @@ class Relay:
         statements = classification.statements
         if len(statements) > 1:
             # PostgreSQL refuses several statements in one Parse; let it say so.
-            stmt = statements[0]
+            stmt = run = statements[0]
             decision = self._decide(stmt, query, "extended")
             for other in statements[1:]:
                 other_decision = self._decide(other, other.text, "extended")
@@ -870,10 +870,10 @@ class Relay:
             # One statement: preparing it runs nothing, so one in review is prepared and
             # held at its Execute, where its parameters are known (see _decide_execute).
             stmt = statements[0] if statements else Statement(CommandKind.EMPTY, "", "", 0, 0)
-            if _runs(stmt):  # decided again at each Execute
-                decision = self._decide_run(stmt, stmt.text, "extended", hold=False)[1]
+            if _runs(stmt):  # decided again at each Execute; a refusal records what it runs
+                run, decision = self._decide_run(stmt, stmt.text, "extended", hold=False)
             else:
-                decision = self._gate(stmt, stmt.text)
+                run, decision = stmt, self._gate(stmt, stmt.text)
         name = parse.statement
         if not name:
             # The server drops the unnamed statement before it parses a new one.
@@ -892,7 +892,7 @@ class Relay:
             self._expect.append((Expect.PARSE, prepared, self._copy_ends))
             return lookup + m.message(m.PARSE, payload) if lookup else None
         self._pending.pop(name, None)
-        execution, sql = self._refuse(query, stmt, decision, "extended")
+        execution, sql = self._refuse(query, run, decision, "extended")
         self._expect.append((Expect.PARSE, execution, self._copy_ends))
         return m.build_parse(name, sql.encode(self.encoding), parse.param_types)
 
