@@ -9,6 +9,7 @@ from jitgate.sql.postgres import (
     CacheStats,
     PostgresClassifier,
     classify_postgres,
+    executed_as,
 )
 from jitgate.sql.types import Classification, CommandKind, Statement
 
@@ -21,4 +22,5 @@ __all__ = [
     "PostgresClassifier",
     "Statement",
     "classify_postgres",
+    "executed_as",
 ]

@@ -70,6 +70,7 @@ __all__ = [
     "CacheStats",
     "PostgresClassifier",
     "classify_postgres",
+    "executed_as",
 ]
 
 Fields = dict[str, Any]
@@ -192,6 +193,9 @@ _WRITE_PRIORITY: Final[Mapping[CommandKind, int]] = {
     CommandKind.DELETE: 4,
 }
 _NO_WHERE_KINDS: Final = frozenset({CommandKind.DDL, CommandKind.DCL, CommandKind.EXPLAIN})
+# DDL roots that run their query now (CREATE TABLE AS, SELECT INTO): an UPDATE or DELETE
+# in its WITH runs too, so its WHERE counts (a view's or a rule's runs later, if ever).
+_QUERY_RUNNING_ROOTS: Final = frozenset({"CreateTableAsStmt", "SelectStmt"})
 _ROLE_SETTINGS: Final = frozenset({"role", "session_authorization"})
 _LEAVES: Final = frozenset(
     {
@@ -1046,8 +1050,20 @@ def _ddl_head(typ: str, fields: Fields) -> _Head | None:
         if fields.get("objtype") == "OBJECT_MATVIEW":
             return _Head(_K.DDL, "CREATE MATERIALIZED VIEW", write=True)
         tag = "SELECT INTO" if fields.get("is_select_into") else "CREATE TABLE AS"
-        return _Head(_K.DDL, tag, write=True)
+        return _Head(_K.DDL, tag, write=True, prepared_name=_executed_name(fields))
     return None
+
+
+def _executed_name(fields: Fields) -> str | None:
+    """The prepared statement ``CREATE TABLE t AS EXECUTE name`` runs (None for a query).
+
+    The tree alone does not say what that statement reads or writes: the relay decides
+    the whole as :func:`executed_as` of it and the statement prepared under the name."""
+    query = fields.get("query")
+    if not isinstance(query, dict):
+        return None
+    typ, inner = _node(query, "CreateTableAsStmt", "query")
+    return str(inner.get("name", "")) if typ == "ExecuteStmt" else None
 
 
 def _drop_head(fields: Fields) -> _Head:
@@ -1130,7 +1146,8 @@ class _Classifier:
             kind = max((kind, *facts.cte_writes), key=_WRITE_PRIORITY.__getitem__)
         written = frozenset(facts.written.union(head.written))
         dangerous = tuple(dict.fromkeys((*head.dangerous, *facts.dangerous)))
-        has_where = None if kind in _NO_WHERE_KINDS or not facts.wheres else all(facts.wheres)
+        no_where = kind in _NO_WHERE_KINDS and typ not in _QUERY_RUNNING_ROOTS
+        has_where = None if no_where or not facts.wheres else all(facts.wheres)
         read_only = (
             kind in _READ_ONLY_KINDS
             and not written
@@ -1411,6 +1428,44 @@ def prepared_query(prepare_text: str) -> str | None:
             # Token offsets are byte offsets into the UTF-8 text, ``end`` inclusive.
             return raw[token.end + 1 :].decode("utf-8").strip()
     return None
+
+
+def executed_as(outer: Statement, prepared: Statement) -> Statement:
+    """What a statement that runs a prepared statement by name really does.
+
+    ``outer`` is ``EXECUTE name`` (also under EXPLAIN ANALYZE, which runs it) or
+    ``CREATE TABLE t AS EXECUTE name``; ``prepared`` is the statement prepared under that
+    name. Both parts count, as the parts of one statement do: tables, functions and
+    dangers of both (an EXECUTE's parameters may call functions), the prepared
+    statement's WHERE facts and data-modifying CTEs. An EXECUTE is the prepared statement
+    run: its kind, tag and text (policy reasons name it). CREATE TABLE AS stays
+    DDL writing its new table, with the prepared kind as ``inner_kind``. A prepared
+    statement the classifier did not understand makes the whole unknown (fail closed).
+    The result is located where ``outer`` is.
+    """
+    runs_itself = outer.kind is _K.EXECUTE
+    kind = prepared.kind if runs_itself or prepared.kind is _K.UNKNOWN else outer.kind
+    wheres = [flag for flag in (outer.has_where, prepared.has_where) if flag is not None]
+    return Statement(
+        kind=kind,
+        tag=prepared.tag if runs_itself else outer.tag,
+        text=prepared.text if runs_itself else outer.text,
+        start=outer.start,
+        end=outer.end,
+        tables_read=outer.tables_read | prepared.tables_read,
+        tables_written=outer.tables_written | prepared.tables_written,
+        has_where=all(wheres) if wheres else None,
+        trivial_where=outer.trivial_where or prepared.trivial_where,
+        functions=outer.functions | prepared.functions,
+        dangerous=tuple(dict.fromkeys((*outer.dangerous, *prepared.dangerous))),
+        writes_in_cte=outer.writes_in_cte or prepared.writes_in_cte,
+        read_only=runs_itself and prepared.read_only and not outer.functions,
+        fingerprint=prepared.fingerprint if runs_itself else outer.fingerprint,
+        copy_direction=prepared.copy_direction,
+        copy_target=prepared.copy_target,
+        error=outer.error or prepared.error,
+        inner_kind=prepared.inner_kind if runs_itself else prepared.kind,
+    )
 
 
 # --- helpers for the classifier -----------------------------------------------------------

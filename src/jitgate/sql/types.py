@@ -65,7 +65,9 @@ class Statement:
     write no table and call no dangerous or known side-effecting function. A SELECT calling
     an arbitrary user-defined function may still write: that cannot be seen in the text.
 
-    ``inner_kind`` is the kind of the statement inside PREPARE and plain EXPLAIN.
+    ``inner_kind`` is the kind of the statement inside PREPARE and plain EXPLAIN, and (once
+    the gateway knows what the name means) of the statement ``CREATE TABLE ... AS EXECUTE``
+    runs. Such a statement has the executed name in ``prepared_name``.
 
     ``fingerprint`` is libpg_query's: it groups statements for audit and statistics, and is
     NOT a safe cache or approval key. It ignores constants, schema names, relation names

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests.fixtures.postgres_gateway import PgGateway
+from tests.fixtures.postgres_gateway import PgGateway, unique
 from tests.integration.postgres.test_psql import psql
 from tests.support.pgcluster import PgCluster
 from tests.support.pgwire import WireClient, bind, execute, parse, query, sync
@@ -40,6 +40,8 @@ def test_execute_is_decided_as_the_prepared_delete(
             conn.execute("EXECUTE d")  # held for review; nobody approves in 1 s
         with pytest.raises(errors.InsufficientPrivilege, match="DELETE without a WHERE"):
             conn.execute("EXPLAIN ANALYZE EXECUTE d")  # runs it too
+        plan = conn.execute("EXPLAIN EXECUTE d").fetchall()  # plans it only
+        assert any("Delete on" in str(line[0]) for line in plan)
         with pytest.raises(errors.InsufficientPrivilege, match="DELETE without a WHERE"):
             conn.execute("EXECUTE d", prepare=True)  # the same through Parse/Bind/Execute
         # A PREPARE that fails (the name is taken) leaves the name's meaning alone.
@@ -71,10 +73,11 @@ def test_execute_is_decided_as_the_prepared_delete(
         assert count(conn, t) == 2
     stmts = pg_gateway.statements(pg_gateway.session(name))
     executes = [(s["text"], s["decision"], s["status"], s["error"]) for s in stmts]
-    assert executes[:9] == [
+    assert executes[:10] == [
         (f"PREPARE d AS DELETE FROM {t}", "allow", "ok", None),
         ("EXECUTE d", "deny", "denied", "42501"),
         ("EXPLAIN ANALYZE EXECUTE d", "deny", "denied", "42501"),
+        ("EXPLAIN EXECUTE d", "allow", "ok", None),
         ("EXECUTE d", "deny", "denied", "42501"),
         ("PREPARE d AS SELECT 1", "allow", "error", "42P05"),
         ("EXECUTE d", "deny", "denied", "42501"),
@@ -82,6 +85,71 @@ def test_execute_is_decided_as_the_prepared_delete(
         (f"PREPARE one (int) AS DELETE FROM {t} WHERE x = $1", "allow", "ok", None),
         ("EXECUTE one (3)", "allow", "ok", None),
     ]
+
+
+def test_create_table_as_execute_is_decided_as_the_prepared_select(
+    pg_gateway: PgGateway, items: tuple[str, str]
+) -> None:
+    """CREATE TABLE t AS EXECUTE p reads what p reads: a policy that refuses reading a
+    table refuses copying it through a statement prepared before the policy came."""
+    name, t = items
+    secrets = f"{t}_secrets"
+    policy = unique("no-reads-of-secrets")
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {secrets} (s text)")
+        conn.execute(f"INSERT INTO {secrets} VALUES ('hunter2')")
+        conn.execute(f"PREPARE p AS SELECT * FROM {secrets}")
+        conn.execute(f"PREPARE ok AS SELECT * FROM {t}")
+        pg_gateway.gateway.policies.put(policy, (
+            f'@id("{policy}") @reason("secrets are not to be read")\n'
+            "forbid (principal, action, resource)\n"
+            f'when {{ context.tables_read.contains("{secrets}") }};'
+        ))  # fmt: skip
+        try:
+            with pytest.raises(errors.InsufficientPrivilege, match="not to be read") as refused:
+                conn.execute(f"CREATE TABLE {t}_leak AS EXECUTE p")
+            assert refused.value.diag.sqlstate == "42501"
+            with pytest.raises(errors.InsufficientPrivilege, match="not to be read"):
+                conn.execute(f"CREATE TABLE {t}_leak AS EXECUTE p", prepare=True)
+            with pytest.raises(errors.InsufficientPrivilege, match="not to be read"):
+                conn.execute(f"EXPLAIN ANALYZE CREATE TABLE {t}_leak AS EXECUTE p")
+            # The session goes on; the table was never created.
+            row = conn.execute("SELECT to_regclass(%s) IS NULL", (f"{t}_leak",)).fetchone()
+            assert row == (True,)
+            conn.execute(f"CREATE TABLE {t}_copy AS EXECUTE ok")
+            assert count(conn, f"{t}_copy") == 3
+        finally:
+            pg_gateway.gateway.policies.delete(policy)
+    requests = {
+        e["text"]: e
+        for e in pg_gateway.events(pg_gateway.session(name), "request")
+        if "AS EXECUTE" in e["text"]
+    }
+    refused_event = requests[f"CREATE TABLE {t}_leak AS EXECUTE p"]
+    assert (refused_event["decision"], refused_event["kind"], refused_event["tag"]) == (
+        "deny",
+        "ddl",
+        "CREATE TABLE AS",
+    )
+    assert refused_event["tables_read"] == [secrets]
+    assert refused_event["tables_written"] == [f"{t}_leak"]
+    allowed = requests[f"CREATE TABLE {t}_copy AS EXECUTE ok"]
+    assert (allowed["decision"], allowed["tables_read"]) == ("allow", [t])
+
+
+def test_create_table_as_execute_of_an_unbounded_delete_is_refused_like_the_delete(
+    pg_gateway: PgGateway, items: tuple[str, str]
+) -> None:
+    """A prepared SELECT whose WITH deletes every row runs it when CREATE TABLE AS
+    executes it: that is a DELETE without a WHERE clause, held and refused unapproved."""
+    name, t = items
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"PREPARE g AS WITH d AS (DELETE FROM {t} RETURNING *) SELECT * FROM d")
+        with pytest.raises(errors.InsufficientPrivilege, match="without a WHERE"):
+            conn.execute(f"CREATE TABLE {t}_gone AS EXECUTE g")  # nobody approves in 1 s
+        with pytest.raises(errors.InsufficientPrivilege, match="not prepared through"):
+            conn.execute(f"CREATE TABLE {t}_gone AS EXECUTE nosuch")
+        assert count(conn, t) == 3
 
 
 def test_execute_of_a_name_the_gateway_never_saw_fails_closed(

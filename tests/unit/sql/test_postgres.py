@@ -11,6 +11,7 @@ from jitgate.sql import (
     CommandKind,
     PostgresClassifier,
     Statement,
+    executed_as,
 )
 
 K = CommandKind
@@ -402,6 +403,47 @@ def test_write_priority_with_data_modifying_ctes(
     assert statement.writes_in_cte is True
     assert statement.has_where is has_where
     assert statement.read_only is False
+
+
+@pytest.mark.parametrize(
+    ("sql", "tag", "has_where", "trivial"),
+    [
+        (
+            "CREATE TABLE x AS WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+            "CREATE TABLE AS",
+            False,
+            False,
+        ),
+        (
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * INTO x FROM d",
+            "SELECT INTO",
+            False,
+            False,
+        ),
+        (
+            "CREATE TABLE x AS WITH u AS (UPDATE t SET a = 1 WHERE 1 = 1 RETURNING *) "
+            "SELECT * FROM u",
+            "CREATE TABLE AS",
+            True,
+            True,
+        ),
+        (
+            "EXPLAIN ANALYZE CREATE TABLE x AS WITH d AS (DELETE FROM t RETURNING *) "
+            "SELECT * FROM d",
+            "EXPLAIN",
+            False,
+            False,
+        ),
+    ],
+)
+def test_ddl_that_runs_its_query_has_the_where_of_its_ctes(
+    sql: str, tag: str, has_where: bool, trivial: bool
+) -> None:
+    """CREATE TABLE AS and SELECT INTO run their query now, data-modifying CTEs and all."""
+    statement = one(sql)
+    assert (statement.kind, statement.tag, statement.writes_in_cte) == (K.DDL, tag, True)
+    assert (statement.has_where, statement.trivial_where) == (has_where, trivial)
+    assert statement.tables_written == {"x", "t"}
 
 
 def test_written_tables_of_all_ctes() -> None:
@@ -887,6 +929,44 @@ def test_explain_analyze_execute_keeps_the_prepared_name() -> None:
     assert (statement.kind, statement.tag, statement.prepared_name) == (K.EXECUTE, "EXPLAIN", "p")
 
 
+@pytest.mark.parametrize(
+    ("sql", "tag", "name", "written"),
+    [
+        ("CREATE TABLE leak AS EXECUTE p", "CREATE TABLE AS", "p", {"leak"}),
+        (
+            'CREATE TEMP TABLE IF NOT EXISTS s.leak AS EXECUTE "P" (1, now()) WITH NO DATA',
+            "CREATE TABLE AS",
+            "P",
+            {"s.leak"},
+        ),
+        ("EXPLAIN ANALYZE CREATE TABLE leak AS EXECUTE p", "EXPLAIN", "p", {"leak"}),
+        ("EXPLAIN (ANALYZE, VERBOSE) CREATE TABLE leak AS EXECUTE p", "EXPLAIN", "p", {"leak"}),
+    ],
+)
+def test_create_table_as_execute_names_what_it_runs(
+    sql: str, tag: str, name: str, written: set[str]
+) -> None:
+    """Its tree says nothing of what the prepared statement reads: the name is what the
+    relay decides it by (see executed_as)."""
+    statement = one(sql)
+    assert (statement.kind, statement.tag, statement.prepared_name) == (K.DDL, tag, name)
+    assert statement.tables_written == written
+    assert statement.read_only is False
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE leak AS SELECT * FROM t",
+        "SELECT * INTO leak FROM t",
+        "CREATE MATERIALIZED VIEW leak AS SELECT * FROM t",
+        "EXPLAIN CREATE TABLE leak AS EXECUTE p",  # plans it only
+    ],
+)
+def test_other_create_table_as_runs_no_prepared_statement(sql: str) -> None:
+    assert one(sql).prepared_name is None
+
+
 def test_explain_analyze_create_table_as() -> None:
     statement = one("EXPLAIN ANALYZE CREATE TABLE n AS SELECT * FROM t")
     assert statement.kind is K.DDL
@@ -945,6 +1025,72 @@ def test_prepare_select_reads() -> None:
 def test_prepared_name(sql: str, kind: CommandKind, name: str | None) -> None:
     statement = one(sql)
     assert (statement.kind, statement.prepared_name) == (kind, name)
+
+
+# --- executed_as: a statement that runs a prepared one ----------------------------------------
+
+
+def prepared(sql: str) -> Statement:
+    """What the relay keeps for ``PREPARE name AS sql``: the classified ``sql``."""
+    return one(sql)
+
+
+def test_execute_is_the_prepared_statement_run() -> None:
+    outer = one("EXECUTE d")
+    run = executed_as(outer, prepared("DELETE FROM t"))
+    assert (run.kind, run.tag, run.text, run.has_where) == (
+        K.DELETE,
+        "DELETE",
+        "DELETE FROM t",
+        False,
+    )
+    assert (run.start, run.end, run.tables_written) == (outer.start, outer.end, {"t"})
+    assert run.prepared_name is None
+
+
+def test_explain_analyze_execute_is_the_prepared_statement_run() -> None:
+    run = executed_as(one("EXPLAIN ANALYZE EXECUTE d"), prepared("DELETE FROM t"))
+    assert (run.kind, run.tag, run.has_where) == (K.DELETE, "DELETE", False)
+
+
+def test_execute_parameters_count_too() -> None:
+    """PostgreSQL refuses subqueries in EXECUTE parameters, but takes function calls."""
+    run = executed_as(one("EXECUTE q(pg_read_file('x'))"), prepared("SELECT $1"))
+    assert run.dangerous == (READ_FILE,)
+    assert "pg_read_file" in run.functions
+    assert run.read_only is False
+    assert executed_as(one("EXECUTE q(1)"), prepared("SELECT $1")).read_only is True
+    assert executed_as(one("EXECUTE q(nextval('s'))"), prepared("SELECT $1")).read_only is False
+
+
+def test_create_table_as_execute_reads_what_the_prepared_statement_reads() -> None:
+    outer = one("CREATE TABLE leak AS EXECUTE p")
+    run = executed_as(outer, prepared("SELECT * FROM secrets WHERE id = $1"))
+    assert (run.kind, run.tag, run.inner_kind) == (K.DDL, "CREATE TABLE AS", K.SELECT)
+    assert (run.tables_read, run.tables_written) == ({"secrets"}, {"leak"})
+    assert (run.text, run.fingerprint, run.start, run.end) == (
+        outer.text,
+        outer.fingerprint,
+        outer.start,
+        outer.end,
+    )
+    assert run.has_where is None and run.read_only is False
+
+
+def test_create_table_as_execute_runs_the_prepared_ctes() -> None:
+    run = executed_as(
+        one("EXPLAIN ANALYZE CREATE TABLE leak AS EXECUTE p"),
+        prepared("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d"),
+    )
+    assert (run.kind, run.tag, run.inner_kind) == (K.DDL, "EXPLAIN", K.DELETE)
+    assert (run.has_where, run.writes_in_cte, run.tables_written) == (False, True, {"leak", "t"})
+
+
+def test_executing_a_statement_not_understood_is_unknown() -> None:
+    mystery = Statement(K.UNKNOWN, "", "?", 0, 1, error="the prepared statement could not be read")
+    for sql in ("EXECUTE p", "CREATE TABLE leak AS EXECUTE p"):
+        run = executed_as(one(sql), mystery)
+        assert (run.kind, run.error) == (K.UNKNOWN, mystery.error)
 
 
 # --- read_only --------------------------------------------------------------------------------

@@ -102,6 +102,13 @@ def test_fingerprint_cache_reuses_only_for_other_constants_or_parameters() -> No
         ("COPY t TO STDOUT", "COPY t TO '/etc/x'"),
         ("FETCH 5 FROM c", "FETCH 6 FROM c"),
         ("PREPARE a AS SELECT 1", "PREPARE b AS SELECT 1"),
+        ("EXECUTE a", "EXECUTE b"),
+        ("CREATE TABLE t AS EXECUTE a", "CREATE TABLE t AS EXECUTE b"),
+        ("CREATE TABLE t AS EXECUTE a(1)", "CREATE TABLE t AS EXECUTE a(2)"),
+        (
+            "EXPLAIN ANALYZE CREATE TABLE t AS EXECUTE a",
+            "EXPLAIN ANALYZE CREATE TABLE t AS EXECUTE b",
+        ),
     ],
 )
 def test_cached_result_always_equals_a_fresh_classification(first: str, second: str) -> None:

@@ -55,7 +55,7 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Literal, Protocol
 
@@ -66,7 +66,7 @@ from jitgate.protocols.postgres import messages as m
 from jitgate.protocols.postgres.messages import ProtocolViolation
 from jitgate.sql import lineage as sql_lineage
 from jitgate.sql.lexing import has_escapable_backslash
-from jitgate.sql.postgres import prepared_query
+from jitgate.sql.postgres import executed_as, prepared_query
 from jitgate.sql.types import Classification, CommandKind, Statement
 
 _HEADER = struct.Struct("!BI")
@@ -258,6 +258,17 @@ _NAME_KINDS = frozenset({CommandKind.PREPARE, CommandKind.DEALLOCATE, CommandKin
 _RUN_KINDS = frozenset({CommandKind.PREPARE, CommandKind.EXECUTE})
 _PLAIN_EXCLUDED = _NAME_KINDS | _RUN_KINDS  # statements Relay._on_plain_query leaves alone
 UNKNOWN_PREPARED = "builtin:unknown-prepared-statement"
+
+
+def _runs(stmt: Statement) -> bool:
+    """Whether a statement is decided by :meth:`Relay._decide_run`: a PREPARE, or one that
+    runs a prepared statement by name (EXECUTE, also under EXPLAIN ANALYZE, and
+    CREATE TABLE ... AS EXECUTE, whose kind is the outer statement's)."""
+    return stmt.kind in _RUN_KINDS or (
+        stmt.prepared_name is not None and stmt.kind is not CommandKind.DEALLOCATE
+    )
+
+
 Classifier = Callable[[str], Classification]
 
 #: What the server will answer, with what it concerns, and how many CopyDone/CopyFail
@@ -405,7 +416,7 @@ class Relay:
         stmt = prepared.statement
         if stmt is None:
             return stmt, prepared.decision
-        if stmt.kind in _RUN_KINDS:
+        if _runs(stmt):
             params = self._portal_params.get(portal)
             return self._decide_run(stmt, prepared.text, "extended", params, prepared.param_types)
         decision = self._gate(stmt, prepared.text)
@@ -430,12 +441,13 @@ class Relay:
         hold: bool = True,
         earlier: Sequence[_NameOp] = (),
     ) -> tuple[Statement, Decision]:
-        """Decide a PREPARE or an EXECUTE as the statement it runs.
+        """Decide a PREPARE, or a statement that runs a prepared one, as what it runs.
 
         PREPARE runs nothing: one policy sends to review is prepared, and reviewed when it
         is executed (a denied one is refused at once). ``EXECUTE name`` is decided as the
-        statement the session prepared under that name; returned is that statement (in
-        the EXECUTE's place), which the execution is recorded with. While a PREPARE or
+        statement the session prepared under that name, ``CREATE TABLE t AS EXECUTE name``
+        as that statement writing ``t`` (:func:`executed_as`); returned is what runs (in
+        the statement's place), which the execution is recorded with. While a PREPARE or
         DEALLOCATE of the name is in flight, the name may end up meaning any of them:
         each is decided, and the most restrictive decision stands (``earlier``: those
         of the same message, not sent yet). A name the gateway has not seen prepared is
@@ -454,7 +466,7 @@ class Relay:
         for parsed in (self._prepared.get(by_protocol), self._pending.get(by_protocol)):
             if parsed is None:
                 continue
-            if parsed.statement is None or parsed.statement.kind in _RUN_KINDS:
+            if parsed.statement is None or _runs(parsed.statement):
                 return stmt, Decision.deny(
                     f'prepared statement "{name}" cannot be executed by name through the gateway',
                     UNKNOWN_PREPARED,
@@ -475,7 +487,7 @@ class Relay:
             )
         runs = []
         for prepare_text, inner in dict.fromkeys(known):
-            run = replace(inner, start=stmt.start, end=stmt.end)
+            run = executed_as(stmt, inner)
             run_text = f"{prepare_text};\n{text}"
             runs.append((run, run_text, self._gate(run, run_text)))
         for outcome in (Outcome.DENY, Outcome.REVIEW):
@@ -761,13 +773,16 @@ class Relay:
         replacements: list[tuple[int, int, str]] = []
         if not statements:
             statements = (Statement(CommandKind.EMPTY, "", "", 0, len(text)),)
-        if len(statements) == 1 and statements[0].kind not in _PLAIN_EXCLUDED:
-            return self._on_plain_query(payload, text, classification, statements[0])
+        first = statements[0]
+        # Past _PLAIN_EXCLUDED, a prepared name means CREATE TABLE ... AS EXECUTE name.
+        plain = first.kind not in _PLAIN_EXCLUDED and first.prepared_name is None
+        if plain and len(statements) == 1:
+            return self._on_plain_query(payload, text, classification, first)
         runs: list[Statement] = list(statements)
         decisions: list[Decision] = []
         ops: list[_NameOp | None] = []  # what each statement does to prepared names
         for i, stmt in enumerate(statements):
-            if stmt.kind in _RUN_KINDS:
+            if _runs(stmt):
                 earlier = [op for op in ops if op is not None]
                 runs[i], decision = self._decide_run(stmt, stmt.text, "query", earlier=earlier)
             else:
@@ -845,7 +860,7 @@ class Relay:
         statements = classification.statements
         if len(statements) > 1:
             # PostgreSQL refuses several statements in one Parse; let it say so.
-            stmt = statements[0]
+            stmt = run = statements[0]
             decision = self._decide(stmt, query, "extended")
             for other in statements[1:]:
                 other_decision = self._decide(other, other.text, "extended")
@@ -855,10 +870,10 @@ class Relay:
             # One statement: preparing it runs nothing, so one in review is prepared and
             # held at its Execute, where its parameters are known (see _decide_execute).
             stmt = statements[0] if statements else Statement(CommandKind.EMPTY, "", "", 0, 0)
-            if stmt.kind in _RUN_KINDS:  # decided again at each Execute
-                decision = self._decide_run(stmt, stmt.text, "extended", hold=False)[1]
+            if _runs(stmt):  # decided again at each Execute; a refusal records what it runs
+                run, decision = self._decide_run(stmt, stmt.text, "extended", hold=False)
             else:
-                decision = self._gate(stmt, stmt.text)
+                run, decision = stmt, self._gate(stmt, stmt.text)
         name = parse.statement
         if not name:
             # The server drops the unnamed statement before it parses a new one.
@@ -877,7 +892,7 @@ class Relay:
             self._expect.append((Expect.PARSE, prepared, self._copy_ends))
             return lookup + m.message(m.PARSE, payload) if lookup else None
         self._pending.pop(name, None)
-        execution, sql = self._refuse(query, stmt, decision, "extended")
+        execution, sql = self._refuse(query, run, decision, "extended")
         self._expect.append((Expect.PARSE, execution, self._copy_ends))
         return m.build_parse(name, sql.encode(self.encoding), parse.param_types)
 

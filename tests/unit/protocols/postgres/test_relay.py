@@ -6,6 +6,8 @@ import pytest
 
 from jitgate.policy.types import Decision
 from jitgate.protocols.postgres.messages import ProtocolViolation
+from jitgate.protocols.postgres.relay import UNKNOWN_PREPARED, Relay
+from jitgate.sql.types import CommandKind
 from tests.unit.protocols.postgres.wire import (
     Bind,
     BindComplete,
@@ -519,3 +521,71 @@ def test_backslash_sql_is_refused_while_requests_are_in_flight() -> None:
     assert relay.client_data(Query("SELECT set_config('a', 'b', false)"))
     pipelined = relay.client_data(Parse("SELECT 'x\\' , ' ; DROP TABLE t; -- '") + Sync())
     assert b"DROP" not in pipelined and b"jitgate-denied" in pipelined
+
+
+def prepared_in(relay: Relay, sql: str) -> None:
+    """Send ``sql`` (PREPARE …) and let the server confirm it, as PostgreSQL does."""
+    assert relay.client_data(Query(sql)) == Query(sql)
+    relay.server_data(CommandComplete("PREPARE") + ReadyForQuery())
+
+
+def test_create_table_as_execute_is_decided_as_what_the_name_means_now() -> None:
+    """One text, two meanings: neither the classifier's nor the gate's cache may carry
+    the decision of one prepared statement over to another under the same name."""
+    relay, rec = make_relay(tags={})
+    prepared_in(relay, "PREPARE p AS WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d")
+    ctas = Query("CREATE TABLE leak AS EXECUTE p")
+    assert relay.client_data(ctas) == b""  # held: it deletes every row of t
+    held = relay.held
+    assert held is not None  # an approver is shown what the name means, then the statement
+    assert held.text.endswith("SELECT * FROM d;\nCREATE TABLE leak AS EXECUTE p")
+    statement = held.statement
+    assert (statement.kind, statement.tag, statement.inner_kind) == (
+        CommandKind.DDL,
+        "CREATE TABLE AS",
+        CommandKind.DELETE,
+    )
+    assert (statement.has_where, statement.tables_written) == (False, {"leak", "t"})
+    refused = relay.release(Decision.deny("not approved"))
+    assert b"jitgate-denied" in refused
+    relay.server_data(invalid_int(denial_marker(refused)) + ReadyForQuery())
+    relay.client_data(Query("DEALLOCATE p"))
+    relay.server_data(CommandComplete("DEALLOCATE") + ReadyForQuery())
+    prepared_in(relay, "PREPARE p AS SELECT * FROM u")
+    assert relay.client_data(ctas) == ctas
+    ran = rec.started[-1]
+    assert ran.decision.outcome.value == "allow" and ran.statement is not None
+    assert (ran.statement.tables_read, ran.statement.tables_written) == ({"u"}, {"leak"})
+
+
+def test_create_table_as_execute_of_an_unknown_name_fails_closed() -> None:
+    relay, rec = make_relay()
+    for request in (
+        Query("CREATE TABLE leak AS EXECUTE nosuch"),
+        Parse("CREATE TABLE leak AS EXECUTE nosuch"),
+    ):
+        assert b"jitgate-denied" in relay.client_data(request)
+        assert rec.started[-1].decision.policies == (UNKNOWN_PREPARED,)
+
+
+def test_execute_is_refused_for_what_its_parameters_call() -> None:
+    relay, rec = make_relay()
+    prepared_in(relay, "PREPARE q (text) AS SELECT $1")
+    assert b"jitgate-denied" in relay.client_data(Query("EXECUTE q(pg_read_file('x'))"))
+    assert rec.started[-1].decision.policies == ("builtin:deny-dangerous",)
+    run = Query("EXECUTE q('x')")
+    assert relay.client_data(run) == run
+
+
+def test_explain_analyze_execute_runs_it_and_plain_explain_plans_it() -> None:
+    relay, rec = make_relay(tags={})
+    prepared_in(relay, "PREPARE d AS DELETE FROM t")
+    assert relay.client_data(Query("EXPLAIN ANALYZE EXECUTE d")) == b""
+    held = relay.held
+    assert held is not None
+    assert (held.statement.kind, held.statement.has_where) == (CommandKind.DELETE, False)
+    relay.release(Decision.deny("not approved"))
+    plan = Query("EXPLAIN EXECUTE d")
+    assert relay.client_data(plan) == plan
+    assert rec.started[-1].statement is not None
+    assert rec.started[-1].statement.kind is CommandKind.EXPLAIN
