@@ -37,6 +37,11 @@ exporter that lost its lease stops without saving (:class:`LeaseLost`): the batc
 delivered may come again from the new holder (at least once), never a gap, and the
 cursor never moves back. A cursor file is locked (``flock``) for the same reason.
 
+Retention deletes only what this export has passed (:mod:`jitgate.recording.retention`).
+An exporter reading through the API (:class:`APISource`) keeps its cursor where the
+gateway cannot see it; named (``consumer``), it tells the gateway its cursor with each
+request, and retention waits for it too (:mod:`jitgate.recording.consumers`).
+
 Sinks: ``file:PATH``, ``stdout``, ``syslog://HOST:PORT`` (RFC 5424 over UDP),
 ``syslog+tcp://HOST:PORT`` (RFC 5424, octet-counted framing of RFC 6587) and ``https://``
 webhooks (``http://`` only to loopback) signed like approver notifications:
