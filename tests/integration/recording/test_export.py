@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -337,7 +338,8 @@ def test_cli_export_registers_as_a_consumer_that_retention_waits_for(
     console.cli(*args, check=True)
     (again,) = json.loads(console.cli("audit", "consumers", "list", "-o", "json").stdout)
     assert again["position"] == saved.closed and again["position"] > 0
-    assert again["last_seen"] > listed[0]["last_seen"]
+    last_seen = datetime.fromisoformat(again["last_seen"])
+    assert last_seen > datetime.fromisoformat(listed[0]["last_seen"])
     table = console.cli("audit", "consumers", "list", check=True).stdout
     assert "cli-siem" in table and str(saved.closed) in table
 

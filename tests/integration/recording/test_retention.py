@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -159,7 +160,7 @@ def test_retention_waits_for_every_registered_export_consumer(
     def retention(export_cursor: str | None = None) -> list[str]:
         return apply_retention(gw.store, gw.paths.recordings, None, export_cursor=export_cursor)
 
-    def listed() -> dict[str, dict[str, object]]:
+    def listed() -> dict[str, dict[str, Any]]:
         items = console.get("/api/v1/audit/consumers").json()["items"]
         return {item["name"]: item for item in items}
 
@@ -176,7 +177,8 @@ def test_retention_waits_for_every_registered_export_consumer(
     # An older cursor is served, but the position does not move back; last seen does.
     export("siem", None)
     again = listed()["siem"]
-    assert again["position"] == second.close_seq and again["last_seen"] > seen["last_seen"]
+    assert again["position"] == second.close_seq
+    assert datetime.fromisoformat(again["last_seen"]) > datetime.fromisoformat(seen["last_seen"])
     # The gateway's own export holds too: the lowest position of all counts.
     export("siem", _on(third))
     assert second.id not in retention(export_cursor=f"serve:{unique('never')}")

@@ -55,7 +55,7 @@ def export_audit(
     addr: ClientAddr,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    consumer: Annotated[str | None, Query(max_length=consumers.MAX_NAME)] = None,
+    consumer: Annotated[str | None, Query(max_length=128)] = None,
 ) -> dict[str, Any]:
     """The audit export stream after ``cursor``: administrative events, then the events
     of closed session recordings. Pass the returned ``cursor`` back for the next page,
