@@ -12,6 +12,7 @@ from jitgate.connections.types import ConnectionInfo, ConnectionType, TLSMode
 from jitgate.identity.delegation import DelegationInfo
 from jitgate.identity.principal import Authenticated, Identity
 from jitgate.identity.service import IdentityInfo, TokenInfo
+from jitgate.recording.consumers import Consumer
 
 T = TypeVar("T")
 
@@ -361,4 +362,20 @@ class AuditEventOut(BaseModel):
             target_name=event.target_name,
             client_addr=event.client_addr,
             details=dict(event.details),
+        )
+
+
+class AuditConsumerOut(BaseModel):
+    name: str
+    position: int  # close number: every session closed before it was delivered to it
+    admin: int  # the last administrative event delivered to it
+    last_seen: datetime
+
+    @classmethod
+    def of(cls, consumer: Consumer) -> AuditConsumerOut:
+        return cls(
+            name=consumer.name,
+            position=consumer.position,
+            admin=consumer.admin,
+            last_seen=consumer.last_seen,
         )

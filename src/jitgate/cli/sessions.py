@@ -1,4 +1,4 @@
-"""``jitgate sessions list|show|replay`` and ``jitgate audit verify|export``."""
+"""``jitgate sessions list|show|replay|hold|lost`` and ``jitgate audit verify|export|consumers``."""
 
 from __future__ import annotations
 
@@ -236,11 +236,21 @@ def audit_export(
         str, typer.Option("--secret-env", help="variable holding the webhook HMAC key")
     ] = "JITGATE_EXPORT_SECRET",  # noqa: S107 - the name of a variable
     batch: Annotated[int, typer.Option("--batch", min=1, max=5000)] = 500,
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            "--consumer",
+            help="register this export under a name: retention then keeps every recording "
+            "it has not exported yet (see `audit consumers`)",
+        ),
+    ] = None,
     server: Server = None,
 ) -> None:
     """Export audit events as JSON Lines, at least once, resuming from a cursor file.
 
     The stream holds administrative actions and the events of closed session recordings.
+    Without --consumer the gateway does not know how far this export has got, and its
+    retention may delete recordings before they are exported.
     """
     import os
 
@@ -254,7 +264,7 @@ def audit_export(
         raise CLIError(str(exc)) from None
     cursor_path = cursor_file or Path(".jitgate-export.cursor")
     cursors = FileCursor(cursor_path)
-    exporter = Exporter(APISource(client.request), sink, cursors, batch=batch)
+    exporter = Exporter(APISource(client.request, consumer=consumer), sink, cursors, batch=batch)
     if not cursors.acquire():
         sink.close()
         raise CLIError(f"another export is using {cursor_path}")
@@ -299,6 +309,27 @@ def sessions_lost(
     typer.echo(f"session {session_id}: recording marked lost")
 
 
+consumers_app = typer.Typer(
+    help="Named export consumers: retention keeps what they have not exported.",
+    no_args_is_help=True,
+)
+
+
+@consumers_app.command("list")
+def consumers_list(server: Server = None, output: Output = OutputFormat.TABLE) -> None:
+    """The registered consumers: POSITION is the close number below which each has every
+    session; retention deletes nothing at or after the lowest."""
+    rows = APIClient.from_env(server).request("GET", "/api/v1/audit/consumers")["items"]
+    emit_list(rows, ["name", "position", "admin", "last_seen"], output)
+
+
+@consumers_app.command("rm")
+def consumers_rm(name: str, server: Server = None) -> None:
+    """Forget a consumer (one no longer running): retention stops waiting for it."""
+    APIClient.from_env(server).request("DELETE", f"/api/v1/audit/consumers/{name}")
+    typer.echo(f"audit consumer {name} removed")
+
+
 def register(sessions_app: typer.Typer, audit_app: typer.Typer) -> None:
     """Add these commands to the ``sessions`` and ``audit`` groups of the CLI."""
     sessions_app.command("list")(sessions_list)
@@ -308,3 +339,4 @@ def register(sessions_app: typer.Typer, audit_app: typer.Typer) -> None:
     sessions_app.command("lost")(sessions_lost)
     audit_app.command("verify")(audit_verify)
     audit_app.command("export")(audit_export)
+    audit_app.add_typer(consumers_app, name="consumers")

@@ -37,6 +37,11 @@ exporter that lost its lease stops without saving (:class:`LeaseLost`): the batc
 delivered may come again from the new holder (at least once), never a gap, and the
 cursor never moves back. A cursor file is locked (``flock``) for the same reason.
 
+Retention deletes only what this export has passed (:mod:`jitgate.recording.retention`).
+An exporter reading through the API (:class:`APISource`) keeps its cursor where the
+gateway cannot see it; named (``consumer``), it tells the gateway its cursor with each
+request, and retention waits for it too (:mod:`jitgate.recording.consumers`).
+
 Sinks: ``file:PATH``, ``stdout``, ``syslog://HOST:PORT`` (RFC 5424 over UDP),
 ``syslog+tcp://HOST:PORT`` (RFC 5424, octet-counted framing of RFC 6587) and ``https://``
 webhooks (``http://`` only to loopback) signed like approver notifications:
@@ -303,15 +308,21 @@ class StoreSource:
 
 
 class APISource:
-    """Reads the stream through the REST API (``GET /api/v1/audit/export``)."""
+    """Reads the stream through the REST API (``GET /api/v1/audit/export``).
 
-    def __init__(self, request: Callable[..., Any]) -> None:
+    With a ``consumer`` name, each request tells the server the cursor this exporter has
+    saved, and retention keeps what it has not passed (:mod:`jitgate.recording.consumers`).
+    """
+
+    def __init__(self, request: Callable[..., Any], *, consumer: str | None = None) -> None:
         self._request = request
+        self._consumer = consumer
 
     def fetch(self, cursor: Cursor, limit: int) -> tuple[list[Record], Cursor]:
-        page = self._request(
-            "GET", "/api/v1/audit/export", params={"cursor": cursor.encode(), "limit": limit}
-        )
+        params: dict[str, Any] = {"cursor": cursor.encode(), "limit": limit}
+        if self._consumer is not None:
+            params["consumer"] = self._consumer
+        page = self._request("GET", "/api/v1/audit/export", params=params)
         return list(page["items"]), Cursor.decode(page["cursor"])
 
 
@@ -373,6 +384,24 @@ class FileCursor:
         os.replace(tmp, self.path)
 
 
+def locked_cursor_row(db: Session, name: str) -> tuple[ExportCursorRow, bool]:
+    """The row of the cursor ``name``, created if missing, locked until ``db`` commits;
+    and whether this call created it."""
+    stmt = select(ExportCursorRow).where(ExportCursorRow.name == name)
+    row = db.scalar(stmt.with_for_update())
+    created = False
+    if row is None:
+        try:
+            with db.begin_nested():
+                db.add(ExportCursorRow(name=name, cursor={}))
+            created = True
+        except IntegrityError:  # another exporter created it just now
+            pass
+        row = db.scalar(stmt.with_for_update())
+    assert row is not None
+    return row, created
+
+
 @dataclass
 class StoreCursor:
     """The cursor in ``export_cursors``, with the lease of the exporter that moves it:
@@ -384,17 +413,7 @@ class StoreCursor:
     lease_seconds: float = LEASE_SECONDS
 
     def _row(self, db: Session) -> ExportCursorRow:
-        stmt = select(ExportCursorRow).where(ExportCursorRow.name == self.name)
-        row = db.scalar(stmt.with_for_update())
-        if row is None:
-            try:
-                with db.begin_nested():
-                    db.add(ExportCursorRow(name=self.name, cursor={}))
-            except IntegrityError:  # another exporter created it just now
-                pass
-            row = db.scalar(stmt.with_for_update())
-        assert row is not None
-        return row
+        return locked_cursor_row(db, self.name)[0]
 
     def _lease(self, row: ExportCursorRow) -> dict[str, Any]:
         lease = (row.cursor or {}).get("lease")

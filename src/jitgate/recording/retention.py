@@ -9,11 +9,16 @@ index keeps who, when, what counts and the seal's digest — with ``recording_st
 (``recording:delete``). A recording uploaded to object storage is deleted there too
 (and an unfinished upload of it aborted).
 
-When the gateway exports the audit trail (``recording.export_to``), a recording is
-deleted only once the export has delivered it: its session was closed before the one
-the export cursor is on (``close_seq`` below the cursor's). Until the export has
-started, nothing is deleted. Rows are locked while they are deleted, so a legal hold set
-meanwhile waits, and is then honoured.
+A recording is deleted only once every export that must have it has delivered it: the
+gateway's own export, when it is configured (``recording.export_to``), and every named
+consumer of the export API (:mod:`jitgate.recording.consumers`: ``jitgate audit export
+--consumer NAME``). Each of them is at a *position*, the close number of the session its
+cursor is on; a session may go only when it was closed before the lowest of these
+positions (``close_seq`` below it). So an export that has not started yet, or a consumer
+that has registered but not fetched anything, holds every recording, and a consumer that
+stops fetching holds everything after its position until an admin removes it. With no
+export and no consumer, age and legal holds alone decide. Rows are locked while they are
+deleted, so a legal hold set meanwhile waits, and is then honoured.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from jitgate.audit.log import AuditLog
 from jitgate.config import RecordingSettings
+from jitgate.recording.consumers import consumers
 from jitgate.recording.options import resolve
 from jitgate.recording.s3 import ObjectStoreError
 from jitgate.recording.storage import RecordingStorage
@@ -69,6 +75,16 @@ def exported_below(store: Store, cursor_name: str) -> int:
     return int(cursor.closed or 0)
 
 
+def delivered_below(store: Store, export_cursor: str | None) -> int | None:
+    """The close number below which every session has been delivered by the gateway's
+    export (``export_cursor``, if any) and every registered API consumer: the lowest of
+    their positions; None when there is neither."""
+    positions = [consumer.position for consumer in consumers(store)]
+    if export_cursor:
+        positions.append(exported_below(store, export_cursor))
+    return min(positions, default=None)
+
+
 def apply_retention(
     store: Store,
     root: Path,
@@ -81,10 +97,11 @@ def apply_retention(
     """Delete what is due; returns the ids of the sessions whose recordings went.
 
     ``storage`` deletes uploaded objects too (default: local files only);
-    ``export_cursor`` names the export cursor that must have passed a session first."""
+    ``export_cursor`` names the gateway's export cursor, which must have passed a session
+    first, as must every registered API consumer."""
     now = now or utcnow()
     storage = storage or RecordingStorage(root, store)
-    exported = exported_below(store, export_cursor) if export_cursor else None
+    exported = delivered_below(store, export_cursor)
     if exported == 0:
         return []
     with store.session() as db:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from jitgate.api.app import create_app
+from jitgate.recording import consumers
 from tests.fixtures.gateway import serve_app
 from tests.fixtures.postgres_gateway import PgGateway
 
@@ -51,6 +52,15 @@ def console(pg_gateway: PgGateway) -> Iterator[Console]:
         httpx.Client(base_url=url, timeout=30) as http,
     ):
         yield Console(url, http, pg_gateway.admin_token)
+
+
+@pytest.fixture
+def forget_consumers(pg_gateway: PgGateway) -> Iterator[None]:
+    """Remove the export consumers a test registered on the shared gateway, even when it
+    failed: a consumer left behind would hold recordings back from later tests' retention."""
+    yield
+    for consumer in consumers.consumers(pg_gateway.gateway.store):
+        consumers.remove(pg_gateway.gateway.store, consumer.name, caller=None)
 
 
 def tamper(path: Path, line: int, old: bytes, new: bytes) -> None:

@@ -8,6 +8,7 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,35 @@ def test_export_targets_are_checked() -> None:
         with pytest.raises(ValueError, match="needs a signing secret"):
             open_sink(hook)
         open_sink(hook, secret=b"k").close()
+
+
+def test_cli_export_registers_as_a_consumer_that_retention_waits_for(
+    pg_gateway: PgGateway,
+    pg_scram: PgCluster,
+    console: Console,
+    tmp_path: Path,
+    forget_consumers: None,
+) -> None:
+    _sessions(pg_gateway, pg_scram, 2)
+    out, cursor = tmp_path / "audit.jsonl", tmp_path / "cursor"
+    args = ("audit", "export", "--to", f"file:{out}", "--cursor-file", str(cursor),
+            "--batch", "50", "--consumer", "cli-siem")  # fmt: skip
+    console.cli(*args, check=True)
+    listed = json.loads(console.cli("audit", "consumers", "list", "-o", "json", check=True).stdout)
+    assert [c["name"] for c in listed] == ["cli-siem"]
+    # The server learns a position when the exporter presents the cursor it saved: after
+    # the next run, the one the first run ended on.
+    saved = Cursor.decode(cursor.read_text().strip())
+    console.cli(*args, check=True)
+    (again,) = json.loads(console.cli("audit", "consumers", "list", "-o", "json").stdout)
+    assert again["position"] == saved.closed and again["position"] > 0
+    last_seen = datetime.fromisoformat(again["last_seen"])
+    assert last_seen > datetime.fromisoformat(listed[0]["last_seen"])
+    table = console.cli("audit", "consumers", "list", check=True).stdout
+    assert "cli-siem" in table and str(saved.closed) in table
+
+    removed = console.cli("audit", "consumers", "rm", "cli-siem", check=True)
+    assert "removed" in removed.stdout
+    assert json.loads(console.cli("audit", "consumers", "list", "-o", "json").stdout) == []
+    missing = console.cli("audit", "consumers", "rm", "cli-siem")
+    assert missing.returncode == 1 and "no audit export consumer" in missing.stderr

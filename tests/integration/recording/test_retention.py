@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import select, update
 
 from jitgate.errors import InvalidInput
-from jitgate.recording.export import Exporter, FileSink, StoreCursor, StoreSource
+from jitgate.recording.export import Cursor, Exporter, FileSink, StoreCursor, StoreSource
 from jitgate.recording.retention import apply_retention, exported_below
 from jitgate.store.models import AdminAuditRow, SessionRow, utcnow
+from tests.fixtures.inprocess import unique
 from tests.fixtures.postgres_gateway import PgGateway
 from tests.integration.recording.conftest import Console
 from tests.support.pgcluster import PgCluster
@@ -119,3 +121,97 @@ def test_retention_never_deletes_what_the_export_has_not_delivered(
     # A connection option that is not valid is refused when it is saved.
     with pytest.raises(InvalidInput, match="recording_retention_days"):
         gw.connections.update(name, options={"recording_retention_days": "a week"})
+
+
+def _aged_sessions(gw: PgGateway, cluster: PgCluster, count: int) -> list[SessionRow]:
+    """``count`` sessions of a connection keeping recordings one day, ended three days ago."""
+    name = gw.add_connection(cluster).name
+    gw.gateway.connections.update(name, options={"recording_retention_days": 1})
+    rows = [_session(gw, name) for _ in range(count)]
+    with gw.gateway.store.session() as db:
+        db.execute(
+            update(SessionRow)
+            .where(SessionRow.id.in_([row.id for row in rows]))
+            .values(ended_at=utcnow() - timedelta(days=3))
+        )
+    return rows
+
+
+def _on(row: SessionRow) -> str:
+    """The cursor of an exporter that has got to ``row`` (and delivered its first event)."""
+    return Cursor(closed=row.close_seq, session=row.id, seq=1).encode()
+
+
+def test_retention_waits_for_every_registered_export_consumer(
+    pg_gateway: PgGateway, pg_scram: PgCluster, console: Console, forget_consumers: None
+) -> None:
+    gw = pg_gateway.gateway
+    first, second, third = _aged_sessions(pg_gateway, pg_scram, 3)
+    auditor = unique("auditor")
+    gw.identities.create_identity(auditor, groups=["auditors"])
+    as_auditor = {"Authorization": f"Bearer {pg_gateway.token_for(auditor)}"}
+    as_admin = {"Authorization": f"Bearer {console.token}"}
+
+    def export(consumer: str, cursor: str | None = None) -> None:
+        params = {"consumer": consumer, "limit": 1, **({"cursor": cursor} if cursor else {})}
+        answer = console.http.get("/api/v1/audit/export", params=params, headers=as_auditor)
+        assert answer.status_code == 200, answer.text
+
+    def retention(export_cursor: str | None = None) -> list[str]:
+        return apply_retention(gw.store, gw.paths.recordings, None, export_cursor=export_cursor)
+
+    def listed() -> dict[str, dict[str, Any]]:
+        items = console.get("/api/v1/audit/consumers").json()["items"]
+        return {item["name"]: item for item in items}
+
+    # Registered, nothing fetched yet: every recording is held.
+    export("siem")
+    assert listed()["siem"]["position"] == 0
+    assert not {first.id, second.id, third.id} & set(retention())
+    # Its cursor is on the second session: the first was delivered whole and may go.
+    export("siem", _on(second))
+    deleted = retention()
+    assert first.id in deleted and second.id not in deleted
+    seen = listed()["siem"]
+    assert seen["position"] == second.close_seq
+    # An older cursor is served, but the position does not move back; last seen does.
+    export("siem", None)
+    again = listed()["siem"]
+    assert again["position"] == second.close_seq
+    assert datetime.fromisoformat(again["last_seen"]) > datetime.fromisoformat(seen["last_seen"])
+    # The gateway's own export holds too: the lowest position of all counts.
+    export("siem", _on(third))
+    assert second.id not in retention(export_cursor=f"serve:{unique('never')}")
+    # A second consumer that has fetched nothing holds the second session back ...
+    export("backup")
+    assert second.id not in retention()
+    assert set(listed()) >= {"siem", "backup"}
+    # ... until an admin removes it, which the audit log keeps.
+    assert (
+        console.http.delete("/api/v1/audit/consumers/backup", headers=as_admin).status_code == 204
+    )
+    assert "backup" not in listed()
+    assert second.id in retention()
+    assert third.id not in retention()
+    with gw.store.session() as db:
+        audit = db.scalars(
+            select(AdminAuditRow).where(
+                AdminAuditRow.target_type == "audit_consumer",
+                AdminAuditRow.target_name == "backup",
+            )
+        ).all()
+    assert [(a.action, a.actor_name) for a in audit] == [
+        ("audit_consumer:create", auditor),
+        ("audit_consumer:delete", "admin"),
+    ]
+
+    # Only admins see and remove consumers; names are checked; unknown ones are 404.
+    assert console.http.get("/api/v1/audit/consumers", headers=as_auditor).status_code == 403
+    refused = console.http.delete("/api/v1/audit/consumers/siem", headers=as_auditor)
+    assert refused.status_code == 403 and "siem" in listed()
+    gone = console.http.delete("/api/v1/audit/consumers/backup", headers=as_admin)
+    assert gone.status_code == 404
+    bad = console.http.get(
+        "/api/v1/audit/export", params={"consumer": "no/slash"}, headers=as_admin
+    )
+    assert bad.status_code == 400 and "consumer name" in bad.json()["error"]["message"]
