@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.fixtures.oidc import OIDCProvider
+from jitgate.server.tls import generate_self_signed
+from tests.fixtures.oidc import OIDCProvider, start_oidc_provider
 from tests.support.served import JITGATE, Served, start_gateway, stop, wait_ready
 
 
@@ -102,10 +103,10 @@ def _read_until(stream: queue.Queue[str], needle: str, timeout: float = 30) -> s
 
 @contextlib.contextmanager
 def _spawn_login(
-    served: Served, *args: str
+    served: Served, *args: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
     env = {**os.environ, "XDG_CONFIG_HOME": str(served.data_dir.parent / "xdg"),
-           "JITGATE_SERVER": served.api}
+           "JITGATE_SERVER": served.api, **(env or {})}
     env.pop("JITGATE_TOKEN", None)
     proc = subprocess.Popen([*JITGATE, "login", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
@@ -174,3 +175,40 @@ def test_cli_login_denied_by_user(oidc_served: Served, oidc_provider: OIDCProvid
         Provider._browse("alice", "alice-password", url, deny=True)
         assert proc.wait(timeout=60) == 1
         _read_until(lines, "error: login failed")
+
+
+def test_cli_login_with_an_issuer_behind_a_private_ca(tmp_path: Path) -> None:
+    """The identity provider serves HTTPS with a certificate of a private CA: the gateway
+    trusts it through ``oidc.ca_file``, the CLI through ``JITGATE_CA_FILE``; without it the
+    CLI says which certificate it could not verify and how to trust it."""
+    cert, key = tmp_path / "idp.crt", tmp_path / "idp.key"
+    generate_self_signed(cert, key, ("127.0.0.1",))
+    with start_oidc_provider(tls=(cert, key)) as provider:
+        assert provider.issuer.startswith("https://127.0.0.1:")
+        extra = (
+            f"oidc:\n  issuer: {provider.issuer}\n  ca_file: {cert}\n"
+            "  audiences: [jitgate, jitgate-cli]\n  client_id: jitgate-cli\n"
+        )
+        data_dir = tmp_path / "data"
+        proc = start_gateway(data_dir, extra_config=extra)
+        try:
+            served = Served(proc, data_dir, wait_ready(proc, data_dir),
+                            (data_dir / "admin.token").read_text().strip())  # fmt: skip
+            with _spawn_login(served) as (refused, lines):
+                assert refused.wait(timeout=60) == 1
+                line = _read_until(lines, "error:")
+                assert "cannot verify the TLS certificate of the OIDC issuer" in line
+                assert "JITGATE_CA_FILE" in line
+            with _spawn_login(served, env={"JITGATE_CA_FILE": str(cert)}) as (login, lines):
+                url = _read_until(lines, "To log in, open ").split("To log in, open ", 1)[1]
+                _read_until(lines, "enter the code")
+                page = provider.browser_driver("alice", "alice-password")(url.strip())
+                assert page.status_code == 200
+                assert login.wait(timeout=60) == 0
+                _read_until(lines, "logged in as alice")
+            who = _cli_whoami(served)
+            assert who["identity"]["name"] == "alice"  # type: ignore[index]
+            assert who["method"] == "oidc"
+        finally:
+            if proc.poll() is None:
+                stop(proc)

@@ -2,6 +2,8 @@
 //
 //   node tests/oidc/provider.mjs [PORT]        (or OIDC_PORT=PORT; 0 or nothing = any free port)
 //
+// With OIDC_TLS_CERT and OIDC_TLS_KEY (PEM files) it serves HTTPS and its issuer is https://.
+//
 // Listens on 127.0.0.1 only. When listening it prints exactly one line on stdout,
 // `READY <issuer>`; everything else (library notices, errors) goes to stderr.
 //
@@ -20,7 +22,9 @@
 //   tokens carry new `kid`s while old tokens still verify) and answers the new JWKS `kid`s.
 
 import { generateKeyPairSync } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 
 import Provider, { errors } from 'oidc-provider';
 
@@ -310,14 +314,18 @@ async function handle(req, res) {
 }
 
 const port = Number(process.argv[2] ?? process.env.OIDC_PORT ?? 0);
-const server = http.createServer((req, res) => {
+const TLS = process.env.OIDC_TLS_CERT && process.env.OIDC_TLS_KEY
+  ? { cert: readFileSync(process.env.OIDC_TLS_CERT), key: readFileSync(process.env.OIDC_TLS_KEY) }
+  : null;
+const serve = (req, res) => {
   handle(req, res).catch((err) => {
     console.error(err);
     if (!res.headersSent) res.writeHead(500).end();
   });
-});
+};
+const server = TLS ? https.createServer(TLS, serve) : http.createServer(serve);
 server.listen(port, HOST, () => {
-  install(`http://${HOST}:${server.address().port}`);
+  install(`${TLS ? 'https' : 'http'}://${HOST}:${server.address().port}`);
   process.stdout.write(`READY ${currentIssuer}\n`);
 });
 

@@ -68,6 +68,33 @@ def tls_verify() -> ssl.SSLContext | bool:
         raise CLIError(f"JITGATE_CA_FILE: cannot use {ca_file}: {reason}") from None
 
 
+def issuer_tls_verify() -> ssl.SSLContext:
+    """How the CLI verifies the OIDC issuer it logs in with: the system's trust store, plus
+    the CA file named by ``JITGATE_CA_FILE`` (a private CA often signs both the gateway's
+    and the identity provider's certificates)."""
+    context = ssl.create_default_context()
+    ca_file = os.environ.get("JITGATE_CA_FILE")
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise CLIError(f"JITGATE_CA_FILE: cannot use {ca_file}: {reason}") from None
+    return context
+
+
+def issuer_error(issuer: str, exc: BaseException) -> str:
+    """Why the OIDC issuer could not be used, in one line (a certificate the CLI does not
+    trust names the way out)."""
+    unverified = _cert_verification_error(exc)
+    if unverified is not None:
+        return (
+            f"cannot verify the TLS certificate of the OIDC issuer {issuer} "
+            f"({unverified.verify_message}): set JITGATE_CA_FILE to the CA that signed it"
+        )
+    return f"cannot reach the OIDC issuer {issuer}: {exc}"
+
+
 def _cert_verification_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
     seen: BaseException | None = exc
     for _ in range(8):  # httpx → httpcore → ssl
@@ -133,7 +160,7 @@ class APIClient:
         assert saved is not None
         issuer = str(saved["issuer"]).rstrip("/")
         try:
-            with httpx.Client(timeout=self.timeout) as http:
+            with httpx.Client(timeout=self.timeout, verify=issuer_tls_verify()) as http:
                 response = http.get(issuer + "/.well-known/openid-configuration")
                 response.raise_for_status()
                 tokens = oidc_flows.refresh(
@@ -144,9 +171,7 @@ class APIClient:
                 f"the saved login has expired ({exc.message}): run `jitgate login` again"
             ) from None
         except (httpx.HTTPError, ValueError) as exc:
-            raise CLIError(
-                f"cannot reach the identity provider to renew the login: {exc}"
-            ) from None
+            raise CLIError(f"cannot renew the login: {issuer_error(issuer, exc)}") from None
         saved.update(token=login_token(tokens), refresh_token=tokens.refresh_token)
         save_credentials(saved)
         self.token = saved["token"]

@@ -15,7 +15,15 @@ from typing import Annotated, Any
 import typer
 
 from jitgate.cli import sessions as sessions_commands
-from jitgate.cli.client import APIClient, CLIError, load_saved, login_token, save_credentials
+from jitgate.cli.client import (
+    APIClient,
+    CLIError,
+    issuer_error,
+    issuer_tls_verify,
+    load_saved,
+    login_token,
+    save_credentials,
+)
 from jitgate.cli.output import OutputFormat, emit_json, emit_list, emit_one
 from jitgate.cli.ssh import ssh_keys_app
 
@@ -176,7 +184,7 @@ def _oidc_login(client: APIClient, *, browser: bool, no_open: bool) -> dict[str,
     if not oidc or not oidc.get("client_id"):
         raise CLIError("this gateway has no OIDC login; use --username")
     issuer = oidc["issuer"].rstrip("/")
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, verify=issuer_tls_verify()) as http:
         try:
             discovery = http.get(issuer + "/.well-known/openid-configuration").json()
             if browser:
@@ -206,7 +214,7 @@ def _oidc_login(client: APIClient, *, browser: bool, no_open: bool) -> dict[str,
         except JitgateError as exc:
             raise CLIError(f"login failed: {exc.message}") from None
         except (httpx.HTTPError, ValueError) as exc:
-            raise CLIError(f"cannot reach the identity provider: {exc}") from None
+            raise CLIError(issuer_error(issuer, exc)) from None
     return {
         "token": login_token(tokens),
         "method": "oidc",
