@@ -397,3 +397,24 @@ def test_random_bytes_get_an_error_or_a_close(
     assert "internal error" not in caplog.text
     with psycopg.connect(pg_gateway.dsn(name)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_client_that_half_closes_after_its_queries_still_gets_their_answers(
+    pg_gateway: PgGateway, pg_scram: PgCluster
+) -> None:
+    """A script that writes its queries and shuts down its sending side (as a direct
+    PostgreSQL connection allows) gets every answer, then a clean close; the recording has
+    the statements with their results."""
+    name = pg_gateway.add_connection(pg_scram).name
+    client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
+    client.send(query("SELECT pg_sleep(0.3), 41 + 1") + query("SELECT 'second'"))
+    client.sock.shutdown(socket.SHUT_WR)
+    answer = client.read_all_until_closed()
+    client.close()
+    codes = [m.code for m in answer]
+    assert codes == [b"T", b"D", b"C", b"Z", b"T", b"D", b"C", b"Z"], answer
+    assert answer[1].payload.endswith(b"42") and answer[5].payload.endswith(b"second")
+    row = pg_gateway.session(name)
+    assert row.end_reason == "client disconnected"
+    results = [e for e in read_events(pg_gateway.recording_path(row)) if e["type"] == "result"]
+    assert [(r["status"], r["rows"]) for r in results] == [("ok", 1), ("ok", 1)]

@@ -40,6 +40,12 @@ class Leg(asyncio.Protocol):
         self.peer: Leg | None = None  # the other leg, for flow control
         self._eof = False
         self.on_connect: Callable[[Leg], None] | None = None
+        #: Once set (the session is past its handshake), the peer shutting down its sending
+        #: side leaves the leg open for writing (not over TLS, which has no half-close), and
+        #: :attr:`on_half_close` is called in relay mode (by :meth:`relay_to` if it came
+        #: before).
+        self.keeps_open_on_eof = False
+        self.on_half_close: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ asyncio
 
@@ -59,6 +65,10 @@ class Leg(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._eof = True
         self._wake()
+        if self.keeps_open_on_eof and not self.is_tls:
+            if self._on_data is not None and self.on_half_close is not None:
+                self.on_half_close()
+            return True  # keep the transport open: answers may still go this way
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -153,6 +163,8 @@ class Leg(asyncio.Protocol):
             pending = bytes(self.buffer)
             self.buffer.clear()
             on_data(pending)
+        if self._eof and self.keeps_open_on_eof and self.on_half_close is not None:
+            self.on_half_close()
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

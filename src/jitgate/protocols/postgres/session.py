@@ -436,6 +436,9 @@ class PostgresSession:
         self.cancel_secret = self.listener.new_cancel_secret(self)
         out.append(m.backend_key_data(upstream.pid, self.cancel_secret))
         out.append(m.ready_for_query(upstream.status))
+        # From here the client may send its queries and shut down its sending side before
+        # the relay starts: they are still run and answered (see _relay).
+        self.client.keeps_open_on_eof = True
         self.client.write(b"".join(out))
 
     # ----------------------------------------------------------------- relay
@@ -552,6 +555,22 @@ class PostgresSession:
                 client.write(out)
             recorder.flush_soon()
 
+        half_closed = False
+
+        def client_half_closed() -> None:
+            """The client shut down its sending side after its last request (a script
+            piping queries in does): what it sent still runs, and the answers still reach
+            it, as on a direct connection. The upstream leg is half-closed in turn, so the
+            server ends the session once it has answered."""
+            nonlocal half_closed
+            half_closed = True
+            transport = server.transport
+            if transport is not None and not transport.is_closing() and transport.can_write_eof():
+                transport.write_eof()
+            else:
+                server.close()
+
+        client.on_half_close = client_half_closed
         client.relay_to(from_client)
         server.relay_to(from_server)
         if relay.held is not None:
@@ -559,6 +578,9 @@ class PostgresSession:
         done, _pending = await asyncio.wait(
             {client.closed, server.closed}, return_when=asyncio.FIRST_COMPLETED
         )
+        if half_closed and server.closed in done:
+            client.close()  # everything the client asked for is answered
+            return
         if (
             server.closed in done
             and not client.closed.done()
