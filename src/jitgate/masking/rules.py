@@ -32,7 +32,7 @@ detectors: ``{"name": "employee_id", "pattern": "E\\\\d{6}", "validator": "luhn"
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from types import MappingProxyType
 from typing import Any
@@ -246,6 +246,19 @@ class Profile(BaseModel):
 
     def uses(self, strategy: Strategy) -> bool:
         return any(rule.strategy is strategy for rule in self.rules)
+
+    @property
+    def column_rules(self) -> tuple[Rule, ...]:
+        """The rules that name columns: they follow a result's lineage, not its values."""
+        return tuple(rule for rule in self.rules if rule.columns)
+
+    def masked_sources(
+        self, sources: Iterable[tuple[str | None, str]]
+    ) -> list[tuple[str | None, str]]:
+        """The ``(table, column)`` pairs among ``sources`` a column rule covers (``"*"``:
+        a whole row, or every column of the table, covered if any of them may be)."""
+        rules = self.column_rules
+        return [pair for pair in sources if any(r.matches(None, None, (pair,)) for r in rules)]
 
 
 def _errors(exc: ValidationError) -> str:

@@ -27,6 +27,14 @@ Predicates are not lineage: ``WHERE``, ``JOIN … ON``, ``GROUP BY``, ``ORDER BY
 and ``FILTER`` clauses decide which rows come back, not what a value is. ``count(…)``
 contributes no source (its value is a number of rows).
 
+``written`` is the lineage of the values the statement writes into tables or a server
+file, for all its writes together: the rows of ``INSERT … SELECT``/``VALUES`` (also in a
+CTE), the ``SET`` values of ``UPDATE`` and ``ON CONFLICT DO UPDATE``, the ``UPDATE``/
+``INSERT`` actions of ``MERGE``, the query of ``CREATE TABLE AS``/``SELECT INTO``/
+``CREATE MATERIALIZED VIEW`` and the rows of ``COPY … TO`` a file or program. ``()`` when
+it writes no computed values; ``None`` when the analysis cannot tell (fail closed).
+A write whose query the analysis does not model is one opaque output.
+
 ``relations`` lists every relation name the statement reads, as written (name parts),
 which the caller resolves through the catalog. ``copy`` holds the options of a
 ``COPY … TO``. ``outputs`` is ``None`` for statements whose rows this module does not
@@ -101,6 +109,7 @@ class Lineage:
     relations: frozenset[Name] = frozenset()
     copy: CopyOptions | None = None
     error: str | None = None
+    written: tuple[Output, ...] | None = None
 
     @property
     def opaque(self) -> bool:
@@ -108,7 +117,9 @@ class Lineage:
 
 
 UNKNOWN: Final = Lineage(None)
-NO_ROWS: Final = Lineage(())
+NO_ROWS: Final = Lineage((), written=())
+#: A written stretch the analysis does not model: every column of it is of unknown origin.
+_UNTRACED: Final = Output(None, opaque=True, width=None)
 
 #: Built-in functions whose result depends only on their arguments (and constants, the
 #: clock, the session). A call of any other function is opaque: it may read tables itself.
@@ -355,24 +366,33 @@ class _Scope:
 class _Analysis:
     def __init__(self) -> None:
         self.relations: set[Name] = set()
+        self.written: list[Output] = []
 
     # statements
 
     def statement(self, typ: str, fields: Fields) -> Lineage:
         if typ == "SelectStmt":
             if fields.get("intoClause"):
-                self.select(fields, None)
+                self.written.extend(self.select(fields, None))
                 return self._lineage(())
             return self._lineage(self.select(fields, None))
+        if typ == "CreateTableAsStmt":
+            try:
+                self.create_table_as(fields)
+            except _Opaque:
+                self.written.append(_UNTRACED)
+            return self._lineage(())
         if typ in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
             return self._lineage(self.modify(typ, fields, None))
         if typ == "CopyStmt":
             return self.copy(fields)
-        if typ in ("DeclareCursorStmt", "PrepareStmt", "CreateTableAsStmt", "ExplainStmt"):
+        if typ in ("DeclareCursorStmt", "PrepareStmt", "ExplainStmt"):
             inner = fields.get("query")
             if isinstance(inner, dict):
-                with suppress(_Opaque):
+                try:
                     self.statement(*_node(inner))
+                except _Opaque:
+                    self.written.append(_UNTRACED)
             if typ == "ExplainStmt":
                 return self._lineage((Output("QUERY PLAN", width=None),))
             return self._lineage(())
@@ -381,7 +401,17 @@ class _Analysis:
         return UNKNOWN
 
     def _lineage(self, outputs: Sequence[Output]) -> Lineage:
-        return Lineage(tuple(outputs), frozenset(self.relations))
+        return Lineage(tuple(outputs), frozenset(self.relations), written=tuple(self.written))
+
+    def create_table_as(self, fields: Fields) -> None:
+        """CREATE TABLE AS, SELECT INTO (PL/pgSQL's spelling), CREATE MATERIALIZED VIEW."""
+        into = fields.get("into")
+        if isinstance(into, dict) and into.get("skipData"):
+            return  # WITH NO DATA: the table is created empty
+        typ, query = _node(fields.get("query"))
+        if typ != "SelectStmt":  # AS EXECUTE name: what runs is not in this text
+            raise _Opaque(f"CREATE TABLE AS of a {typ or 'statement'}")
+        self.written.extend(self.select(query, None))
 
     def select(self, fields: Fields, parent: _Scope | None, depth: int = 0) -> list[Output]:
         if depth > _MAX_DEPTH:
@@ -422,13 +452,35 @@ class _Analysis:
             scope.items.append(self.from_item(source, scope, depth + 1))
         select = fields.get("selectStmt")
         if isinstance(select, dict):
-            with suppress(_Opaque):
-                self.select(_node(select)[1], scope, depth + 1)
+            try:
+                self.written.extend(self.select(_node(select)[1], scope, depth + 1))
+            except _Opaque:
+                self.written.append(_UNTRACED)
+        self.written_values(typ, fields, scope, depth)
         returning = fields.get("returningList")
         clause = fields.get("returningClause")
         if isinstance(clause, dict):
             returning = clause.get("exprs")
         return self.target_list(returning or (), scope, depth)
+
+    def written_values(self, typ: str, fields: Fields, scope: _Scope, depth: int) -> None:
+        """The values an UPDATE's SET, an upsert's DO UPDATE SET or MERGE's actions write
+        (a ``SET (a, b) = (SELECT …)`` counts as one value from all the subquery reads)."""
+        targets: list[Any] = []
+        if typ == "UpdateStmt":
+            targets.extend(fields.get("targetList") or ())
+        conflict = fields.get("onConflictClause")
+        if isinstance(conflict, dict):
+            targets.extend(_node(conflict)[1].get("targetList") or ())
+        for raw in fields.get("mergeWhenClauses") or ():
+            _, clause = _node(raw)
+            targets.extend(clause.get("targetList") or ())
+            targets.extend(clause.get("values") or ())
+        for raw in targets:
+            typ_, target = _node(raw)
+            value = target.get("val") if typ_ == "ResTarget" else raw
+            if value is not None:
+                self.written.append(self.expression_output(None, value, scope, depth))
 
     def copy(self, fields: Fields) -> Lineage:
         if fields.get("is_from"):
@@ -438,7 +490,9 @@ class _Analysis:
             outputs: tuple[Output, ...] | None = tuple(self.copy_outputs(fields))
         except (_Opaque, RecursionError):
             outputs = None
-        return Lineage(outputs, frozenset(self.relations), options)
+        if not options.to_client:  # into a server file or program: rows written, not sent
+            self.written.extend(outputs if outputs is not None else (_UNTRACED,))
+        return Lineage(outputs, frozenset(self.relations), options, written=tuple(self.written))
 
     def copy_outputs(self, fields: Fields) -> list[Output]:
         query = fields.get("query")

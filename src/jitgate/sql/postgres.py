@@ -25,6 +25,9 @@ collects:
 * ``FuncCall`` nodes as functions, checked against :data:`DANGEROUS_FUNCTIONS` and
   :data:`SIDE_EFFECT_FUNCTIONS` by bare name, whatever the schema.
 * data-modifying statements inside CTEs, and the WHERE clause of every UPDATE/DELETE.
+* whether the statement writes rows computed by SQL (INSERT/UPDATE/MERGE anywhere,
+  ``SELECT INTO``): then ``tables_copied`` is what it reads (and the tables its
+  UPDATE/MERGE/upsert write), the tables whose data may end up in those rows.
 
 Caches
 ------
@@ -196,6 +199,8 @@ _NO_WHERE_KINDS: Final = frozenset({CommandKind.DDL, CommandKind.DCL, CommandKin
 # DDL roots that run their query now (CREATE TABLE AS, SELECT INTO): an UPDATE or DELETE
 # in its WITH runs too, so its WHERE counts (a view's or a rule's runs later, if ever).
 _QUERY_RUNNING_ROOTS: Final = frozenset({"CreateTableAsStmt", "SelectStmt"})
+# COPY … TO these writes rows into a server file (TO STDOUT sends a result, masked as one).
+_SERVER_SIDE: Final = frozenset({"file", "program"})
 _ROLE_SETTINGS: Final = frozenset({"role", "session_authorization"})
 _LEAVES: Final = frozenset(
     {
@@ -655,8 +660,10 @@ class _Facts:
     """What a walk over one statement found."""
 
     __slots__ = (
+        "copies",
         "cte_writes",
         "dangerous",
+        "fed",
         "functions",
         "locking",
         "read",
@@ -676,6 +683,8 @@ class _Facts:
         self.where_judge = _WhereJudge()
         self.side_effects = False
         self.locking = False
+        self.copies = False  # writes rows computed by SQL (INSERT, UPDATE, MERGE, SELECT INTO)
+        self.fed: set[str] = set()  # written tables whose own columns may feed new values
 
 
 # A stack item: node type, fields, relations written?, CTE names in scope, inside a CTE?
@@ -773,6 +782,7 @@ class _Walker:
         scope = self._with(fields.get("withClause"), ctes)
         into = fields.get("intoClause")
         if isinstance(into, dict) and isinstance(into.get("rel"), dict):
+            self._facts.copies = True
             self._stack.append(("RangeVar", into["rel"], True, scope, in_cte))
         self._push("SelectStmt", fields, False, scope, in_cte, skip=("withClause", "intoClause"))
 
@@ -786,6 +796,12 @@ class _Walker:
         relation = fields.get("relation")
         if isinstance(relation, dict):
             self._stack.append(("RangeVar", relation, True, scope, in_cte))
+        if kind is not CommandKind.DELETE:
+            self._facts.copies = True
+            if isinstance(relation, dict) and (
+                kind is not CommandKind.INSERT or fields.get("onConflictClause")
+            ):
+                self._facts.fed.add(_relation_name(relation))
         self._push(typ, fields, False, scope, in_cte, skip=("withClause", "relation"))
 
     def _where(self, where: Any) -> None:
@@ -849,6 +865,7 @@ class _Draft:
     inner_kind: CommandKind | None = None
     side_effects: bool = False
     literal_sensitive: bool = False
+    tables_copied: frozenset[str] = frozenset()
 
     def statement(self, text: str, start: int, end: int, fingerprint: str) -> Statement:
         return Statement(
@@ -871,6 +888,7 @@ class _Draft:
             copy_target=self.copy_target,
             error=self.error,
             inner_kind=self.inner_kind,
+            tables_copied=self.tables_copied,
         )
 
 
@@ -1148,6 +1166,7 @@ class _Classifier:
         dangerous = tuple(dict.fromkeys((*head.dangerous, *facts.dangerous)))
         no_where = kind in _NO_WHERE_KINDS and typ not in _QUERY_RUNNING_ROOTS
         has_where = None if no_where or not facts.wheres else all(facts.wheres)
+        copies = facts.copies or typ == "CreateTableAsStmt" or head.copy_target in _SERVER_SIDE
         read_only = (
             kind in _READ_ONLY_KINDS
             and not written
@@ -1172,6 +1191,7 @@ class _Classifier:
             error=head.error,
             side_effects=facts.side_effects,
             literal_sensitive=facts.where_judge.literal_sensitive,
+            tables_copied=frozenset(facts.read | facts.fed) if copies else frozenset(),
         )
 
     @staticmethod
@@ -1465,6 +1485,10 @@ def executed_as(outer: Statement, prepared: Statement) -> Statement:
         copy_target=prepared.copy_target,
         error=outer.error or prepared.error,
         inner_kind=prepared.inner_kind if runs_itself else prepared.kind,
+        # CREATE TABLE AS EXECUTE writes the prepared statement's result: all it reads.
+        tables_copied=outer.tables_copied
+        | prepared.tables_copied
+        | (frozenset() if runs_itself else prepared.tables_read),
     )
 
 
@@ -1579,4 +1603,5 @@ def _with_span(statement: Statement, sql: str, span: slice) -> Statement:
         s.copy_target,
         s.error,
         s.inner_kind,
+        s.tables_copied,
     )

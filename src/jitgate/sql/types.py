@@ -69,6 +69,13 @@ class Statement:
     the gateway knows what the name means) of the statement ``CREATE TABLE ... AS EXECUTE``
     runs. Such a statement has the executed name in ``prepared_name``.
 
+    ``tables_copied`` holds the tables whose data may feed the rows a statement writes:
+    for a statement that writes rows computed by SQL (INSERT, UPDATE, MERGE — also in a
+    CTE —, CREATE TABLE AS, SELECT INTO, CREATE MATERIALIZED VIEW, COPY … TO a server file
+    or program), every table it reads, and the tables its UPDATE, MERGE or
+    ``INSERT … ON CONFLICT`` write (their own columns may feed the new values). A superset:
+    :func:`jitgate.sql.lineage.result_lineage` tells which columns do feed them.
+
     ``fingerprint`` is libpg_query's: it groups statements for audit and statistics, and is
     NOT a safe cache or approval key. It ignores constants, schema names, relation names
     behind an alias and digits in names: ``SELECT * FROM users u`` and
@@ -94,6 +101,7 @@ class Statement:
     copy_target: str | None = None
     error: str | None = None
     inner_kind: CommandKind | None = None
+    tables_copied: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

@@ -421,6 +421,120 @@ def test_column_rule_survives_ddl_in_the_session(pg_gateway: PgGateway,
 # -- notices, a broken upstream ----------------------------------------------------------------
 
 
+@pytest.fixture
+def copy_targets(ssn_rule: tuple[str, str], pg_scram: PgCluster) -> tuple[str, str]:
+    """Beside the ssn_rule customers: a notes table to copy into, and an orders table no
+    column rule covers."""
+    name, table = ssn_rule
+    with psycopg.connect(pg_scram.dsn("app", APP_USER, APP_PASSWORD), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table}_notes (id int PRIMARY KEY, body text)")
+        conn.execute(f"INSERT INTO {table}_notes VALUES (1, 'note'), (2, 'note')")
+        conn.execute(f"CREATE TABLE {table}_orders (id int PRIMARY KEY, amount int)")
+        conn.execute(f"INSERT INTO {table}_orders VALUES (5, 10)")
+    return name, table
+
+
+COPIES = [
+    "CREATE TABLE {t}_copy AS SELECT id, ssn FROM {t}",
+    "SELECT id, ssn INTO {t}_copy FROM {t}",
+    "CREATE MATERIALIZED VIEW {t}_copy AS SELECT id, upper(ssn) AS s FROM {t}",
+    "CREATE TABLE {t}_copy AS SELECT * FROM {t}",
+    "INSERT INTO {t}_notes (id, body) SELECT id + 10, ssn FROM {t}",
+    "INSERT INTO {t}_notes (id, body) SELECT id + 10, c::text FROM {t} c",
+    "UPDATE {t}_notes SET body = c.ssn FROM {t} c WHERE c.id = {t}_notes.id",
+    "UPDATE {t}_notes SET body = (SELECT ssn FROM {t} WHERE id = 1) WHERE id = 1",
+    "MERGE INTO {t}_notes n USING {t} c ON n.id = c.id WHEN MATCHED THEN UPDATE SET body = c.ssn",
+    "WITH w AS (INSERT INTO {t}_notes SELECT id + 10, ssn FROM {t} RETURNING id) "
+    "SELECT count(*) FROM w",
+    "UPDATE {t} SET name = ssn WHERE id = 1",
+    "INSERT INTO {t}_notes (id, body) SELECT id + 10, {t}_f(id) FROM {t}",
+]
+
+
+def assert_nothing_copied(pg_scram: PgCluster, table: str) -> None:
+    with psycopg.connect(pg_scram.dsn("app", APP_USER, APP_PASSWORD), autocommit=True) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", [f"{table}_copy"]).fetchone() == (None,)
+        notes = conn.execute(f"SELECT id, body FROM {table}_notes ORDER BY id").fetchall()
+        names = conn.execute(f"SELECT name FROM {table} ORDER BY id").fetchall()
+    assert notes == [(1, "note"), (2, "note")]
+    assert names == [("Alice",), ("Bob",)]
+
+
+@pytest.mark.parametrize("sql", COPIES)
+def test_copies_of_masked_columns_are_refused(
+    pg_gateway: PgGateway, copy_targets: tuple[str, str], pg_scram: PgCluster, sql: str
+) -> None:
+    name, table = copy_targets
+    text = sql.format(t=table)
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        with pytest.raises(errors.InsufficientPrivilege) as excinfo:
+            conn.execute(text)  # the extended protocol
+        assert "masking applies to results, not to copies" in str(excinfo.value)
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
+    out = subprocess.run(["psql", pg_gateway.dsn(name), "-X", "-c", text],  # simple protocol
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "not to copies" in out.stderr and "42501" not in out.stdout
+    assert_nothing_copied(pg_scram, table)
+    refused = [s for s in pg_gateway.statements(pg_gateway.session(name)) if s["text"] == text]
+    assert [(s["status"], s["error"]) for s in refused] == [("denied", "42501")]
+
+
+def test_a_refused_copy_fails_the_transaction(
+    pg_gateway: PgGateway, copy_targets: tuple[str, str], pg_scram: PgCluster
+) -> None:
+    name, table = copy_targets
+    with psycopg.connect(pg_gateway.dsn(name)) as conn:
+        conn.execute(f"INSERT INTO {table}_notes VALUES (3, 'kept?')")
+        with pytest.raises(errors.InsufficientPrivilege, match=rf"\({table}\.ssn\)"):
+            conn.execute(f"CREATE TABLE {table}_copy AS SELECT ssn FROM {table}")
+        with pytest.raises(errors.InFailedSqlTransaction):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert_nothing_copied(pg_scram, table)
+
+
+ALLOWED_WRITES = [
+    "UPDATE {t} SET name = 'Alice' WHERE id = 1",
+    "INSERT INTO {t}_notes VALUES (7, 'hello')",
+    "UPDATE {t}_orders SET amount = amount + 1 WHERE id = 5",
+    "INSERT INTO {t}_orders SELECT id + 100, amount FROM {t}_orders",
+    "CREATE TABLE {t}_o2 AS SELECT * FROM {t}_orders",
+    "INSERT INTO {t}_notes (id, body) SELECT id + 20, upper(name) FROM {t}",
+    "UPDATE {t}_notes SET body = c.name FROM {t} c WHERE c.id = {t}_notes.id AND c.ssn <> ''",
+]
+
+
+def test_ordinary_writes_and_copies_of_unmasked_columns_stay_allowed(
+    pg_gateway: PgGateway, copy_targets: tuple[str, str]
+) -> None:
+    name, table = copy_targets
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        for sql in ALLOWED_WRITES:
+            conn.execute(sql.format(t=table))
+        notes = conn.execute(f"SELECT id, body FROM {table}_notes ORDER BY id").fetchall()
+        copied = conn.execute(f"SELECT * FROM {table}_o2").fetchall()
+        masked = conn.execute(f"SELECT ssn FROM {table} ORDER BY id").fetchall()
+    assert notes == [(1, "Alice"), (2, "Bob"), (7, "hello"), (21, "ALICE"), (22, "BOB")]
+    assert sorted(copied) == [(5, 11), (105, 11)]
+    assert masked == [(SSN_MASKED,), (SSN_MASKED,)]  # results are masked as before
+    text = copy_out(pg_gateway.dsn(name), f"COPY (SELECT ssn FROM {table} ORDER BY id) TO STDOUT")
+    assert text.splitlines() == [SSN_MASKED, SSN_MASKED]
+
+
+def test_detector_only_profiles_do_not_refuse_copies(
+    pg_gateway: PgGateway, copy_targets: tuple[str, str]
+) -> None:
+    name, table = copy_targets
+    profile = unique("ssn-detector")
+    pg_gateway.gateway.masking.put(profile, {"rules": [{"types": ["ssn"]}]})
+    pg_gateway.gateway.connections.update(name, options={"mask_profile": profile})
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table}_copy AS SELECT id, ssn FROM {table}")
+        rows = conn.execute(f"SELECT ssn FROM {table}_copy ORDER BY id").fetchall()
+    assert rows == [("[REDACTED:ssn]",), ("n/a",)]  # the detector follows the values
+
+
 def test_notices_are_masked(pg_gateway: PgGateway, pg_scram: PgCluster,
                             nulled: tuple[str, str]) -> None:
     """RAISE NOTICE text is masked (``public.say`` raises ``said: <msg>``)."""

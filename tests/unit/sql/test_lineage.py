@@ -159,3 +159,60 @@ def test_deep_nesting_is_opaque_not_a_crash() -> None:
     sql = "SELECT " + "upper(" * 300 + "ssn" + ")" * 300 + " FROM customers"
     lineage = result_lineage(sql)
     assert lineage.outputs is None or lineage.opaque
+
+
+def _written(sql: str) -> list[tuple[set[Source], bool, tuple[str, ...] | None]]:
+    written = result_lineage(sql).written
+    assert written is not None, sql
+    return [(set(o.sources), o.opaque, o.relation) for o in written]
+
+
+SSN = Source(("customers",), "ssn")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE x AS SELECT ssn FROM customers",
+        "SELECT upper(ssn) INTO x FROM customers",
+        "CREATE MATERIALIZED VIEW m AS SELECT ssn AS s FROM customers",
+        "INSERT INTO notes (body) SELECT ssn FROM customers",
+        "INSERT INTO notes (body) VALUES ((SELECT ssn FROM customers LIMIT 1))",
+        "UPDATE notes SET body = c.ssn FROM customers c WHERE c.id = notes.id",
+        "UPDATE notes SET body = (SELECT ssn FROM customers WHERE id = 1)",
+        "MERGE INTO notes n USING customers c ON n.id = c.id "
+        "WHEN MATCHED THEN UPDATE SET body = c.ssn",
+        "MERGE INTO notes n USING customers c ON n.id = c.id "
+        "WHEN NOT MATCHED THEN INSERT (body) VALUES (c.ssn)",
+        "WITH w AS (INSERT INTO notes (body) SELECT ssn FROM customers RETURNING id) "
+        "SELECT * FROM w",
+        "WITH q AS (SELECT ssn AS s FROM customers) INSERT INTO notes (body) SELECT s FROM q",
+        "COPY (SELECT ssn FROM customers) TO '/tmp/out'",
+    ],
+)
+def test_written_values_are_derived_from_what_feeds_them(sql: str) -> None:
+    assert any(SSN in sources for sources, _opaque, _relation in _written(sql)), sql
+
+
+def test_written_values_of_ordinary_writes() -> None:
+    assert _written("UPDATE customers SET name = 'x' WHERE ssn = '1'") == [(set(), False, None)]
+    assert _written("INSERT INTO t VALUES (1, 'a')") == [(set(), False, None)] * 2
+    assert _written("UPDATE accounts SET balance = balance + 1 WHERE id = 5") == [
+        ({Source(("accounts",), "balance")}, False, None)
+    ]
+    assert _written("DELETE FROM customers WHERE ssn = '1'") == []
+    assert _written("SELECT ssn FROM customers") == []
+    assert _written("COPY (SELECT ssn FROM customers) TO STDOUT") == []
+    assert _written("CREATE TABLE x AS SELECT ssn FROM customers WITH NO DATA") == []
+
+
+def test_written_stars_unknown_functions_and_unknown_queries() -> None:
+    assert _written("INSERT INTO archive SELECT * FROM customers") == [
+        (set(), False, ("customers",))
+    ]
+    assert _written("INSERT INTO notes SELECT f(id) FROM customers") == [
+        ({Source(("customers",), "id")}, True, None)
+    ]
+    assert _written("CREATE TABLE x AS EXECUTE p") == [(set(), True, None)]
+    assert result_lineage("INSERT INTO notes SELECT ssn FROM customers; SELECT 1").written is None
+    assert result_lineage("not sql").written is None

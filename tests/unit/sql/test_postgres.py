@@ -1281,3 +1281,55 @@ def test_empty_query(sql: str) -> None:
     assert (statement.start, statement.end) == (0, 0)
     assert statement.read_only is True
     assert result.kinds == (K.EMPTY,)
+
+
+@pytest.mark.parametrize(
+    ("sql", "copied"),
+    [
+        ("CREATE TABLE x AS SELECT ssn FROM customers", {"customers"}),
+        ("SELECT ssn INTO x FROM customers", {"customers"}),
+        ("CREATE MATERIALIZED VIEW m AS SELECT ssn FROM s.customers", {"s.customers"}),
+        ("INSERT INTO notes (body) SELECT ssn FROM customers", {"customers"}),
+        ("UPDATE notes SET body = c.ssn FROM customers c WHERE c.id = 1", {"notes", "customers"}),
+        ("UPDATE notes SET body = (SELECT ssn FROM customers)", {"notes", "customers"}),
+        ("MERGE INTO notes n USING customers c ON n.id = c.id "
+         "WHEN MATCHED THEN UPDATE SET body = c.ssn", {"notes", "customers"}),
+        ("WITH w AS (INSERT INTO notes SELECT * FROM customers RETURNING 1) SELECT * FROM w",
+         {"customers"}),
+        ("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = t.b", {"t"}),
+        ("COPY (SELECT ssn FROM customers) TO '/tmp/x'", {"customers"}),
+        ("EXPLAIN ANALYZE INSERT INTO notes SELECT * FROM customers", {"customers"}),
+        ("PREPARE p AS INSERT INTO notes SELECT * FROM customers", {"customers"}),
+        # writes no values computed from tables, or writes nothing
+        ("INSERT INTO t VALUES (1, 'x')", set()),
+        ("DELETE FROM customers WHERE id = 1", set()),
+        ("SELECT ssn FROM customers", set()),
+        ("COPY (SELECT ssn FROM customers) TO STDOUT", set()),
+        ("COPY notes FROM STDIN", set()),
+        ("EXPLAIN INSERT INTO notes SELECT * FROM customers", set()),
+        ("CREATE VIEW v AS SELECT ssn FROM customers", set()),
+    ],
+)  # fmt: skip
+def test_tables_copied(sql: str, copied: set[str]) -> None:
+    assert classify(sql).statements[0].tables_copied == copied
+
+
+def test_tables_copied_of_create_table_as_execute_are_what_the_prepared_statement_reads() -> None:
+    outer = classify("CREATE TABLE x AS EXECUTE p").statements[0]
+    prepared = classify("SELECT ssn FROM customers").statements[0]
+    assert outer.tables_copied == frozenset()
+    assert executed_as(outer, prepared).tables_copied == {"customers"}
+    run = classify("EXECUTE p").statements[0]
+    inserts = classify("INSERT INTO notes SELECT ssn FROM customers").statements[0]
+    assert executed_as(run, prepared).tables_copied == frozenset()
+    assert executed_as(run, inserts).tables_copied == {"customers"}
+
+
+def test_tables_copied_survive_the_shape_cache() -> None:
+    classifier = PostgresClassifier()
+    classifier.classify("INSERT INTO notes SELECT ssn FROM customers WHERE id = 1")
+    again = classifier.classify("INSERT INTO notes SELECT ssn FROM customers WHERE id = 2")
+    assert classifier.stats.fingerprint_hits == 1
+    assert again.statements[0].tables_copied == {"customers"}
+    other = classifier.classify("INSERT INTO notes SELECT ssn FROM payroll WHERE id = 3")
+    assert other.statements[0].tables_copied == {"payroll"}

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from jitgate.masking import ColumnInfo, Masker, RowPlan, TypeClass
+from jitgate.masking import ColumnInfo, Masker, Profile, RowPlan, TypeClass
 from jitgate.masking.bytefilter import CLASSES, ByteFilter
 from jitgate.masking.masker import ColumnPlan, Detection
 from jitgate.masking.scanner import Scanner, row_filter
@@ -619,6 +619,72 @@ def copy_refusal(statement: Statement | None, lineage: Lineage | None) -> str | 
             "use FORMAT text or csv while a mask profile is active"
         )
     return None
+
+
+def write_refusal(
+    statement: Statement, lineage: Lineage, profile: Profile, catalog: ColumnCatalog | None
+) -> str | None:
+    """Why a statement may not write rows computed from columns masked for this caller
+    (None: it may).
+
+    Column rules follow a result's lineage, not its values: ``customers.ssn`` copied into
+    another table would come back from there unmasked. So a statement that writes values
+    derived from a covered column (:attr:`Lineage.written`) is refused. A table the
+    catalog knows is seen as it is (a view as the columns it derives from, a star as its
+    columns); any other is judged by its name. Where the values' origin is unknown (an
+    unknown function, a write the analysis does not model), every table the statement
+    reads that a column rule may cover counts: fail closed. Detector rules follow the
+    values themselves, so a profile without column rules refuses nothing here.
+    """
+    if not statement.tables_copied or not profile.column_rules:
+        return None
+    into = "a server file" if statement.kind is CommandKind.COPY else "a table"
+    pairs: set[SourcePair] = set()
+    untraced = lineage.written is None
+    for output in lineage.written or ():
+        if output.relation is not None:
+            pairs |= _written_pairs(sql_lineage.Source(output.relation, "*"), catalog)
+        for source in output.sources:
+            pairs |= _written_pairs(source, catalog)
+        untraced = untraced or output.opaque
+    masked = profile.masked_sources(pairs)
+    if masked:
+        return (
+            f"this statement would copy columns that are masked for you ({_pair_names(masked)}) "
+            f"into {into}; masking applies to results, not to copies"
+        )
+    if not untraced:
+        return None
+    read = {tuple(name.split(".")) for name in statement.tables_copied} | lineage.relations
+    covered: set[SourcePair] = set()
+    for name in read:
+        if profile.masked_sources(_written_pairs(sql_lineage.Source(name, "*"), catalog)):
+            covered.add((None, ".".join(name)))
+    if not covered:
+        return None
+    return (
+        f"this statement would copy values computed from tables with masked columns "
+        f"({_pair_names(covered)}) into {into}, and the gateway cannot tell from which "
+        "columns; masking applies to results, not to copies"
+    )
+
+
+def _written_pairs(source: sql_lineage.Source, catalog: ColumnCatalog | None) -> set[SourcePair]:
+    """The table columns one source stands for: through the catalog when it knows the
+    relation, else as the statement names it (a column known only by position: all)."""
+    if not source.relation:
+        return {(None, source.column or "*")}
+    named: SourcePair = (".".join(source.relation), source.column or "*")
+    if catalog is None or catalog.find(source.relation) is None:
+        return {named}
+    resolved = catalog.source(source, None, 0)
+    return {*resolved.sources, named} if resolved.opaque else set(resolved.sources)
+
+
+def _pair_names(pairs: Iterable[SourcePair]) -> str:
+    return ", ".join(
+        sorted({column if table is None else f"{table}.{column}" for table, column in pairs})
+    )
 
 
 def parse_copy_out_response(payload: bytes) -> tuple[int, int]:

@@ -663,7 +663,7 @@ class Relay:
             execution = None
             if prepared is not None:  # allowed at Parse, or in review (decided here)
                 run, decision = self._decide_execute(prepared, portal)
-                if self.masking is not None and run is not None and run.kind is CommandKind.COPY:
+                if self.masking is not None:
                     decision = self._mask_decision(run, decision)
                 if not decision.allowed:
                     return self._refuse_execute(prepared, decision, run)
@@ -794,12 +794,7 @@ class Relay:
         lookup = b""
         if self.masking is not None:
             pairs = zip(runs, decisions, strict=True)
-            decisions = [
-                self._mask_decision(stmt, decision)
-                if stmt is not None and stmt.kind is CommandKind.COPY
-                else decision
-                for stmt, decision in pairs
-            ]
+            decisions = [self._mask_decision(stmt, decision) for stmt, decision in pairs]
             lookup = (
                 self._lookup_for(runs[0], decisions[0])
                 if len(runs) == 1
@@ -837,8 +832,7 @@ class Relay:
         decision = self._decide(stmt, stmt.text, "query")
         lookup = b""
         if self.masking is not None:
-            if stmt.kind is CommandKind.COPY:
-                decision = self._mask_decision(stmt, decision)
+            decision = self._mask_decision(stmt, decision)
             lookup = self._lookup_for(stmt, decision)
         if decision.allowed:
             execution = self._start(stmt.text, stmt, decision, "query")
@@ -880,7 +874,7 @@ class Relay:
             self._prepared.pop(name, None)
         lookup = b""
         if self.masking is not None:
-            decision = self._mask_decision(stmt, decision)
+            decision = self._mask_decision(run, decision)
             lookup = self._lookup_for(stmt, decision)
         if decision.allowed or decision.outcome is Outcome.REVIEW:
             prepared = _Prepared(name, query, stmt, decision)
@@ -1005,15 +999,21 @@ class Relay:
     # ----------------------------------------------------------------- masking
 
     def _mask_decision(self, statement: Statement | None, decision: Decision) -> Decision:
-        """Refuse what masking cannot handle (binary COPY) while a profile applies."""
-        if statement is None or statement.kind is not CommandKind.COPY:
+        """Refuse what masking cannot handle while a profile applies: binary COPY, and
+        copies of masked columns into tables or server files (column rules follow
+        results, not copies: :func:`.masking.write_refusal`)."""
+        if statement is None or decision.outcome is Outcome.DENY:
             return decision
-        if decision.outcome is Outcome.DENY:
+        if statement.kind is not CommandKind.COPY and not statement.tables_copied:
             return decision
         assert self.masking is not None
-        if self.masking.masker(self.masking.profile_for(decision)) is None:
+        masker = self.masking.masker(self.masking.profile_for(decision))
+        if masker is None:
             return decision
-        reason = pgmask.copy_refusal(statement, sql_lineage.result_lineage(statement.text))
+        lineage = sql_lineage.result_lineage(statement.text)
+        reason = pgmask.copy_refusal(statement, lineage) or pgmask.write_refusal(
+            statement, lineage, masker.profile, self._masks.catalog
+        )
         if reason is None:
             return decision
         return Decision.deny(reason, "builtin:masking")

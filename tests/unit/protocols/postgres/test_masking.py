@@ -422,3 +422,96 @@ def test_lookup_messages_are_one_self_contained_extended_query() -> None:
     assert parsed[3][1] == b"P" + name + b"\0" and parsed[4][1] == b"S" + name + b"\0"
     value = parsed[1][1].split(b"\0", 2)[2]
     assert b'{"\\"public\\".\\"Odd \\"\\"Name\\"\\"\\"","\\"customers\\""}' in value
+
+
+# -- copies of masked columns --------------------------------------------------------------
+
+
+def _write_refusal(
+    sql: str, rules: list[dict[str, object]], catalog: pg.ColumnCatalog | None = None
+) -> str | None:
+    statement = classify_postgres(sql).statements[0]
+    profile = load_profile({"name": "p", "rules": rules})
+    return pg.write_refusal(statement, result_lineage(sql), profile, catalog)
+
+
+SSN_COLUMN = [{"columns": ["customers.ssn"], "label": "ssn"}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE x AS SELECT id, ssn FROM customers",
+        "SELECT ssn INTO x FROM customers",
+        "CREATE MATERIALIZED VIEW m AS SELECT upper(ssn) FROM customers",
+        "INSERT INTO notes (body) SELECT ssn FROM public.customers",
+        "UPDATE notes SET body = c.ssn FROM customers c WHERE c.id = notes.id",
+        "UPDATE notes SET body = (SELECT ssn FROM customers WHERE id = 1)",
+        "UPDATE customers SET name = ssn",
+        "MERGE INTO notes n USING customers c ON n.id = c.id "
+        "WHEN MATCHED THEN UPDATE SET body = c.ssn",
+        "INSERT INTO notes (body) SELECT c::text FROM customers c",
+        "INSERT INTO archive SELECT * FROM customers",
+        "COPY (SELECT ssn FROM customers) TO '/tmp/out'",
+    ],
+)
+def test_copies_of_masked_columns_are_refused(sql: str) -> None:
+    reason = _write_refusal(sql, SSN_COLUMN)
+    assert reason is not None and "masked for you (" in reason and "customers." in reason
+    assert reason.endswith("masking applies to results, not to copies")
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "UPDATE customers SET name = 'x' WHERE id = 1",
+        "UPDATE customers SET name = upper(name) WHERE ssn = '1'",  # a predicate is no copy
+        "INSERT INTO t VALUES (1, 'x')",
+        "UPDATE accounts SET balance = balance + 1 WHERE id = 5",
+        "INSERT INTO archive SELECT * FROM orders",
+        "INSERT INTO notes (id, body) SELECT id, name FROM customers",
+        "INSERT INTO notes SELECT nextval('s'), total FROM orders",
+        "CREATE TABLE x AS SELECT ssn FROM customers WITH NO DATA",
+        "SELECT ssn FROM customers",
+        "COPY (SELECT ssn FROM customers) TO STDOUT",
+    ],
+)
+def test_ordinary_writes_are_not_copies_of_masked_columns(sql: str) -> None:
+    assert _write_refusal(sql, SSN_COLUMN) is None
+
+
+def test_untraceable_values_fail_closed_for_tables_with_column_rules() -> None:
+    reason = _write_refusal("INSERT INTO notes (body) SELECT f(id) FROM customers", SSN_COLUMN)
+    assert reason is not None and "tables with masked columns (customers)" in reason
+    assert "cannot tell from which columns" in reason
+    assert _write_refusal("INSERT INTO notes SELECT f(id) FROM orders", SSN_COLUMN) is None
+    statement = classify_postgres("CREATE TABLE x AS SELECT ssn FROM customers").statements[0]
+    profile = load_profile({"name": "p", "rules": SSN_COLUMN})
+    unknown = pg.write_refusal(statement, result_lineage("not sql"), profile, None)
+    assert unknown is not None and "(customers)" in unknown
+
+
+def test_a_profile_without_column_rules_refuses_no_copy() -> None:
+    rules: list[dict[str, object]] = [{"types": ["ssn", "email"]}]
+    assert _write_refusal("CREATE TABLE x AS SELECT ssn FROM customers", rules) is None
+    assert _write_refusal("INSERT INTO notes SELECT f(ssn) FROM customers", rules) is None
+
+
+def test_globs_cover_every_table_until_the_catalog_tells_its_columns() -> None:
+    rules: list[dict[str, object]] = [{"columns": ["*ssn*"], "label": "ssn"}]
+    assert _write_refusal("INSERT INTO t SELECT * FROM orders", rules) is not None
+    assert _write_refusal("INSERT INTO t SELECT id, total FROM orders", rules) is None
+    catalog = catalog_with_customers()
+    star = "INSERT INTO t SELECT * FROM customers"
+    reason = _write_refusal(star, rules, catalog)
+    assert reason is not None and "public.customers.ssn" in reason
+
+
+def test_the_catalog_sees_through_views_and_partitions() -> None:
+    catalog = catalog_with_customers()
+    reason = _write_refusal("CREATE TABLE x AS SELECT s FROM v", SSN_COLUMN, catalog)
+    assert reason is not None and "public.customers.ssn" in reason
+    assert _write_refusal("CREATE TABLE x AS SELECT id FROM v", SSN_COLUMN, catalog) is None
+    parent_rule: list[dict[str, object]] = [{"columns": ["p.ssn"]}]
+    assert _write_refusal("INSERT INTO t SELECT ssn FROM p1", parent_rule, catalog) is not None
+    assert _write_refusal("INSERT INTO t SELECT ssn FROM p1", parent_rule) is None  # unknown

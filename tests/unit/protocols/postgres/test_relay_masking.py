@@ -268,3 +268,40 @@ def test_a_fatal_error_during_the_lookup_reaches_the_client() -> None:
     assert codes(out) == [b"E"] and r.upstream_fatal
     assert not any(kind.name == "LOOKUP" for kind, _item, _ends in r._expect)
     r.close()
+
+
+def test_copies_of_masked_columns_are_refused_and_recorded() -> None:
+    made, recorder = w.make_relay({}, masking=Masking(SSN_RULE))
+    sql = "CREATE TABLE x AS SELECT ssn FROM customers"
+    forwarded = made.client_data(w.Query(sql))
+    assert b"customers" not in forwarded  # nothing of it reaches the upstream
+    out = made.server_data(w.invalid_int(w.denial_marker(forwarded)) + w.ReadyForQuery())
+    error = w.error_fields(w.messages(out)[0][1])
+    assert error["C"] == "42501"
+    assert error["M"] == (
+        "jitgate: this statement would copy columns that are masked for you (customers.ssn) "
+        "into a table; masking applies to results, not to copies"
+    )
+    assert recorder.summary() == [(sql, "denied", None, "42501")]
+    allowed = w.Query("UPDATE customers SET name = 'x' WHERE id = 1")
+    assert made.client_data(allowed).endswith(allowed)
+
+
+def test_copies_are_refused_at_parse_and_at_execute_of_a_prepared_statement() -> None:
+    r = relay()
+    forwarded = r.client_data(w.Parse("INSERT INTO notes (body) SELECT ssn FROM customers"))
+    assert b"customers" not in forwarded and b"jitgate-denied-" in forwarded
+    prepare = w.Query("PREPARE p AS SELECT ssn FROM customers")
+    r2 = relay()
+    assert r2.client_data(prepare).endswith(prepare)  # preparing a SELECT copies nothing
+    r2.server_data(w.CommandComplete("PREPARE") + w.ReadyForQuery())
+    forwarded = r2.client_data(w.Query("CREATE TABLE x AS EXECUTE p"))
+    assert b"jitgate-denied-" in forwarded and b"EXECUTE" not in forwarded
+    out = r2.server_data(w.invalid_int(w.denial_marker(forwarded)) + w.ReadyForQuery())
+    assert "tables with masked columns (customers)" in w.error_fields(w.messages(out)[0][1])["M"]
+
+
+def test_detector_rules_do_not_refuse_copies() -> None:
+    r = relay({"types": ["ssn"]})
+    query = w.Query("CREATE TABLE x AS SELECT ssn FROM customers")
+    assert r.client_data(query) == query
