@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from unittest.mock import patch
 
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 
 from jitgate.masking import BUILTIN_TYPES, Masker, build_scanner, load_profile
 from jitgate.masking.scanner import Scanner
+from jitgate.masking.strategies import hash_token, normalize
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEY = b"property-test-key"
@@ -176,3 +180,11 @@ def test_the_fast_path_takes_a_whole_e_mail_cell() -> None:
     assert scanner.whole("john.doe@example.com") == "email"
     assert scanner.whole("john.doe@example.com ") is None
     assert scanner.whole("icon@2x.png") is None
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=80), st.sampled_from(["email", "card", "secret"]), any_text)
+def test_a_hash_token_is_the_base32_of_the_keyed_hmac(key: bytes, kind: str, text: str) -> None:
+    value = normalize(kind, text).encode("utf-8", "surrogatepass")
+    digest = hmac.new(key, value, hashlib.sha256).digest()[:10]
+    assert hash_token(key, kind, text) == "tok_" + base64.b32encode(digest).decode().lower()
