@@ -186,7 +186,7 @@ class Scanner:
         The same findings as the scan, by construction: that detector's first finding is
         all of the text, so it is claimed unless a stronger detector claimed something
         first — and here no stronger detector's gates and trigger pass, so none runs —
-        and every weaker detector's findings overlap it and are dropped. A text with a
+        and every weaker detector's findings (never empty) overlap it and are dropped. A text with a
         backslash is left to the scan (escapes are read differently there)."""
         whole = self._whole
         if whole is None or not whole[1](text) or "\\" in text:
