@@ -133,6 +133,12 @@ class Detector(ABC):
     def find(self, text: str, claims: Claims) -> Iterator[Finding]:
         """Validated findings in ``text``; ``claims`` holds what stronger detectors took."""
 
+    def spans_whole(self, text: str) -> bool:
+        """Whether the first finding :meth:`find` yields for ``text`` is all of ``text`` —
+        a cheaper test than :meth:`find` for the scanner's fast path (see
+        :meth:`~.scanner.Scanner.whole`). ``False`` promises nothing: the cell is scanned."""
+        return False
+
 
 class CardDetector(Detector):
     """Payment card numbers: 13–19 digits, plain or in consistent space/dash groups."""
@@ -207,6 +213,12 @@ _FILE_SUFFIXES = frozenset(
 )  # fmt: skip
 
 
+_LOCAL = r"[\w%+-]+(?:[.'][\w%+-]+)*"
+_DOMAIN = (
+    r"(?P<domain>(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?P<tld>[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}))"
+)
+
+
 class EmailDetector(Detector):
     """E-mail addresses: a practical RFC 5322 subset, Unicode (IDN) letters allowed.
 
@@ -218,11 +230,14 @@ class EmailDetector(Detector):
     needles = ("@",)
     triggers = (Trigger("@"),)
     trigger = compile_trigger(triggers)
-    _local = re.compile(r"[\w%+-]+(?:[.'][\w%+-]+)*\Z")
-    _domain = re.compile(
-        r"(?P<domain>(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+(?P<tld>[^\W\d_]{2,63}|xn--[a-z0-9-]{1,59}))"
-        r"(?![\w-]|\.[^\W_])"
-    )
+    _local = re.compile(_LOCAL + r"\Z")
+    _domain = re.compile(_DOMAIN + r"(?![\w-]|\.[^\W_])")
+    # The whole text one address as find() reads it: its first "@" at most 64 characters
+    # in, all before it a local part (so find's backward search starts at 0 and finds it
+    # there), all after it a domain. Why find's domain match then ends at the text's end
+    # too: it could only stop at a "." the domain goes on after, and every "." of a
+    # domain is followed by a letter or digit, which its look-ahead refuses to stop at.
+    _whole = re.compile(r"(?=[^@]{1,64}@)" + _LOCAL + "@" + _DOMAIN)
     _local_chars = frozenset("%+.-_")
     _max_local = 64
 
@@ -241,6 +256,10 @@ class EmailDetector(Detector):
                     why = f"address at {domain.group('domain')}"
                     yield Finding(self.type, start, end, text[start:end], why)
             at = text.find("@", at + 1)
+
+    def spans_whole(self, text: str) -> bool:
+        whole = self._whole.fullmatch(text)
+        return whole is not None and whole.group("tld").lower() not in _FILE_SUFFIXES
 
 
 class SsnDetector(Detector):

@@ -56,6 +56,7 @@ _TEXTUAL = frozenset({TypeClass.TEXT, TypeClass.JSON})
 _JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
 # The characters of a JSON scalar outside strings (number, true/false/null).
 _JSON_SCALAR = frozenset("0123456789+-.eEtrufalsn")
+_OPENERS = ("{", "[")  # how a text cell that may be a JSON document starts
 
 _ACTION_CACHE_SIZE = 4096
 _MAX_PASSES = 4
@@ -383,6 +384,14 @@ class Masker:
         scanner = action.scanner
         if not candidate and not scanner.could_match(value):
             return value, None
+        if type_class is TypeClass.TEXT and value[:1] not in _OPENERS:
+            # The common masked cell, a whole e-mail column value: the scan's one finding
+            # (see Scanner.whole), and no document to keep.
+            kind = scanner.whole(value)
+            if kind is not None:
+                if self._written(value) is not None:
+                    return value, None
+                return self._one_value(action, kind, value, nullable)
         findings = scanner.scan_candidate(value)
         if not findings:
             return value, None
@@ -409,18 +418,7 @@ class Masker:
             and findings[0].end == len(value)
             and not document
         ):
-            # The whole cell is one value (an e-mail column…): no neighbour to look at again.
-            kind = findings[0].type
-            self.counts[kind] += 1
-            self.total += 1
-            strategy = action.by_type[kind].strategy
-            if strategy is Strategy.REDACT:
-                return self._markers.get(kind) or self._marker(kind), {kind: 1}
-            if strategy is Strategy.NULL:
-                if nullable:
-                    return None, {kind: 1}
-                strategy = Strategy.REDACT
-            return self._replace(kind, strategy, value, scanner), {kind: 1}
+            return self._one_value(action, findings[0].type, value, nullable)
         masked: str | None = value
         passes = 0
         while findings and masked is not None:
@@ -435,6 +433,21 @@ class Masker:
             value = masked
             findings = self._findings(action, masked)
         return masked, counts
+
+    def _one_value(
+        self, action: Detection, kind: str, value: str, nullable: bool
+    ) -> tuple[str | None, dict[str, int]]:
+        """A text cell that is, whole, one value of ``kind``: no neighbour to look at again."""
+        self.counts[kind] += 1
+        self.total += 1
+        strategy = action.by_type[kind].strategy
+        if strategy is Strategy.REDACT:
+            return self._markers.get(kind) or self._marker(kind), {kind: 1}
+        if strategy is Strategy.NULL:
+            if nullable:
+                return None, {kind: 1}
+            strategy = Strategy.REDACT
+        return self._replace(kind, strategy, value, action.scanner), {kind: 1}
 
     def _findings(self, action: Detection, text: str) -> list[Finding]:
         return self._findings_in(action.scanner, text)

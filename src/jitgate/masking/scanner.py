@@ -95,6 +95,7 @@ class Scanner:
         "_shapes",
         "_steps",
         "_triggers",
+        "_whole",
         "scanned",
         "types",
     )
@@ -119,6 +120,7 @@ class Scanner:
                 search = trigger.search if trigger is not None else None
                 steps.append((detector.min_digits, search, detector.needles, detector.find, raw))
         self._steps: tuple[_Step, ...] = tuple(steps)
+        self._whole = _whole_cell(self._detectors, self._steps)
         # One regex for "could any detector match?" when every detector has a trigger:
         # a single pass in C instead of a gate per detector in Python.
         self._combined: re.Pattern[str] | None = None
@@ -176,6 +178,33 @@ class Scanner:
             return []
         return self.scan_candidate(text)
 
+    def whole(self, text: str) -> str | None:
+        """The type of the one finding :meth:`scan_candidate` gives when ``text`` is, whole,
+        one value of the first detector that can tell so cheaply (an e-mail address in an
+        e-mail column), told without scanning; ``None``: not known, scan the cell.
+
+        The same findings as the scan, by construction: that detector's first finding is
+        all of the text, so it is claimed unless a stronger detector claimed something
+        first — and here no stronger detector's gates and trigger pass, so none runs —
+        and every weaker detector's findings (never empty) overlap it and are dropped. A text with a
+        backslash is left to the scan (escapes are read differently there)."""
+        whole = self._whole
+        if whole is None or not whole[1](text) or "\\" in text:
+            return None
+        kind, _spans_whole, stronger, min_digits = whole
+        digits = digit_count(text) if min_digits else 0
+        for needed, search, needles, _find, _raw_too in stronger:
+            if digits < needed:
+                continue
+            if search is not None:
+                if search(text) is None:
+                    continue
+            elif needles and not _any_in(needles, text):
+                continue
+            return None  # it would run: scan
+        self.scanned += 1
+        return kind
+
     def scan_candidate(self, text: str) -> list[Finding]:
         """:meth:`scan` for a cell that already passed :meth:`could_match`."""
         self.scanned += 1
@@ -223,6 +252,25 @@ class Scanner:
                         finding = finding._replace(text=text[finding.start : finding.end])
                     claims.add(finding)
         return [] if claims is None else claims.findings()
+
+
+_Whole = tuple[
+    str,  # the detector's type
+    Callable[[str], bool],  # its spans_whole
+    tuple[_Step, ...],  # the stronger detectors' steps
+    int,  # the fewest digits one of those needs (0: none counts digits)
+]
+
+
+def _whole_cell(detectors: Sequence[Detector], steps: Sequence[_Step]) -> _Whole | None:
+    """What :meth:`Scanner.whole` needs: the first detector that has a ``spans_whole`` and
+    the steps before it (``None``: no detector has one)."""
+    for index, detector in enumerate(detectors):
+        if type(detector).spans_whole is not Detector.spans_whole:
+            stronger = tuple(steps[:index])
+            least = min((step[0] for step in stronger if step[0]), default=0)
+            return detector.type, detector.spans_whole, stronger, least
+    return None
 
 
 def row_filter(scanners: Iterable[Scanner]) -> ByteFilter | None:

@@ -12,7 +12,7 @@ column (dates, uuid, inet, binary…) get NULL.
 
 from __future__ import annotations
 
-import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -106,9 +106,33 @@ def normalize(kind: str, value: str) -> str:
 
 def hash_token(key: bytes, kind: str, value: str) -> str:
     """``tok_`` + base32 of the first 10 bytes of HMAC-SHA256(key, normalized value)."""
-    digest = hmac.new(key, normalize(kind, value).encode("utf-8", "surrogatepass"), hashlib.sha256)
-    encoded = base64.b32encode(digest.digest()[:_TOKEN_BYTES]).decode("ascii").lower()
-    return TOKEN_PREFIX + encoded
+    digest = _keyed(key).copy()
+    digest.update(normalize(kind, value).encode("utf-8", "surrogatepass"))
+    number = int.from_bytes(digest.digest()[:_TOKEN_BYTES], "big")
+    # Ten bytes are 80 bits, 16 base32 characters without padding: 8 pairs of them, each
+    # pair 10 bits (what base64.b32encode writes, lower-cased, at a fraction of its cost).
+    pairs = _BASE32_PAIRS
+    return (
+        TOKEN_PREFIX
+        + pairs[number >> 70]
+        + pairs[number >> 60 & 1023]
+        + pairs[number >> 50 & 1023]
+        + pairs[number >> 40 & 1023]
+        + pairs[number >> 30 & 1023]
+        + pairs[number >> 20 & 1023]
+        + pairs[number >> 10 & 1023]
+        + pairs[number & 1023]
+    )
+
+
+_BASE32 = "abcdefghijklmnopqrstuvwxyz234567"  # RFC 4648's alphabet, lower-cased
+_BASE32_PAIRS = tuple(first + second for first in _BASE32 for second in _BASE32)
+
+
+@functools.lru_cache(maxsize=16)
+def _keyed(key: bytes) -> hmac.HMAC:
+    """HMAC-SHA256 with ``key`` absorbed, to copy per value (a masker's key is fixed)."""
+    return hmac.new(key, digestmod=hashlib.sha256)
 
 
 def numeric_zero(value: str, strategy: Strategy) -> str:

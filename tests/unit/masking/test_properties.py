@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+from unittest.mock import patch
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jitgate.masking import BUILTIN_TYPES, Masker, build_scanner, load_profile
+from jitgate.masking.scanner import Scanner
+from jitgate.masking.strategies import hash_token, normalize
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KEY = b"property-test-key"
@@ -96,3 +103,88 @@ def test_masked_output_contains_no_card_number(text: str) -> None:
         for finding in found:
             if finding.text not in rest:  # e.g. "…1111 11110" holds one without being one
                 assert finding.text not in output, strategy
+
+
+# Cells that are, or nearly are, one e-mail address: the masker's fast path (Scanner.whole).
+EMAILS = [
+    "john.doe@example.com", "josé@exämple.de", "a@b.co", "icon@2x.png", "x@y.json", "A.B@C.DE",
+    "a..b@example.com", "a@b.c", "a@-b.com", "_a@b.com", "a@b.com.", "a@b.co_", "a@b.xn--p1ai",
+    "o'neil@ex.org", "+1@x.io", "a%b@x.io", "x" * 64 + "@e.com", "x" * 65 + "@e.com",
+    "a@" + "b" * 63 + ".com", "a@" + "b" * 64 + ".com", "DE89370400440532013000@e.com",
+    "4111111111111111@e.com", "AKIAIOSFODNN7EXAMPLE@e.com", "ghp_" + "a1B2" * 9 + "@e.com",
+    "123-45-6789@e.com", "a@e.Png", "a@١٢.com", "user12345@example.com", "a@e.c0m",
+]  # fmt: skip
+email_like = st.one_of(
+    st.sampled_from(EMAILS),
+    st.builds(
+        "{}@{}{}".format,
+        st.text(alphabet="ab9_%+-.'é\\ @", max_size=70),
+        st.text(alphabet="ab9_-.é١@", max_size=70),
+        st.sampled_from([".com", ".de", ".png", ".xn--p1ai", ".c0m", ".a", "", "."]),
+    ),
+)
+near_whole = st.one_of(
+    email_like,
+    st.tuples(email_like, st.sampled_from(SEPARATORS), fragments).map("".join),
+    st.tuples(fragments, st.sampled_from(SEPARATORS), email_like).map("".join),
+    cells,
+)
+WHOLE_MASKERS = {
+    **MASKERS,
+    "null": masker("null"),
+    "pii": Masker("pii"),
+    "strict": Masker("strict", key=KEY),
+    "custom": Masker(
+        load_profile(
+            {
+                "name": "custom",
+                "detectors": [{"name": "employee", "pattern": "[0-9]{3}@e"}],
+                "rules": [{"types": ["employee", "email", "secret"], "strategy": "hash"}],
+            }
+        ),
+        key=KEY,
+    ),
+}
+
+
+def assert_whole_cell_as_scanned(text: str, type_class: str, nullable: bool) -> None:
+    """The fast path (Scanner.whole) claims only what a scan finds, and masks the same."""
+    for name, current in WHOLE_MASKERS.items():
+        scanner = current._unscoped.scanner
+        kind = scanner.whole(text)
+        if kind is not None:
+            found = [f[:4] for f in scanner.scan_candidate(text)]
+            assert found == [(kind, 0, len(text), text)], name
+        fast = current.mask_text(text, type_class=type_class, nullable=nullable)
+        with patch.object(Scanner, "whole", lambda self, text: None):
+            scanned = current.mask_text(text, type_class=type_class, nullable=nullable)
+        assert fast == scanned, name
+
+
+@FUZZ
+@given(near_whole, st.sampled_from(["text", "json", "numeric"]), st.booleans())
+def test_the_whole_cell_fast_path_finds_and_masks_as_the_scan_does(
+    text: str, type_class: str, nullable: bool
+) -> None:
+    assert_whole_cell_as_scanned(text, type_class, nullable)
+
+
+@pytest.mark.parametrize("text", EMAILS)
+def test_each_e_mail_like_cell_is_masked_as_the_scan_does(text: str) -> None:
+    assert_whole_cell_as_scanned(text, "text", True)
+    assert_whole_cell_as_scanned(text, "text", False)
+
+
+def test_the_fast_path_takes_a_whole_e_mail_cell() -> None:
+    scanner = Masker("pii")._unscoped.scanner
+    assert scanner.whole("john.doe@example.com") == "email"
+    assert scanner.whole("john.doe@example.com ") is None
+    assert scanner.whole("icon@2x.png") is None
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=80), st.sampled_from(["email", "card", "secret"]), any_text)
+def test_a_hash_token_is_the_base32_of_the_keyed_hmac(key: bytes, kind: str, text: str) -> None:
+    value = normalize(kind, text).encode("utf-8", "surrogatepass")
+    digest = hmac.new(key, value, hashlib.sha256).digest()[:10]
+    assert hash_token(key, kind, text) == "tok_" + base64.b32encode(digest).decode().lower()
