@@ -85,7 +85,8 @@ from jitgate.protocols.ssh.sftp import (
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
 from jitgate.shell.commands import CommandLine, classify
 from jitgate.shell.line import LineEditor, TypedLine
-from jitgate.shell.script import ScriptCommand, ScriptData, ScriptItem, ScriptReader, reads_commands
+from jitgate.shell.script import ScriptCommand, ScriptData, ScriptItem, ScriptReader
+from jitgate.shell.stdin import stdin_use
 
 if TYPE_CHECKING:
     from jitgate.protocols.ssh.listener import SSHListener
@@ -793,6 +794,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                     )
                 self.scp = SCPInspector(self._decide_scp_file, scp, home)
             else:
+                reads_script = stdin_use(line).commands
+                line = _stdin_checked(line)
                 if line.names:
                     event["commands"] = list(line.names)
                 if line.dangerous:
@@ -800,7 +803,6 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 if line.unknown:
                     event["unknown"] = line.error or True
                 decision = refusal or policy.command(line)
-                reads_script = reads_commands(line)
         else:
             decision = refusal or Decision.allow("builtin:sftp-subsystem")
             self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
@@ -1205,6 +1207,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self._script_allowed = True
                 up_chan.write(item.data)
                 continue
+            item = dataclasses.replace(item, line=_stdin_checked(item.line))
             decision = conn.recording_refusal() or conn.policy.command(item.line, interactive=True)
             event: dict[str, Any] = {"text": item.text, "source": "stdin"}
             event.update(_decision_fields(decision))
@@ -1450,6 +1453,18 @@ def _sftp_server(line: CommandLine) -> bool | None:
     except ValueError:
         return False
     return words[-len(argv) :] == argv
+
+
+def _stdin_checked(line: CommandLine) -> CommandLine:
+    """The line, decided as unknown when it may run its standard input unseen: an
+    interpreter reading its program from it (``python3 -``, ``psql``), ``xargs sh -c``, a
+    shell behind a filter (``base64 -d | bash``). Policy fails closed on it, as on any
+    line the gateway cannot follow; a shell reading stdin directly (``cat | bash``) has
+    each command it reads decided instead (:class:`ScriptReader`)."""
+    uncertain = stdin_use(line).uncertain
+    if uncertain is None:
+        return line
+    return dataclasses.replace(line, unknown=True, uncertain=True, error=uncertain)
 
 
 def _redacted(text: str) -> str:
