@@ -109,7 +109,7 @@ class CommandLine:
     dangerous: tuple[str, ...] = ()
     unknown: bool = False
     error: str | None = None
-    uncertain: bool = False  # set by callers (what runs is not all seen), never by the parser
+    uncertain: bool = False  # set by interactive reconstruction, never by the parser
     incomplete: bool = False  # the shell would wait for more lines (unclosed quote, `do`…)
 
     @property

@@ -34,9 +34,12 @@ and put to policy as ``ssh:line`` when Enter is pressed; a denied line is cancel
 (erased with Ctrl-E Ctrl-U, then Ctrl-C, instead of Enter) and the user is told why.
 This is best effort and documented as such: see the module docstring of
 :mod:`jitgate.shell.line`. A shell without a PTY (``ssh HOST < script``, ``ssh -T``, or an
-exec of ``bash``/``sh -s``) reads its commands from stdin as sent: each one
-(:mod:`jitgate.shell.script`) is put to policy as ``ssh:line`` before it goes on, and a
-denied one is not sent (the client is told on stderr).
+exec whose stdin reaches a shell: ``bash``, ``sh -s``, ``cat | bash``, ``sudo bash``) reads
+its commands from stdin as sent: each one (:mod:`jitgate.shell.script`) is put to policy
+as ``ssh:line`` before it goes on, and a denied one is not sent (the client is told on
+stderr). An exec or a line whose stdin is a program the gateway does not parse
+(``python3 -``, ``psql``, ``base64 -d | bash``; :mod:`jitgate.shell.stdin`) is decided
+as unknown.
 
 Every decided request (a channel request, a typed line, a file operation, a port
 forward) is counted by its decision and written to the recording before it goes on
@@ -1525,7 +1528,7 @@ def _stdin_checked(line: CommandLine) -> CommandLine:
     uncertain = stdin_use(line).uncertain
     if uncertain is None:
         return line
-    return dataclasses.replace(line, unknown=True, uncertain=True, error=uncertain)
+    return dataclasses.replace(line, unknown=True, error=uncertain)
 
 
 def _redacted(text: str) -> str:
