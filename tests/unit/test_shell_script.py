@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from jitgate.shell import classify
-from jitgate.shell.script import ScriptCommand, ScriptData, ScriptReader, reads_commands
+from jitgate.shell.script import ScriptCommand, ScriptData, ScriptReader
 
 
 def commands(*chunks: bytes, end: bool = True) -> list[tuple[str, bytes]]:
@@ -113,21 +112,3 @@ def test_every_byte_is_in_exactly_one_item_in_order(data: bytes, step: int) -> N
     items += reader.end()
     assert b"".join(i.data for i in items) == data
 
-
-@pytest.mark.parametrize(
-    ("command", "reads"),
-    [
-        ("bash", True),
-        ("sh -s", True),
-        ("bash -s a b", True),
-        ("sudo bash -l", True),
-        ("/bin/bash -e -o pipefail", True),
-        ("bash -", True),
-        ("bash script.sh", False),
-        ("bash -c 'ls'", False),
-        ("bash < file", False),
-        ("python3", False),
-    ],
-)
-def test_which_execs_read_commands_from_stdin(command: str, reads: bool) -> None:
-    assert reads_commands(classify(command)) is reads

@@ -17,8 +17,9 @@ as a whole, with the exact bytes to send on if policy allows it:
 
 Limits, stated honestly: a command that reads standard input itself (``cat > file``,
 ``read``, ``python3``, ``mysql``…) consumes the lines after it, which the reader still
-takes for shell commands: a data line that looks dangerous is refused, and a program that
-interprets its input runs what it reads unchecked (as typed lines into it would). A command
+takes for shell commands: a data line that looks dangerous is refused. A line that starts
+a program reading its *program* from stdin (``python3 -``, ``psql``) is decided as unknown
+by the SSH session (:mod:`jitgate.shell.stdin`), as the lines after it are not shell. A command
 longer than ``MAX_COMMAND`` (or a here-document longer than ``MAX_BODY``) is decided on what
 was read so far, marked *unknown*, and what follows until the end of that command goes or
 is dropped with it (:class:`ScriptData`).
@@ -300,35 +301,3 @@ def _delimiter(text: str, i: int) -> tuple[str, int]:
         out.append(c)
         i += 1
     return "".join(out), i
-
-
-_SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "posh"})
-_OPTS_WITH_VALUE = frozenset({"-o", "+o", "-O", "+O", "--rcfile", "--init-file"})
-
-
-def reads_commands(line: CommandLine) -> bool:
-    """Does an exec run a shell that reads its commands from standard input
-    (``bash``, ``sh -s ARG…``, ``sudo bash -l``)?"""
-    if line.unknown or line.dynamic or len(line.commands) != 1:
-        return False
-    command = line.commands[0]
-    if command.name not in _SHELLS or any("<" in op for op, _ in command.redirects):
-        return False
-    args = command.argv[1:]
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg in ("-", "--"):
-            return arg == "-" or i + 1 >= len(args)
-        if arg in _OPTS_WITH_VALUE:
-            i += 2
-            continue
-        if arg.startswith(("-", "+")) and not arg.startswith("--"):
-            if "c" in arg[1:]:
-                return False
-            if "s" in arg[1:]:
-                return True  # the words after -s are positional parameters
-        elif not arg.startswith("--"):
-            return False  # a script file
-        i += 1
-    return True

@@ -444,3 +444,42 @@ async def test_a_grant_for_one_session_admits_one_ssh_session(
 
 def request_grant(access: Any, request_id: str) -> str | None:
     return access.get_request(request_id).grant_id  # type: ignore[no-any-return]
+
+
+def test_a_link_moved_into_place_in_flight_is_resolved_after_the_move(
+    ssh_gateway: SSHGateway, sshd: Sshd, tmp_path: Path
+) -> None:
+    """Requests sent together: the ``open`` is looked up once the ``rename`` before it
+    is answered, so the link the rename puts in its way is followed."""
+    conn = ssh_gateway.add_connection(sshd)
+    token = ssh_gateway.add_user()
+    locked, open_dir = tmp_path / "locked", tmp_path / "open"
+    locked.mkdir()
+    open_dir.mkdir()
+    (locked / "keep.txt").write_text("keep me")
+    (open_dir / "prepared").symlink_to(locked / "keep.txt")
+    ssh_gateway.policy(
+        unique("links"),
+        f'@id("no-locked-read-{conn.name}")\n@reason("{locked} is off limits")\n'
+        f'forbid (principal, action == Action::"ssh:sftp_read", '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "{locked}/*" }};',
+    )
+
+    async def move_and_read() -> list[object]:
+        async with connect(ssh_gateway, conn.name, token) as ssh, ssh.start_sftp_client() as sftp:
+
+            async def read() -> bytes:
+                async with sftp.open(f"{open_dir}/x", "rb") as f:
+                    return bytes(await f.read())
+
+            moved = sftp.rename(f"{open_dir}/prepared", f"{open_dir}/x")
+            return list(await asyncio.gather(moved, read(), return_exceptions=True))
+
+    moved, read = ssh_gateway.call(move_and_read())
+    assert moved is None
+    assert isinstance(read, asyncssh.SFTPPermissionDenied), read
+    assert read.reason == f"jitgate: {locked} is off limits"
+    events = ssh_gateway.events(ssh_gateway.session(conn.name), "sftp")
+    (denied,) = [e for e in events if e.get("decision") == "deny"]
+    assert (denied["path"], denied["requested"]) == (f"{locked}/keep.txt", [f"{open_dir}/x"])

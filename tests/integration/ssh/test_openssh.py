@@ -296,6 +296,55 @@ def test_sftp_paths_are_normalised_before_policy_decides(
     assert {e["requested"][0] for e in denied if "requested" in e} >= {relative, *sneaky}
 
 
+def test_sftp_decides_the_real_path_behind_symbolic_links(
+    ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
+) -> None:
+    """A link into a forbidden directory, existing or dangling, made by the client or
+    already there, reaches nothing the policy forbids; the record names the real path."""
+    _, key = user
+    conn = ssh_gateway.add_connection(sshd)
+    locked, open_dir = tmp_path / "locked", tmp_path / "open"
+    locked.mkdir()
+    open_dir.mkdir()
+    (locked / "keep.txt").write_text("keep me")
+    (open_dir / "existing").symlink_to(locked / "keep.txt")
+    (open_dir / "dir").symlink_to(locked)
+    (open_dir / "dangling").symlink_to(locked / "created.txt")
+    ssh_gateway.policy(
+        unique("links"),
+        f'@id("no-locked-{conn.name}")\n@reason("{locked} is off limits")\n'
+        f'forbid (principal, action in [Action::"ssh:sftp_read", Action::"ssh:sftp_write"], '
+        f'resource == Connection::"{conn.name}")\n'
+        f'when {{ context.text like "{locked}/*" }};',
+    )
+    local = tmp_path / "up.txt"
+    local.write_text("hello")
+    client = OpenSSH(ssh_gateway)
+    for path in (f"{open_dir}/existing", f"{open_dir}/dir/keep.txt"):
+        got = client.sftp(conn.name, f"get {path} {tmp_path}/got.txt\n", key=key)
+        assert got.returncode != 0 and b"ermission denied" in got.stderr, (path, got.stderr)
+    for path in (f"{open_dir}/dir/new.txt", f"{open_dir}/dangling"):
+        put = client.sftp(conn.name, f"put {local} {path}\n", key=key)
+        assert put.returncode != 0 and b"ermission denied" in put.stderr, (path, put.stderr)
+    link = client.sftp(conn.name, f"symlink {locked}/keep.txt {open_dir}/mine\n", key=key)
+    assert link.returncode != 0 and b"ermission denied" in link.stderr, link.stderr
+    ok = client.sftp(conn.name, f"put {local} {open_dir}/plain.txt\n", key=key)
+    assert ok.returncode == 0, ok.stderr
+    assert not (tmp_path / "got.txt").exists() and not (open_dir / "mine").is_symlink()
+    assert sorted(p.name for p in locked.iterdir()) == ["keep.txt"]
+    assert (open_dir / "plain.txt").read_text() == "hello"
+    events = [e for r in ssh_gateway.sessions(conn.name) for e in ssh_gateway.events(r, "sftp")]
+    denied = [e for e in events if e.get("decision") == "deny"]
+    assert {(e["op"], e["path"], e.get("requested", [""])[0]) for e in denied} == {
+        ("open", f"{locked}/keep.txt", f"{open_dir}/existing"),
+        ("open", f"{locked}/keep.txt", f"{open_dir}/dir/keep.txt"),
+        ("open", f"{locked}/new.txt", f"{open_dir}/dir/new.txt"),
+        ("open", f"{locked}/created.txt", f"{open_dir}/dangling"),
+        ("symlink", f"{locked}/keep.txt", ""),  # the target, then the link
+    }
+    assert [e["to"] for e in denied if e["op"] == "symlink"] == [f"{open_dir}/mine"]
+
+
 def test_legacy_scp_decides_each_file_both_ways(
     ssh_gateway: SSHGateway, sshd: Sshd, user: tuple[str, Path], tmp_path: Path
 ) -> None:

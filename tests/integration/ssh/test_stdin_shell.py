@@ -71,3 +71,42 @@ def test_stdin_of_other_commands_is_data_not_commands(
     assert (result.returncode, result.stdout) == (0, data), result.stderr
     empty = OpenSSH(ssh_gateway).ssh(conn.name, "wc -c", key=key, input=b"")
     assert (empty.returncode, empty.stdout.strip()) == (0, b"0")
+
+
+@pytest.mark.parametrize("command", ["cat | bash", "env bash -s", "tee /dev/null | sh"])
+def test_commands_reaching_a_shell_through_a_pipe_or_wrapper_are_decided(
+    ssh_gateway: SSHGateway, sshd: Sshd, key: Path, tmp_path: Path, command: str
+) -> None:
+    conn = ssh_gateway.add_connection(sshd)
+    allowed, refused = tmp_path / "allowed", tmp_path / "refused"
+    script = f"touch {allowed}\ntouch {refused}; false && reboot\necho done\n"
+    result = OpenSSH(ssh_gateway).ssh(conn.name, command, key=key, input=script.encode())
+    assert result.stdout == b"done\n", result.stderr
+    assert b"reboot stops the server" in result.stderr
+    assert allowed.exists() and not refused.exists()
+    row = ssh_gateway.session(conn.name)
+    lines = [(e["text"], e["decision"]) for e in ssh_gateway.events(row, "ssh.line")]
+    assert lines == [
+        (f"touch {allowed}", "allow"),
+        (f"touch {refused}; false && reboot", "deny"),
+        ("echo done", "allow"),
+    ]
+
+
+def test_an_interpreter_reading_its_program_from_stdin_is_uncertain(
+    ssh_gateway: SSHGateway, sshd: Sshd, key: Path, tmp_path: Path
+) -> None:
+    conn = ssh_gateway.add_connection(sshd)
+    marker = tmp_path / "marker"
+    program = f"open({str(marker)!r}, 'w').close()\n".encode()
+    result = OpenSSH(ssh_gateway).ssh(conn.name, "python3 -", key=key, input=program)
+    assert result.returncode == 1
+    assert b"python3 reads its program from standard input" in result.stderr
+    assert not marker.exists()
+    (channel,) = ssh_gateway.events(ssh_gateway.session(conn.name), "ssh.channel")
+    assert channel["decision"] == "deny"
+    assert channel["unknown"] == "python3 reads its program from standard input"
+    # The same line inside a piped script: the lines after it are not shell commands.
+    piped = OpenSSH(ssh_gateway).ssh(conn.name, "bash", key=key, input=b"python3 -\n" + program)
+    assert b"python3 reads its program from standard input" in piped.stderr
+    assert not marker.exists()

@@ -34,9 +34,12 @@ and put to policy as ``ssh:line`` when Enter is pressed; a denied line is cancel
 (erased with Ctrl-E Ctrl-U, then Ctrl-C, instead of Enter) and the user is told why.
 This is best effort and documented as such: see the module docstring of
 :mod:`jitgate.shell.line`. A shell without a PTY (``ssh HOST < script``, ``ssh -T``, or an
-exec of ``bash``/``sh -s``) reads its commands from stdin as sent: each one
-(:mod:`jitgate.shell.script`) is put to policy as ``ssh:line`` before it goes on, and a
-denied one is not sent (the client is told on stderr).
+exec whose stdin reaches a shell: ``bash``, ``sh -s``, ``cat | bash``, ``sudo bash``) reads
+its commands from stdin as sent: each one (:mod:`jitgate.shell.script`) is put to policy
+as ``ssh:line`` before it goes on, and a denied one is not sent (the client is told on
+stderr). An exec or a line whose stdin is a program the gateway does not parse
+(``python3 -``, ``psql``, ``base64 -d | bash``; :mod:`jitgate.shell.stdin`) is decided
+as unknown.
 
 Every decided request (a channel request, a typed line, a file operation, a port
 forward) is counted by its decision and written to the recording before it goes on
@@ -73,6 +76,7 @@ from jitgate.identity.principal import Authenticated
 from jitgate.policy.gate import StatementGate
 from jitgate.policy.types import Decision, Outcome, Target
 from jitgate.protocols.ssh import upstream as up
+from jitgate.protocols.ssh.links import real_paths
 from jitgate.protocols.ssh.policy import SSHPolicy
 from jitgate.protocols.ssh.scp import SCPInspector, SCPProtocolError, parse_scp
 from jitgate.protocols.ssh.sftp import (
@@ -85,7 +89,8 @@ from jitgate.protocols.ssh.sftp import (
 from jitgate.recording.recorder import SessionMeta, SessionRecorder
 from jitgate.shell.commands import CommandLine, classify
 from jitgate.shell.line import LineEditor, TypedLine
-from jitgate.shell.script import ScriptCommand, ScriptData, ScriptItem, ScriptReader, reads_commands
+from jitgate.shell.script import ScriptCommand, ScriptData, ScriptItem, ScriptReader
+from jitgate.shell.stdin import stdin_use
 
 if TYPE_CHECKING:
     from jitgate.protocols.ssh.listener import SSHListener
@@ -176,6 +181,8 @@ class GatewayConnection(asyncssh.SSHServer):
         self._closed = False
         self._home: str | None = None  # the user's home directory on the target ("": unknown)
         self._home_lock = asyncio.Lock()
+        self._sftp: asyncssh.SFTPClient | None = None  # see target_sftp
+        self._sftp_lock = asyncio.Lock()
 
     # --------------------------------------------------------------- lifecycle
 
@@ -579,6 +586,15 @@ class GatewayConnection(asyncssh.SSHServer):
                     log.info("[client=%s] home directory unknown: %s", self.client_addr, exc)
         return self._home or None
 
+    async def target_sftp(self) -> asyncssh.SFTPClient:
+        """The gateway's own SFTP session to the target (started once), where the paths
+        of the client's SFTP requests are resolved (:mod:`.links`)."""
+        async with self._sftp_lock:
+            if self._sftp is None:
+                upstream = await self.upstream_ready()
+                self._sftp = await upstream.conn.start_sftp_client()
+            return self._sftp
+
     def _fail_ready(self, message: str) -> None:
         assert self.ready is not None
         if not self.ready.done():
@@ -678,6 +694,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._script_allowed = False  # the last command read from stdin went on
         self._script_eof = False  # EOF is due once the queue is through
         self._early_eof = False  # EOF came before the target's channel was open
+        self._settled: asyncio.Event | None = None  # set when SFTP requests are all answered
         self._held_eof = False  # EOF came while a typed line was held: sent after it
         self._decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
         self._out_decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -772,7 +789,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 if server:
                     self.kind = "sftp"
                     decision = refusal or policy.command(line)
-                    self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
+                    self.sftp = self._sftp_inspector()
                 else:
                     decision = Decision.deny(
                         "the SFTP server runs only as the sftp subsystem or as the whole "
@@ -793,6 +810,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                     )
                 self.scp = SCPInspector(self._decide_scp_file, scp, home)
             else:
+                reads_script = stdin_use(line).commands
+                line = _stdin_checked(line)
                 if line.names:
                     event["commands"] = list(line.names)
                 if line.dangerous:
@@ -800,10 +819,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 if line.unknown:
                     event["unknown"] = line.error or True
                 decision = refusal or policy.command(line)
-                reads_script = reads_commands(line)
         else:
             decision = refusal or Decision.allow("builtin:sftp-subsystem")
-            self.sftp = SFTPInspector(self._decide_file, self.settings.max_sftp_packet)
+            self.sftp = self._sftp_inspector()
         event.update(_decision_fields(decision))
         if decision.outcome is Outcome.REVIEW:
             decision = await self._review(text, decision)
@@ -902,6 +920,9 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             self.connection.record("ssh.env", {"denied": sorted(denied)[:64]})
         return allowed
 
+    def _sftp_inspector(self) -> SFTPInspector:
+        return SFTPInspector(self._decide_file, self.settings.max_sftp_packet, resolve_links=True)
+
     def _decide_scp_file(self, path: str, write: bool) -> str | None:
         return self._decide_file(FileOperation("scp", (path,), write))
 
@@ -910,11 +931,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         assert conn.policy is not None
         decision = conn.recording_refusal() or conn.policy.file(op.op, op.paths, op.write)
         if op.unresolved:
-            decision = Decision.deny(
-                "a relative path that leaves the home directory cannot be checked "
-                "(the target did not tell its home directory)",
-                "builtin:sftp-path",
-            )
+            decision = Decision.deny(op.unresolved, "builtin:sftp-path")
         if decision.outcome is Outcome.REVIEW:
             why = f"{decision.reason or 'needs approval'} (file operations cannot wait)"
             decision = Decision.deny(why, *decision.policies)
@@ -933,16 +950,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
             return
         self.connection.bytes_in += len(data)
         if self.sftp is not None:
-            try:
-                forward, replies = self.sftp.from_client(data)
-            except SFTPProtocolError as exc:
-                self.fail(f"jitgate: {exc}", 255)
-                return
-            self._record_sftp()
-            if replies and self.chan is not None:
-                self.chan.write(replies)
-            if forward:
-                up_chan.write(forward)
+            self._sftp_requests(data)
             return
         if self.scp is not None and datatype is None:
             upload = self.scp.request.upload
@@ -1166,6 +1174,62 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._held = False
         self._resume(rest)
 
+    def _sftp_requests(self, data: bytes) -> None:
+        """Relay the client's SFTP requests; one that names a path is held (and so are
+        those after it) while the path is resolved on the target."""
+        assert self.sftp is not None
+        if self._feed_sftp(data) and self.sftp.needs and not self._held:
+            assert self.chan is not None
+            self._held = True
+            self.chan.pause_reading()
+            self.connection.spawn(self._resolve_sftp_paths())
+
+    def _feed_sftp(self, data: bytes) -> bool:
+        assert self.sftp is not None and self.up_chan is not None
+        try:
+            forward, replies = self.sftp.from_client(data)
+        except SFTPProtocolError as exc:
+            self.fail(f"jitgate: {exc}", 255)
+            return False
+        self._record_sftp()
+        if replies and self.chan is not None:
+            self.chan.write(replies)
+        if forward:
+            self.up_chan.write(forward)
+        return True
+
+    async def _resolve_sftp_paths(self) -> None:
+        """Look up the paths the inspector needs once every request before them has been
+        answered (a link they create or remove counts), then feed on. A path that cannot
+        be resolved in time is refused."""
+        assert self.sftp is not None
+        while self.sftp.needs and not self._ended:
+            needs = self.sftp.needs
+            try:
+                async with asyncio.timeout(self.settings.connect_timeout):
+                    while not self.sftp.settled:
+                        self._settled = asyncio.Event()
+                        await self._settled.wait()
+                    sftp = await self.connection.target_sftp()
+                    self.sftp.found(await real_paths(sftp, needs))
+            except (TimeoutError, asyncssh.Error, OSError) as exc:
+                log.info(
+                    "[client=%s] SFTP path lookup failed: %s", self.connection.client_addr, exc
+                )
+                self.sftp.found(dict.fromkeys(needs))
+            finally:
+                self._settled = None
+            if not self._feed_sftp(b""):
+                return
+        self._held = False
+        if self._ended:
+            return
+        if self._held_eof and self.up_chan is not None:
+            self._held_eof = False
+            self.up_chan.write_eof()
+        elif self.chan is not None:
+            self.chan.resume_reading()
+
     def _record_sftp(self) -> None:
         assert self.sftp is not None
         if self.sftp.events:
@@ -1205,6 +1269,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self._script_allowed = True
                 up_chan.write(item.data)
                 continue
+            item = dataclasses.replace(item, line=_stdin_checked(item.line))
             decision = conn.recording_refusal() or conn.policy.command(item.line, interactive=True)
             event: dict[str, Any] = {"text": item.text, "source": "stdin"}
             event.update(_decision_fields(decision))
@@ -1332,6 +1397,8 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
                 self.fail(f"jitgate: {exc}", 255)
                 return
             self._record_sftp()
+            if self._settled is not None and self.sftp.settled:
+                self._settled.set()
         elif self.term_type is not None:
             self._output_at = asyncio.get_running_loop().time()
             text = self._out_decoder.decode(data)
@@ -1450,6 +1517,18 @@ def _sftp_server(line: CommandLine) -> bool | None:
     except ValueError:
         return False
     return words[-len(argv) :] == argv
+
+
+def _stdin_checked(line: CommandLine) -> CommandLine:
+    """The line, decided as unknown when it may run its standard input unseen: an
+    interpreter reading its program from it (``python3 -``, ``psql``), ``xargs sh -c``, a
+    shell behind a filter (``base64 -d | bash``). Policy fails closed on it, as on any
+    line the gateway cannot follow; a shell reading stdin directly (``cat | bash``) has
+    each command it reads decided instead (:class:`ScriptReader`)."""
+    uncertain = stdin_use(line).uncertain
+    if uncertain is None:
+        return line
+    return dataclasses.replace(line, unknown=True, error=uncertain)
 
 
 def _redacted(text: str) -> str:

@@ -22,13 +22,25 @@ Paths are normalised before they are decided (:func:`normalize`): a relative pat
 from the user's home directory on the target (``home``, which the session asks the target
 for), ``.``, ``..`` and repeated slashes are resolved, so ``/etc/../etc//shadow`` and
 ``../../etc/shadow`` are both ``/etc/shadow`` to policy and in the record (the path as
-sent is kept beside it as ``requested``). Symbolic links on the target cannot be seen
-from here: a policy on paths is only as good as the target's links allow. With the home
-directory unknown, a relative path that climbs out of it is refused.
+sent is kept beside it as ``requested``). With the home directory unknown, a relative path
+that climbs out of it is refused.
+
+Symbolic links are resolved on the target when ``resolve_links`` is set: a request naming
+a path stops the inspector before it is decided, with :attr:`SFTPInspector.needs` saying
+which paths the caller must look up (each a :data:`Lookup`: the path, and whether its last
+component is followed, as ``open`` does, or is the object itself, as ``remove`` and
+``symlink`` do); the caller gives their real paths to :meth:`SFTPInspector.found` and
+feeds on. So ``/tmp/x``, a link to ``/etc/shadow``, is ``/etc/shadow`` to policy and in the
+record, and a link created under an allowed directory reaches nothing it does not allow.
+Links change: the caller looks a path up only once every request sent before it has been
+answered (:attr:`SFTPInspector.settled`), so a ``symlink`` still in flight cannot change
+what the next ``open`` meets; each lookup serves one request. Another session changing a
+link between the lookup and the request is beyond any proxy's sight.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 import struct
 from collections.abc import Callable
@@ -36,6 +48,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jitgate.policy.types import Decision
+
+UNRESOLVED_HOME = (
+    "a relative path that leaves the home directory cannot be checked "
+    "(the target did not tell its home directory)"
+)
 
 INIT, VERSION = 1, 2
 OPEN, CLOSE, READ, WRITE, LSTAT, FSTAT, SETSTAT, FSETSTAT = 3, 4, 5, 6, 7, 8, 9, 10
@@ -76,7 +93,7 @@ class FileOperation:
     write: bool
     flags: int = 0
     requested: tuple[str, ...] = ()  # the paths as sent, when normalising changed them
-    unresolved: bool = False  # a path could not be made absolute: refuse it
+    unresolved: str = ""  # why a path could not be made absolute or real: refuse it
 
 
 def normalize(path: str, home: str | None) -> str | None:
@@ -99,7 +116,7 @@ def file_operation(
 ) -> FileOperation:
     """A file operation on ``paths`` as sent, with the paths normalised."""
     normal = tuple(normalize(p, home) for p in paths)
-    unresolved = any(n is None for n in normal)
+    unresolved = UNRESOLVED_HOME if any(n is None for n in normal) else ""
     decided = tuple(n if n is not None else p for n, p in zip(normal, paths, strict=True))
     requested = paths if decided != paths else ()
     return FileOperation(op, decided, write, flags, requested, unresolved)
@@ -107,6 +124,28 @@ def file_operation(
 
 #: ``decide(operation)`` returns None to allow, or the reason it is denied.
 Decide = Callable[[FileOperation], str | None]
+#: A path to resolve on the target, and whether its last component is followed if a link.
+Lookup = tuple[str, bool]
+#: Operations on the object a path names, not on what a link there points to.
+_NO_FOLLOW = frozenset({"readlink", "remove", "rmdir", "mkdir", "rename", "posix-rename",
+                        "hardlink", "lsetstat"})  # fmt: skip
+
+
+def _lookups(op: FileOperation) -> tuple[Lookup, ...]:
+    if op.op == "fsetstat":  # a handle's path is the real one it was opened on
+        return ()
+    if op.op == "symlink":  # OpenSSH's order: the target, then the link
+        return (op.paths[0], True), (op.paths[1], False)
+    return tuple((path, op.op not in _NO_FOLLOW) for path in op.paths)
+
+
+def _resolved(op: FileOperation, real: tuple[str | None, ...]) -> FileOperation:
+    """``op`` on the real paths (the paths as sent kept in ``requested``)."""
+    if any(path is None for path in real):
+        return dataclasses.replace(op, unresolved="the target could not resolve the path")
+    paths = tuple(path for path in real if path is not None)
+    sent = op.requested or op.paths
+    return dataclasses.replace(op, paths=paths, requested=sent if sent != paths else ())
 
 
 @dataclass(slots=True)
@@ -136,6 +175,19 @@ class SFTPInspector:
     _pending: dict[int, _Pending] = field(default_factory=dict)
     bytes_read: int = 0
     bytes_written: int = 0
+    resolve_links: bool = False
+    needs: tuple[Lookup, ...] = ()  # to look up before the next request is decided
+    real: dict[Lookup, str | None] = field(default_factory=dict)  # for one request
+
+    @property
+    def settled(self) -> bool:
+        """Every request forwarded so far has been answered."""
+        return not self._pending
+
+    def found(self, real: dict[Lookup, str | None]) -> None:
+        """The real paths of :attr:`needs` (None: the target could not resolve it)."""
+        self.real = real
+        self.needs = ()
 
     # -------------------------------------------------------------- client → server
 
@@ -157,6 +209,8 @@ class SFTPInspector:
                     break
                 with view[pos:end] as packet:  # released here, whoever kept a reference
                     denial = self._request(packet)
+                if self.needs:  # the caller looks paths up, then feeds on from here
+                    break
                 if denial is not None:
                     if pos > run_start:
                         forward.append(view[run_start:pos])
@@ -201,6 +255,14 @@ class SFTPInspector:
             operation = self._operation(ptype, packet)
         if operation is None:
             return None
+        lookups = _lookups(operation) if self.resolve_links and not operation.unresolved else ()
+        if lookups:
+            missing = tuple(lookup for lookup in lookups if lookup not in self.real)
+            if missing:
+                self.needs = missing
+                return None
+            operation = _resolved(operation, tuple(self.real[lookup] for lookup in lookups))
+            self.real.clear()
         if len(self._pending) >= MAX_OUTSTANDING:
             raise SFTPProtocolError("too many outstanding SFTP requests")
         reason = self.decide(operation)
@@ -223,11 +285,23 @@ class SFTPInspector:
             path, _ = _text(p, 9)
             name = {REMOVE: "remove", MKDIR: "mkdir", RMDIR: "rmdir", SETSTAT: "setstat"}[ptype]
             return file_operation(name, (path,), True, home)
-        if ptype in (RENAME, SYMLINK):
+        if ptype == RENAME:
             first, at = _text(p, 9)
             second, _ = _text(p, at)
-            name = "rename" if ptype == RENAME else "symlink"
-            return file_operation(name, (first, second), True, home)
+            return file_operation("rename", (first, second), True, home)
+        if ptype == SYMLINK:  # OpenSSH's order: the target, then the link
+            target, at = _text(p, 9)
+            link, _ = _text(p, at)
+            op = file_operation("symlink", (target, link), True, home)
+            if not target.startswith("/") and op.paths[1].startswith("/"):
+                # a relative target is relative to the link's directory, not to home
+                where = posixpath.dirname(op.paths[1])
+                op = dataclasses.replace(
+                    op,
+                    paths=(normalize(f"{where}/{target}", home) or target, op.paths[1]),
+                    requested=(target, link),
+                )
+            return op
         if ptype == EXTENDED:
             name, at = _text(p, 9)
             if name in _READ_EXTENSIONS:

@@ -161,3 +161,38 @@ def test_relative_paths_with_the_home_directory_unknown() -> None:
     assert s.normalize("/../../etc", None) == "/etc"
     op = s.file_operation("open", ("../x",), False, None)
     assert op.unresolved and op.paths == ("../x",)
+
+
+def test_paths_are_resolved_before_a_request_is_decided_and_the_rest_waits() -> None:
+    seen: list[FileOperation] = []
+
+    def decide(op: FileOperation) -> str | None:
+        seen.append(op)
+        return deny_writes_under_etc(op) or ("no shadow" if "/etc/shadow" in op.paths else None)
+
+    inspector = SFTPInspector(decide, resolve_links=True, home="/home/u")
+    read = packet(s.OPEN, b"x", 0x01, 0, req_id=1)  # home/x, a link to /etc/shadow
+    after = packet(s.REMOVE, b"/tmp/d/f", req_id=2)
+    assert inspector.from_client(read + after) == (b"", b"")
+    assert inspector.needs == (("/home/u/x", True),)  # open follows the last link
+    inspector.found({("/home/u/x", True): "/etc/shadow"})
+    out, replies = inspector.from_client(b"")
+    assert out == b"" and b"no shadow" in replies
+    assert seen[-1].paths == ("/etc/shadow",) and seen[-1].requested == ("x",)
+    assert inspector.needs == (("/tmp/d/f", False),)  # remove acts on the link itself
+    inspector.found({("/tmp/d/f", False): "/etc/f"})  # /tmp/d is a link to /etc
+    out, replies = inspector.from_client(b"")
+    assert out == b"" and b"/etc is read-only" in replies
+    assert inspector.settled and not inspector.needs
+    # symlink (OpenSSH's order: target, link): a relative target is from the link's directory
+    link = packet(s.SYMLINK, b"../etc/passwd", b"/tmp/l", req_id=3)
+    inspector.from_client(link)
+    assert inspector.needs == (("/etc/passwd", True), ("/tmp/l", False))
+    inspector.found({("/etc/passwd", True): "/etc/passwd", ("/tmp/l", False): "/tmp/l"})
+    out, replies = inspector.from_client(b"")
+    assert out == b"" and b"/etc is read-only" in replies
+    # a path the target could not resolve is refused
+    inspector.from_client(packet(s.OPEN, b"/tmp/y", 0x01, 0, req_id=4))
+    inspector.found({("/tmp/y", True): None})
+    _, replies = inspector.from_client(b"")
+    assert seen[-1].unresolved == "the target could not resolve the path"
