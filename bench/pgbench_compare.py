@@ -1,12 +1,16 @@
-"""pgbench side by side: direct vs pgbouncer (session mode) vs jitgate (inspection on).
+"""pgbench side by side: direct vs pgbouncer (session mode) vs a plain TCP relay in
+Python vs jitgate (inspection on).
 
 Run: ``python -m bench.pgbench_compare [--seconds 10] [--rounds 3] [--scale 10]``
 
 Everything runs on one throwaway PostgreSQL cluster (initdb/pg_ctl on a free loopback
-port). Rounds interleave the three targets so that the machine's noise hits all of them
-alike; the table shows the median of the rounds and the ratios. It also reports the
-gateway's CPU time per transaction (from /proc, independent of how busy the machine is),
-the latency one client adds, and the gateway's RSS with N idle sessions open.
+port). Rounds interleave the targets so that the machine's noise hits all of them alike;
+the table shows the median of the rounds and the ratios. The Python relay
+(:mod:`bench.tcp_relay`: uvloop, bytes forwarded unread) is the floor of any gateway in
+Python: what it costs is socket and event-loop work that jitgate pays too. It also reports
+the CPU time per transaction of pgbouncer, the relay and the gateway (from /proc,
+independent of how busy the machine is), the latency one client adds, and the gateway's
+RSS with N idle sessions open.
 """
 
 from __future__ import annotations
@@ -205,11 +209,20 @@ def main() -> None:
         procs.append(bouncer_proc)
         bouncer = Target("pgbouncer", "127.0.0.1", bouncer_port, "bench", cluster.superuser,
                          cluster.password, pid=_child_pid(bouncer_proc))
+        relay_port = free_port()
+        relay_proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.tcp_relay", str(relay_port), str(cluster.port)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        procs.append(relay_proc)
+        _wait_port(relay_port)
+        relay = Target("py-relay", "127.0.0.1", relay_port, "bench", cluster.superuser,
+                       cluster.password, pid=relay_proc.pid)
         gate_proc, gate_port, token = start_jitgate(cluster, work)
         procs.append(gate_proc)
         gateway = Target("jitgate", "127.0.0.1", gate_port, "bench", "admin", token,
                          pid=gate_proc.pid)
-        targets = [direct, bouncer, gateway]
+        targets = [direct, bouncer, relay, gateway]
         c = str(args.clients)
         t = str(args.seconds)
         workloads = {
@@ -258,19 +271,20 @@ def _child_pid(proc: subprocess.Popen[bytes]) -> int | None:
 
 
 def print_table(results: dict[str, dict[str, Result]]) -> None:
-    print("\n| workload | direct tps | pgbouncer tps | jitgate tps | jitgate/pgbouncer "
-          "| jitgate/direct | latency ms (d / b / j) | CPU µs/txn (b / j) |")
-    print("|---|---:|---:|---:|---:|---:|---|---|")
+    print("\n| workload | direct tps | pgbouncer tps | Python relay tps | jitgate tps "
+          "| jitgate/pgbouncer | relay/pgbouncer | jitgate/relay | jitgate/direct "
+          "| latency ms (d / b / r / j) | CPU µs/txn (b / r / j) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for workload, by_target in results.items():
         med = {name: statistics.median(r.tps) for name, r in by_target.items()}
         lat = {name: statistics.median(r.latency_ms) for name, r in by_target.items()}
         cpu = {name: statistics.median(r.cpu_us) if r.cpu_us else float("nan")
                for name, r in by_target.items()}
-        print(f"| {workload} | {med['direct']:.0f} | {med['pgbouncer']:.0f} | "
-              f"{med['jitgate']:.0f} | {med['jitgate'] / med['pgbouncer']:.2f} | "
-              f"{med['jitgate'] / med['direct']:.2f} | {lat['direct']:.3f} / "
-              f"{lat['pgbouncer']:.3f} / {lat['jitgate']:.3f} | "
-              f"{cpu['pgbouncer']:.1f} / {cpu['jitgate']:.1f} |")
+        d, b, r, j = (med[n] for n in ("direct", "pgbouncer", "py-relay", "jitgate"))
+        print(f"| {workload} | {d:.0f} | {b:.0f} | {r:.0f} | {j:.0f} | {j / b:.2f} | "
+              f"{r / b:.2f} | {j / r:.2f} | {j / d:.2f} | {lat['direct']:.3f} / "
+              f"{lat['pgbouncer']:.3f} / {lat['py-relay']:.3f} / {lat['jitgate']:.3f} | "
+              f"{cpu['pgbouncer']:.1f} / {cpu['py-relay']:.1f} / {cpu['jitgate']:.1f} |")
     one = results["select-only, 1 client"]
     added = statistics.median(one["jitgate"].latency_ms) - statistics.median(
         one["direct"].latency_ms)
