@@ -406,6 +406,7 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
     walk is most of what a row costs besides the masker.
     """
     width = row_plan.width
+    last = width - 1
     cells = range(width)
     found = row_plan.filter
     detect = row_plan.detect
@@ -474,7 +475,15 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
             if (starts[index + 1] - 4 if index + 1 < width else size) > starts[index]:
                 todo[index] = column
         if classes_search is not None:
-            _hits(classes_search, classes, starts, detect, todo)
+            hit = classes_search(classes, 2)  # (_hits, inline: one search a row, mostly)
+            while hit is not None:
+                index = bisect_right(starts, hit.start() + 4) - 1
+                column = detect[index]
+                if column is not None:
+                    todo[index] = column
+                if index == last:
+                    break
+                hit = classes_search(classes, starts[index + 1] - 4)
             if row.find(b"\\") >= 0:
                 # JSON or log escapes: "x\\n4111…" holds a card the scanner finds once
                 # the escape is blanked (see scanner.unescaped); so must the filter.
@@ -484,7 +493,15 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
                     view[low:high] = b" " * (high - low)
                 _hits(classes_search, view, starts, detect, todo)
         if literal is not None:
-            _literal_hits(literal, row, starts, detect, todo)
+            at = row.find(literal, 2)  # (as _hits, with bytes.find)
+            while at >= 0:
+                index = bisect_right(starts, at + 4) - 1
+                column = detect[index]
+                if column is not None:
+                    todo[index] = column
+                if index == last:
+                    break
+                at = row.find(literal, starts[index + 1] - 4)
         elif literals_search is not None:
             _hits(literals_search, row, starts, detect, todo)
         if not todo:
@@ -546,26 +563,6 @@ def _hits(
     position = 2
     while (hit := search(data, position)) is not None:
         index = bisect_right(starts, hit.start() + 4) - 1
-        column = detect[index]
-        if column is not None:
-            todo[index] = column
-        if index == last:
-            return
-        position = starts[index + 1] - 4
-
-
-def _literal_hits(
-    literal: bytes,
-    row: bytes,
-    starts: list[int],
-    detect: tuple[ColumnPlan | None, ...],
-    todo: dict[int, ColumnPlan],
-) -> None:
-    """:func:`_hits` for one literal, with ``bytes.find``."""
-    last = len(starts) - 1
-    position = 2
-    while (at := row.find(literal, position)) >= 0:
-        index = bisect_right(starts, at + 4) - 1
         column = detect[index]
         if column is not None:
             todo[index] = column
