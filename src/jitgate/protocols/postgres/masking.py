@@ -506,7 +506,11 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
             _hits(literals_search, row, starts, detect, todo)
         if not todo:
             return None
-        changed: list[tuple[int, bytes]] = []
+        # The row rebuilt as its cells are masked, in order: what precedes each new cell
+        # (from the end of the one before), the cell; then the rest of the row.
+        out: list[bytes] = [b""]  # (the message header, if any)
+        length = size
+        position = 0
         for index in sorted(todo) if len(todo) > 1 else todo:
             value_start = starts[index]
             value_end = starts[index + 1] - 4 if index + 1 < width else size
@@ -525,22 +529,15 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
                     recount(known[1])
                 cell = known[0]
             if cell is not None:
-                changed.append((index, cell))
-        if not changed:
-            return None
-        out: list[bytes] = []
-        length = size
-        position = 0
-        for index, cell in changed:
-            value_start = starts[index]
-            value_end = starts[index + 1] - 4 if index + 1 < width else size
-            out.append(row[position : value_start - 4])
-            out.append(cell)
-            length += len(cell) - (value_end - value_start + 4)
-            position = value_end
+                out.append(row[position : value_start - 4])
+                out.append(cell)
+                length += len(cell) - (value_end - value_start + 4)
+                position = value_end
+        if not position:
+            return None  # no cell changed
         out.append(row[position:])
         if code is not None:
-            out.insert(0, _HEADER.pack(code, length + 4))
+            out[0] = _HEADER.pack(code, length + 4)
         return b"".join(out)
 
     return mask
