@@ -951,57 +951,18 @@ class Relay:
         # change the front execution, its plan or the encoding), the next rows need no
         # look-up of their own.
         rows: tuple[Execution, Masker, pgmask.RowMasker] | None = None
+        data_row = m.DATA_ROW
         while size - pos >= 5:
             mtype, length = unpack(buf, pos)
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
-            if length > limit and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
-                # (rows and COPY data that need no masking are streamed, never buffered)
-                raise ProtocolViolation(
-                    f"a message of {length} bytes from the upstream exceeds the limit of {limit}"
-                )
             end = pos + 1 + length
-            if rows is None or mtype != m.DATA_ROW:
-                rows = None
-            elif end > size:  # a row to mask is needed whole (bounded by max_message)
-                if length > limit:
-                    raise ProtocolViolation("a result row to mask exceeds the size limit")
-                break
-            if rows is None and (mtype == m.DATA_ROW or mtype == m.COPY_DATA):
-                execution = self._front_execution()
-                masking = (
-                    self._row_masking(mtype, execution)
-                    if masks and (execution is None or execution.row_plan is not _NO_MASKING)
-                    else None
-                )
-                if masking is None:
-                    if mtype == m.DATA_ROW and execution is not None:
-                        execution.rows = (execution.rows or 0) + 1
-                        # The recorder's sample takes whole rows only.
-                        if execution.row_sink is not None and end <= size:
-                            execution.row_sink(bytes(buf[pos + 5 : end]))
-                    if end > size:  # stream the rest of a large row through
-                        self._server_skip = end - size
-                        pos = size
-                        break
-                    pos = end
-                    continue
+            if mtype == data_row and rows is not None:
+                # A DataRow of a masked result: as _mask_row, inline (most rows are here).
                 if end > size:  # a row to mask is needed whole (bounded by max_message)
                     if length > limit:
                         raise ProtocolViolation("a result row to mask exceeds the size limit")
                     break
-                rows = self._masked_rows(mtype, masking, execution)
-                if rows is None:
-                    replacement = self._mask_row(mtype, masking, buf, pos, end)
-                    if replacement is not None:
-                        if run_start < pos:
-                            out.append(bytes(buf[run_start:pos]))
-                        out.append(replacement)
-                        run_start = end
-                    pos = end
-                    continue
-            if rows is not None:
-                # A DataRow of a masked result: as _mask_row, inline (most rows are here).
                 execution, masker, mask_row = rows
                 execution.rows = (execution.rows or 0) + 1
                 before = masker.total
@@ -1017,6 +978,46 @@ class Relay:
                     run_start = end
                 elif sink is not None:
                     sink(bytes(buf[pos + 5 : end]))
+                pos = end
+                continue
+            rows = None
+            if length > limit and mtype != data_row and mtype != m.COPY_DATA:
+                # (rows and COPY data that need no masking are streamed, never buffered)
+                raise ProtocolViolation(
+                    f"a message of {length} bytes from the upstream exceeds the limit of {limit}"
+                )
+            if mtype == data_row or mtype == m.COPY_DATA:
+                execution = self._front_execution()
+                masking = (
+                    self._row_masking(mtype, execution)
+                    if masks and (execution is None or execution.row_plan is not _NO_MASKING)
+                    else None
+                )
+                if masking is None:
+                    if mtype == data_row and execution is not None:
+                        execution.rows = (execution.rows or 0) + 1
+                        # The recorder's sample takes whole rows only.
+                        if execution.row_sink is not None and end <= size:
+                            execution.row_sink(bytes(buf[pos + 5 : end]))
+                    if end > size:  # stream the rest of a large row through
+                        self._server_skip = end - size
+                        pos = size
+                        break
+                    pos = end
+                    continue
+                if end > size:  # a row to mask is needed whole (bounded by max_message)
+                    if length > limit:
+                        raise ProtocolViolation("a result row to mask exceeds the size limit")
+                    break
+                rows = self._masked_rows(mtype, masking, execution)
+                if rows is not None:
+                    continue  # this row again, on the fast path above
+                replacement = self._mask_row(mtype, masking, buf, pos, end)
+                if replacement is not None:
+                    if run_start < pos:
+                        out.append(bytes(buf[run_start:pos]))
+                    out.append(replacement)
+                    run_start = end
                 pos = end
                 continue
             if end > size:
