@@ -1291,10 +1291,9 @@ class Relay:
         """For a DataRow of a result masked on the fast path (a byte filter, an
         ASCII-transparent encoding): its execution, masker and row masker, the latter made
         once per plan and encoding. None for any other row: :meth:`_mask_row` takes it."""
-        masker, row_plan = masking
+        masker, row_plan = masking  # (a look-up's row has no plan, nor has COPY data a PgPlan)
         if (
             mtype != m.DATA_ROW
-            or masking is _LOOKUP_ROW
             or not isinstance(row_plan, pgmask.PgPlan)
             or not row_plan.detect
             or self.encoding not in pgmask.ASCII_TRANSPARENT
