@@ -478,9 +478,9 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
             hit = classes_search(classes, 2)  # (_hits, inline: one search a row, mostly)
             while hit is not None:
                 index = bisect_right(starts, hit.start() + 4) - 1
-                column = detect[index]
-                if column is not None:
-                    todo[index] = column
+                scanned = detect[index]
+                if scanned is not None:
+                    todo[index] = scanned
                 if index == last:
                     break
                 hit = classes_search(classes, starts[index + 1] - 4)
@@ -496,9 +496,9 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
             at = row.find(literal, 2)  # (as _hits, with bytes.find)
             while at >= 0:
                 index = bisect_right(starts, at + 4) - 1
-                column = detect[index]
-                if column is not None:
-                    todo[index] = column
+                scanned = detect[index]
+                if scanned is not None:
+                    todo[index] = scanned
                 if index == last:
                     break
                 at = row.find(literal, starts[index + 1] - 4)

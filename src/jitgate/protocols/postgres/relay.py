@@ -963,12 +963,12 @@ class Relay:
                     if length > limit:
                         raise ProtocolViolation("a result row to mask exceeds the size limit")
                     break
-                execution, masker, mask_row = rows
-                execution.rows = (execution.rows or 0) + 1
+                result, masker, mask_row = rows
+                result.rows = (result.rows or 0) + 1
                 before = masker.total
                 replacement = mask_row(buf, pos + 5, end)
-                execution.masked_values += masker.total - before
-                sink = execution.row_sink
+                result.masked_values += masker.total - before
+                sink = result.row_sink
                 if replacement is not None:
                     if sink is not None:
                         sink(replacement[5:])
