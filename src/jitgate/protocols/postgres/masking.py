@@ -187,7 +187,7 @@ class PgPlan:
     scanner has none, cells are decoded and scanned one by one); ``detect`` has, per
     column, its :class:`ColumnPlan` if it is scanned, and ``whole`` lists the columns a
     column rule replaces whole. ``cache`` keeps what short cells became, per column (see
-    :func:`mask_data_row`): a column of unique values (e-mails) does not push out the
+    :func:`row_masker`): a column of unique values (e-mails) does not push out the
     values that repeat down another.
     """
 
