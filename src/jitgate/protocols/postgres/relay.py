@@ -957,30 +957,31 @@ class Relay:
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
             end = pos + 1 + length
-            if mtype == data_row and rows is not None:
-                # A DataRow of a masked result: as _mask_row, inline (most rows are here).
-                if end > size:  # a row to mask is needed whole (bounded by max_message)
-                    if length > limit:
-                        raise ProtocolViolation("a result row to mask exceeds the size limit")
-                    break
-                result, masker, mask_row = rows
-                result.rows = (result.rows or 0) + 1
-                before = masker.total
-                replacement = mask_row(buf, pos + 5, end)
-                result.masked_values += masker.total - before
-                sink = result.row_sink
-                if replacement is not None:
-                    if sink is not None:
-                        sink(replacement[5:])
-                    if run_start < pos:
-                        out.append(bytes(buf[run_start:pos]))
-                    out.append(replacement)
-                    run_start = end
-                elif sink is not None:
-                    sink(bytes(buf[pos + 5 : end]))
-                pos = end
-                continue
-            rows = None
+            if rows is not None:
+                if mtype == data_row:
+                    # A DataRow of a masked result: as _mask_row, inline (most rows are here).
+                    if end > size:  # a row to mask is needed whole (bounded by max_message)
+                        if length > limit:
+                            raise ProtocolViolation("a result row to mask exceeds the size limit")
+                        break
+                    result, masker, mask_row = rows
+                    result.rows = (result.rows or 0) + 1
+                    before = masker.total
+                    replacement = mask_row(buf, pos + 5, end)
+                    result.masked_values += masker.total - before
+                    sink = result.row_sink
+                    if replacement is not None:
+                        if sink is not None:
+                            sink(replacement[5:])
+                        if run_start < pos:
+                            out.append(bytes(buf[run_start:pos]))
+                        out.append(replacement)
+                        run_start = end
+                    elif sink is not None:
+                        sink(bytes(buf[pos + 5 : end]))
+                    pos = end
+                    continue
+                rows = None
             if length > limit and mtype != data_row and mtype != m.COPY_DATA:
                 # (rows and COPY data that need no masking are streamed, never buffered)
                 raise ProtocolViolation(
