@@ -187,7 +187,7 @@ class PgPlan:
     scanner has none, cells are decoded and scanned one by one); ``detect`` has, per
     column, its :class:`ColumnPlan` if it is scanned, and ``whole`` lists the columns a
     column rule replaces whole. ``cache`` keeps what short cells became, per column (see
-    :func:`mask_data_row`): a column of unique values (e-mails) does not push out the
+    :func:`row_masker`): a column of unique values (e-mails) does not push out the
     values that repeat down another.
     """
 
@@ -369,6 +369,11 @@ ASCII_TRANSPARENT: Final = frozenset(
 """Client codecs in which a row's raw bytes can be searched with a byte filter."""
 
 
+RowMasker = Callable[[bytes | bytearray, int, int], bytes | None]
+"""Masks one DataRow of a result: ``(buffer, start, end)`` of its payload → the new row, or
+``None`` if unchanged (see :func:`row_masker`)."""
+
+
 def mask_data_row(
     buf: bytes | bytearray,
     start: int,
@@ -380,175 +385,187 @@ def mask_data_row(
 ) -> bytes | None:
     """The DataRow whose payload is ``buf[start:end]``, masked; ``None`` if unchanged.
 
-    For a plan with ``detect`` (a byte filter) and an encoding in :data:`ASCII_TRANSPARENT`.
-    The row is walked once (strictly: a malformed row is a protocol violation) while its
-    class string is made (see :mod:`jitgate.masking.bytefilter`: a space goes where each
-    cell's length ends, in place of framing); then the filter is searched over the row,
-    and only the cells it hits (and the columns a column rule replaces whole) are decoded
-    and handed to the masker. With ``code`` the answer is the whole message (type byte and
-    length), else the payload.
+    For a plan with ``detect`` (a byte filter) and an encoding in :data:`ASCII_TRANSPARENT`;
+    one row of :func:`row_masker`, which a caller with many rows builds once.
     """
-    if end - start < 2:
-        raise ProtocolViolation("truncated DataRow")
-    (count,) = _INT16.unpack_from(buf, start)
+    return row_masker(row_plan, masker, encoding, code)(buf, start, end)
+
+
+def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None) -> RowMasker:
+    """The masker of one result's DataRows, for a plan with ``detect`` (a byte filter) and an
+    encoding in :data:`ASCII_TRANSPARENT`. With ``code`` a masked row is the whole message
+    (type byte and length), else the payload.
+
+    Each row is copied once out of the buffer and walked once (strictly: a malformed row
+    is a protocol violation) while its class string is made (see
+    :mod:`jitgate.masking.bytefilter`: a space goes where each cell's length ends, in place
+    of framing); then the filter is searched over the row, and only the cells it hits (and
+    the columns a column rule replaces whole) are decoded and handed to the masker. What
+    does not change from row to row — the plan's parts, bound methods, each column's cache,
+    the list of where cells start — is looked up here, once per result, not per row: the
+    walk is most of what a row costs besides the masker.
+    """
     width = row_plan.width
-    if count != width:
-        raise ProtocolViolation(
-            f"DataRow has {count} columns, the RowDescription {width}"
-            if count >= 0
-            else "invalid DataRow"
-        )
+    last = width - 1
+    cells = range(width)
     found = row_plan.filter
-    classes: bytearray | None = None
-    if found is not None and found.classes is not None:
-        row = buf[start:end].translate(CLASSES)
-        classes = row if isinstance(row, bytearray) else bytearray(row)
-    # Where each cell's value starts; it ends 4 bytes (its successor's length) before the
-    # next one starts, the last one at ``end``. NULL and empty cells start where they end.
-    starts: list[int] = []
-    append = starts.append
-    unpack = _INT32.unpack_from
-    offset = start + 2
-    for _ in range(count):
-        if offset + 4 > end:
-            raise ProtocolViolation("truncated DataRow")
-        (length,) = unpack(buf, offset)
-        offset += 4
-        append(offset)
-        if classes is not None:
-            classes[offset - 1 - start] = 32  # a space before the value: nothing precedes it
-        if length > 0:
-            offset += length
-        elif length < -1:
-            raise ProtocolViolation("invalid length in DataRow")
-    if offset != end:
-        raise ProtocolViolation("truncated DataRow" if offset > end else "malformed DataRow")
-    todo: dict[int, ColumnPlan] = {}
-    for column in row_plan.whole:
-        index = column.index
-        if (starts[index + 1] - 4 if index + 1 < count else end) > starts[index]:
-            todo[index] = column
+    detect = row_plan.detect
+    classes_search = None
+    literal = None
+    literals_search = None
     if found is not None:
-        detect = row_plan.detect
-        if classes is not None and found.classes is not None:
-            _hits(found.classes.search, classes, start, start + 2, end, starts, detect, todo)
-            if buf.find(b"\\", start, end) >= 0:
+        if found.classes is not None:
+            classes_search = found.classes.search
+        literal = found.literal
+        if literal is None and found.literals is not None:
+            literals_search = found.literals.search
+    whole = tuple((column.index, column) for column in row_plan.whole)
+    codecs = [row_plan.codecs.get(index, Codec.OPAQUE) for index in cells]
+    kept = [row_plan.cache.setdefault(index, {}) for index in cells]
+    recount = masker.recount
+    unpack_count = _INT16.unpack_from
+    unpack = _INT32.unpack_from
+    # Where each cell's value starts in the row (the same list for every row: the walk
+    # writes all of it); a value ends 4 bytes (its successor's length) before the next one
+    # starts, the last one at the row's end. NULL and empty cells start where they end.
+    starts = [0] * width
+
+    def mask(buf: bytes | bytearray, start: int, end: int) -> bytes | None:
+        row = buf[start:end]
+        if row.__class__ is not bytes:
+            row = bytes(row)
+        size = len(row)
+        if size < 2:
+            raise ProtocolViolation("truncated DataRow")
+        (count,) = unpack_count(row, 0)
+        if count != width:
+            raise ProtocolViolation(
+                f"DataRow has {count} columns, the RowDescription {width}"
+                if count >= 0
+                else "invalid DataRow"
+            )
+        offset = 2
+        try:  # (a length past the row's end: struct.error, the row is truncated)
+            if classes_search is None:
+                for index in cells:
+                    (length,) = unpack(row, offset)
+                    offset += 4
+                    starts[index] = offset
+                    if length > 0:
+                        offset += length
+                    elif length < -1:
+                        raise ProtocolViolation("invalid length in DataRow")
+            else:
+                classes = bytearray(row).translate(CLASSES)
+                for index in cells:
+                    (length,) = unpack(row, offset)
+                    offset += 4
+                    starts[index] = offset
+                    classes[offset - 1] = 32  # a space before the value: nothing precedes it
+                    if length > 0:
+                        offset += length
+                    elif length < -1:
+                        raise ProtocolViolation("invalid length in DataRow")
+        except struct.error:
+            raise ProtocolViolation("truncated DataRow") from None
+        if offset != size:
+            raise ProtocolViolation("truncated DataRow" if offset > size else "malformed DataRow")
+        todo: dict[int, ColumnPlan] = {}
+        for index, column in whole:
+            if (starts[index + 1] - 4 if index + 1 < width else size) > starts[index]:
+                todo[index] = column
+        if classes_search is not None:
+            hit = classes_search(classes, 2)  # (_hits, inline: one search a row, mostly)
+            while hit is not None:
+                index = bisect_right(starts, hit.start() + 4) - 1
+                scanned = detect[index]
+                if scanned is not None:
+                    todo[index] = scanned
+                if index == last:
+                    break
+                hit = classes_search(classes, starts[index + 1] - 4)
+            if row.find(b"\\") >= 0:
                 # JSON or log escapes: "x\\n4111…" holds a card the scanner finds once
                 # the escape is blanked (see scanner.unescaped); so must the filter.
                 view = bytearray(classes)
-                for escape in _ESCAPE_BYTES.finditer(buf, start, end):
-                    low, high = escape.start() - start, escape.end() - start
+                for escape in _ESCAPE_BYTES.finditer(row):
+                    low, high = escape.span()
                     view[low:high] = b" " * (high - low)
-                _hits(found.classes.search, view, start, start + 2, end, starts, detect, todo)
-        if found.literal is not None:
-            _literal_hits(found.literal, buf, start + 2, end, starts, detect, todo)
-        elif found.literals is not None:
-            _hits(found.literals.search, buf, 0, start + 2, end, starts, detect, todo)
-    if not todo:
-        return None
-    return _replace_cells(buf, start, end, starts, todo, row_plan, masker, encoding, code)
+                _hits(classes_search, view, starts, detect, todo)
+        if literal is not None:
+            at = row.find(literal, 2)  # (as _hits, with bytes.find)
+            while at >= 0:
+                index = bisect_right(starts, at + 4) - 1
+                scanned = detect[index]
+                if scanned is not None:
+                    todo[index] = scanned
+                if index == last:
+                    break
+                at = row.find(literal, starts[index + 1] - 4)
+        elif literals_search is not None:
+            _hits(literals_search, row, starts, detect, todo)
+        if not todo:
+            return None
+        # The row rebuilt as its cells are masked, in order: what precedes each new cell
+        # (from the end of the one before), the cell; then the rest of the row.
+        out: list[bytes] = [b""]  # (the message header, if any)
+        length = size
+        position = 0
+        for index in sorted(todo) if len(todo) > 1 else todo:
+            value_start = starts[index]
+            value_end = starts[index + 1] - 4 if index + 1 < width else size
+            raw = row[value_start:value_end]
+            if value_end - value_start > _CACHED_CELL:
+                cell = _mask_cell(raw, codecs[index], todo[index], masker, encoding)[0]
+            else:
+                outcomes = kept[index]
+                known = outcomes.get(raw)
+                if known is None:
+                    known = _mask_cell(raw, codecs[index], todo[index], masker, encoding)
+                    if len(outcomes) >= _CACHE_SIZE:
+                        outcomes.clear()
+                    outcomes[raw] = known
+                elif known[1] is not None:
+                    recount(known[1])
+                cell = known[0]
+            if cell is not None:
+                out.append(row[position : value_start - 4])
+                out.append(cell)
+                length += len(cell) - (value_end - value_start + 4)
+                position = value_end
+        if not position:
+            return None  # no cell changed
+        out.append(row[position:])
+        if code is not None:
+            out[0] = _HEADER.pack(code, length + 4)
+        return b"".join(out)
+
+    return mask
 
 
 def _hits(
-    search: Callable[[bytes | bytearray, int, int], re.Match[bytes] | None],
+    search: Callable[[bytes | bytearray, int], re.Match[bytes] | None],
     data: bytes | bytearray,
-    base: int,
-    position: int,
-    end: int,
     starts: list[int],
     detect: tuple[ColumnPlan | None, ...],
     todo: dict[int, ColumnPlan],
 ) -> None:
-    """Add to ``todo`` the scanned cells that ``search`` hits in ``data`` (whose byte ``i``
-    stands for the row's byte ``base + i``) from ``position`` to ``end``.
+    """Add to ``todo`` the scanned cells that ``search`` hits in ``data``, a row (its count
+    and cells) or its class string.
 
     A hit belongs to the cell whose value, or the length before it, holds its start: the
     cell with the last value start at most 4 bytes after it. The search goes on after
     that cell, so each cell is looked at once."""
-    count = len(starts)
-    position -= base
-    limit = end - base
-    while (hit := search(data, position, limit)) is not None:
-        index = bisect_right(starts, hit.start() + base + 4) - 1
+    last = len(starts) - 1
+    position = 2
+    while (hit := search(data, position)) is not None:
+        index = bisect_right(starts, hit.start() + 4) - 1
         column = detect[index]
         if column is not None:
             todo[index] = column
-        position = (starts[index + 1] - 4 if index + 1 < count else end) - base
-
-
-def _literal_hits(
-    literal: bytes,
-    buf: bytes | bytearray,
-    position: int,
-    end: int,
-    starts: list[int],
-    detect: tuple[ColumnPlan | None, ...],
-    todo: dict[int, ColumnPlan],
-) -> None:
-    """:func:`_hits` for one literal, with ``bytes.find``."""
-    count = len(starts)
-    while (at := buf.find(literal, position, end)) >= 0:
-        index = bisect_right(starts, at + 4) - 1
-        column = detect[index]
-        if column is not None:
-            todo[index] = column
-        position = starts[index + 1] - 4 if index + 1 < count else end
-
-
-def _replace_cells(
-    buf: bytes | bytearray,
-    start: int,
-    end: int,
-    starts: list[int],
-    todo: dict[int, ColumnPlan],
-    row_plan: PgPlan,
-    masker: Masker,
-    encoding: str,
-    code: int | None,
-) -> bytes | None:
-    """Mask the ``todo`` cells of the row; rebuild it if one changed."""
-    count = len(starts)
-    codecs = row_plan.codecs
-    cache = row_plan.cache
-    changed: list[tuple[int, bytes]] = []
-    for index in sorted(todo) if len(todo) > 1 else todo:
-        column = todo[index]
-        value_start = starts[index]
-        value_end = starts[index + 1] - 4 if index + 1 < count else end
-        raw = bytes(buf[value_start:value_end])
-        if value_end - value_start > _CACHED_CELL:
-            cell = _mask_cell(raw, codecs[index], column, masker, encoding)[0]
-        else:
-            kept = cache.get(index)
-            if kept is None:
-                kept = cache[index] = {}
-            known = kept.get(raw)
-            if known is None:
-                known = _mask_cell(raw, codecs[index], column, masker, encoding)
-                if len(kept) >= _CACHE_SIZE:
-                    kept.clear()
-                kept[raw] = known
-            elif known[1] is not None:
-                masker.recount(known[1])
-            cell = known[0]
-        if cell is not None:
-            changed.append((index, cell))
-    if not changed:
-        return None
-    out: list[bytes | bytearray] = []
-    size = end - start
-    position = start
-    for index, cell in changed:
-        value_start = starts[index]
-        value_end = starts[index + 1] - 4 if index + 1 < count else end
-        out.append(buf[position : value_start - 4])
-        out.append(cell)
-        size += len(cell) - (value_end - value_start + 4)
-        position = value_end
-    out.append(buf[position:end])
-    if code is not None:
-        out.insert(0, _HEADER.pack(code, size + 4))
-    return b"".join(out)
+        if index == last:
+            return
+        position = starts[index + 1] - 4
 
 
 def _mask_cell(

@@ -125,6 +125,8 @@ class Execution:
     # Once the DataRow plan is known: (masker, plan) if rows are masked, False if not.
     row_masking: tuple[Masker, pgmask.PgPlan] | Literal[False] | None = None
     masked_values: int = 0
+    # The row masker made for ``row_masking``'s plan, and the encoding it was made for.
+    row_masker: tuple[pgmask.PgPlan, str, pgmask.RowMasker] | None = None
     catalog_generation: int = -1  # the column catalog's generation when this was sent
     copy_plan: pgmask.CopyPlan | None = None
     # Recording: called with each DataRow body exactly as the client is sent it (after
@@ -944,17 +946,48 @@ class Relay:
         unpack = _HEADER.unpack_from
         handle = self._server_message
         masks = self.masking is not None
+        # The masked result whose DataRows are being relayed, with its row masker (see
+        # _masked_rows), from the first of them on: until another message comes (which may
+        # change the front execution, its plan or the encoding), the next rows need no
+        # look-up of their own.
+        rows: tuple[Execution, Masker, pgmask.RowMasker] | None = None
+        data_row = m.DATA_ROW
         while size - pos >= 5:
             mtype, length = unpack(buf, pos)
             if length < 4:
                 raise ProtocolViolation("invalid message length from the upstream")
-            if length > limit and mtype != m.DATA_ROW and mtype != m.COPY_DATA:
+            end = pos + 1 + length
+            if rows is not None:
+                if mtype == data_row:
+                    # A DataRow of a masked result: as _mask_row, inline (most rows are here).
+                    if end > size:  # a row to mask is needed whole (bounded by max_message)
+                        if length > limit:
+                            raise ProtocolViolation("a result row to mask exceeds the size limit")
+                        break
+                    result, masker, mask_row = rows
+                    result.rows = (result.rows or 0) + 1
+                    before = masker.total
+                    replacement = mask_row(buf, pos + 5, end)
+                    result.masked_values += masker.total - before
+                    sink = result.row_sink
+                    if replacement is not None:
+                        if sink is not None:
+                            sink(replacement[5:])
+                        if run_start < pos:
+                            out.append(bytes(buf[run_start:pos]))
+                        out.append(replacement)
+                        run_start = end
+                    elif sink is not None:
+                        sink(bytes(buf[pos + 5 : end]))
+                    pos = end
+                    continue
+                rows = None
+            if length > limit and mtype != data_row and mtype != m.COPY_DATA:
                 # (rows and COPY data that need no masking are streamed, never buffered)
                 raise ProtocolViolation(
                     f"a message of {length} bytes from the upstream exceeds the limit of {limit}"
                 )
-            end = pos + 1 + length
-            if mtype == m.DATA_ROW or mtype == m.COPY_DATA:
+            if mtype == data_row or mtype == m.COPY_DATA:
                 execution = self._front_execution()
                 masking = (
                     self._row_masking(mtype, execution)
@@ -962,7 +995,7 @@ class Relay:
                     else None
                 )
                 if masking is None:
-                    if mtype == m.DATA_ROW and execution is not None:
+                    if mtype == data_row and execution is not None:
                         execution.rows = (execution.rows or 0) + 1
                         # The recorder's sample takes whole rows only.
                         if execution.row_sink is not None and end <= size:
@@ -974,9 +1007,12 @@ class Relay:
                     pos = end
                     continue
                 if end > size:  # a row to mask is needed whole (bounded by max_message)
-                    if length > self.max_message:
+                    if length > limit:
                         raise ProtocolViolation("a result row to mask exceeds the size limit")
                     break
+                rows = self._masked_rows(mtype, masking, execution)
+                if rows is not None:
+                    continue  # this row again, on the fast path above
                 replacement = self._mask_row(mtype, masking, buf, pos, end)
                 if replacement is not None:
                     if run_start < pos:
@@ -1240,12 +1276,6 @@ class Relay:
                 )
             else:
                 assert isinstance(row_plan, pgmask.PgPlan)
-                if row_plan.detect and self.encoding in pgmask.ASCII_TRANSPARENT:
-                    replacement = pgmask.mask_data_row(
-                        buf, pos + 5, end, row_plan, masker, self.encoding, mtype
-                    )
-                    self._masked_row(execution, masker.total - before, replacement, buf, pos, end)
-                    return replacement
                 masked = pgmask.rewrite_data_row(
                     bytes(buf[pos + 5 : end]), row_plan, masker, self.encoding
                 )
@@ -1255,6 +1285,27 @@ class Relay:
         elif execution is not None:
             execution.masked_values += masker.total - before
         return replacement
+
+    def _masked_rows(
+        self, mtype: int, masking: tuple[Masker | None, object], execution: Execution | None
+    ) -> tuple[Execution, Masker, pgmask.RowMasker] | None:
+        """For a DataRow of a result masked on the fast path (a byte filter, an
+        ASCII-transparent encoding): its execution, masker and row masker, the latter made
+        once per plan and encoding. None for any other row: :meth:`_mask_row` takes it."""
+        masker, row_plan = masking  # (a look-up's row has no plan, nor has COPY data a PgPlan)
+        if (
+            mtype != m.DATA_ROW
+            or not isinstance(row_plan, pgmask.PgPlan)
+            or not row_plan.detect
+            or self.encoding not in pgmask.ASCII_TRANSPARENT
+        ):
+            return None
+        assert execution is not None and masker is not None
+        known = execution.row_masker
+        if known is None or known[0] is not row_plan or known[1] != self.encoding:
+            mask_row = pgmask.row_masker(row_plan, masker, self.encoding, m.DATA_ROW)
+            known = execution.row_masker = (row_plan, self.encoding, mask_row)
+        return execution, masker, known[2]
 
     @staticmethod
     def _masked_row(
