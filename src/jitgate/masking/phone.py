@@ -46,6 +46,9 @@ class PhoneDetector(Detector):
     )
     _digit_group = re.compile(r"[0-9]+")
     _card_shaped = re.compile(r"[0-9]{4}(?P<sep>[ -])[0-9]{4,6}(?:(?P=sep)[0-9]{1,5}){1,3}")
+    # Digit groups joined by single "-" or ".": every number inside starts right after a
+    # digit or a joined digit, and ends right before one (see _check).
+    _joined = re.compile(r"[0-9]+(?:[-.][0-9]+)*")
     _lead = re.compile(r"[+(][ (]?\Z|[ (]\Z")
     _extension = re.compile(r"(?i)[ ,]*(?:ext\.?|extension|x|#)[ .]*[0-9]{1,6}\b|\)")
 
@@ -92,8 +95,14 @@ class PhoneDetector(Detector):
         window_start = before.start() if before else start
         after = self._extension.match(text, end)
         window_end = after.end() if after else end
-        window = text[window_start:window_end]
         claimed = claims.between(window_start, window_end)
+        if (
+            not (before or after or claimed)
+            and self._joined.fullmatch(text, start, end)
+            and (self._glued_before(text, start, claims) or self._glued_after(text, end, claims))
+        ):
+            return []  # whatever the library found in it would be dropped as glued
+        window = text[window_start:window_end]
         if claimed:  # blank what stronger detectors took, so it cannot join a number
             chars = list(window)
             for claim_start, claim_end in claimed:
@@ -250,12 +259,22 @@ class PhoneDetector(Detector):
 
         A neighbour that another finding claimed will be masked, so it does not count.
         """
+        return PhoneDetector._glued_before(text, start, claims) or PhoneDetector._glued_after(
+            text, end, claims
+        )
+
+    @staticmethod
+    def _glued_before(text: str, start: int, claims: Claims) -> bool:
         if start > 0 and not claims.overlaps(start - 1, start):
             before = text[start - 1]
             if before.isalnum() or before in "#_":
                 return True
             if before in "-./" and start > 1 and text[start - 2].isalnum():
                 return True
+        return False
+
+    @staticmethod
+    def _glued_after(text: str, end: int, claims: Claims) -> bool:
         if end < len(text) and not claims.overlaps(end, end + 1):
             after = text[end]
             if after.isdigit():
