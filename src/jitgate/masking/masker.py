@@ -303,7 +303,7 @@ class Masker:
             isinstance(action, Detection) and not action.scanner.could_match(value)
         ):
             return MaskResult(value, False, _EMPTY_COUNTS)  # the hot path: nothing to look at
-        new, counts = self._apply(action, value, kind, nullable)
+        new, counts = self._apply(action, value, kind, nullable, candidate=True)
         if counts is None:
             return MaskResult(value, False, _EMPTY_COUNTS)
         return MaskResult(new, True, MappingProxyType(counts))
