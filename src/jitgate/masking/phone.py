@@ -124,7 +124,7 @@ class PhoneDetector(Detector):
         tail). Inside it, each number starts right after a digit, or a ``-``/``.`` after
         one, and ends right before the same, so it is glued on the inner sides too."""
         return self._joined.fullmatch(text, start, end) is not None and (
-            self._glued_before(text, start, claims) or self._glued_after(text, end, claims)
+            _glued_before(text, start, claims) or _glued_after(text, end, claims)
         )
 
     def _match(self, window: str) -> list[tuple[int, int, str, str]]:
@@ -144,11 +144,11 @@ class PhoneDetector(Detector):
         hyphens (most international numbers) when they are one valid number; ``None``:
         not known, ask the matcher.
 
-        For such a window the matcher's one candidate is all of it (no date, time, bracket
-        or page-reference shape, nothing before or after it), and it takes the candidate
-        when ``parse`` and ``is_valid_number`` accept it: with ``+`` no national prefix is
-        required, and there is no ``x`` to check. Only a rejection makes it look further
-        (for inner numbers), so that case is left to it.
+        For such a window (at most 15 digits) the matcher's one candidate is all of it (no
+        date, time, bracket or page-reference shape, nothing before or after it), and it
+        takes the candidate when ``parse`` and ``is_valid_number`` accept it: with ``+`` no
+        national prefix is required, and there is no ``x`` to check. Only a rejection makes
+        it look further (for inner numbers), so that case is left to it.
         """
         if self._international_window.fullmatch(window) is None:
             return None
@@ -292,29 +292,27 @@ class PhoneDetector(Detector):
 
         A neighbour that another finding claimed will be masked, so it does not count.
         """
-        return PhoneDetector._glued_before(text, start, claims) or PhoneDetector._glued_after(
-            text, end, claims
-        )
+        return _glued_before(text, start, claims) or _glued_after(text, end, claims)
 
-    @staticmethod
-    def _glued_before(text: str, start: int, claims: Claims) -> bool:
-        if start > 0 and not claims.overlaps(start - 1, start):
-            before = text[start - 1]
-            if before.isalnum() or before in "#_":
-                return True
-            if before in "-./" and start > 1 and text[start - 2].isalnum():
-                return True
-        return False
 
-    @staticmethod
-    def _glued_after(text: str, end: int, claims: Claims) -> bool:
-        if end < len(text) and not claims.overlaps(end, end + 1):
-            after = text[end]
-            if after.isdigit():
-                return True
-            if after in "-./" and end + 1 < len(text) and text[end + 1].isdigit():
-                return True
-        return False
+def _glued_before(text: str, start: int, claims: Claims) -> bool:
+    if start > 0 and not claims.overlaps(start - 1, start):
+        before = text[start - 1]
+        if before.isalnum() or before in "#_":
+            return True
+        if before in "-./" and start > 1 and text[start - 2].isalnum():
+            return True
+    return False
+
+
+def _glued_after(text: str, end: int, claims: Claims) -> bool:
+    if end < len(text) and not claims.overlaps(end, end + 1):
+        after = text[end]
+        if after.isdigit():
+            return True
+        if after in "-./" and end + 1 < len(text) and text[end + 1].isdigit():
+            return True
+    return False
 
 
 def _why(number: phonenumbers.PhoneNumber) -> str:
