@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from unittest.mock import patch
 
 import phonenumbers
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jitgate.masking import BUILTIN_TYPES, Masker, build_scanner, load_profile
+from jitgate.masking.masker import _JSON_STRING
 from jitgate.masking.phone import PhoneDetector
 from jitgate.masking.scanner import Scanner
 from jitgate.masking.strategies import hash_token, normalize
@@ -242,3 +244,13 @@ def test_phone_shortcuts_find_what_the_library_matcher_finds(text: str, region: 
         ):
             general = build_scanner(types, region=region).scan(text)
         assert fast == general
+
+
+@FUZZ
+@given(st.one_of(cells, st.text(alphabet='"\\au \n\x01é{}:', max_size=40)))
+def test_json_string_literals_are_found_as_the_plain_pattern_finds_them(text: str) -> None:
+    """The unrolled pattern (runs of plain characters between escapes) is the plain one."""
+    plain = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+    assert [m.span() for m in _JSON_STRING.finditer(text)] == [
+        m.span() for m in plain.finditer(text)
+    ]
