@@ -53,7 +53,9 @@ def _type_class(value: TypeClass | str) -> TypeClass:
 
 _TEXTUAL = frozenset({TypeClass.TEXT, TypeClass.JSON})
 # A JSON string literal (its quotes included), for telling where a finding sits in a document.
-_JSON_STRING = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+# Runs of plain characters between escapes: the same matches as "(?:plain|\\.)*", in a
+# fraction of the steps.
+_JSON_STRING = re.compile(r'"[^"\\\x00-\x1f]*(?:\\.[^"\\\x00-\x1f]*)*"')
 # The characters of a JSON scalar outside strings (number, true/false/null).
 _JSON_SCALAR = frozenset("0123456789+-.eEtrufalsn")
 _OPENERS = ("{", "[")  # how a text cell that may be a JSON document starts
@@ -303,7 +305,7 @@ class Masker:
             isinstance(action, Detection) and not action.scanner.could_match(value)
         ):
             return MaskResult(value, False, _EMPTY_COUNTS)  # the hot path: nothing to look at
-        new, counts = self._apply(action, value, kind, nullable)
+        new, counts = self._apply(action, value, kind, nullable, candidate=True)
         if counts is None:
             return MaskResult(value, False, _EMPTY_COUNTS)
         return MaskResult(new, True, MappingProxyType(counts))
@@ -507,7 +509,7 @@ class Masker:
         number (``{"card": 4111111111111111}``) turns the whole number into a string
         (``"************1111"``). A finding that spans JSON structure (a value across two
         array items, say) is handled by masking the parsed document value by value."""
-        strings = [(m.start(), m.end()) for m in _JSON_STRING.finditer(value)]
+        strings = [m.span() for m in _JSON_STRING.finditer(value)]
         starts = [start for start, _end in strings]
         pieces: list[str] = []
         position = 0

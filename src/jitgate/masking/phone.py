@@ -26,7 +26,10 @@ class PhoneDetector(Detector):
     whose digits fit the default region's national number pattern (from the library's
     own metadata), so timestamps and numeric IDs never reach it. A match glued to a longer
     token (``INV-…``, ``….00``) is dropped. Results are cached per window text, since the
-    same number tends to repeat down a column. A cell with more than ``max_windows``
+    same number tends to repeat down a column. Two windows skip the matcher, with the
+    same outcome: digit groups glued to a longer token (all it could find would be
+    dropped) and a whole ``+`` number that ``parse`` and ``is_valid_number`` accept (what
+    the matcher would take). A cell with more than ``max_windows``
     candidates (a huge blob of numbers) fails closed: the rest count unvalidated.
     """
 
@@ -46,6 +49,8 @@ class PhoneDetector(Detector):
     )
     _digit_group = re.compile(r"[0-9]+")
     _card_shaped = re.compile(r"[0-9]{4}(?P<sep>[ -])[0-9]{4,6}(?:(?P=sep)[0-9]{1,5}){1,3}")
+    _joined = re.compile(r"[0-9]+(?:[-.][0-9]+)*")
+    _international_window = re.compile(r"\+[0-9]+(?:[ -][0-9]+)*")
     _lead = re.compile(r"[+(][ (]?\Z|[ (]\Z")
     _extension = re.compile(r"(?i)[ ,]*(?:ext\.?|extension|x|#)[ .]*[0-9]{1,6}\b|\)")
 
@@ -92,8 +97,10 @@ class PhoneDetector(Detector):
         window_start = before.start() if before else start
         after = self._extension.match(text, end)
         window_end = after.end() if after else end
-        window = text[window_start:window_end]
         claimed = claims.between(window_start, window_end)
+        if not (before or after or claimed) and self._all_glued(text, start, end, claims):
+            return []  # whatever the library found in it would be dropped below
+        window = text[window_start:window_end]
         if claimed:  # blank what stronger detectors took, so it cannot join a number
             chars = list(window)
             for claim_start, claim_end in claimed:
@@ -110,10 +117,51 @@ class PhoneDetector(Detector):
                 found.append(Finding(self.type, match_start, match_end, raw, why))
         return found
 
+    def _all_glued(self, text: str, start: int, end: int, claims: Claims) -> bool:
+        """Whether every number found in ``text[start:end]`` (no claim in it) would be
+        :meth:`_glued`, so the library need not look: digit groups joined by single ``-``
+        or ``.`` glued to a longer token on one side (``978-3-16-148410``, an ISBN's
+        tail). Inside it, each number starts right after a digit, or a ``-``/``.`` after
+        one, and ends right before the same, so it is glued on the inner sides too."""
+        return self._joined.fullmatch(text, start, end) is not None and (
+            _glued_before(text, start, claims) or _glued_after(text, end, claims)
+        )
+
     def _match(self, window: str) -> list[tuple[int, int, str, str]]:
         cached = self._cache.get(window)
         if cached is not None:
             return cached
+        found = self._whole_international(window)
+        if found is None:
+            found = self._matches(window)
+        if len(self._cache) >= self._cache_size:
+            self._cache.clear()
+        self._cache[window] = found
+        return found
+
+    def _whole_international(self, window: str) -> list[tuple[int, int, str, str]] | None:
+        """What :meth:`_matches` finds in ``+`` and digit groups joined by single spaces or
+        hyphens (most international numbers) when they are one valid number; ``None``:
+        not known, ask the matcher.
+
+        For such a window (at most 15 digits) the matcher's one candidate is all of it (no
+        date, time, bracket or page-reference shape, nothing before or after it), and it
+        takes the candidate when ``parse`` and ``is_valid_number`` accept it: with ``+`` no
+        national prefix is required, and there is no ``x`` to check. Only a rejection makes
+        it look further (for inner numbers), so that case is left to it.
+        """
+        if self._international_window.fullmatch(window) is None:
+            return None
+        try:
+            number = phonenumbers.parse(window, self.region, keep_raw_input=True)
+        except phonenumbers.NumberParseException:
+            return None
+        if not phonenumbers.is_valid_number(number):
+            return None
+        return [(0, len(window), window, _why(number))]
+
+    def _matches(self, window: str) -> list[tuple[int, int, str, str]]:
+        """Valid numbers the library's matcher finds in ``window``, grouping checked."""
         found = []
         matcher = phonenumbers.PhoneNumberMatcher(
             window, self.region, leniency=phonenumbers.Leniency.VALID
@@ -125,13 +173,7 @@ class PhoneDetector(Detector):
                 )
             ):
                 continue  # valid digits, grouped as no one writes this country's numbers
-            code = match.number.country_code or 0
-            region = phonenumbers.region_code_for_country_code(code)
-            why = f"valid number, country code +{code} ({region})"
-            found.append((match.start, match.end, match.raw_string, why))
-        if len(self._cache) >= self._cache_size:
-            self._cache.clear()
-        self._cache[window] = found
+            found.append((match.start, match.end, match.raw_string, _why(match.number)))
         return found
 
     def _plainly_grouped(self, raw: str) -> bool:
@@ -250,19 +292,32 @@ class PhoneDetector(Detector):
 
         A neighbour that another finding claimed will be masked, so it does not count.
         """
-        if start > 0 and not claims.overlaps(start - 1, start):
-            before = text[start - 1]
-            if before.isalnum() or before in "#_":
-                return True
-            if before in "-./" and start > 1 and text[start - 2].isalnum():
-                return True
-        if end < len(text) and not claims.overlaps(end, end + 1):
-            after = text[end]
-            if after.isdigit():
-                return True
-            if after in "-./" and end + 1 < len(text) and text[end + 1].isdigit():
-                return True
-        return False
+        return _glued_before(text, start, claims) or _glued_after(text, end, claims)
+
+
+def _glued_before(text: str, start: int, claims: Claims) -> bool:
+    if start > 0 and not claims.overlaps(start - 1, start):
+        before = text[start - 1]
+        if before.isalnum() or before in "#_":
+            return True
+        if before in "-./" and start > 1 and text[start - 2].isalnum():
+            return True
+    return False
+
+
+def _glued_after(text: str, end: int, claims: Claims) -> bool:
+    if end < len(text) and not claims.overlaps(end, end + 1):
+        after = text[end]
+        if after.isdigit():
+            return True
+        if after in "-./" and end + 1 < len(text) and text[end + 1].isdigit():
+            return True
+    return False
+
+
+def _why(number: phonenumbers.PhoneNumber) -> str:
+    code = number.country_code or 0
+    return f"valid number, country code +{code} ({phonenumbers.region_code_for_country_code(code)})"
 
 
 def _among_numbers(text: str, start: int, end: int, claims: Claims) -> bool:

@@ -6,13 +6,17 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from unittest.mock import patch
 
+import phonenumbers
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jitgate.masking import BUILTIN_TYPES, Masker, build_scanner, load_profile
+from jitgate.masking.masker import _JSON_STRING
+from jitgate.masking.phone import PhoneDetector
 from jitgate.masking.scanner import Scanner
 from jitgate.masking.strategies import hash_token, normalize
 
@@ -188,3 +192,65 @@ def test_a_hash_token_is_the_base32_of_the_keyed_hmac(key: bytes, kind: str, tex
     value = normalize(kind, text).encode("utf-8", "surrogatepass")
     digest = hmac.new(key, value, hashlib.sha256).digest()[:10]
     assert hash_token(key, kind, text) == "tok_" + base64.b32encode(digest).decode().lower()
+
+
+# Phone numbers of many countries as people write them, and digit runs around them.
+PHONE_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+PHONE_FORMATS = [
+    phonenumbers.PhoneNumberFormat.E164,
+    phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+    phonenumbers.PhoneNumberFormat.NATIONAL,
+]
+
+
+@st.composite
+def phone_like(draw: st.DrawFn) -> str:
+    region = draw(st.sampled_from(PHONE_REGIONS))
+    example = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE)
+    if example is None:
+        return draw(st.text(alphabet="0123456789 -.+", min_size=7, max_size=20))
+    national = str(example.national_number)
+    tail = draw(st.text(alphabet="0123456789", min_size=0, max_size=min(4, len(national))))
+    national = national[: len(national) - len(tail)] + tail
+    number = phonenumbers.parse(f"+{example.country_code}{national}")
+    text = phonenumbers.format_number(number, draw(st.sampled_from(PHONE_FORMATS)))
+    return text.replace(" ", draw(st.sampled_from([" ", "-", ".", "", "  "])))
+
+
+phone_glue = st.sampled_from(["", " ", "-", ".", "978-", "INV-", "x", "#", "1-", "(", "+", ". "])
+phone_cells = st.lists(
+    st.one_of(
+        st.tuples(phone_glue, phone_like(), phone_glue).map("".join),
+        st.text(alphabet="0123456789 -.+()x", max_size=24),
+        st.sampled_from(VALUES),
+        # Country code and digit pattern fine, yet not valid numbers.
+        st.sampled_from(["+4949788396936", "+49 4940 6594025", "+49-4949-303736"]),
+    ),
+    min_size=1,
+    max_size=4,
+).map(" ".join)
+
+
+@FUZZ
+@given(phone_cells, st.sampled_from(["US", "GB", "DE", "IN", "BR", "JP"]))
+def test_phone_shortcuts_find_what_the_library_matcher_finds(text: str, region: str) -> None:
+    """Windows decided without the matcher (glued digit groups, a whole ``+`` number) give
+    the findings the matcher gives; fresh scanners, so no cached window is shared."""
+    for types in (["phone"], BUILTIN_TYPES):
+        fast = build_scanner(types, region=region).scan(text)
+        with (
+            patch.object(PhoneDetector, "_all_glued", lambda *args: False),
+            patch.object(PhoneDetector, "_whole_international", lambda self, window: None),
+        ):
+            general = build_scanner(types, region=region).scan(text)
+        assert fast == general
+
+
+@FUZZ
+@given(st.one_of(cells, st.text(alphabet='"\\au \n\x01é{}:', max_size=40)))
+def test_json_string_literals_are_found_as_the_plain_pattern_finds_them(text: str) -> None:
+    """The unrolled pattern (runs of plain characters between escapes) is the plain one."""
+    plain = re.compile(r'"(?:[^"\\\x00-\x1f]|\\.)*"')
+    assert [m.span() for m in _JSON_STRING.finditer(text)] == [
+        m.span() for m in plain.finditer(text)
+    ]
