@@ -475,15 +475,7 @@ def row_masker(row_plan: PgPlan, masker: Masker, encoding: str, code: int | None
             if (starts[index + 1] - 4 if index + 1 < width else size) > starts[index]:
                 todo[index] = column
         if classes_search is not None:
-            hit = classes_search(classes, 2)  # (_hits, inline: one search a row, mostly)
-            while hit is not None:
-                index = bisect_right(starts, hit.start() + 4) - 1
-                scanned = detect[index]
-                if scanned is not None:
-                    todo[index] = scanned
-                if index == last:
-                    break
-                hit = classes_search(classes, starts[index + 1] - 4)
+            _hits(classes_search, classes, starts, detect, todo)
             if row.find(b"\\") >= 0:
                 # JSON or log escapes: "x\\n4111…" holds a card the scanner finds once
                 # the escape is blanked (see scanner.unescaped); so must the filter.
