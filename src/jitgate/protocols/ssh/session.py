@@ -1139,6 +1139,11 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         if self._held:  # another line is held: keep what is left for its turn
             self._backlog = [text for text, _ in queue] + self._backlog
             return
+        self._read_on()
+
+    def _read_on(self) -> None:
+        """Nothing is held any more: pass on the client's EOF if it waited behind what was
+        held, else read the client again."""
         if self._held_eof and self.up_chan is not None:
             self._held_eof = False
             self.up_chan.write_eof()
@@ -1224,11 +1229,7 @@ class ClientChannel(asyncssh.SSHServerSession[bytes]):
         self._held = False
         if self._ended:
             return
-        if self._held_eof and self.up_chan is not None:
-            self._held_eof = False
-            self.up_chan.write_eof()
-        elif self.chan is not None:
-            self.chan.resume_reading()
+        self._read_on()
 
     def _record_sftp(self) -> None:
         assert self.sftp is not None
