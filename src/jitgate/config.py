@@ -236,6 +236,11 @@ class RecordingSettings(_Section):
     # "request" (fdatasync before each request: survives an OS crash too, costs a disk
     # flush per statement; see bench/recorder_cost.py).
     fsync: Literal["close", "request"] = "close"
+    # Where events are encoded and written: "process" (a writer process beside the
+    # gateway, for PostgreSQL sessions with fsync "close": the gateway only hands each
+    # record over through a shared file; see jitgate.recording.handoff) or "inline" (in
+    # the gateway's event loop, as SSH sessions and fsync "request" always are).
+    writer: Literal["process", "inline"] = "process"
     storage: Literal["local", "s3"] = "local"
     s3: S3Settings | None = None
     retention_days: int | None = Field(default=None, ge=1)

@@ -15,12 +15,16 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jitgate.recording import keys, recovery
+from sqlalchemy import select
+
+from jitgate.recording import handoff, keys, recovery
 from jitgate.recording.export import Exporter, StoreCursor, StoreSource, open_sink
 from jitgate.recording.retention import apply_retention
 from jitgate.recording.upload import Uploader
+from jitgate.store.models import SessionRow
 
 if TYPE_CHECKING:
     from jitgate.server.gateway import Gateway
@@ -37,6 +41,19 @@ def start(gateway: Gateway) -> recovery.Node:
 
 
 def _recover(gateway: Gateway, node: recovery.Node) -> None:
+    root = gateway.paths.recordings
+
+    def locate(session_id: str) -> Path | None:
+        with gateway.store.session() as db:
+            relative = db.scalar(
+                select(SessionRow.recording_path).where(SessionRow.id == session_id)
+            )
+        return root / relative if relative else None
+
+    # What the writer processes of stopped gateways left in their spool rings goes into
+    # the recordings first: recovery seals them as they are.
+    if not handoff.drain_leftovers(root, locate):
+        return  # a stopped gateway's writer is still at work: recover at the next beat
     recovered = recovery.recover_interrupted(
         gateway.store,
         gateway.paths.recordings,

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import struct
+import os
 import time
 import uuid
 from collections import Counter
@@ -41,8 +41,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from sqlalchemy import select
 
-from jitgate.policy.types import Outcome
-from jitgate.recording.log import EventLog, EventShape
+from jitgate.policy.types import Decision, Outcome
+from jitgate.recording.encode import CLOSE, EVENT, OPEN, REQUEST, RESULT, Result, SessionEncoder
+from jitgate.recording.handoff import Handoff, resume_log
+from jitgate.recording.log import EventLog
 from jitgate.recording.options import resolve
 from jitgate.recording.seal import SEAL_TYPE, make_seal
 from jitgate.store.db import Store
@@ -61,15 +63,10 @@ CLOSE_RETRY_SECONDS = 2.0
 #: Longest time a result event waits in memory before it is written.
 FLUSH_DELAY = 0.05
 
-_INT16 = struct.Struct("!h")
-_INT32 = struct.Struct("!i")
-_FIELD_TAIL = 18  # RowDescription: table oid, attnum, type oid, typlen, typmod, format
+#: How long closing a session waits for the writer process to close its log.
+WRITER_CLOSE_SECONDS = 60.0
 
-# The members of a request event that change from one statement to the next (the rest
-# is encoded once per kind of statement: see SessionRecorder.started).
-_REQUEST_VARIABLE = ("request", "text")
-_INT = frozenset({"request", "rows", "masked_values"})
-_SORTED = orjson.OPT_SORT_KEYS  # nested members are canonical JSON too
+_SORTED = orjson.OPT_SORT_KEYS
 _dumps = orjson.dumps
 _ALLOW = Outcome.ALLOW
 
@@ -111,6 +108,32 @@ class Recorder:
         self.signing_key = signing_key
         self.settings = settings or RecordingSettings()
         self.created_at = utcnow()  # sessions older than this belong to an earlier process
+        self._handoff: Handoff | None = None
+        self._writer_retry_at = 0.0
+
+    def _writer(self) -> Handoff | None:
+        """The writer process, started when first needed (and again after it died);
+        None if it cannot be started (sessions are then recorded inline)."""
+        handoff = self._handoff
+        if handoff is not None and handoff.alive:
+            return handoff
+        if time.monotonic() < self._writer_retry_at:
+            return None
+        try:
+            handoff = self._handoff = Handoff.start(self.root)
+        except OSError as exc:
+            self._handoff = None
+            self._writer_retry_at = time.monotonic() + 30.0
+            log.error("cannot start the recording writer process, recording inline: %s", exc)
+            return None
+        return handoff
+
+    def stop(self) -> None:
+        """Stop the writer process (after the sessions are closed): it writes what is
+        left and exits."""
+        if self._handoff is not None:
+            self._handoff.stop()
+            self._handoff = None
 
     def _path(self, session_id: str, started: datetime) -> Path:
         return self.root / started.strftime("%Y/%m/%d") / f"{session_id}.jsonl"
@@ -129,10 +152,23 @@ class Recorder:
         path = self._path(session_id, started) if enabled else None
         event_log: EventLog | None = None
         failure: Exception | None = None
+        handoff: Handoff | None = None
+        if (
+            path is not None
+            and self.settings.writer == "process"
+            and resolved.fsync == "close"
+            and meta.protocol == "postgres"
+        ):
+            handoff = self._writer()
         if path is not None:
             try:
-                event_log = EventLog(path, session_id)
+                if handoff is not None:  # the writer opens it: here, only make sure it can be
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+                else:
+                    event_log = EventLog(path, session_id)
             except OSError as exc:
+                handoff = None
                 failure, path = exc, None
                 self._start_failed(meta, session_id, resolved.fail_open, exc)
 
@@ -171,6 +207,10 @@ class Recorder:
                     event_log.close()
                     event_log.path.unlink()
                 event_log = None
+            if handoff is not None and path is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                handoff = None
             self._start_failed(meta, session_id, resolved.fail_open, exc)
             failure = exc
         recorder = SessionRecorder(
@@ -180,12 +220,18 @@ class Recorder:
             fail_open=resolved.fail_open,
             fsync=resolved.fsync,
             sample=(resolved.sample_rows, resolved.sample_bytes),
+            handoff=handoff,
+            path=path,
         )
         recorder.unrecorded = failure is not None
-        if event_log is not None:
+        if event_log is not None or handoff is not None:
             start = {"session": session_id, **dataclasses.asdict(meta)}
             start["grant_ids"] = sorted(meta.grant_ids)
-            event_log.append("session.start", start)
+            if handoff is not None and path is not None:
+                handoff.subscribe(session_id, recorder, path)
+                recorder.opened(str(path), _dumps(start, default=str))
+            elif event_log is not None:
+                event_log.append("session.start", start)
         return recorder
 
     def _start_failed(
@@ -245,36 +291,32 @@ class RowSample:
         self.truncated = True
         self.execution.row_sink = None
 
-    def render(
-        self, cache: dict[bytes, tuple[list[str], list[int]]], encoding: str = "utf-8"
-    ) -> dict[str, Any]:
-        execution = self.execution
-        description = execution.row_description
-        if description is None and execution.source is not None:
-            description = execution.source.row_description
-        columns: list[str] = []
-        formats: list[int] | tuple[int, ...] = []
-        if description:
-            known = cache.get(description)
-            if known is None:
-                if len(cache) >= 256:
-                    cache.clear()
-                known = cache[description] = _columns(description, encoding)
-            columns, formats = known
-        formats = execution.result_formats or formats
-        rows = []
-        if any(formats):
-            for row in self.rows:
-                rows.append(_cells(row, formats, encoding))
-        else:  # all text (the usual case)
-            for row in self.rows:
-                rows.append(_text_cells(row, encoding))
-        out: dict[str, Any] = {"rows": rows}
-        if columns:
-            out["columns"] = columns
-        if self.truncated:
-            out["truncated"] = True
-        return out
+    def result(self, execution: Execution) -> Result:
+        """The RESULT record of ``execution`` with these rows as its sample."""
+        return _result(execution, self.rows, self.truncated)
+
+
+def _result(execution: Execution, rows: list[bytes] | None, truncated: bool = False) -> Result:
+    """The RESULT record (:data:`jitgate.recording.encode.Result`) of a finished execution;
+    ``rows`` is its sample (None if it is not sampled)."""
+    own = description = execution.row_description
+    if description is None and execution.source is not None:
+        description = execution.source.row_description
+    return (
+        execution.seq,
+        execution.status,
+        execution.tag,
+        execution.rows,
+        execution.started_ns,
+        execution.finished_ns,
+        execution.error,
+        execution.masked_values,
+        description,
+        execution.result_formats,
+        rows,
+        truncated,
+        rows is not None and (bool(rows) or own is not None),
+    )
 
 
 def _request_fields(execution: Execution) -> dict[str, Any]:
@@ -302,59 +344,15 @@ def _request_fields(execution: Execution) -> dict[str, Any]:
     return data
 
 
-def _columns(payload: bytes, encoding: str) -> tuple[list[str], list[int]]:
-    try:
-        (count,) = _INT16.unpack_from(payload, 0)
-        offset, names, formats = 2, [], []
-        for _ in range(count):
-            end = payload.index(b"\x00", offset)
-            names.append(payload[offset:end].decode(encoding, "replace"))
-            formats.append(struct.unpack_from("!h", payload, end + 1 + _FIELD_TAIL - 2)[0])
-            offset = end + 1 + _FIELD_TAIL
-        return names, formats
-    except (struct.error, ValueError):
-        return [], []
-
-
-def _cells(payload: bytes, formats: list[int] | tuple[int, ...], encoding: str) -> list[str | None]:
-    cells: list[str | None] = []
-    try:
-        (count,) = _INT16.unpack_from(payload, 0)
-        offset = 2
-        for index in range(count):
-            (length,) = _INT32.unpack_from(payload, offset)
-            offset += 4
-            if length < 0:
-                cells.append(None)
-                continue
-            raw = payload[offset : offset + length]
-            offset += length
-            fmt = formats[index] if index < len(formats) else (formats[0] if formats else 0)
-            cells.append(raw.decode(encoding, "replace") if fmt == 0 else "\\x" + raw.hex())
-    except struct.error:
-        cells.append("<truncated row>")
-    return cells
-
-
-def _text_cells(payload: bytes, encoding: str) -> list[str | None]:
-    """:func:`_cells` of a row whose values are all in text format."""
-    cells: list[str | None] = []
-    offset = 2
-    try:
-        for _ in range(_INT16.unpack_from(payload, 0)[0]):
-            length = _INT32.unpack_from(payload, offset)[0]
-            offset += 4
-            if length < 0:
-                cells.append(None)
-            else:
-                cells.append(payload[offset : offset + length].decode(encoding, "replace"))
-                offset += length
-    except struct.error:
-        cells.append("<truncated row>")
-    return cells
-
-
 class SessionRecorder:
+    """One session's recording, as the relays report it (their ``Observer``).
+
+    Events are encoded here (*inline*: ``log`` is the session's :class:`EventLog`) or,
+    when ``handoff`` is given, described as records and handed to the writer process
+    (:mod:`jitgate.recording.handoff`), which encodes the same events; if the writer
+    dies, the session goes on inline with the log the gateway took over.
+    """
+
     def __init__(
         self,
         recorder: Recorder,
@@ -364,6 +362,8 @@ class SessionRecorder:
         fail_open: bool = False,
         fsync: str = "close",
         sample: tuple[int, int] | None = None,
+        handoff: Handoff | None = None,
+        path: Path | None = None,
     ) -> None:
         self.recorder = recorder
         self.session_id = session_id
@@ -381,36 +381,78 @@ class SessionRecorder:
         self._sample_rows = rows if size else 0  # rows and bytes of results kept, at most
         self._sample_bytes = size
         self._samples: dict[int, RowSample] = {}
-        # Results to encode, with the wall-clock time each finished (its event's "at").
-        self._done: list[tuple[Execution, RowSample | None, int]] = []
-        self._request_cache: dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]] = {}
-        self._columns_cache: dict[bytes, tuple[list[str], list[int]]] = {}
-        self._result_shapes: dict[tuple[Any, ...], EventShape] = {}
+        # Results to encode (inline), with the wall-clock time each finished.
+        self._done: list[tuple[Result, int]] = []
+        # Statement classification and decision → the request event's fixed members.
+        self._request_cache: dict[tuple[Any, ...], tuple[bytes, Decision]] = {}
+        self._encoder = SessionEncoder(log) if log is not None else None
         # recording.fsync "request": an allowed request's event reaches the disk itself,
         # not only the kernel, before the request goes on (survives an OS crash too).
         self._sync_requests = fsync == "request"
+        self._handoff = handoff
+        self._path = path
+        self._seq = 0  # events handed to the writer (their numbers in the log)
+        self._writer_error: str | None = None  # the writer cannot write this log
 
     @property
     def enabled(self) -> bool:
-        return self.log is not None
+        return self.log is not None or self._handoff is not None
 
     @property
     def refusing(self) -> bool:
         """The log cannot be written and this session fails closed: refuse new requests."""
-        return self.log is not None and self.log.failed is not None and not self.fail_open
+        if self.fail_open:
+            return False
+        if self._handoff is not None:
+            return self._writer_error is not None
+        return self.log is not None and self.log.failed is not None
+
+    # ------------------------------------------------------------ the writer
+
+    def _hand(self, kind: int, *payload: Any) -> bool:
+        """Hand one record to the writer; False when recording inline (no writer, or it
+        just died and this session was taken over)."""
+        handoff = self._handoff
+        if handoff is None:
+            return False
+        seq = self._seq + 1
+        if not handoff.put((kind, self.session_id, seq, time.time_ns(), *payload)):
+            return False
+        self._seq = seq
+        return True
+
+    def opened(self, path: str, start: bytes) -> None:
+        """Hand the session's OPEN record (its ``session.start`` event) to the writer."""
+        if not self._hand(OPEN, path, start):  # the writer died just now: inline
+            if self.log is None:
+                self.log = resume_log(Path(path), self.session_id)
+                self._encoder = SessionEncoder(self.log)
+            self.log.append("session.start", orjson.loads(start))
+
+    def writer_failed(self, error: str | None) -> None:
+        """The writer reports that this session's log cannot be written (or, with None,
+        that it can again)."""
+        if error is not None and self._writer_error is None:
+            self._write_failed(OSError(error))
+        self._writer_error = error
+
+    def writer_gone(self, encoder: SessionEncoder) -> None:
+        """The writer died; the gateway took over its ring: record inline from now on."""
+        self._handoff = None
+        self._writer_error = None
+        self.log = encoder.log
+        self._encoder = encoder
 
     # ------------------------------------------------------------------ Observer
 
-    def started(self, execution: Execution) -> None:
+    def _fields_of(self, execution: Execution) -> bytes:
+        """The request event's members fixed by the statement's classification and its
+        decision, as canonical JSON. They are the same every time a statement of the same
+        classification is decided the same way (the same decision object: the gate caches
+        them), whatever its constants: built once. The key holds exactly what
+        :func:`_request_fields` reads."""
         decision = execution.decision
-        self.counts[decision.outcome.value] += 1
-        if self.log is None:
-            return
         stmt = execution.statement
-        # What a request event says of its statement is the same every time a statement
-        # of the same classification is decided the same way (the same decision object:
-        # the gate caches them), whatever its constants: build it once. The fields in the
-        # key are exactly those _request_fields reads.
         key: tuple[Any, ...] = (
             (id(decision), execution.via)
             if stmt is None
@@ -427,31 +469,29 @@ class SessionRecorder:
         )
         cached = self._request_cache.get(key)
         if cached is None or cached[1] is not decision:
-            fields = _request_fields(execution)
-            try:
-                shape: EventShape | None = EventShape("request", fields, _REQUEST_VARIABLE, _INT)
-            except ValueError:
-                shape = None
-            cached = (shape, decision, fields)
+            cached = (_dumps(_request_fields(execution), option=_SORTED), decision)
             if len(self._request_cache) >= 512:
                 self._request_cache.clear()
             self._request_cache[key] = cached
-        if self._done:
-            self._encode_done()
-        shape = cached[0]
-        if shape is not None:
-            self.log.append_shaped(shape, (execution.seq, _dumps(execution.text)))
-        else:
-            data = cached[2].copy()
-            data["request"] = execution.seq
-            data["text"] = execution.text
-            self.log.append("request", data)
-        if decision.outcome is _ALLOW:
-            self._allowed_pending = True
-            if self._sample_rows:
-                sample = RowSample(execution, self._sample_rows, self._sample_bytes)
-                execution.row_sink = sample.add
-                self._samples[execution.seq] = sample
+        return cached[0]
+
+    def started(self, execution: Execution) -> None:
+        decision = execution.decision
+        self.counts[decision.outcome.value] += 1
+        if self._handoff is None and self.log is None:
+            return
+        fields = self._fields_of(execution)
+        if not self._hand(REQUEST, fields, execution.seq, execution.text):
+            assert self._encoder is not None
+            if self._done:
+                self._encode_done()
+            self._encoder.request(fields, execution.seq, execution.text)
+            if decision.outcome is _ALLOW:
+                self._allowed_pending = True
+        if decision.outcome is _ALLOW and self._sample_rows:
+            sample = RowSample(execution, self._sample_rows, self._sample_bytes)
+            execution.row_sink = sample.add
+            self._samples[execution.seq] = sample
 
     def finished(self, execution: Execution) -> None:
         status = execution.status
@@ -461,104 +501,21 @@ class SessionRecorder:
         if masked:
             self.counts["masked_values"] += masked
         sample = self._samples.pop(execution.seq, None) if self._samples else None
-        if self.log is not None:
-            # Encoded later, off the answer's path: before the next event, or by the timer
-            # of flush_soon.
-            self._done.append((execution, sample, time.time_ns()))
+        if self._handoff is None and self.log is None:
+            return
+        result = sample.result(execution) if sample is not None else _result(execution, None)
+        if not self._hand(RESULT, result):
+            # Encoded later, off the answer's path: before the answer is released
+            # (record_results), before the next event, or by the timer of flush_soon.
+            self._done.append((result, time.time_ns()))
 
     def _encode_done(self) -> None:
         """Append the result events of finished executions, in the order they finished."""
         done, self._done = self._done, []
-        log = self.log
-        assert log is not None
-        shapes = self._result_shapes
-        for execution, sample, at_ns in done:
-            tag = execution.tag
-            finished_ns = execution.finished_ns
-            if execution.error is not None or not tag or finished_ns is None:
-                self._encode_result(execution, sample, at_ns)  # not of a common shape
-                continue
-            # A result with a command tag and a duration, without error: its shape, so
-            # its fixed members, is decided by what follows.
-            description = execution.row_description
-            sampled = sample is not None and (bool(sample.rows) or description is not None)
-            if description is None and execution.source is not None:
-                description = execution.source.row_description
-            rows = execution.rows
-            masked = execution.masked_values
-            key = (description, execution.status, tag, rows is not None, masked > 0, sampled)
-            shape = shapes.get(key)
-            if shape is None:
-                shape = self._result_shape(key)
-                if shape is None:
-                    self._encode_result(execution, sample, at_ns)
-                    continue
-            values = [execution.seq, _dumps(round((finished_ns - execution.started_ns) / 1e6, 3))]
-            if rows is not None:
-                values.append(rows)
-            if masked:
-                values.append(masked)
-            if sampled:
-                assert sample is not None
-                values.append(_dumps(sample.render(self._columns_cache), option=_SORTED))
-            log.append_shaped(shape, values, at_ns)
-
-    def _encode_result(self, execution: Execution, sample: RowSample | None, at_ns: int) -> None:
-        """Append the result event of ``execution``, encoded whole."""
-        assert self.log is not None
-        data: dict[str, Any] = {"request": execution.seq, "status": execution.status}
-        if execution.tag:
-            data["command_tag"] = execution.tag
-        if execution.rows is not None:
-            data["rows"] = execution.rows
-        if execution.finished_ns is not None:
-            data["duration_ms"] = round((execution.finished_ns - execution.started_ns) / 1e6, 3)
-        if execution.error is not None:
-            data["error"] = {"sqlstate": execution.error[0], "message": execution.error[1]}
-        if execution.masked_values:
-            data["masked_values"] = execution.masked_values
-        columns = self._result_columns(execution)
-        if columns:
-            data["columns"] = columns
-        if sample is not None and (sample.rows or execution.row_description is not None):
-            data["sample"] = sample.render(self._columns_cache)
-        self.log.append("result", data, at_ns)
-
-    def _result_shape(self, key: tuple[Any, ...]) -> EventShape | None:
-        """The :class:`EventShape` of the result events ``key`` describes (see
-        _encode_done), or None if they cannot have one (they are then encoded whole)."""
-        description, status, tag, has_rows, has_masked, sampled = key
-        fixed: dict[str, Any] = {"status": status, "command_tag": tag}
-        if description:
-            known = self._columns_cache.get(description)
-            if known is None:
-                known = _columns(description, "utf-8")
-            if known[0]:
-                fixed["columns"] = known[0]
-        fields = ("request", "duration_ms")
-        fields += ("rows",) * has_rows + ("masked_values",) * has_masked + ("sample",) * sampled
-        try:
-            shape = EventShape("result", fixed, fields, _INT)
-        except ValueError:
-            return None
-        if len(self._result_shapes) >= 256:
-            self._result_shapes.clear()
-        self._result_shapes[key] = shape
-        return shape
-
-    def _result_columns(self, execution: Execution) -> list[str]:
-        """The names of the result's columns (from its RowDescription), if it has rows."""
-        description = execution.row_description
-        if description is None and execution.source is not None:
-            description = execution.source.row_description
-        if not description:
-            return []
-        known = self._columns_cache.get(description)
-        if known is None:
-            if len(self._columns_cache) >= 256:
-                self._columns_cache.clear()
-            known = self._columns_cache[description] = _columns(description, "utf-8")
-        return known[0]
+        encoder = self._encoder
+        assert encoder is not None
+        for result, at_ns in done:
+            encoder.result(result, at_ns)
 
     # ------------------------------------------------------------ other relays
 
@@ -574,6 +531,9 @@ class SessionRecorder:
         """
         if "review" in data:  # it went to review first; ``outcome`` is how that ended
             self.counts[Outcome.REVIEW.value] += 1
+        if self._hand(EVENT, type, _dumps(data, default=str)):
+            self.counts[outcome.value] += 1
+            return
         log = self.log
         if log is None:
             self.counts[outcome.value] += 1
@@ -601,25 +561,20 @@ class SessionRecorder:
         ``stream`` is ``"o"`` (output the client saw) or ``"i"`` (input it typed); the
         event's ``t`` is seconds since the session started, as asciicast wants it.
         """
-        if self.log is None:
+        self._term(stream, data)
+
+    def _term(self, stream: str, data: str) -> None:
+        frame = {"t": round(time.monotonic() - self._t0, 6), "s": stream, "d": data}
+        if self._hand(EVENT, "term", _dumps(frame)) or self.log is None:
             return
         if self._done:
             self._encode_done()
-        self.log.append(
-            "term", {"t": round(time.monotonic() - self._t0, 6), "s": stream, "d": data}
-        )
+        self.log.append("term", frame)
         self.flush_soon()
 
     def resize(self, cols: int, rows: int) -> None:
         """A terminal window change (asciicast ``"r"`` frame, ``COLSxROWS``)."""
-        if self.log is None:
-            return
-        if self._done:
-            self._encode_done()
-        self.log.append(
-            "term", {"t": round(time.monotonic() - self._t0, 6), "s": "r", "d": f"{cols}x{rows}"}
-        )
-        self.flush_soon()
+        self._term("r", f"{cols}x{rows}")
 
     # --------------------------------------------------------------------- flush
 
@@ -720,12 +675,40 @@ class SessionRecorder:
     def event(self, type: str, data: dict[str, Any]) -> None:
         if type == "review":  # a request sent to review (its outcome is counted when it runs)
             self.counts[Outcome.REVIEW.value] += 1
-        if self.log is None:
+        if self._hand(EVENT, type, _dumps(data, default=str)) or self.log is None:
             return
         if self._done:
             self._encode_done()
         self.log.append(type, data)
         self.flush()
+
+    async def _close_in_writer(self) -> bool:
+        """Have the writer apply this session's records and close its log, then take the
+        log back (to append the end and the seal here); False if the log is lost."""
+        handoff = self._handoff
+        assert handoff is not None and self._path is not None
+        answer = handoff.close_session(self.session_id)
+        if not self._hand(CLOSE):
+            handoff.forget(self.session_id)
+            return True  # the writer died: this session was taken over, self.log is set
+        try:
+            reply = await asyncio.wait_for(asyncio.shield(answer), WRITER_CLOSE_SECONDS)
+        except TimeoutError:
+            reply = {"error": "the recording writer did not close the session's log in time"}
+        finally:
+            handoff.forget(self.session_id)
+        self._handoff = None
+        if "error" in reply:
+            self._write_failed(OSError(reply["error"]))
+            return False
+        if reply["seq"] != self._seq or reply.get("lost"):
+            self._write_failed(OSError(f"the writer wrote {reply['seq']} of {self._seq} events"))
+        try:
+            self.log = EventLog.resume(self._path, self.session_id, reply["seq"], reply["head"])
+        except OSError as exc:
+            self._write_failed(exc)
+            return False
+        return True
 
     async def close(
         self, reason: str, bytes_in: int, bytes_out: int, *, masked: dict[str, int] | None = None
@@ -741,6 +724,8 @@ class SessionRecorder:
             counts["masked"] = masked
         seal: dict[str, Any] | None = None
         state = "failed" if self.unrecorded else "off"
+        if self._handoff is not None and not await self._close_in_writer():
+            state = "failed"
         event_log = self.log
         if event_log is not None:
             state = "ok"

@@ -115,6 +115,7 @@ class Gateway:
         return gateway
 
     def close(self) -> None:
+        self.recorder.stop()
         notifier = self.access.notifier
         if isinstance(notifier, Notifier):
             notifier.stop()

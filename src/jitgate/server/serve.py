@@ -181,6 +181,7 @@ async def run(settings: Settings) -> int:
         for listener in listeners:
             with contextlib.suppress(Exception):
                 await listener.stop()
+        gateway.recorder.stop()  # the sessions are closed: the writer finishes and exits
         await asyncio.to_thread(stop_node, gateway, node)
         api_sock.close()
         await asyncio.to_thread(gateway.close)

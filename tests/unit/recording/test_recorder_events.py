@@ -1,5 +1,6 @@
 """A session recorder writes the same bytes whether its events are encoded from shapes
-(the fast path) or whole: masked, failed, truncated and binary results included."""
+(the fast path) or whole, in the gateway or by the writer process from the records it
+is handed: masked, failed, truncated and binary results included."""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ import pytest
 from jitgate.config import RecordingSettings
 from jitgate.policy.types import Decision
 from jitgate.protocols.postgres.relay import Execution
+from jitgate.recording import encode as encode_module
 from jitgate.recording import recorder as recorder_module
+from jitgate.recording.encode import SessionEncoder, dump_record, load_record
+from jitgate.recording.handoff import Applier
 from jitgate.recording.log import EventLog, read_events, verify_chain
 from jitgate.recording.recorder import SessionRecorder
 from jitgate.sql.postgres import PostgresClassifier
@@ -40,12 +44,30 @@ ALLOW = Decision.allow("default-allow")
 DENY = Decision.deny('no "writes" here: 100%', "builtin:deny")
 
 
-def _session(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class _Spool:
+    """Stands in for the writer process's hand-off: keeps the records, marshalled as
+    they would go through the spool ring, for an :class:`Applier` to apply."""
+
+    alive = True
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def put(self, record: tuple[Any, ...]) -> bool:
+        self.records.append(dump_record(record))
+        return True
+
+
+def _session(path: Path, monkeypatch: pytest.MonkeyPatch, spool: _Spool | None = None) -> None:
     clock = itertools.count(1_765_000_000_000_000_000, 123_456_789)
     monkeypatch.setattr(recorder_module.time, "time_ns", lambda: next(clock))
     classify = PostgresClassifier().classify
     owner = SimpleNamespace(settings=RecordingSettings(sample_rows=2, sample_bytes=4096))
-    recorder = SessionRecorder(cast(Any, owner), "s1", EventLog(path, "s1"))
+    if spool is None:
+        recorder = SessionRecorder(cast(Any, owner), "s1", EventLog(path, "s1"))
+    else:
+        handoff = cast(Any, spool)
+        recorder = SessionRecorder(cast(Any, owner), "s1", None, handoff=handoff, path=path)
     results: list[tuple[str, Decision, bytes | None, list[bytes], dict[str, Any]]] = [
         ("SELECT id, name FROM t WHERE id = 1", ALLOW, TEXT, [_row(b"1", "✓\"%".encode())], {}),
         ("SELECT id, name FROM t WHERE id = 2", ALLOW, TEXT, [_row(b"2", None)] * 3, {}),
@@ -74,6 +96,13 @@ def _session(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         if extra.get("finished", True):
             execution.finished_ns = execution.started_ns + 1_234_567
         recorder.finished(execution)
+    if spool is not None:
+        applier = Applier(lambda session: path)
+        for record in spool.records:
+            applier.apply(load_record(record))
+        applier.flush()
+        applier.close_all()
+        return
     recorder._timed_flush()
     assert recorder.log is not None
     recorder.log.close()
@@ -84,15 +113,18 @@ def test_shaped_events_are_the_whole_events(
 ) -> None:
     _session(tmp_path / "shaped.jsonl", monkeypatch)
     # Without shapes: every event encoded whole by EventLog.append.
-    monkeypatch.setattr(SessionRecorder, "_result_shape", lambda self, key: None)
+    # Handed to a writer as records, applied there: the same bytes again.
+    _session(tmp_path / "writer.jsonl", monkeypatch, _Spool())
+    monkeypatch.setattr(SessionEncoder, "_result_shape", lambda self, key: None)
 
     def no_shape(*args: Any) -> None:
         raise ValueError("no shapes")
 
-    monkeypatch.setattr(recorder_module, "EventShape", no_shape)
+    monkeypatch.setattr(encode_module, "EventShape", no_shape)
     _session(tmp_path / "whole.jsonl", monkeypatch)
     shaped = (tmp_path / "shaped.jsonl").read_bytes()
     assert shaped == (tmp_path / "whole.jsonl").read_bytes()
+    assert shaped == (tmp_path / "writer.jsonl").read_bytes()
     assert verify_chain(tmp_path / "shaped.jsonl", "s1") == (True, None, None)
 
     events = list(read_events(tmp_path / "shaped.jsonl"))
