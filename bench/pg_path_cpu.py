@@ -50,8 +50,10 @@ from jitgate.policy.service import LiveEngine, PolicyDocument, default_pack
 from jitgate.policy.types import Target
 from jitgate.protocols.postgres.legs import Leg
 from jitgate.protocols.postgres.session import PostgresSession
+from jitgate.recording.encode import dump_record
 from jitgate.recording.log import EventLog
 from jitgate.recording.recorder import SessionRecorder
+from jitgate.recording.ring import Ring
 from jitgate.sql.postgres import PostgresClassifier
 
 WORKLOADS = ("simple", "extended", "prepared", "tpcb")
@@ -202,8 +204,25 @@ class _Masking:
         return 0
 
 
+class _Spool:
+    """The gateway's side of the writer hand-off: records go into a real spool ring, which
+    is emptied whenever it fills (what the writer process does is not measured here)."""
+
+    alive = True
+
+    def __init__(self, path: Path) -> None:
+        self.ring = Ring.create(path)
+
+    def put(self, record: tuple[Any, ...]) -> bool:
+        data = dump_record(record)
+        if not self.ring.put(data):
+            self.ring.consume(self.ring.write_position)
+            self.ring.put(data)
+        return True
+
+
 class Harness:
-    def __init__(self, workload: str, recording: bool, directory: Path, count: int) -> None:
+    def __init__(self, workload: str, recording: str, directory: Path, count: int) -> None:
         self.workload = workload
         self.recording = recording
         self.directory = directory
@@ -238,8 +257,12 @@ class Harness:
             client_addr="127.0.0.1",
         )
         owner = SimpleNamespace(settings=RecordingSettings())
-        log = EventLog(self.directory / "session.jsonl", "bench") if self.recording else None
-        self.recorder = SessionRecorder(cast(Any, owner), "bench", log)
+        path = self.directory / "session.jsonl"
+        log = EventLog(path, "bench") if self.recording == "inline" else None
+        spool = _Spool(self.directory / "bench.ring") if self.recording == "writer" else None
+        self.recorder = SessionRecorder(
+            cast(Any, owner), "bench", log, handoff=cast(Any, spool), path=path
+        )
         session.recorder = self.recorder
         self.session = session
         self.task = asyncio.get_running_loop().create_task(session._relay())
@@ -267,7 +290,7 @@ class Harness:
 
 
 async def measure(
-    workload: str, recording: bool, count: int, warmup: int, profile: bool
+    workload: str, recording: str, count: int, warmup: int, profile: bool
 ) -> float:
     with tempfile.TemporaryDirectory(prefix="jitgate-bench-path-") as directory:
         harness = Harness(workload, recording, Path(directory), warmup + count)
@@ -303,7 +326,7 @@ def _callgrind_collect(on: bool) -> None:
                        capture_output=True)  # fmt: skip
 
 
-def _instructions(workload: str, recording: bool, count: int, warmup: int) -> int:
+def _instructions(workload: str, recording: str, count: int, warmup: int) -> int:
     with tempfile.TemporaryDirectory(prefix="jitgate-bench-cg-") as directory:
         out = Path(directory) / "callgrind.out"
         argv = [
@@ -311,7 +334,7 @@ def _instructions(workload: str, recording: bool, count: int, warmup: int) -> in
             f"--callgrind-out-file={out}",
             sys.executable, "-m", "bench.pg_path_cpu", "--workload", workload,
             "--transactions", str(count), "--warmup", str(warmup),
-            *([] if recording else ["--no-recording"]),
+            "--recording", recording,
         ]  # fmt: skip
         env = {**os.environ, "PYTHONHASHSEED": "0", "JITGATE_BENCH_CALLGRIND": "1"}
         done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
@@ -321,14 +344,14 @@ def _instructions(workload: str, recording: bool, count: int, warmup: int) -> in
         return int(match.group(1))
 
 
-def callgrind(workloads: list[str], recording: list[bool], count: int, warmup: int) -> None:
+def callgrind(workloads: list[str], recording: list[str], count: int, warmup: int) -> None:
     print(f"{'workload':<10}{'recording':<11}{'instructions/txn':>18}")
     for workload in workloads:
         for rec in recording:
             small = _instructions(workload, rec, 0, warmup)
             large = _instructions(workload, rec, count, warmup)
             per = (large - small) / count
-            print(f"{workload:<10}{'on' if rec else 'off':<11}{per:>18,.0f}", flush=True)
+            print(f"{workload:<10}{rec:<11}{per:>18,.0f}", flush=True)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -345,17 +368,20 @@ def main() -> None:
     parser.add_argument("--workload", choices=WORKLOADS, action="append")
     parser.add_argument("--transactions", type=int, default=20_000)
     parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--no-recording", action="store_true")
-    parser.add_argument("--both", action="store_true", help="recording on and off")
+    parser.add_argument(
+        "--recording", choices=("inline", "writer", "off"), action="append",
+        help="inline: events encoded in the loop; writer: records handed to a spool ring "
+        "(the writer process's side is not measured); off (default: all three)",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="cProfile the measured part")
     parser.add_argument("--callgrind", action="store_true", help="instruction counts")
     args = parser.parse_args()
     workloads: list[str] = args.workload or list(WORKLOADS)
-    recording = [True, False] if args.both else [not args.no_recording]
+    recording: list[str] = args.recording or ["inline", "writer", "off"]
     if args.callgrind:
         callgrind(workloads, recording, min(args.transactions, 2000), args.warmup)
         return
-    def run(workload: str, rec: bool) -> float:
+    def run(workload: str, rec: str) -> float:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(
                 measure(workload, rec, args.transactions, args.warmup, args.profile)
@@ -364,7 +390,7 @@ def main() -> None:
     print(f"{'workload':<10}{'recording':<11}{'CPU µs/txn':>12}")
     for workload in workloads:
         for rec in recording:
-            print(f"{workload:<10}{'on' if rec else 'off':<11}{run(workload, rec):>12.1f}")
+            print(f"{workload:<10}{rec:<11}{run(workload, rec):>12.1f}")
 
 
 if __name__ == "__main__":
