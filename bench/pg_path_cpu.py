@@ -50,7 +50,6 @@ from jitgate.policy.service import LiveEngine, PolicyDocument, default_pack
 from jitgate.policy.types import Target
 from jitgate.protocols.postgres.legs import Leg
 from jitgate.protocols.postgres.session import PostgresSession
-from jitgate.recording.encode import dump_record
 from jitgate.recording.log import EventLog
 from jitgate.recording.recorder import SessionRecorder
 from jitgate.recording.ring import Ring
@@ -213,8 +212,7 @@ class _Spool:
     def __init__(self, path: Path) -> None:
         self.ring = Ring.create(path)
 
-    def put(self, record: tuple[Any, ...]) -> bool:
-        data = dump_record(record)
+    def put_bytes(self, data: bytes) -> bool:
         if not self.ring.put(data):
             self.ring.consume(self.ring.write_position)
             self.ring.put(data)

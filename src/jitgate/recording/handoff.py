@@ -253,11 +253,14 @@ class Handoff:
     def put(self, record: tuple[Any, ...]) -> bool:
         """Hand one record over. False when the writer is gone (and was taken over: the
         caller records inline from now on); OSError when the ring stays full."""
-        if not self.alive:
-            return False
-        data = dump_record(record)
+        return self.put_bytes(dump_record(record))
+
+    def put_bytes(self, data: bytes) -> bool:
+        """:meth:`put` of a record already marshalled (:func:`encode.dump_record`)."""
         if self.ring.put(data):
             return True
+        if not self.alive:
+            return False
         deadline = time.monotonic() + FULL_WAIT_SECONDS
         while time.monotonic() < deadline:  # the writer is behind: wait for it (rare)
             if self.process.poll() is not None:

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import marshal
 import os
 import time
 import uuid
@@ -68,6 +69,8 @@ WRITER_CLOSE_SECONDS = 60.0
 
 _SORTED = orjson.OPT_SORT_KEYS
 _dumps = orjson.dumps
+_dump_record = marshal.dumps  # (encode.dump_record, without the call)
+_time_ns = time.time_ns
 _ALLOW = Outcome.ALLOW
 
 
@@ -390,6 +393,8 @@ class SessionRecorder:
         # not only the kernel, before the request goes on (survives an OS crash too).
         self._sync_requests = fsync == "request"
         self._handoff = handoff
+        # Copies a marshalled record into the spool ring (None: recording inline).
+        self._put = handoff.put_bytes if handoff is not None else None
         self._path = path
         self._seq = 0  # events handed to the writer (their numbers in the log)
         self._writer_error: str | None = None  # the writer cannot write this log
@@ -412,11 +417,11 @@ class SessionRecorder:
     def _hand(self, kind: int, *payload: Any) -> bool:
         """Hand one record to the writer; False when recording inline (no writer, or it
         just died and this session was taken over)."""
-        handoff = self._handoff
-        if handoff is None:
+        put = self._put
+        if put is None:
             return False
         seq = self._seq + 1
-        if not handoff.put((kind, self.session_id, seq, time.time_ns(), *payload)):
+        if not put(_dump_record((kind, self.session_id, seq, _time_ns(), *payload))):
             return False
         self._seq = seq
         return True
@@ -438,7 +443,7 @@ class SessionRecorder:
 
     def writer_gone(self, encoder: SessionEncoder) -> None:
         """The writer died; the gateway took over its ring: record inline from now on."""
-        self._handoff = None
+        self._handoff = self._put = None
         self._writer_error = None
         self.log = encoder.log
         self._encoder = encoder
@@ -459,7 +464,7 @@ class SessionRecorder:
             else (
                 id(decision),
                 execution.via,
-                stmt.kind,
+                id(stmt.kind),  # (an Enum member hashes in Python; its id is as unique)
                 stmt.tag,
                 stmt.tables_read,
                 stmt.tables_written,
@@ -481,7 +486,15 @@ class SessionRecorder:
         if self._handoff is None and self.log is None:
             return
         fields = self._fields_of(execution)
-        if not self._hand(REQUEST, fields, execution.seq, execution.text):
+        put = self._put
+        seq = self._seq + 1
+        if put is not None and put(
+            _dump_record(
+                (REQUEST, self.session_id, seq, _time_ns(), fields, execution.seq, execution.text)
+            )
+        ):
+            self._seq = seq
+        else:
             assert self._encoder is not None
             if self._done:
                 self._encode_done()
@@ -504,7 +517,13 @@ class SessionRecorder:
         if self._handoff is None and self.log is None:
             return
         result = sample.result(execution) if sample is not None else _result(execution, None)
-        if not self._hand(RESULT, result):
+        put = self._put
+        seq = self._seq + 1
+        if put is not None and put(
+            _dump_record((RESULT, self.session_id, seq, _time_ns(), result))
+        ):
+            self._seq = seq
+        else:
             # Encoded later, off the answer's path: before the answer is released
             # (record_results), before the next event, or by the timer of flush_soon.
             self._done.append((result, time.time_ns()))
@@ -691,13 +710,14 @@ class SessionRecorder:
         if not self._hand(CLOSE):
             handoff.forget(self.session_id)
             return True  # the writer died: this session was taken over, self.log is set
+        self._seq -= 1  # (CLOSE makes no event)
         try:
             reply = await asyncio.wait_for(asyncio.shield(answer), WRITER_CLOSE_SECONDS)
         except TimeoutError:
             reply = {"error": "the recording writer did not close the session's log in time"}
         finally:
             handoff.forget(self.session_id)
-        self._handoff = None
+        self._handoff = self._put = None
         if "error" in reply:
             self._write_failed(OSError(reply["error"]))
             return False

@@ -17,7 +17,7 @@ from jitgate.policy.types import Decision
 from jitgate.protocols.postgres.relay import Execution
 from jitgate.recording import encode as encode_module
 from jitgate.recording import recorder as recorder_module
-from jitgate.recording.encode import SessionEncoder, dump_record, load_record
+from jitgate.recording.encode import SessionEncoder, load_record
 from jitgate.recording.handoff import Applier
 from jitgate.recording.log import EventLog, read_events, verify_chain
 from jitgate.recording.recorder import SessionRecorder
@@ -53,8 +53,8 @@ class _Spool:
     def __init__(self) -> None:
         self.records: list[bytes] = []
 
-    def put(self, record: tuple[Any, ...]) -> bool:
-        self.records.append(dump_record(record))
+    def put_bytes(self, record: bytes) -> bool:
+        self.records.append(record)
         return True
 
 
