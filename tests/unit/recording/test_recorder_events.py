@@ -61,6 +61,7 @@ class _Spool:
 def _session(path: Path, monkeypatch: pytest.MonkeyPatch, spool: _Spool | None = None) -> None:
     clock = itertools.count(1_765_000_000_000_000_000, 123_456_789)
     monkeypatch.setattr(recorder_module.time, "time_ns", lambda: next(clock))
+    monkeypatch.setattr(recorder_module, "_time_ns", recorder_module.time.time_ns)
     classify = PostgresClassifier().classify
     owner = SimpleNamespace(settings=RecordingSettings(sample_rows=2, sample_bytes=4096))
     if spool is None:
