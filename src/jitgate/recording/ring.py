@@ -8,22 +8,26 @@ file mapped into both processes: no system call, no wake-up. A record in the map
 durable as a ``write`` to a file — it is in the page cache and survives the crash of
 either process — so the gateway may forward a request as soon as its record is in the ring.
 
-Layout: a header page, then ``size`` bytes of data. The header holds, each on its own
-cache line, the *write position* (bytes ever put, advanced by the gateway once a record is
-complete) and the *read position* (bytes the writer has consumed, advanced only after the
-events it made of them were handed to the kernel). Positions grow without bound; a record
-starts at ``position % size``. Each record is a 4-byte length and its bytes; a record does
-not wrap around: when it does not fit before the end of the data area, a length of
+Layout (native byte order: the file never leaves the machine): a header page, then
+``size`` bytes of data. The header holds, each on its own cache line, the *write
+position* (bytes ever put, advanced by the gateway once a record is complete) and the
+*read position* (bytes the writer has consumed, advanced only after the events it made
+of them were handed to the kernel). Positions grow without bound; a record starts at
+``position % size``. Each record is a 4-byte length and its bytes; a record does not
+wrap around: when it does not fit before the end of the data area, a length of
 :data:`_WRAP` marks the rest of the area as skipped.
 
 One process writes (the gateway's event loop), one reads. Positions are 8-byte aligned
-words stored with one ``struct.pack_into``: on x86-64 and arm64 such a store is
-single-copy atomic, and on x86-64 stores are seen in program order, so a reader that sees
-a write position sees the bytes before it. (The reader also checks what it reads: a
-length beyond the written area is reported as corruption, not followed.)
+words stored through a memoryview cast to native ``q`` (one 8-byte ``memcpy``, one
+store; not ``struct.pack_into``, which zeroes its target before it writes, so a reader
+could see a position of 0): on x86-64 and arm64 such a store is single-copy atomic, and
+on x86-64 stores are seen in program order, so a reader that sees a write position sees
+the bytes before it. (The reader also checks what it reads: a length beyond the written
+area is reported as corruption, not followed.)
 
 Unconsumed records (between the two positions) are what a crash left to do:
-:func:`jitgate.recording.handoff.drain` applies them to the session logs.
+:func:`jitgate.recording.handoff.drain_leftovers` and ``Handoff.take_over`` apply them
+to the session logs.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ _WPOS = 64
 _RPOS = 128
 _OWNER = 16  # pid of the gateway that writes (int64)
 _SIZE = 8  # data size (int64)
-_Q = struct.Struct("<q")
+_Q = struct.Struct("q")  # (the header's fields, written once at creation)
+_W = _WPOS // 8
+_R = _RPOS // 8
 _LEN = struct.Struct("<I")
 _WRAP = 0xFFFFFFFF
 
@@ -54,15 +60,17 @@ class RingCorrupt(Exception):
 class Ring:
     """One mapping of a spool ring file (the gateway's side or the writer's)."""
 
-    __slots__ = ("_fd", "_mm", "_rpos_cache", "_wpos", "path", "size")
+    __slots__ = ("_fd", "_mm", "_rpos_cache", "_words", "_wpos", "path", "size")
 
     def __init__(self, path: Path, fd: int, mm: mmap.mmap, size: int) -> None:
         self.path = path
         self._fd = fd
         self._mm = mm
         self.size = size
-        self._wpos = _Q.unpack_from(mm, _WPOS)[0]  # the writer side's own copy
-        self._rpos_cache = _Q.unpack_from(mm, _RPOS)[0]
+        #: The header as 8-byte words: positions are read and stored whole through it.
+        self._words = memoryview(mm)[:HEADER].cast("q")
+        self._wpos = self._words[_WPOS // 8]  # the gateway side's own copy
+        self._rpos_cache = self._words[_RPOS // 8]
 
     @classmethod
     def create(cls, path: Path, size: int = DEFAULT_SIZE, *, owner: int | None = None) -> Ring:
@@ -112,11 +120,11 @@ class Ring:
 
     @property
     def write_position(self) -> int:
-        return int(_Q.unpack_from(self._mm, _WPOS)[0])
+        return int(self._words[_WPOS // 8])
 
     @property
     def read_position(self) -> int:
-        return int(_Q.unpack_from(self._mm, _RPOS)[0])
+        return int(self._words[_RPOS // 8])
 
     # ---------------------------------------------------------------- the gateway
 
@@ -129,7 +137,7 @@ class Ring:
         need = 4 + n
         skip = size - offset if offset + need > size else 0
         if wpos + skip + need - self._rpos_cache > size:
-            self._rpos_cache = _Q.unpack_from(self._mm, _RPOS)[0]
+            self._rpos_cache = self._words[_R]
             if wpos + skip + need - self._rpos_cache > size:
                 if need > size:
                     raise ValueError("record larger than the ring")
@@ -144,7 +152,7 @@ class Ring:
         _LEN.pack_into(mm, start, n)
         mm[start + 4 : start + need] = record
         self._wpos = wpos = wpos + need
-        _Q.pack_into(mm, _WPOS, wpos)
+        self._words[_W] = wpos
         return True
 
     # ----------------------------------------------------------------- the writer
@@ -154,8 +162,9 @@ class Ring:
         after them (give it to :meth:`consume` once they are dealt with)."""
         mm = self._mm
         size = self.size
-        rpos = _Q.unpack_from(mm, _RPOS)[0]
-        wpos = _Q.unpack_from(mm, _WPOS)[0]
+        words = self._words
+        rpos = words[_R]
+        wpos = words[_W]
         if wpos - rpos > size or wpos < rpos:
             raise RingCorrupt(f"{self.path}: positions out of range ({rpos}, {wpos})")
         records: list[bytes] = []
@@ -176,9 +185,10 @@ class Ring:
         return records, rpos
 
     def consume(self, position: int) -> None:
-        _Q.pack_into(self._mm, _RPOS, position)
+        self._words[_R] = position
 
     def close(self) -> None:
+        self._words.release()
         if not self._mm.closed:
             self._mm.close()
         if self._fd >= 0:
