@@ -62,7 +62,7 @@ SPOOL = ".spool"
 #: How long a put waits for room in a full ring before the recording counts as failed.
 FULL_WAIT_SECONDS = 10.0
 #: How long a gateway starting waits for a stopped gateway's writer to finish its ring.
-LEFTOVER_WAIT_SECONDS = 5.0
+LEFTOVER_WAIT_SECONDS = 30.0
 #: How long closing a log retries a write that fails (as the inline recorder does).
 CLOSE_RETRY_SECONDS = 2.0
 

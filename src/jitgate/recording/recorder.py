@@ -43,7 +43,16 @@ import orjson
 from sqlalchemy import select
 
 from jitgate.policy.types import Decision, Outcome
-from jitgate.recording.encode import CLOSE, EVENT, OPEN, REQUEST, RESULT, Result, SessionEncoder
+from jitgate.recording.encode import (
+    CLOSE,
+    EVENT,
+    MARSHAL_VERSION,
+    OPEN,
+    REQUEST,
+    RESULT,
+    Result,
+    SessionEncoder,
+)
 from jitgate.recording.handoff import Handoff, resume_log
 from jitgate.recording.log import EventLog
 from jitgate.recording.options import resolve
@@ -69,7 +78,7 @@ WRITER_CLOSE_SECONDS = 60.0
 
 _SORTED = orjson.OPT_SORT_KEYS
 _dumps = orjson.dumps
-_dump_record = marshal.dumps  # (encode.dump_record, without the call)
+_dump_record = marshal.dumps  # (encode.dump_record, without the call: MARSHAL_VERSION)
 _time_ns = time.time_ns
 _ALLOW = Outcome.ALLOW
 
@@ -294,10 +303,6 @@ class RowSample:
         self.truncated = True
         self.execution.row_sink = None
 
-    def result(self, execution: Execution) -> Result:
-        """The RESULT record of ``execution`` with these rows as its sample."""
-        return _result(execution, self.rows, self.truncated)
-
 
 def _result(execution: Execution, rows: list[bytes] | None, truncated: bool = False) -> Result:
     """The RESULT record (:data:`jitgate.recording.encode.Result`) of a finished execution;
@@ -421,7 +426,8 @@ class SessionRecorder:
         if put is None:
             return False
         seq = self._seq + 1
-        if not put(_dump_record((kind, self.session_id, seq, _time_ns(), *payload))):
+        record = (kind, self.session_id, seq, _time_ns(), *payload)
+        if not put(_dump_record(record, MARSHAL_VERSION)):
             return False
         self._seq = seq
         return True
@@ -482,7 +488,8 @@ class SessionRecorder:
 
     def started(self, execution: Execution) -> None:
         decision = execution.decision
-        self.counts[decision.outcome.value] += 1
+        # (``_value_``: the member's value without going through Enum's Python property)
+        self.counts[decision.outcome._value_] += 1
         if self._handoff is None and self.log is None:
             return
         fields = self._fields_of(execution)
@@ -490,7 +497,8 @@ class SessionRecorder:
         seq = self._seq + 1
         if put is not None and put(
             _dump_record(
-                (REQUEST, self.session_id, seq, _time_ns(), fields, execution.seq, execution.text)
+                (REQUEST, self.session_id, seq, _time_ns(), fields, execution.seq, execution.text),
+                MARSHAL_VERSION,
             )
         ):
             self._seq = seq
@@ -516,11 +524,14 @@ class SessionRecorder:
         sample = self._samples.pop(execution.seq, None) if self._samples else None
         if self._handoff is None and self.log is None:
             return
-        result = sample.result(execution) if sample is not None else _result(execution, None)
+        if sample is None:
+            result = _result(execution, None)
+        else:
+            result = _result(execution, sample.rows, sample.truncated)
         put = self._put
         seq = self._seq + 1
         if put is not None and put(
-            _dump_record((RESULT, self.session_id, seq, _time_ns(), result))
+            _dump_record((RESULT, self.session_id, seq, _time_ns(), result), MARSHAL_VERSION)
         ):
             self._seq = seq
         else:

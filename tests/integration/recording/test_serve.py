@@ -1,10 +1,13 @@
 """Recording in a real ``jitgate serve`` process: the audit export job across a restart,
-and a gateway killed (SIGKILL) while a statement runs."""
+a gateway killed (SIGKILL) while a statement runs, and one killed with its recording
+writer process while records still waited in their spool ring."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -227,4 +230,72 @@ def test_a_session_sealed_before_a_signing_key_change_still_verifies(
         verified = json.loads(served.cli("audit", "verify", session["id"], "-o", "json").stdout)
         assert verified["valid"] and verified["signature"] == "valid", verified
         assert verified["key_id"] == (kids[1] if session["id"] == first["id"] else kids[0])
+    assert stop(served.proc)[0] == 0
+
+
+def _writer_of(pid: int) -> int:
+    """The recording writer process of the gateway ``pid``."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmdline = (proc / "cmdline").read_bytes()
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid and b"jitgate.recording.writer" in cmdline:
+                return int(proc.name)
+        time.sleep(0.05)
+    raise AssertionError(f"gateway {pid} has no recording writer")
+
+
+def test_a_gateway_and_its_writer_killed_together_lose_no_statement(
+    gateway: Gateway, pg_scram: PgCluster
+) -> None:
+    """Statements whose records were still in the spool ring (the writer stopped) when the
+    gateway and its writer were both killed are applied by the next start, then sealed
+    by recovery: each one with its result, in order."""
+    served, port = gateway.start()
+    add_connection(served, "rec", pg_scram)
+    assert psql(served, port, "SELECT 'written'").communicate(timeout=30)[0]
+    assert served.proc is not None
+    writer = _writer_of(served.proc.pid)
+    os.kill(writer, signal.SIGSTOP)  # from now on the records wait in the ring
+    # answered (its session ended, waiting for the writer to close its log) …
+    assert psql(served, port, "SELECT 'spooled 1'").communicate(timeout=30)[0]
+    # … and running when the gateway is killed
+    held = psql(served, port, "SELECT 'spooled 2', pg_sleep(30)")
+    deadline = time.monotonic() + 15
+    while pg_scram.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''spooled 2''%' "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    ) != "1":  # fmt: skip
+        assert time.monotonic() < deadline, "the statement never reached the upstream"
+        time.sleep(0.05)
+    recordings = list((gateway.data_dir / "recordings").rglob("*.jsonl"))
+    assert not any(b"spooled" in path.read_bytes() for path in recordings)  # only in the ring
+    served.proc.kill()
+    os.kill(writer, signal.SIGKILL)
+    served.proc.communicate(timeout=10)
+    held.communicate(timeout=10)
+    (served.data_dir / "serve.json").unlink()
+    assert list((gateway.data_dir / "recordings" / ".spool").glob("*.ring"))  # left behind
+
+    served, port = gateway.start()
+    records = wait_exported(gateway.out, "SELECT 'spooled 2', pg_sleep(30)", sealed=False)
+    assert not list((gateway.data_dir / "recordings" / ".spool").glob("*.ring"))
+    for text, answered in (
+        ("SELECT 'spooled 1'", True),
+        ("SELECT 'spooled 2', pg_sleep(30)", False),
+    ):
+        session = next(r["session"] for r in records if r.get("text") == text)
+        events = [r for r in records if r.get("session") == session]
+        assert [e["text"] for e in events if e["type"] == "request"] == [text]
+        results = [e["status"] for e in events if e["type"] == "result"]
+        assert results == (["ok"] if answered else [])  # (the second was cut short)
+        assert [e["type"] for e in events[-2:]] == ["session.recovered", "seal"]
+        verified = json.loads(served.cli("audit", "verify", session, "-o", "json").stdout)
+        assert (verified["state"], verified["signature"]) == ("recovered", "valid")
     assert stop(served.proc)[0] == 0
