@@ -414,8 +414,10 @@ NEGATIVES: dict[str, Callable[[random.Random], str]] = {
     "mac": lambda rng: ":".join(f"{rng.getrandbits(8):02x}" for _ in range(6)),
     "long_luhn_fail": _long_luhn_failing,
     "log_numbers": _log_line_numbers,
-    "isbn": lambda rng: f"978-{rng.randint(0, 9)}-{rng.randint(10, 99)}-"
-    f"{rng.randint(100000, 999999)}-{rng.randint(0, 9)}",
+    "isbn": lambda rng: (
+        f"978-{rng.randint(0, 9)}-{rng.randint(10, 99)}-"
+        f"{rng.randint(100000, 999999)}-{rng.randint(0, 9)}"
+    ),
     "coordinates": lambda rng: f"{rng.uniform(-90, 90):.6f}, {rng.uniform(-180, 180):.6f}",
     "uuid_hex": lambda rng: uuid.UUID(int=rng.getrandbits(128), version=4).hex.upper(),
 }

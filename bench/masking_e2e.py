@@ -49,8 +49,12 @@ FROM generate_series(1, {rows}) AS g;
 
 def psql_time(dsn: str, env: dict[str, str]) -> float:
     started = time.perf_counter()
-    subprocess.run(["psql", dsn, "-X", "-q", "-A", "-t", "-o", "/dev/null", "-c",
-                    "SELECT * FROM people"], env=env, check=True, timeout=3600)
+    subprocess.run(
+        ["psql", dsn, "-X", "-q", "-A", "-t", "-o", "/dev/null", "-c", "SELECT * FROM people"],
+        env=env,
+        check=True,
+        timeout=3600,
+    )
     return time.perf_counter() - started
 
 
@@ -62,7 +66,9 @@ def verify(dsn: str, env: dict[str, str], rows: int, *, masked: bool) -> dict[st
     )
     with subprocess.Popen(
         ["psql", dsn, "-X", "-q", "-A", "-t", "-c", "SELECT * FROM people"],
-        env=env, stdout=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     ) as psql:
         assert psql.stdout is not None
         for line in psql.stdout:
@@ -106,19 +112,35 @@ def main() -> None:
     try:
         cluster.start()
         cluster.psql(FILL.format(rows=args.rows))
-        size = int(cluster.psql(
-            "SELECT sum(octet_length(id::text) + octet_length(name) + octet_length(email) "
-            "+ octet_length(note) + octet_length(data) + 5) FROM people"))
+        size = int(
+            cluster.psql(
+                "SELECT sum(octet_length(id::text) + octet_length(name) + octet_length(email) "
+                "+ octet_length(note) + octet_length(data) + 5) FROM people"
+            )
+        )
         data = work / "data"
         port = free_port()
         (work / "jitgate.yaml").write_text(
             f"api:\n  port: 0\nlog_level: warning\nlisteners:\n  postgres:\n    port: {port}\n"
             "    allow_cleartext_loopback: true\n"
-            "  ssh:\n    enabled: false\n")
+            "  ssh:\n    enabled: false\n"
+        )
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jitgate.cli.main", "serve", "--data-dir", str(data),
-             "--config", str(work / "jitgate.yaml")], cwd=ROOT, text=True,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "jitgate.cli.main",
+                "serve",
+                "--data-dir",
+                str(data),
+                "--config",
+                str(work / "jitgate.yaml"),
+            ],
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while not (data / "serve.json").exists():
             if proc.poll() is not None:
                 raise SystemExit("jitgate did not start")
@@ -127,27 +149,42 @@ def main() -> None:
         token = (data / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {token}"}
         for name, options in (("plain", {}), ("masked", {"mask_profile": "pii"})):
-            httpx.post(f"{api}/api/v1/connections", headers=headers, json={
-                "name": name, "type": "postgres", "host": "127.0.0.1", "port": cluster.port,
-                "database": "postgres", "username": cluster.superuser,
-                "password": cluster.password, "tls_mode": "disable", "options": options,
-            }).raise_for_status()
+            httpx.post(
+                f"{api}/api/v1/connections",
+                headers=headers,
+                json={
+                    "name": name,
+                    "type": "postgres",
+                    "host": "127.0.0.1",
+                    "port": cluster.port,
+                    "database": "postgres",
+                    "username": cluster.superuser,
+                    "password": cluster.password,
+                    "tls_mode": "disable",
+                    "options": options,
+                },
+            ).raise_for_status()
         env = {**os.environ, "PGSSLMODE": "disable"}
         targets = {
-            "direct": (f"host=127.0.0.1 port={cluster.port} dbname=postgres "
-                       f"user={cluster.superuser} password={cluster.password}"),
-            "jitgate, masking off": (f"host=127.0.0.1 port={port} dbname=plain user=admin "
-                                     f"password={token}"),
-            "jitgate, masking on (pii)": (f"host=127.0.0.1 port={port} dbname=masked "
-                                          f"user=admin password={token}"),
+            "direct": (
+                f"host=127.0.0.1 port={cluster.port} dbname=postgres "
+                f"user={cluster.superuser} password={cluster.password}"
+            ),
+            "jitgate, masking off": (
+                f"host=127.0.0.1 port={port} dbname=plain user=admin password={token}"
+            ),
+            "jitgate, masking on (pii)": (
+                f"host=127.0.0.1 port={port} dbname=masked user=admin password={token}"
+            ),
         }
         times: dict[str, list[float]] = {name: [] for name in targets}
         for round_no in range(args.rounds):
             for name, dsn in targets.items():
                 elapsed = psql_time(dsn, env)
                 times[name].append(elapsed)
-                print(f"round {round_no + 1} {name:<28} {elapsed:7.2f} s", file=sys.stderr,
-                      flush=True)
+                print(
+                    f"round {round_no + 1} {name:<28} {elapsed:7.2f} s", file=sys.stderr, flush=True
+                )
         checked = verify(targets["jitgate, masking on (pii)"], env, args.rows, masked=True)
         verify(targets["jitgate, masking off"], env, args.rows, masked=False)
         mb = size / 1e6
@@ -155,9 +192,7 @@ def main() -> None:
         print(f"\n{args.rows} rows, {mb:.0f} MB of result text")
         print(
             "verified: masked run redacted {masked email} e-mails, {masked card} cards, "
-            "{masked phone} phones, none raw; the unmasked run showed them raw\n".format(
-                **checked
-            )
+            "{masked phone} phones, none raw; the unmasked run showed them raw\n".format(**checked)
         )
         print("| target | median s | MB/s | vs masking off |")
         print("|---|---:|---:|---:|")

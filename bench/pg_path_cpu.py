@@ -287,9 +287,7 @@ class Harness:
             self.recorder.log.close()
 
 
-async def measure(
-    workload: str, recording: str, count: int, warmup: int, profile: bool
-) -> float:
+async def measure(workload: str, recording: str, count: int, warmup: int, profile: bool) -> float:
     with tempfile.TemporaryDirectory(prefix="jitgate-bench-path-") as directory:
         harness = Harness(workload, recording, Path(directory), warmup + count)
         await harness.start()
@@ -379,11 +377,10 @@ def main() -> None:
     if args.callgrind:
         callgrind(workloads, recording, min(args.transactions, 2000), args.warmup)
         return
+
     def run(workload: str, rec: str) -> float:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(
-                measure(workload, rec, args.transactions, args.warmup, args.profile)
-            )
+            return runner.run(measure(workload, rec, args.transactions, args.warmup, args.profile))
 
     print(f"{'workload':<10}{'recording':<11}{'CPU µs/txn':>12}")
     for workload in workloads:

@@ -66,9 +66,21 @@ def _cpu_seconds(pid: int) -> float:
 def pgbench(target: Target, args: list[str]) -> tuple[float, float, float | None]:
     before = _cpu_seconds(target.pid) if target.pid else None
     out = subprocess.run(
-        ["pgbench", "-h", target.host, "-p", str(target.port), "-U", target.user, *args,
-         target.dbname],
-        capture_output=True, text=True, env=target.env(), timeout=600,
+        [
+            "pgbench",
+            "-h",
+            target.host,
+            "-p",
+            str(target.port),
+            "-U",
+            target.user,
+            *args,
+            target.dbname,
+        ],
+        capture_output=True,
+        text=True,
+        env=target.env(),
+        timeout=600,
     )
     after = _cpu_seconds(target.pid) if target.pid else None
     if out.returncode != 0:
@@ -122,19 +134,33 @@ def _wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def start_jitgate(cluster: PgCluster, workdir: Path) -> tuple[subprocess.Popen[str], int, str]:
+def start_jitgate(
+    cluster: PgCluster, workdir: Path, extra_config: str = ""
+) -> tuple[subprocess.Popen[str], int, str]:
     data = workdir / "data"
     config = workdir / "jitgate.yaml"
     pg_port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
     config.write_text(
         f"api:\n  port: 0\nlog_level: warning\nlisteners:\n  postgres:\n    port: {pg_port}\n"
         "    allow_cleartext_loopback: true\n"
-        "  ssh:\n    enabled: false\n"
+        "  ssh:\n    enabled: false\n" + extra_config
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jitgate.cli.main", "serve", "--data-dir", str(data),
-         "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "jitgate.cli.main",
+            "serve",
+            "--data-dir",
+            str(data),
+            "--config",
+            str(config),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     deadline = time.monotonic() + 60
     while not (data / "serve.json").exists():
@@ -146,9 +172,16 @@ def start_jitgate(cluster: PgCluster, workdir: Path) -> tuple[subprocess.Popen[s
     response = httpx.post(
         f"{api}/api/v1/connections",
         headers={"Authorization": f"Bearer {token}"},
-        json={"name": "bench", "type": "postgres", "host": "127.0.0.1", "port": cluster.port,
-              "database": "bench", "username": cluster.superuser,
-              "password": cluster.password, "tls_mode": "disable"},
+        json={
+            "name": "bench",
+            "type": "postgres",
+            "host": "127.0.0.1",
+            "port": cluster.port,
+            "database": "bench",
+            "username": cluster.superuser,
+            "password": cluster.password,
+            "tls_mode": "disable",
+        },
     )
     response.raise_for_status()
     return proc, pg_port, token
@@ -171,10 +204,17 @@ async def _idle_sessions(target: Target, count: int) -> tuple[int, int]:
 
     async def one() -> None:
         async with sem:
-            connections.append(await asyncpg.connect(
-                host=target.host, port=target.port, user=target.user, password=target.password,
-                database=target.dbname, ssl=False, statement_cache_size=0,
-            ))
+            connections.append(
+                await asyncpg.connect(
+                    host=target.host,
+                    port=target.port,
+                    user=target.user,
+                    password=target.password,
+                    database=target.dbname,
+                    ssl=False,
+                    statement_cache_size=0,
+                )
+            )
 
     await asyncio.gather(*(one() for _ in range(count)))
     await asyncio.sleep(1)
@@ -193,35 +233,70 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="jitgate-bench-"))
     work.chmod(0o755)  # pgbouncer runs as the postgres user and must enter it
-    cluster = PgCluster(auth="scram-sha-256",
-                        settings={"max_connections": str(args.idle_sessions + 100),
-                                  "shared_buffers": "'256MB'"})
+    cluster = PgCluster(
+        auth="scram-sha-256",
+        settings={"max_connections": str(args.idle_sessions + 100), "shared_buffers": "'256MB'"},
+    )
     procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
     try:
         cluster.start()
         cluster.psql("CREATE DATABASE bench")
-        direct = Target("direct", "127.0.0.1", cluster.port, "bench", cluster.superuser,
-                        cluster.password)
-        subprocess.run(["pgbench", "-i", "-q", "-s", str(args.scale), "-h", "127.0.0.1", "-p",
-                        str(cluster.port), "-U", cluster.superuser, "bench"],
-                       env=direct.env(), check=True, capture_output=True)
+        direct = Target(
+            "direct", "127.0.0.1", cluster.port, "bench", cluster.superuser, cluster.password
+        )
+        subprocess.run(
+            [
+                "pgbench",
+                "-i",
+                "-q",
+                "-s",
+                str(args.scale),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(cluster.port),
+                "-U",
+                cluster.superuser,
+                "bench",
+            ],
+            env=direct.env(),
+            check=True,
+            capture_output=True,
+        )
         bouncer_proc, bouncer_port = start_pgbouncer(cluster, work / "pgbouncer")
         procs.append(bouncer_proc)
-        bouncer = Target("pgbouncer", "127.0.0.1", bouncer_port, "bench", cluster.superuser,
-                         cluster.password, pid=_child_pid(bouncer_proc))
+        bouncer = Target(
+            "pgbouncer",
+            "127.0.0.1",
+            bouncer_port,
+            "bench",
+            cluster.superuser,
+            cluster.password,
+            pid=_child_pid(bouncer_proc),
+        )
         relay_port = free_port()
         relay_proc = subprocess.Popen(
             [sys.executable, "-m", "bench.tcp_relay", str(relay_port), str(cluster.port)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         procs.append(relay_proc)
         _wait_port(relay_port)
-        relay = Target("py-relay", "127.0.0.1", relay_port, "bench", cluster.superuser,
-                       cluster.password, pid=relay_proc.pid)
+        relay = Target(
+            "py-relay",
+            "127.0.0.1",
+            relay_port,
+            "bench",
+            cluster.superuser,
+            cluster.password,
+            pid=relay_proc.pid,
+        )
         gate_proc, gate_port, token = start_jitgate(cluster, work)
         procs.append(gate_proc)
-        gateway = Target("jitgate", "127.0.0.1", gate_port, "bench", "admin", token,
-                         pid=gate_proc.pid)
+        gateway = Target(
+            "jitgate", "127.0.0.1", gate_port, "bench", "admin", token, pid=gate_proc.pid
+        )
         targets = [direct, bouncer, relay, gateway]
         c = str(args.clients)
         t = str(args.seconds)
@@ -244,13 +319,19 @@ def main() -> None:
                     res.latency_ms.append(lat)
                     if cpu is not None:
                         res.cpu_us.append(cpu)
-                    print(f"round {round_no + 1} {workload:<24} {target.name:<10} "
-                          f"{tps:>9.0f} tps {lat:.3f} ms", file=sys.stderr, flush=True)
+                    print(
+                        f"round {round_no + 1} {workload:<24} {target.name:<10} "
+                        f"{tps:>9.0f} tps {lat:.3f} ms",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         print_table(results)
         before, after = asyncio.run(_idle_sessions(gateway, args.idle_sessions))
         per = (after - before) / args.idle_sessions
-        print(f"\njitgate RSS: {before} KiB idle, {after} KiB with {args.idle_sessions} idle "
-              f"sessions open: {per:.1f} KiB per session")
+        print(
+            f"\njitgate RSS: {before} KiB idle, {after} KiB with {args.idle_sessions} idle "
+            f"sessions open: {per:.1f} KiB per session"
+        )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -271,23 +352,30 @@ def _child_pid(proc: subprocess.Popen[bytes]) -> int | None:
 
 
 def print_table(results: dict[str, dict[str, Result]]) -> None:
-    print("\n| workload | direct tps | pgbouncer tps | Python relay tps | jitgate tps "
-          "| jitgate/pgbouncer | relay/pgbouncer | jitgate/relay | jitgate/direct "
-          "| latency ms (d / b / r / j) | CPU µs/txn (b / r / j) |")
+    print(
+        "\n| workload | direct tps | pgbouncer tps | Python relay tps | jitgate tps "
+        "| jitgate/pgbouncer | relay/pgbouncer | jitgate/relay | jitgate/direct "
+        "| latency ms (d / b / r / j) | CPU µs/txn (b / r / j) |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for workload, by_target in results.items():
         med = {name: statistics.median(r.tps) for name, r in by_target.items()}
         lat = {name: statistics.median(r.latency_ms) for name, r in by_target.items()}
-        cpu = {name: statistics.median(r.cpu_us) if r.cpu_us else float("nan")
-               for name, r in by_target.items()}
+        cpu = {
+            name: statistics.median(r.cpu_us) if r.cpu_us else float("nan")
+            for name, r in by_target.items()
+        }
         d, b, r, j = (med[n] for n in ("direct", "pgbouncer", "py-relay", "jitgate"))
-        print(f"| {workload} | {d:.0f} | {b:.0f} | {r:.0f} | {j:.0f} | {j / b:.2f} | "
-              f"{r / b:.2f} | {j / r:.2f} | {j / d:.2f} | {lat['direct']:.3f} / "
-              f"{lat['pgbouncer']:.3f} / {lat['py-relay']:.3f} / {lat['jitgate']:.3f} | "
-              f"{cpu['pgbouncer']:.1f} / {cpu['py-relay']:.1f} / {cpu['jitgate']:.1f} |")
+        print(
+            f"| {workload} | {d:.0f} | {b:.0f} | {r:.0f} | {j:.0f} | {j / b:.2f} | "
+            f"{r / b:.2f} | {j / r:.2f} | {j / d:.2f} | {lat['direct']:.3f} / "
+            f"{lat['pgbouncer']:.3f} / {lat['py-relay']:.3f} / {lat['jitgate']:.3f} | "
+            f"{cpu['pgbouncer']:.1f} / {cpu['py-relay']:.1f} / {cpu['jitgate']:.1f} |"
+        )
     one = results["select-only, 1 client"]
     added = statistics.median(one["jitgate"].latency_ms) - statistics.median(
-        one["direct"].latency_ms)
+        one["direct"].latency_ms
+    )
     print(f"\nadded latency with one client (jitgate - direct): {added:.3f} ms")
 
 

@@ -36,16 +36,28 @@ from tests.fixtures.postgres_gateway import APP_PASSWORD, APP_USER, _start_clust
 
 def decision_cost(gateway: object) -> tuple[float, float]:
     engine = LiveEngine(gateway.policies)  # type: ignore[attr-defined]
-    gate = StatementGate(engine, principal=Identity("1", "alice", IdentityKind.USER),
-                         actor=None, target=Target("db", "postgres", {"env": "prod"}),
-                         client_addr="127.0.0.1")
-    stmt = PostgresClassifier().classify(
-        "SELECT abalance FROM pgbench_accounts WHERE aid = 1").statements[0]
+    gate = StatementGate(
+        engine,
+        principal=Identity("1", "alice", IdentityKind.USER),
+        actor=None,
+        target=Target("db", "postgres", {"env": "prod"}),
+        client_addr="127.0.0.1",
+    )
+    stmt = (
+        PostgresClassifier()
+        .classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1")
+        .statements[0]
+    )
     gate(stmt, stmt.text)
     n = 200_000
     cached = timeit.timeit(lambda: gate(stmt, stmt.text), number=n) / n * 1e6
-    request = Request(action="sql:select", principal=gate.principal, target=gate.target,
-                      statement=stmt, text=stmt.text)
+    request = Request(
+        action="sql:select",
+        principal=gate.principal,
+        target=gate.target,
+        statement=stmt,
+        text=stmt.text,
+    )
     cedar = gate.engine.decide
     uncached = timeit.timeit(lambda: cedar(request), number=500) / 500 * 1e6
     return cached, uncached
@@ -65,13 +77,18 @@ def main() -> None:
             alice = pg.add_user("alice-bench")
             pg.gateway.identities.create_identity("bob-bench", groups=["approvers"])
             bob = pg.token_for("bob-bench")
-            with psycopg.connect(cluster.dsn("app", APP_USER, APP_PASSWORD),
-                                 autocommit=True) as direct:
+            with psycopg.connect(
+                cluster.dsn("app", APP_USER, APP_PASSWORD), autocommit=True
+            ) as direct:
                 direct.execute("CREATE TABLE t (id int)")
             latencies = []
-            with serve_app(create_app(gw)) as url, httpx.Client(base_url=url) as http, \
-                    psycopg.connect(pg.dsn(name, token=alice, user="alice-bench"),
-                                    autocommit=True) as conn:
+            with (
+                serve_app(create_app(gw)) as url,
+                httpx.Client(base_url=url) as http,
+                psycopg.connect(
+                    pg.dsn(name, token=alice, user="alice-bench"), autocommit=True
+                ) as conn,
+            ):
                 headers = {"Authorization": f"Bearer {bob}"}
                 for _ in range(args.holds):
                     done = threading.Event()
@@ -95,8 +112,9 @@ def main() -> None:
                         request_id = pending[0].id if pending else None
                         time.sleep(0.005)
                     started = time.perf_counter()
-                    response = http.post(f"/api/v1/requests/{request_id}/approve", json={},
-                                         headers=headers)
+                    response = http.post(
+                        f"/api/v1/requests/{request_id}/approve", json={}, headers=headers
+                    )
                     response.raise_for_status()
                     done.wait(30)
                     thread.join()
@@ -107,8 +125,10 @@ def main() -> None:
         print("|---|---:|---:|")
         print(f"| cached decision (gate + live engine) | {cached:.2f} µs | ≤ 5 µs |")
         print(f"| uncached Cedar decision | {uncached:.0f} µs | – |")
-        print(f"| approval → release, median of {len(latencies)} | "
-              f"{statistics.median(latencies):.1f} ms | ≤ 50 ms |")
+        print(
+            f"| approval → release, median of {len(latencies)} | "
+            f"{statistics.median(latencies):.1f} ms | ≤ 50 ms |"
+        )
         print(f"| approval → release, p95 | {p95:.1f} ms | – |")
     finally:
         cluster.stop()

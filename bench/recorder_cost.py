@@ -1,7 +1,7 @@
 """What session recording costs: ``pgbench -S`` through jitgate with recording on vs off.
 
 Run: ``python -m bench.recorder_cost [--seconds 10] [--rounds 3] [--clients 8]
-[--fsync close|request|both] [--workload S|S-prepared|S-1|all]``
+[--fsync close|request|both] [--workload S|S-prepared|S-1|all] [--writer]``
 
 One throwaway PostgreSQL cluster, one ``jitgate serve`` (started as in
 :mod:`bench.pgbench_compare`) with connections to the same database: ``rec-off``
@@ -9,7 +9,9 @@ One throwaway PostgreSQL cluster, one ``jitgate serve`` (started as in
 per ``--fsync`` mode: ``rec-close`` (``recording_fsync: close``, the default: every
 statement's request event handed to the kernel before it is forwarded, fsync at close)
 and ``rec-request`` (``recording_fsync: request``: fdatasync before each statement is
-forwarded). Recorded sessions keep a 5-row result sample. Workloads: ``S`` is
+forwarded). Recorded sessions keep a 5-row result sample. ``--writer`` adds a second
+gateway with ``recording.writer: process`` (``rec-close-writer``: its PostgreSQL
+sessions are encoded by a writer process) to the same rounds. Workloads: ``S`` is
 ``pgbench -S`` (simple protocol, ``--clients`` clients), ``S-prepared`` the same with
 ``-M prepared``, ``S-1`` one client. Rounds interleave the targets (their order
 alternates) so machine noise hits all alike; the table shows medians, the TPS ratio and
@@ -102,6 +104,12 @@ def main() -> None:
         help="the recorded connection's recording_fsync (both: one connection each)",
     )
     parser.add_argument(
+        "--writer",
+        action="store_true",
+        help="also a second gateway with recording.writer: process (rec-close-writer: the "
+        "events encoded by a writer process beside the gateway)",
+    )
+    parser.add_argument(
         "--workload",
         choices=("S", "S-prepared", "S-1", "all"),
         default="all",
@@ -112,6 +120,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="jitgate-bench-rec-"))
     cluster = PgCluster(auth="scram-sha-256", settings={"shared_buffers": "'256MB'"})
     proc: subprocess.Popen[str] | None = None
+    second: subprocess.Popen[str] | None = None
     try:
         cluster.start()
         cluster.psql("CREATE DATABASE bench")
@@ -128,6 +137,14 @@ def main() -> None:
         targets = [
             Target(name, "127.0.0.1", port, name, "admin", token, pid=proc.pid) for name in names
         ]
+        if args.writer and "close" in modes:
+            second, iport, itoken = start_jitgate(
+                cluster, work / "writer", "recording:\n  writer: process\n"
+            )
+            iapi = json.loads((work / "writer" / "data" / "serve.json").read_text())["api"]
+            add_connection(iapi, itoken, cluster, "rec-close", TARGETS["rec-close"])
+            targets.append(Target("rec-close-writer", "127.0.0.1", iport, "rec-close", "admin",
+                                  itoken, pid=second.pid))  # fmt: skip
         runs = workloads(args.workload, args.clients, args.seconds)
         results = {w: {tg.name: Result() for tg in targets} for w in runs}
         for round_no in range(args.rounds):
@@ -142,16 +159,18 @@ def main() -> None:
                         res.cpu_us.append(cpu)
                     print(f"round {round_no + 1} {workload:<24} {target.name:<11} "
                           f"{tps:>9.0f} tps {lat:.3f} ms", file=sys.stderr, flush=True)  # fmt: skip
-        recordings = list((work / "data" / "recordings").rglob("*.jsonl"))
+        recordings = list(work.rglob("recordings/**/*.jsonl"))
         size = sum(p.stat().st_size for p in recordings)
-        print("\n| workload | fsync | recording off tps | recording on tps | on/off | TPS loss "
-              "| latency ms (off / on) | gateway CPU µs/txn (off / on) |")
+        print(
+            "\n| workload | fsync | recording off tps | recording on tps | on/off | TPS loss "
+            "| latency ms (off / on) | gateway CPU µs/txn (off / on) |"
+        )
         print("|---|---|---:|---:|---:|---:|---|---|")
         for workload, by in results.items():
             off = statistics.median(by["rec-off"].tps)
             loff = statistics.median(by["rec-off"].latency_ms)
             coff = statistics.median(by["rec-off"].cpu_us) if by["rec-off"].cpu_us else float("nan")
-            for mode in modes:
+            for mode in [*modes, *(["close-writer"] if "rec-close-writer" in by else [])]:
                 res = by[f"rec-{mode}"]
                 on, lon = statistics.median(res.tps), statistics.median(res.latency_ms)
                 con = statistics.median(res.cpu_us) if res.cpu_us else float("nan")
@@ -163,12 +182,13 @@ def main() -> None:
         for line in verdicts(results, modes):
             print(line)
     finally:
-        if proc is not None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        for gateway in (proc, second):
+            if gateway is not None:
+                gateway.send_signal(signal.SIGTERM)
+                try:
+                    gateway.wait(30)
+                except subprocess.TimeoutExpired:
+                    gateway.kill()
         cluster.stop()
         shutil.rmtree(work, ignore_errors=True)
 

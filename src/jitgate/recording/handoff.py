@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Encoding an event (canonical JSON, the SHA-256 chain) and writing it costs the gateway's
 event loop as much as parsing and deciding the statement. So sessions recorded with
-``recording.writer: process`` (the default; PostgreSQL sessions with ``fsync: close``)
+``recording.writer: process`` (PostgreSQL sessions with ``fsync: close``; not the default)
 only describe what happened — a small tuple, a *record* (:mod:`jitgate.recording.encode`)
 — and copy it, marshalled, into a spool ring shared with one writer process per gateway
 (:mod:`jitgate.recording.ring`, :mod:`jitgate.recording.writer`). The writer applies the
@@ -275,6 +275,11 @@ class Handoff:
         """The writer's answer to the session's CLOSE record (put it after this call)."""
         future = self._closing[session] = self._loop.create_future()
         return future
+
+    def wake(self) -> None:
+        """Have the writer look at the ring now, not at its next poll."""
+        with contextlib.suppress(OSError):
+            self.control.send(b"\n")
 
     def forget(self, session: str) -> None:
         self._subscribers.pop(session, None)

@@ -722,6 +722,7 @@ class SessionRecorder:
             handoff.forget(self.session_id)
             return True  # the writer died: this session was taken over, self.log is set
         self._seq -= 1  # (CLOSE makes no event)
+        handoff.wake()
         try:
             reply = await asyncio.wait_for(asyncio.shield(answer), WRITER_CLOSE_SECONDS)
         except TimeoutError:

@@ -6,7 +6,8 @@ knows a ring still being applied from one left behind), applies the records the 
 puts there to the sessions' event logs, and reports on the control socket (see
 :mod:`jitgate.recording.handoff`). It looks for new records every
 :data:`POLL_SECONDS` when there were none (no wake-up per record: the gateway makes no
-system call to hand one over) and at once when there were.
+system call to hand one over), at once when there were, and when the gateway writes to
+the control socket (a session closing waits for its log).
 
 When the control socket closes — the gateway stopped, or died — it applies what is left,
 closes the logs (fsync) and removes the ring. SIGINT is ignored (a Ctrl-C in the
@@ -33,8 +34,11 @@ from jitgate.recording.ring import Ring
 
 log = logging.getLogger("jitgate.recording.writer")
 
-#: How long the writer sleeps when the ring had nothing new.
-POLL_SECONDS = 0.002
+#: How long the writer sleeps when the ring had nothing new: the longer, the more records
+#: each wake-up finds, so the fewer writes per record (a session's events of one wake-up
+#: are one write). Durability does not wait for it (the ring is the durable copy); a
+#: session that closes wakes the writer at once (a byte on the control socket).
+POLL_SECONDS = 0.01
 #: How often logs whose writes fail are tried again.
 RETRY_SECONDS = 0.1
 

@@ -27,13 +27,16 @@ EXPORT_CONFIG = "recording:\n  export_to: file:{out}\n  export_interval_seconds:
 
 
 class Gateway:
-    def __init__(self, data_dir: Path, out: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, out: Path, database_url: str | None = None, extra_config: str = ""
+    ) -> None:
         self.data_dir, self.out = data_dir, out
         self.database_url = database_url
+        self.extra_config = extra_config
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> tuple[Served, int]:
-        config = EXPORT_CONFIG.format(out=self.out)
+        config = EXPORT_CONFIG.format(out=self.out) + self.extra_config
         if self.database_url:
             config += f"database_url: {json.dumps(self.database_url)}\n"
         self.proc = start_gateway(self.data_dir, extra_config=config)
@@ -251,12 +254,21 @@ def _writer_of(pid: int) -> int:
     raise AssertionError(f"gateway {pid} has no recording writer")
 
 
+@pytest.fixture
+def writer_gateway(tmp_path: Path) -> Iterator[Gateway]:
+    """A gateway whose PostgreSQL sessions are recorded by its writer process."""
+    gw = Gateway(tmp_path / "data", tmp_path / "audit.jsonl", extra_config="  writer: process\n")
+    yield gw
+    gw.close()
+
+
 def test_a_gateway_and_its_writer_killed_together_lose_no_statement(
-    gateway: Gateway, pg_scram: PgCluster
+    writer_gateway: Gateway, pg_scram: PgCluster
 ) -> None:
-    """Statements whose records were still in the spool ring (the writer stopped) when the
-    gateway and its writer were both killed are applied by the next start, then sealed
-    by recovery: each one with its result, in order."""
+    """``recording.writer: process``: statements whose records were still in the spool
+    ring (the writer stopped) when the gateway and its writer were both killed are applied
+    by the next start, then sealed by recovery: each one with its result, in order."""
+    gateway = writer_gateway
     served, port = gateway.start()
     add_connection(served, "rec", pg_scram)
     assert psql(served, port, "SELECT 'written'").communicate(timeout=30)[0]

@@ -1,5 +1,5 @@
-"""Recording through the writer process (``recording.writer: process``, the default for
-PostgreSQL sessions): the records reach the spool ring before the client sees an answer,
+"""Recording through the writer process (``recording.writer: process``, for PostgreSQL
+sessions): the records reach the spool ring before the client sees an answer,
 a writer that dies is taken over without losing a record, a writer that cannot write
 makes a session that fails closed refuse its statements until it can again.
 
@@ -24,7 +24,7 @@ from psycopg import errors
 from jitgate.recording.encode import REQUEST, RESULT, load_record
 from jitgate.recording.handoff import Handoff
 from jitgate.recording.ring import Ring
-from tests.fixtures.postgres_gateway import PgGateway, run_pg_gateway
+from tests.fixtures.postgres_gateway import WRITER_PROCESS, PgGateway, run_pg_gateway
 from tests.support.pgcluster import PgCluster
 
 pytestmark = pytest.mark.postgres
@@ -53,12 +53,12 @@ def _wait(condition: object, what: str, timeout: float = 10) -> None:
 
 
 def test_answers_are_spooled_first_and_a_dead_writer_loses_nothing(
-    pg_gateway: PgGateway, pg_scram: PgCluster
+    pg_gateway_writer: PgGateway, pg_scram: PgCluster
 ) -> None:
-    name = pg_gateway.add_connection(pg_scram).name
-    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+    name = pg_gateway_writer.add_connection(pg_scram).name
+    with psycopg.connect(pg_gateway_writer.dsn(name), autocommit=True) as conn:
         conn.execute("SELECT 'before'")
-        handoff = _handoff(pg_gateway)
+        handoff = _handoff(pg_gateway_writer)
         writer = handoff.process.pid
         os.kill(writer, signal.SIGSTOP)  # the writer falls behind: nothing is consumed
         try:
@@ -74,23 +74,25 @@ def test_answers_are_spooled_first_and_a_dead_writer_loses_nothing(
             os.kill(writer, signal.SIGKILL)
         _wait(lambda: not handoff.alive, "the gateway did not notice its writer died")
         conn.execute("SELECT 'after'")  # the session goes on, recorded inline
-    row = pg_gateway.session(name)
-    pg_gateway.verify(row)
-    texts = [s["text"] for s in pg_gateway.statements(row)]
+    row = pg_gateway_writer.session(name)
+    pg_gateway_writer.verify(row)
+    texts = [s["text"] for s in pg_gateway_writer.statements(row)]
     assert texts == [
-        "SELECT 'before'", *[f"SELECT {i} AS spooled" for i in range(3)], "SELECT 'after'"
+        "SELECT 'before'",
+        *[f"SELECT {i} AS spooled" for i in range(3)],
+        "SELECT 'after'",
     ]
-    assert all(s["status"] == "ok" for s in pg_gateway.statements(row))
-    assert pg_gateway.events(row)[-1]["type"] == "seal"
-    assert row.recording_state == "ok" and row.event_count == len(pg_gateway.events(row))
+    assert all(s["status"] == "ok" for s in pg_gateway_writer.statements(row))
+    assert pg_gateway_writer.events(row)[-1]["type"] == "seal"
+    assert row.recording_state == "ok" and row.event_count == len(pg_gateway_writer.events(row))
     assert not handoff.ring.path.exists()
     # the next session gets a new writer
-    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+    with psycopg.connect(pg_gateway_writer.dsn(name), autocommit=True) as conn:
         conn.execute("SELECT 'new writer'")
-        assert _handoff(pg_gateway).process.pid != writer
-    row = pg_gateway.session(name)
-    pg_gateway.verify(row)
-    assert [s["text"] for s in pg_gateway.statements(row)] == ["SELECT 'new writer'"]
+        assert _handoff(pg_gateway_writer).process.pid != writer
+    row = pg_gateway_writer.session(name)
+    pg_gateway_writer.verify(row)
+    assert [s["text"] for s in pg_gateway_writer.statements(row)] == ["SELECT 'new writer'"]
 
 
 @contextlib.contextmanager
@@ -122,7 +124,10 @@ def test_a_full_disk_makes_the_session_refuse_until_it_has_room_again(
 ) -> None:
     data_dir = tmp_path / "data"
     recordings = data_dir / "recordings"
-    with _tmpfs(recordings, "40m"), run_pg_gateway(data_dir) as gw:
+    with (
+        _tmpfs(recordings, "40m"),
+        run_pg_gateway(data_dir, settings_overrides=WRITER_PROCESS) as gw,
+    ):
         assert gw.gateway.paths.recordings == recordings
         name = gw.add_connection(pg_scram).name
         with psycopg.connect(gw.dsn(name), autocommit=True) as conn:
