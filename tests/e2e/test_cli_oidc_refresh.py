@@ -36,8 +36,12 @@ def short_lived(tmp_path: Path) -> Iterator[tuple[Served, OIDCProvider]]:
         data_dir = tmp_path / "data"
         proc = start_gateway(data_dir, extra_config=extra)
         try:
-            served = Served(proc, data_dir, wait_ready(proc, data_dir),
-                            (data_dir / "admin.token").read_text().strip())
+            served = Served(
+                proc,
+                data_dir,
+                wait_ready(proc, data_dir),
+                (data_dir / "admin.token").read_text().strip(),
+            )
             yield served, provider
         finally:
             stop(proc)
@@ -52,13 +56,13 @@ def _cli(served: Served, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_CONFIG_HOME": str(served.data_dir.parent / "xdg")}
     env.pop("JITGATE_TOKEN", None)
     env.pop("JITGATE_SERVER", None)
-    return subprocess.run([*JITGATE, *args], capture_output=True, text=True, env=env,
-                          timeout=60)
+    return subprocess.run([*JITGATE, *args], capture_output=True, text=True, env=env, timeout=60)
 
 
 def _whoami_status(served: Served, token: str) -> int:
-    return httpx.get(served.api + "/api/v1/whoami",
-                     headers={"Authorization": f"Bearer {token}"}).status_code
+    return httpx.get(
+        served.api + "/api/v1/whoami", headers={"Authorization": f"Bearer {token}"}
+    ).status_code
 
 
 def test_cli_renews_an_expired_oidc_login(

@@ -22,8 +22,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
     data_dir = tmp_path / "data"
     assert not data_dir.exists()
     proc = start_gateway(data_dir)
-    served = Served(proc, data_dir, wait_ready(proc, data_dir),
-                    (data_dir / "admin.token").read_text().strip())
+    served = Served(
+        proc, data_dir, wait_ready(proc, data_dir), (data_dir / "admin.token").read_text().strip()
+    )
     yield served
     if proc.poll() is None:
         proc.kill()
@@ -37,18 +38,25 @@ class Curl:
         self.api = api
         self.seen: list[str] = []
 
-    def __call__(self, method: str, path: str, token: str | None, *, json_body: object = None,
-                 form: dict[str, str] | None = None) -> tuple[int, dict]:
+    def __call__(
+        self,
+        method: str,
+        path: str,
+        token: str | None,
+        *,
+        json_body: object = None,
+        form: dict[str, str] | None = None,
+    ) -> tuple[int, dict]:
         args = ["curl", "-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}"]
         if token is not None:
             args += ["-H", f"Authorization: Bearer {token}"]
         if json_body is not None:
-            args += ["-H", "Content-Type: application/json", "--data-binary",
-                     json.dumps(json_body)]
+            args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(json_body)]
         for key, value in (form or {}).items():
             args += ["--data-urlencode", f"{key}={value}"]
-        result = subprocess.run([*args, self.api + path], capture_output=True, text=True,
-                                timeout=60, check=True)
+        result = subprocess.run(
+            [*args, self.api + path], capture_output=True, text=True, timeout=60, check=True
+        )
         body, _, status = result.stdout.rpartition("\n")
         self.seen.append(body)
         return int(status), json.loads(body) if body else {}
@@ -62,11 +70,13 @@ def test_done_means(served: Served) -> None:
     assert status == 200 and who["identity"]["name"] == "admin"
 
     # A user and a token for them (shown once), an agent with its own token.
-    status, _ = curl("POST", "/api/v1/users", admin, json_body={"name": "bob",
-                                                                 "groups": ["approvers"]})
+    status, _ = curl(
+        "POST", "/api/v1/users", admin, json_body={"name": "bob", "groups": ["approvers"]}
+    )
     assert status == 201
-    status, created = curl("POST", "/api/v1/tokens", admin,
-                           json_body={"user": "bob", "name": "laptop"})
+    status, created = curl(
+        "POST", "/api/v1/tokens", admin, json_body={"user": "bob", "name": "laptop"}
+    )
     assert status == 201 and created["token"].startswith("jgt_")
     bob, bob_token_id = created["token"], created["id"]
     status, tokens = curl("GET", "/api/v1/tokens?all=true", admin)
@@ -74,15 +84,35 @@ def test_done_means(served: Served) -> None:
     status, who = curl("GET", "/api/v1/whoami", bob)
     assert status == 200 and who["identity"]["name"] == "bob"
     assert "approver" in who["identity"]["roles"]
-    status, agent = curl("POST", "/api/v1/tokens", admin,
-                         json_body={"agent": "ci-bot", "name": "ci", "create_agent": True})
+    status, agent = curl(
+        "POST",
+        "/api/v1/tokens",
+        admin,
+        json_body={"agent": "ci-bot", "name": "ci", "create_agent": True},
+    )
     assert status == 201
     bot = agent["token"]
 
     # A connection whose password is read from stdin by the CLI.
-    added = served.cli("connections", "add", "prod-db", "--type", "postgres", "--host",
-                       "127.0.0.1", "--port", "5432", "--database", "app", "--username", "app",
-                       "--password-stdin", "--tag", "env=prod", stdin=SECRET + "\n")
+    added = served.cli(
+        "connections",
+        "add",
+        "prod-db",
+        "--type",
+        "postgres",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5432",
+        "--database",
+        "app",
+        "--username",
+        "app",
+        "--password-stdin",
+        "--tag",
+        "env=prod",
+        stdin=SECRET + "\n",
+    )
     assert SECRET not in added.stdout + added.stderr
     status, listed = curl("GET", "/api/v1/connections", admin)
     assert status == 200 and [c["name"] for c in listed["items"]] == ["prod-db"]
@@ -92,16 +122,22 @@ def test_done_means(served: Served) -> None:
 
     # Delegation: bob lets ci-bot act for him; the agent exchanges its token for one that
     # is bob's, with ci-bot as the actor.
-    status, record = curl("POST", "/api/v1/delegations", bob,
-                          json_body={"agent": "ci-bot", "expires_in": 600})
+    status, record = curl(
+        "POST", "/api/v1/delegations", bob, json_body={"agent": "ci-bot", "expires_in": 600}
+    )
     assert status == 201
-    status, exchanged = curl("POST", "/api/v1/tokens/exchange", None, form={
-        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-        "subject_token": record["id"],
-        "subject_token_type": "urn:jitgate:params:token-type:delegation",
-        "actor_token": bot,
-        "actor_token_type": "urn:ietf:params:oauth:token-type:access_token",
-    })
+    status, exchanged = curl(
+        "POST",
+        "/api/v1/tokens/exchange",
+        None,
+        form={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": record["id"],
+            "subject_token_type": "urn:jitgate:params:token-type:delegation",
+            "actor_token": bot,
+            "actor_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        },
+    )
     assert status == 200, exchanged
     delegated = exchanged["access_token"]
     status, who = curl("GET", "/api/v1/whoami", delegated)
@@ -122,8 +158,13 @@ def test_done_means(served: Served) -> None:
 
     status, audit = curl("GET", "/api/v1/audit?limit=500", admin)
     actions = {e["action"] for e in audit["items"]}
-    assert {"connection:create", "token:create", "delegation:create",
-            "delegation:revoke", "token:revoke"} <= actions
+    assert {
+        "connection:create",
+        "token:create",
+        "delegation:create",
+        "delegation:revoke",
+        "token:revoke",
+    } <= actions
 
     code, out, err = stop(served.proc)
     assert code == 0, err

@@ -53,28 +53,46 @@ class Env:
     cluster: PgCluster
 
     def cli(self, who: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "JITGATE_SERVER": self.api, "JITGATE_TOKEN": self.tokens[who],
-               "XDG_CONFIG_HOME": str(self.data_dir.parent / "xdg")}
-        result = subprocess.run([*JITGATE, *args], capture_output=True, text=True, env=env,
-                                timeout=60)
+        env = {
+            **os.environ,
+            "JITGATE_SERVER": self.api,
+            "JITGATE_TOKEN": self.tokens[who],
+            "XDG_CONFIG_HOME": str(self.data_dir.parent / "xdg"),
+        }
+        result = subprocess.run(
+            [*JITGATE, *args], capture_output=True, text=True, env=env, timeout=60
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"jitgate {' '.join(args)}: {result.stderr}")
         return result
 
     def http(self, who: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(method, self.api + path, timeout=30, **kwargs,
-                             headers={"Authorization": f"Bearer {self.tokens[who]}"})
+        return httpx.request(
+            method,
+            self.api + path,
+            timeout=30,
+            **kwargs,
+            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+        )
 
     def connect(self, who: str, **kwargs: Any) -> psycopg.Connection[Any]:
-        return psycopg.connect(host="127.0.0.1", port=self.pg_port, dbname="prod-db", user=who,
-                               password=self.tokens[who], sslmode="disable", autocommit=True,
-                               **kwargs)
+        return psycopg.connect(
+            host="127.0.0.1",
+            port=self.pg_port,
+            dbname="prod-db",
+            user=who,
+            password=self.tokens[who],
+            sslmode="disable",
+            autocommit=True,
+            **kwargs,
+        )
 
     def pending(self, requester: str, timeout: float = 20) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            rows = json.loads(self.cli("bob", "requests", "list", "--status", "pending",
-                                       "-o", "json").stdout)
+            rows = json.loads(
+                self.cli("bob", "requests", "list", "--status", "pending", "-o", "json").stdout
+            )
             mine = [r for r in rows if r["requester"] == requester]
             if mine:
                 return mine[0]
@@ -92,26 +110,46 @@ def env(tmp_path: Path) -> Iterator[Env]:
         f"api:\n  port: 0\n  public_url: {PUBLIC_URL}\n"
         "listeners:\n  postgres:\n    port: 0\n    allow_cleartext_loopback: true\n"
         "  ssh:\n    port: 0\n"
-        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n")
+        "approvals:\n  hold_timeout_seconds: 20\n  poll_interval_seconds: 0.5\n"
+    )
     proc = start_gateway(data_dir, config=config)
     try:
         api = wait_ready(proc, data_dir)
-        pg_port = int(json.loads((data_dir / "serve.json").read_text())["listeners"][
-            "postgres"].rsplit(":", 1)[1])
+        pg_port = int(
+            json.loads((data_dir / "serve.json").read_text())["listeners"]["postgres"].rsplit(
+                ":", 1
+            )[1]
+        )
         admin = (data_dir / "admin.token").read_text().strip()
         headers = {"Authorization": f"Bearer {admin}"}
-        httpx.post(api + "/api/v1/connections", headers=headers, json={
-            "name": "prod-db", "type": "postgres", "host": "127.0.0.1", "port": cluster.port,
-            "database": "postgres", "username": cluster.superuser, "password": cluster.password,
-            "tls_mode": "disable", "tags": {"env": "prod"}}).raise_for_status()
+        httpx.post(
+            api + "/api/v1/connections",
+            headers=headers,
+            json={
+                "name": "prod-db",
+                "type": "postgres",
+                "host": "127.0.0.1",
+                "port": cluster.port,
+                "database": "postgres",
+                "username": cluster.superuser,
+                "password": cluster.password,
+                "tls_mode": "disable",
+                "tags": {"env": "prod"},
+            },
+        ).raise_for_status()
         tokens = {"admin": admin}
         for name, groups in (("alice", ["dbas"]), ("bob", ["approvers"])):
-            httpx.post(api + "/api/v1/users", headers=headers,
-                       json={"name": name, "groups": groups}).raise_for_status()
-            tokens[name] = httpx.post(api + "/api/v1/tokens", headers=headers, json={
-                "user": name, "name": "t"}).json()["token"]
-        tokens["ci-bot"] = httpx.post(api + "/api/v1/tokens", headers=headers, json={
-            "agent": "ci-bot", "name": "t", "create_agent": True}).json()["token"]
+            httpx.post(
+                api + "/api/v1/users", headers=headers, json={"name": name, "groups": groups}
+            ).raise_for_status()
+            tokens[name] = httpx.post(
+                api + "/api/v1/tokens", headers=headers, json={"user": name, "name": "t"}
+            ).json()["token"]
+        tokens["ci-bot"] = httpx.post(
+            api + "/api/v1/tokens",
+            headers=headers,
+            json={"agent": "ci-bot", "name": "t", "create_agent": True},
+        ).json()["token"]
         env = Env(proc, data_dir, api, pg_port, tokens, cluster)
         yield env
         proc = env.proc  # a test may have restarted the gateway
@@ -142,7 +180,8 @@ def test_held_delete_approved_from_the_cli_runs_once(env: Env) -> None:
         thread, box = _run_in_thread(lambda: conn.execute("DELETE FROM t").rowcount)
         request = env.pending("alice")
         assert request["kind"] == "statement" and "DELETE FROM t" in request["reason"] + (
-            env.cli("bob", "requests", "show", request["id"], "-o", "json").stdout)
+            env.cli("bob", "requests", "show", request["id"], "-o", "json").stdout
+        )
         assert thread.is_alive()  # held, not run
         assert env.cluster.psql("SELECT count(*) FROM t") == "10"
         denied_self = env.cli("alice", "requests", "approve", request["id"], check=False)
@@ -182,11 +221,14 @@ def test_hold_timeout_gives_42501_and_the_session_stays_usable(env: Env) -> None
 
 
 def _grant_for_agent(env: Env, **body: Any) -> dict[str, Any]:
-    created = env.http("ci-bot", "POST", "/api/v1/requests", json={
-        "connection": "prod-db", "reason": "nightly migration check", **body})
+    created = env.http(
+        "ci-bot",
+        "POST",
+        "/api/v1/requests",
+        json={"connection": "prod-db", "reason": "nightly migration check", **body},
+    )
     assert created.status_code == 201, created.text
-    approved = env.http("bob", "POST", f"/api/v1/requests/{created.json()['id']}/approve",
-                        json={})
+    approved = env.http("bob", "POST", f"/api/v1/requests/{created.json()['id']}/approve", json={})
     assert approved.json()["status"] == "approved"
     return approved.json()
 
@@ -202,8 +244,9 @@ def test_agent_grant_ends_its_live_session_on_time(env: Env) -> None:
     ends_at = utcnow() + timedelta(seconds=1)
     store = Store.from_url(f"sqlite:///{env.data_dir / 'jitgate.db'}")
     with store.session() as session:
-        session.execute(update(GrantRow).where(GrantRow.id == approved["grant_id"]).values(
-            ends_at=ends_at))
+        session.execute(
+            update(GrantRow).where(GrantRow.id == approved["grant_id"]).values(ends_at=ends_at)
+        )
     store.dispose()
     deadline = time.monotonic() + 10
     ended_after = None
@@ -224,8 +267,12 @@ def test_agent_grant_ends_its_live_session_on_time(env: Env) -> None:
 def test_task_scoped_grant_ends_when_the_task_completes(env: Env) -> None:
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     _grant_for_agent(env, task_id="task-42")
-    more = env.http("ci-bot", "POST", "/api/v1/requests", json={
-        "connection": "prod-db", "reason": "a second look", "task_id": "task-42"}).json()
+    more = env.http(
+        "ci-bot",
+        "POST",
+        "/api/v1/requests",
+        json={"connection": "prod-db", "reason": "a second look", "task_id": "task-42"},
+    ).json()
     conn = env.connect("ci-bot")
     assert conn.execute("SELECT 1").fetchone() == (1,)
     not_yours = env.cli("bob", "tasks", "complete", "task-42", check=False)
@@ -274,8 +321,11 @@ def test_gateway_restart_while_a_statement_is_held(env: Env) -> None:
 
     env.proc = start_gateway(env.data_dir, config=env.data_dir.parent / "jitgate.yaml")
     env.api = wait_ready(env.proc, env.data_dir)
-    env.pg_port = int(json.loads((env.data_dir / "serve.json").read_text())["listeners"][
-        "postgres"].rsplit(":", 1)[1])
+    env.pg_port = int(
+        json.loads((env.data_dir / "serve.json").read_text())["listeners"]["postgres"].rsplit(
+            ":", 1
+        )[1]
+    )
     shown = json.loads(env.cli("bob", "requests", "show", request["id"], "-o", "json").stdout)
     assert shown["status"] == "cancelled"
     late = env.cli("bob", "requests", "approve", request["id"], check=False)
@@ -310,8 +360,7 @@ def test_gateway_killed_while_a_statement_is_held(env: Env) -> None:
     env.api = wait_ready(env.proc, env.data_dir)
     deadline = time.monotonic() + 20
     while True:  # the restarted gateway closes the interrupted session and withdraws
-        shown = json.loads(env.cli("bob", "requests", "show", request["id"], "-o",
-                                   "json").stdout)
+        shown = json.loads(env.cli("bob", "requests", "show", request["id"], "-o", "json").stdout)
         if shown["status"] != "pending" or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -319,7 +368,8 @@ def test_gateway_killed_while_a_statement_is_held(env: Env) -> None:
     late = env.cli("bob", "requests", "approve", request["id"], check=False)
     assert late.returncode == 1 and "already cancelled" in late.stderr
     waited = datetime.fromisoformat(shown["expires_at"]) - datetime.fromisoformat(
-        shown["created_at"])
+        shown["created_at"]
+    )
     assert waited <= timedelta(seconds=30)  # the hold (20 s) and a grace, not the rule's hour
     assert env.cluster.psql("SELECT count(*) FROM t") == "10"
 
@@ -340,40 +390,94 @@ def test_a_grant_for_one_session_admits_one_session(env: Env) -> None:
 def test_the_approver_tools_of_the_cli(env: Env) -> None:
     """What an operator types: validate and add a policy, explain a decision, set an
     approval rule, request scoped access, list and revoke grants, break glass."""
-    bad = env.cli("admin", "policy", "validate", "--file", _write(env, "permit(principal,"),
-                  check=False)
+    bad = env.cli(
+        "admin", "policy", "validate", "--file", _write(env, "permit(principal,"), check=False
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("error:")
     assert len(bad.stderr.strip().splitlines()) <= 3  # a clear message, no traceback
-    typo = env.cli("admin", "policy", "add", "typo", "--file", _write(
-        env, "forbid (principal, action, resource) when { context.riks >= 70 };"), check=False)
+    typo = env.cli(
+        "admin",
+        "policy",
+        "add",
+        "typo",
+        "--file",
+        _write(env, "forbid (principal, action, resource) when { context.riks >= 70 };"),
+        check=False,
+    )
     assert typo.returncode == 1 and "attribute `riks` in context not found" in typo.stderr
     assert len(typo.stderr.strip().splitlines()) <= 3
     env.cli("admin", "policy", "validate", "--file", _write(env, GRANT_POLICY))
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     listed = json.loads(env.cli("admin", "policy", "list", "-o", "json").stdout)
     assert {"default", "agents"} <= {p["name"] for p in listed}
-    explained = env.cli("admin", "policy", "test", "--user", "ci-bot", "--connection",
-                        "prod-db", "--action", "connect").stdout
+    explained = env.cli(
+        "admin",
+        "policy",
+        "test",
+        "--user",
+        "ci-bot",
+        "--connection",
+        "prod-db",
+        "--action",
+        "connect",
+    ).stdout
     assert explained.startswith("DENY: connect — agents need a just-in-time grant")
     assert "matched forbid  prod-needs-grant-for-agents (agents)" in explained
     assert "risk:" in explained
-    drop = env.cli("admin", "policy", "test", "--user", "alice", "--connection", "prod-db",
-                   "--sql", "DROP TABLE t").stdout
+    drop = env.cli(
+        "admin",
+        "policy",
+        "test",
+        "--user",
+        "alice",
+        "--connection",
+        "prod-db",
+        "--sql",
+        "DROP TABLE t",
+    ).stdout
     assert drop.startswith("DENY") and "deny-drop-truncate-on-prod" in drop
 
     rule = env.data_dir.parent / "rule.yaml"
-    rule.write_text("connections: [prod-db]\nsteps:\n  - {groups: [approvers], min_approvals: 1}\n"
-                    "max_duration_seconds: 7200\n")
+    rule.write_text(
+        "connections: [prod-db]\nsteps:\n  - {groups: [approvers], min_approvals: 1}\n"
+        "max_duration_seconds: 7200\n"
+    )
     env.cli("admin", "rules", "put", "prod-rule", "--file", str(rule))
     rules = json.loads(env.cli("admin", "rules", "list", "-o", "json").stdout)
     assert any(r["name"] == "prod-rule" and r["max_duration_seconds"] == 7200 for r in rules)
-    too_long = env.cli("ci-bot", "requests", "create", "--connection", "prod-db", "--reason",
-                       "r", "--duration", "3h", check=False)
+    too_long = env.cli(
+        "ci-bot",
+        "requests",
+        "create",
+        "--connection",
+        "prod-db",
+        "--reason",
+        "r",
+        "--duration",
+        "3h",
+        check=False,
+    )
     assert too_long.returncode == 1 and "maximum of 7200" in too_long.stderr
 
-    created = json.loads(env.cli("ci-bot", "requests", "create", "--connection", "prod-db",
-                                 "--reason", "migrate", "--duration", "30m", "--scope",
-                                 "sql:ddl", "--scope", "sql:write", "-o", "json").stdout)
+    created = json.loads(
+        env.cli(
+            "ci-bot",
+            "requests",
+            "create",
+            "--connection",
+            "prod-db",
+            "--reason",
+            "migrate",
+            "--duration",
+            "30m",
+            "--scope",
+            "sql:ddl",
+            "--scope",
+            "sql:write",
+            "-o",
+            "json",
+        ).stdout
+    )
     assert created["scope"] == ["sql:ddl", "sql:write"] and created["rule"] == "prod-rule"
     env.cli("bob", "requests", "approve", created["id"], "--comment", "ok")
     grants = json.loads(env.cli("bob", "grants", "list", "-o", "json").stdout)
@@ -382,53 +486,95 @@ def test_the_approver_tools_of_the_cli(env: Env) -> None:
     with env.connect("ci-bot") as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     env.cli("bob", "grants", "revoke", grant["id"], "--reason", "done early")
-    assert not [g for g in json.loads(env.cli("bob", "grants", "list", "-o", "json").stdout)
-                if g["id"] == grant["id"]]
+    assert not [
+        g
+        for g in json.loads(env.cli("bob", "grants", "list", "-o", "json").stdout)
+        if g["id"] == grant["id"]
+    ]
     with pytest.raises(psycopg.OperationalError, match="just-in-time grant"):
         env.connect("ci-bot")
 
-    glass = env.cli("ci-bot", "break-glass", "--connection", "prod-db", "--reason",
-                    "primary down, on-call unreachable", "--duration", "15m")
+    glass = env.cli(
+        "ci-bot",
+        "break-glass",
+        "--connection",
+        "prod-db",
+        "--reason",
+        "primary down, on-call unreachable",
+        "--duration",
+        "15m",
+    )
     assert glass.returncode == 0
     with env.connect("ci-bot") as conn:  # break glass: in at once, flagged in the audit log
         assert conn.execute("SELECT 2").fetchone() == (2,)
-    audit = env.http("admin", "GET", "/api/v1/audit",
-                     params={"action": "grant:break_glass"}).json()["items"]
+    audit = env.http(
+        "admin", "GET", "/api/v1/audit", params={"action": "grant:break_glass"}
+    ).json()["items"]
     assert audit and audit[0]["details"]["flagged"] is True
 
 
 def test_a_matching_forbid_refuses_at_once_even_when_review_also_matches(env: Env) -> None:
     """Deny first: a forbid that matches wins over the default pack's review of an
     unbounded DELETE, so nothing is held; templates are refused when added."""
-    env.cli("admin", "policy", "add", "keep-t", "--file", _write(env, """
+    env.cli(
+        "admin",
+        "policy",
+        "add",
+        "keep-t",
+        "--file",
+        _write(
+            env,
+            """
         @id("keep-t") @reason("rows of t are kept")
         forbid (principal, action == Action::"sql:delete", resource)
         when { context.tables_written.contains("t") };
-    """))
+    """,
+        ),
+    )
     with env.connect("alice") as conn:
         started = time.monotonic()
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="rows of t are kept"):
             conn.execute("DELETE FROM t")
         assert time.monotonic() - started < 5  # refused, not held for approval
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (10,)
-    pending = json.loads(env.cli("bob", "requests", "list", "--status", "pending", "-o",
-                                 "json").stdout)
+    pending = json.loads(
+        env.cli("bob", "requests", "list", "--status", "pending", "-o", "json").stdout
+    )
     assert pending == []
-    template = env.cli("admin", "policy", "add", "tmpl", "--file", _write(
-        env, "permit (principal == ?principal, action, resource);"), check=False)
+    template = env.cli(
+        "admin",
+        "policy",
+        "add",
+        "tmpl",
+        "--file",
+        _write(env, "permit (principal == ?principal, action, resource);"),
+        check=False,
+    )
     assert template.returncode == 1
     assert "templates" in template.stderr and "not supported" in template.stderr
-    assert "tmpl" not in {p["name"] for p in json.loads(
-        env.cli("admin", "policy", "list", "-o", "json").stdout)}
+    assert "tmpl" not in {
+        p["name"] for p in json.loads(env.cli("admin", "policy", "list", "-o", "json").stdout)
+    }
 
 
 def _psql(env: Env, who: str, sql: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(pg_bindir() / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-         f"host=127.0.0.1 port={env.pg_port} dbname=prod-db user={who} sslmode=disable",
-         "-c", sql],
-        capture_output=True, text=True, timeout=60,
-        env={**os.environ, "PGPASSWORD": env.tokens[who], "PGCONNECT_TIMEOUT": "10"})
+        [
+            str(pg_bindir() / "psql"),
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            f"host=127.0.0.1 port={env.pg_port} dbname=prod-db user={who} sslmode=disable",
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PGPASSWORD": env.tokens[who], "PGCONNECT_TIMEOUT": "10"},
+    )
 
 
 def test_an_agent_task_from_request_to_completion(env: Env) -> None:
@@ -438,9 +584,23 @@ def test_an_agent_task_from_request_to_completion(env: Env) -> None:
     env.cli("admin", "policy", "add", "agents", "--file", _write(env, GRANT_POLICY))
     refused = _psql(env, "ci-bot", "SELECT count(*) FROM t")
     assert refused.returncode != 0 and "just-in-time grant" in refused.stderr
-    created = json.loads(env.cli("ci-bot", "requests", "create", "--connection", "prod-db",
-                                 "--reason", "migrate t for JOB-7", "--duration", "30m",
-                                 "--task-id", "job-7", "-o", "json").stdout)
+    created = json.loads(
+        env.cli(
+            "ci-bot",
+            "requests",
+            "create",
+            "--connection",
+            "prod-db",
+            "--reason",
+            "migrate t for JOB-7",
+            "--duration",
+            "30m",
+            "--task-id",
+            "job-7",
+            "-o",
+            "json",
+        ).stdout
+    )
     assert created["status"] == "pending" and created["task_id"] == "job-7"
     env.cli("bob", "requests", "approve", created["id"], "--comment", "go")
 

@@ -33,8 +33,9 @@ def oidc_served(tmp_path: Path, oidc_provider: OIDCProvider) -> Iterator[Served]
     )
     data_dir = tmp_path / "data"
     proc = start_gateway(data_dir, extra_config=extra)
-    served = Served(proc, data_dir, wait_ready(proc, data_dir),
-                    (data_dir / "admin.token").read_text().strip())
+    served = Served(
+        proc, data_dir, wait_ready(proc, data_dir), (data_dir / "admin.token").read_text().strip()
+    )
     yield served
     if proc.poll() is None:
         stop(proc)
@@ -105,12 +106,21 @@ def _read_until(stream: queue.Queue[str], needle: str, timeout: float = 30) -> s
 def _spawn_login(
     served: Served, *args: str, env: dict[str, str] | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], queue.Queue[str]]]:
-    env = {**os.environ, "XDG_CONFIG_HOME": str(served.data_dir.parent / "xdg"),
-           "JITGATE_SERVER": served.api, **(env or {})}
+    env = {
+        **os.environ,
+        "XDG_CONFIG_HOME": str(served.data_dir.parent / "xdg"),
+        "JITGATE_SERVER": served.api,
+        **(env or {}),
+    }
     env.pop("JITGATE_TOKEN", None)
-    proc = subprocess.Popen([*JITGATE, "login", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                            env=env)
+    proc = subprocess.Popen(
+        [*JITGATE, "login", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     lines: queue.Queue[str] = queue.Queue()
 
     def pump() -> None:
@@ -135,8 +145,9 @@ def _cli_whoami(served: Served) -> dict[str, object]:
     env = {**os.environ, "XDG_CONFIG_HOME": str(served.data_dir.parent / "xdg")}
     env.pop("JITGATE_TOKEN", None)
     env.pop("JITGATE_SERVER", None)
-    result = subprocess.run([*JITGATE, "whoami", "-o", "json"], capture_output=True, text=True,
-                            env=env, timeout=30)
+    result = subprocess.run(
+        [*JITGATE, "whoami", "-o", "json"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert result.returncode == 0, result.stderr
     data: dict[str, object] = json.loads(result.stdout)
     return data

@@ -47,8 +47,10 @@ def env(tmp_path_factory: pytest.TempPathFactory, oidc_provider: OIDCProvider) -
         "log_line_prefix": "'%m [%p] user=%u db=%d app=%a '"}).start()  # fmt: skip
     tmp = tmp_path_factory.mktemp("oidc-pg")
     data_dir = tmp / "data"
-    oidc = (f"oidc:\n  issuer: {oidc_provider.issuer}\n  audiences: [jitgate, jitgate-cli]\n"
-            "  client_id: jitgate-cli\n  groups_claim: groups\ntokens:\n  cache_seconds: 0\n")
+    oidc = (
+        f"oidc:\n  issuer: {oidc_provider.issuer}\n  audiences: [jitgate, jitgate-cli]\n"
+        "  client_id: jitgate-cli\n  groups_claim: groups\ntokens:\n  cache_seconds: 0\n"
+    )
     proc = start_gateway(data_dir, extra_config=oidc)
     try:
         api = wait_ready(proc, data_dir)
@@ -69,11 +71,14 @@ def env(tmp_path_factory: pytest.TempPathFactory, oidc_provider: OIDCProvider) -
         cluster.stop()
 
 
-def psql(env: Env, token: str, *sql: str, user: str = "alice",
-         app: str = "oidc-psql") -> subprocess.CompletedProcess[str]:
+def psql(
+    env: Env, token: str, *sql: str, user: str = "alice", app: str = "oidc-psql"
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "JITGATE_"))}
-    dsn = (f"host=127.0.0.1 port={env.pg_port} dbname={CONNECTION} user={user} "
-           f"sslmode=verify-ca sslrootcert={env.cert} application_name={app}")
+    dsn = (
+        f"host=127.0.0.1 port={env.pg_port} dbname={CONNECTION} user={user} "
+        f"sslmode=verify-ca sslrootcert={env.cert} application_name={app}"
+    )
     args = [a for s in sql for a in ("-c", s)]
     return subprocess.run(
         ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", dsn, *args], capture_output=True,
@@ -85,8 +90,15 @@ async def asyncpg_refusal(env: Env, token: str, user: str) -> asyncpg.PostgresEr
     context = ssl.create_default_context(cafile=str(env.cert))
     context.check_hostname = False
     with pytest.raises(asyncpg.PostgresError) as refused:
-        await asyncpg.connect(host="127.0.0.1", port=env.pg_port, user=user, password=token,
-                              database=CONNECTION, ssl=context, timeout=10)
+        await asyncpg.connect(
+            host="127.0.0.1",
+            port=env.pg_port,
+            user=user,
+            password=token,
+            database=CONNECTION,
+            ssl=context,
+            timeout=10,
+        )
     return refused.value
 
 
@@ -100,7 +112,8 @@ def tampered(token: str) -> str:
 
 def sessions(env: Env) -> list[dict[str, object]]:
     listed: list[dict[str, object]] = json.loads(
-        env.served.cli("sessions", "list", "-o", "json").stdout)
+        env.served.cli("sessions", "list", "-o", "json").stdout
+    )
     return listed
 
 
@@ -142,9 +155,7 @@ async def test_user_without_access_gets_28000(env: Env, oidc_provider: OIDCProvi
     assert psql(env, alice, "SELECT 1").stdout.strip() == "1"
 
 
-def test_the_upstream_never_sees_the_clients_token(
-    env: Env, oidc_provider: OIDCProvider
-) -> None:
+def test_the_upstream_never_sees_the_clients_token(env: Env, oidc_provider: OIDCProvider) -> None:
     token = oidc_provider.login_device("alice", "alice-password").access_token
     signature = token.rsplit(".", 1)[1]
     # Everything the upstream reports to the session: its own pg_stat_activity rows (as

@@ -20,8 +20,9 @@ from tests.support.served import start_gateway, stop, wait_ready
 
 
 def _pg_ctl(cluster: PgCluster, *args: str) -> None:
-    cluster._cmd(str(cluster.bindir / "pg_ctl"), "-D", str(cluster.datadir), "-w", "-t", "60",
-                 *args)
+    cluster._cmd(
+        str(cluster.bindir / "pg_ctl"), "-D", str(cluster.datadir), "-w", "-t", "60", *args
+    )
 
 
 @pytest.fixture
@@ -33,17 +34,32 @@ def served(tmp_path: Path) -> Iterator[dict[str, Any]]:
     proc = start_gateway(data_dir, extra_config=f"database_url: {store.url()}\n")
     try:
         api = wait_ready(proc, data_dir)
-        pg_port = int(json.loads((data_dir / "serve.json").read_text())["listeners"][
-            "postgres"].rsplit(":", 1)[1])
+        pg_port = int(
+            json.loads((data_dir / "serve.json").read_text())["listeners"]["postgres"].rsplit(
+                ":", 1
+            )[1]
+        )
         headers = {"Authorization": f"Bearer {(data_dir / 'admin.token').read_text().strip()}"}
-        httpx.post(api + "/api/v1/connections", headers=headers, json={
-            "name": "db", "type": "postgres", "host": "127.0.0.1", "port": upstream.port,
-            "database": "postgres", "username": upstream.superuser,
-            "password": upstream.password, "tls_mode": "disable"}).raise_for_status()
-        httpx.post(api + "/api/v1/users", headers=headers,
-                   json={"name": "alice"}).raise_for_status()
-        token = httpx.post(api + "/api/v1/tokens", headers=headers, json={
-            "user": "alice", "name": "t"}).json()["token"]
+        httpx.post(
+            api + "/api/v1/connections",
+            headers=headers,
+            json={
+                "name": "db",
+                "type": "postgres",
+                "host": "127.0.0.1",
+                "port": upstream.port,
+                "database": "postgres",
+                "username": upstream.superuser,
+                "password": upstream.password,
+                "tls_mode": "disable",
+            },
+        ).raise_for_status()
+        httpx.post(
+            api + "/api/v1/users", headers=headers, json={"name": "alice"}
+        ).raise_for_status()
+        token = httpx.post(
+            api + "/api/v1/tokens", headers=headers, json={"user": "alice", "name": "t"}
+        ).json()["token"]
         yield {"proc": proc, "port": pg_port, "token": token, "store": store}
     finally:
         if proc.poll() is None:
@@ -56,8 +72,15 @@ def test_statements_are_refused_with_42501_while_the_policy_store_is_down(
     served: dict[str, Any],
 ) -> None:
     store: PgCluster = served["store"]
-    with psycopg.connect(host="127.0.0.1", port=served["port"], dbname="db", user="alice",
-                         password=served["token"], sslmode="disable", autocommit=True) as conn:
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=served["port"],
+        dbname="db",
+        user="alice",
+        password=served["token"],
+        sslmode="disable",
+        autocommit=True,
+    ) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (3,)
         _pg_ctl(store, "-m", "fast", "stop")
         time.sleep(1.5)  # past the policy reload interval: the store must be read again

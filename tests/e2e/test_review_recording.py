@@ -53,4 +53,3 @@ def test_approved_statement_records_the_approver_and_exports_to_stdout(env: Env)
     assert "approved-by:bob" in json.dumps(exported_reviews)
     again = env.cli("admin", "audit", "export", "--to", "stdout", "--cursor-file", str(cursor))
     assert again.stdout == ""
-

@@ -37,8 +37,9 @@ def test_first_start_creates_private_state(served: Served) -> None:
     for name in ("admin.token", "master.key", "signing.key", "tls/gateway.key"):
         assert mode(served.data_dir / name) == 0o600, name
     assert (served.data_dir / "jitgate.db").exists()
-    response = httpx.get(served.api + "/api/v1/whoami",
-                         headers={"Authorization": f"Bearer {served.admin_token}"})
+    response = httpx.get(
+        served.api + "/api/v1/whoami", headers={"Authorization": f"Bearer {served.admin_token}"}
+    )
     assert response.status_code == 200
     assert response.json()["identity"]["name"] == "admin"
     code, out, err = stop(served.proc)
@@ -48,9 +49,25 @@ def test_first_start_creates_private_state(served: Served) -> None:
 
 
 def test_cli_round_trip_and_secrets_never_shown(served: Served) -> None:
-    added = served.cli("connections", "add", "prod-db", "--type", "postgres", "--host",
-                       "127.0.0.1", "--port", "5432", "--database", "app", "--username", "app",
-                       "--password-stdin", "--tag", "env=prod", stdin=SECRET + "\n")
+    added = served.cli(
+        "connections",
+        "add",
+        "prod-db",
+        "--type",
+        "postgres",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5432",
+        "--database",
+        "app",
+        "--username",
+        "app",
+        "--password-stdin",
+        "--tag",
+        "env=prod",
+        stdin=SECRET + "\n",
+    )
     assert "prod-db" in added.stdout
     listed = json.loads(served.cli("connections", "list", "--output", "json").stdout)
     assert [c["name"] for c in listed] == ["prod-db"]
@@ -89,8 +106,10 @@ def test_cli_round_trip_and_secrets_never_shown(served: Served) -> None:
     ("args", "message"),
     [
         (["connections", "show", "nope"], "error: no connection named 'nope'"),
-        (["connections", "add", "x", "--type", "postgres", "--host", "bad host"],
-         "error: invalid host"),
+        (
+            ["connections", "add", "x", "--type", "postgres", "--host", "bad host"],
+            "error: invalid host",
+        ),
         (["users", "add", "robert');DROP TABLE identities;--"], "error: invalid name"),
         (["tokens", "create", "--expires-in", "soon"], "error: invalid duration"),
     ],
@@ -105,28 +124,32 @@ def test_cli_errors_are_one_line(served: Served, args: list[str], message: str) 
 def test_cli_without_server_or_token(tmp_path: Path) -> None:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path), "JITGATE_SERVER": "http://127.0.0.1:9"}
     env.pop("JITGATE_TOKEN", None)
-    result = subprocess.run([*JITGATE, "whoami"], capture_output=True, text=True, env=env,
-                            timeout=30)
+    result = subprocess.run(
+        [*JITGATE, "whoami"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert result.returncode == 1 and result.stderr.startswith("error: not logged in")
     env["JITGATE_TOKEN"] = "jgt_x"
-    result = subprocess.run([*JITGATE, "whoami"], capture_output=True, text=True, env=env,
-                            timeout=30)
+    result = subprocess.run(
+        [*JITGATE, "whoami"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert result.returncode == 1 and "cannot reach the jitgate server" in result.stderr
 
 
 def test_local_login_saves_credentials(served: Served) -> None:
     served.cli("users", "add", "erin", "--password-stdin", stdin="erin-password-123\n")
     env_home = served.data_dir.parent / "xdg"
-    result = served.cli("login", "--server", served.api, "--username", "erin", token="",
-                        stdin="erin-password-123\n")
+    result = served.cli(
+        "login", "--server", served.api, "--username", "erin", token="", stdin="erin-password-123\n"
+    )
     assert "logged in as erin" in result.stdout
     saved = env_home / "jitgate" / "credentials.json"
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     env = {**os.environ, "XDG_CONFIG_HOME": str(env_home)}
     env.pop("JITGATE_TOKEN", None)
     env.pop("JITGATE_SERVER", None)
-    who = subprocess.run([*JITGATE, "whoami", "-o", "json"], capture_output=True, text=True,
-                         env=env, timeout=30)
+    who = subprocess.run(
+        [*JITGATE, "whoami", "-o", "json"], capture_output=True, text=True, env=env, timeout=30
+    )
     assert json.loads(who.stdout)["identity"]["name"] == "erin"
 
 
@@ -145,8 +168,17 @@ def test_restart_keeps_state_and_key_rotation(tmp_path: Path) -> None:
     api = wait_ready(proc, data_dir)
     token = (data_dir / "admin.token").read_text().strip()
     served = Served(proc, data_dir, api, token)
-    served.cli("connections", "add", "db", "--type", "postgres", "--host", "h",
-               "--password-stdin", stdin=SECRET)
+    served.cli(
+        "connections",
+        "add",
+        "db",
+        "--type",
+        "postgres",
+        "--host",
+        "h",
+        "--password-stdin",
+        stdin=SECRET,
+    )
     old_key = (data_dir / "master.key").read_text()
     rotate = [*JITGATE, "vault", "rotate-key", "--data-dir", str(data_dir)]
     while_running = subprocess.run(rotate, capture_output=True, text=True, timeout=60)
@@ -173,8 +205,9 @@ def test_restart_keeps_state_and_key_rotation(tmp_path: Path) -> None:
     assert credential is not None and credential.secret == SECRET
 
 
-@pytest.mark.parametrize("args", [["nosuchcommand"], ["policy", "nosuch"], ["tokens", "create",
-                                                                            "--bogus-flag"]])
+@pytest.mark.parametrize(
+    "args", [["nosuchcommand"], ["policy", "nosuch"], ["tokens", "create", "--bogus-flag"]]
+)
 def test_cli_usage_errors_print_usage_not_a_traceback(args: list[str]) -> None:
     result = subprocess.run([*JITGATE, *args], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2

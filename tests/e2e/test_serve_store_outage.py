@@ -36,13 +36,13 @@ def test_store_outage_answers_503_and_recovers(
 ) -> None:
     proxy, url = proxy_to_store
     data_dir = tmp_path / "data"
-    proc = start_gateway(data_dir, extra_config=f"database_url: {url}\ntokens:\n"
-                                                "  cache_seconds: 0\n")
+    proc = start_gateway(
+        data_dir, extra_config=f"database_url: {url}\ntokens:\n  cache_seconds: 0\n"
+    )
     try:
         api = wait_ready(proc, data_dir, timeout=60)
         token = (data_dir / "admin.token").read_text().strip()
-        http = httpx.Client(base_url=api, timeout=30,
-                            headers={"Authorization": f"Bearer {token}"})
+        http = httpx.Client(base_url=api, timeout=30, headers={"Authorization": f"Bearer {token}"})
         assert http.get("/readyz").status_code == 200
         assert http.get("/api/v1/connections").status_code == 200
 
@@ -50,8 +50,11 @@ def test_store_outage_answers_503_and_recovers(
         ready = http.get("/readyz")
         assert ready.status_code == 503, ready.text
         assert ready.json()["status"] == "unavailable" and ready.json()["reason"]
-        for method, path in (("GET", "/api/v1/connections"), ("GET", "/api/v1/whoami"),
-                             ("POST", "/api/v1/users")):
+        for method, path in (
+            ("GET", "/api/v1/connections"),
+            ("GET", "/api/v1/whoami"),
+            ("POST", "/api/v1/users"),
+        ):
             body = {"name": "carol"} if method == "POST" else None
             answer = http.request(method, path, json=body)
             assert answer.status_code == 503, (path, answer.text)

@@ -61,13 +61,32 @@ def test_target_private_key_never_reaches_client_log_or_recordings(
         host_key = (data_dir / "ssh" / "host_ed25519_key.pub").read_text().split()
         known = tmp_path / "known_hosts"
         known.write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-        opts = ["-F", "/dev/null", "-o", f"UserKnownHostsFile={known}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-i", str(key), "-v"]
+        opts = [
+            "-F",
+            "/dev/null",
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "IdentityAgent=none",
+            "-i",
+            str(key),
+            "-v",
+        ]
 
         def run(*argv: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-            done = subprocess.run(list(argv), input=input, capture_output=True, timeout=60,
-                                  stdin=None if input is not None else subprocess.DEVNULL)
+            done = subprocess.run(
+                list(argv),
+                input=input,
+                capture_output=True,
+                timeout=60,
+                stdin=None if input is not None else subprocess.DEVNULL,
+            )
             seen.extend((done.stdout, done.stderr))
             return done
 

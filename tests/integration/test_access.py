@@ -30,8 +30,9 @@ class World:
         self.connections = ConnectionRegistry(store, Vault([MasterKey.generate()]))
         self.events = AccessEvents()
         self.access = AccessService(store, self.connections, events=self.events)
-        self.connections.create(name="prod-db", type=ConnectionType.POSTGRES, host="h",
-                                tags={"env": "prod"})
+        self.connections.create(
+            name="prod-db", type=ConnectionType.POSTGRES, host="h", tags={"env": "prod"}
+        )
         self.connections.create(name="dev-db", type=ConnectionType.POSTGRES, host="h")
         for name, groups, kind in [
             ("alice", ["dbas"], IdentityKind.USER),
@@ -45,8 +46,11 @@ class World:
             self.identities.create_identity(name, groups=groups, kind=kind)
 
     def who(self, name: str, actor: str | None = None) -> Authenticated:
-        return Authenticated(principal=self.identities.identity(name), method=AuthMethod.API_TOKEN,
-                             actor=self.identities.identity(actor) if actor else None)
+        return Authenticated(
+            principal=self.identities.identity(name),
+            method=AuthMethod.API_TOKEN,
+            actor=self.identities.identity(actor) if actor else None,
+        )
 
 
 @pytest.fixture
@@ -57,8 +61,13 @@ def world(store: Store) -> World:
 def test_request_approve_grant_lifecycle(world: World) -> None:
     seen: list[GrantsChanged] = []
     world.events.on_grants_changed(seen.append)
-    request = world.access.create_request(world.who("alice"), "prod-db", reason="fix ticket 42",
-                                          duration=timedelta(minutes=30), ticket="OPS-42")
+    request = world.access.create_request(
+        world.who("alice"),
+        "prod-db",
+        reason="fix ticket 42",
+        duration=timedelta(minutes=30),
+        ticket="OPS-42",
+    )
     assert request.status == "pending" and request.rule == "default"
     approved = world.access.approve(world.who("bob"), request.id, comment="ok")
     assert approved.status == "approved" and approved.grant_id
@@ -104,10 +113,13 @@ def test_approving_twice_or_after_deny_or_expiry(world: World) -> None:
 
 
 def test_n_of_m_and_steps(world: World) -> None:
-    world.access.put_rule(ApprovalRule(
-        name="prod-two-step", connections=("prod-db",),
-        steps=(Step(("approvers",), 2, "peers"), Step(("security",), 1, "security")),
-    ))
+    world.access.put_rule(
+        ApprovalRule(
+            name="prod-two-step",
+            connections=("prod-db",),
+            steps=(Step(("approvers",), 2, "peers"), Step(("security",), 1, "security")),
+        )
+    )
     request = world.access.create_request(world.who("alice"), "prod-db", reason="r")
     assert request.rule == "prod-two-step"
     after_one = world.access.approve(world.who("bob"), request.id)
@@ -128,8 +140,9 @@ def test_concurrent_approve_and_deny_resolve_once(world: World) -> None:
         outcomes: list[str] = []
         barrier = threading.Barrier(2)
 
-        def act(fn: object, who: str, request_id: str, barrier: threading.Barrier,
-                outcomes: list[str]) -> None:
+        def act(
+            fn: object, who: str, request_id: str, barrier: threading.Barrier, outcomes: list[str]
+        ) -> None:
             barrier.wait()
             try:
                 result = fn(world.who(who), request_id)  # type: ignore[operator]
@@ -138,10 +151,12 @@ def test_concurrent_approve_and_deny_resolve_once(world: World) -> None:
                 outcomes.append(f"refused: {type(exc).__name__}")
 
         threads = [
-            threading.Thread(target=act, args=(world.access.approve, "bob", request.id, barrier,
-                                               outcomes)),
-            threading.Thread(target=act, args=(world.access.deny, "carol", request.id, barrier,
-                                               outcomes)),
+            threading.Thread(
+                target=act, args=(world.access.approve, "bob", request.id, barrier, outcomes)
+            ),
+            threading.Thread(
+                target=act, args=(world.access.deny, "carol", request.id, barrier, outcomes)
+            ),
         ]
         for t in threads:
             t.start()
@@ -150,7 +165,9 @@ def test_concurrent_approve_and_deny_resolve_once(world: World) -> None:
         final = world.access.get_request(request.id).status
         assert final in ("approved", "denied")
         assert sorted(o for o in outcomes if not o.startswith("refused")) in (
-            ["approved"], ["denied"])
+            ["approved"],
+            ["denied"],
+        )
         grants = world.access.list_grants(identity="alice", active_only=False)
         assert len([g for g in grants if g.request_id == request.id]) == (final == "approved")
 
@@ -160,23 +177,29 @@ def test_concurrent_approvals_of_a_two_of_m_step_both_count(world: World) -> Non
     request is approved (each seeing only its own uncommitted approval would leave it
     pending for good when nobody else may approve)."""
     world.identities.create_identity("frank", groups=["approvers"])
-    world.access.put_rule(ApprovalRule(name="two-peers", connections=("prod-db",),
-                                       steps=(Step(("approvers",), 2, "peers"),)))
+    world.access.put_rule(
+        ApprovalRule(
+            name="two-peers", connections=("prod-db",), steps=(Step(("approvers",), 2, "peers"),)
+        )
+    )
     for _ in range(8):
         request = world.access.create_request(world.who("alice"), "prod-db", reason="race")
         barrier = threading.Barrier(2)
         errors: list[BaseException] = []
 
-        def approve(who: str, request_id: str, barrier: threading.Barrier,
-                    errors: list[BaseException]) -> None:
+        def approve(
+            who: str, request_id: str, barrier: threading.Barrier, errors: list[BaseException]
+        ) -> None:
             barrier.wait()
             try:
                 world.access.approve(world.who(who), request_id)
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=approve, args=(who, request.id, barrier, errors))
-                   for who in ("bob", "frank")]
+        threads = [
+            threading.Thread(target=approve, args=(who, request.id, barrier, errors))
+            for who in ("bob", "frank")
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -189,15 +212,18 @@ def test_concurrent_approvals_of_a_two_of_m_step_both_count(world: World) -> Non
 
 
 def test_limits_from_the_rule(world: World) -> None:
-    world.access.put_rule(ApprovalRule(name="short", connections=("dev-db",),
-                                       max_duration_seconds=600, max_uses=3))
+    world.access.put_rule(
+        ApprovalRule(name="short", connections=("dev-db",), max_duration_seconds=600, max_uses=3)
+    )
     with pytest.raises(InvalidInput, match="maximum of 600"):
-        world.access.create_request(world.who("alice"), "dev-db", reason="r",
-                                    duration=timedelta(hours=1))
+        world.access.create_request(
+            world.who("alice"), "dev-db", reason="r", duration=timedelta(hours=1)
+        )
     with pytest.raises(InvalidInput, match="reason"):
         world.access.create_request(world.who("alice"), "dev-db", reason="  ")
-    request = world.access.create_request(world.who("alice"), "dev-db", reason="r",
-                                          duration=timedelta(minutes=5), max_uses=100)
+    request = world.access.create_request(
+        world.who("alice"), "dev-db", reason="r", duration=timedelta(minutes=5), max_uses=100
+    )
     assert request.max_uses == 3
 
 
@@ -208,8 +234,9 @@ def test_auto_approve_for_oncall(world: World) -> None:
     other = world.access.create_request(world.who("alice"), "prod-db", reason="r")
     assert other.status == "pending"
     with world.access.store.session() as session:
-        events = [(e.action, e.actor, e.details) for e in AuditLog.query(
-            session, target_name=request.id)]
+        events = [
+            (e.action, e.actor, e.details) for e in AuditLog.query(session, target_name=request.id)
+        ]
         pending_events = [e.action for e in AuditLog.query(session, target_name=other.id)]
     assert [action for action, _, _ in events] == ["request:create", "request:approve"]
     _, by, details = events[1]
@@ -221,14 +248,21 @@ def test_auto_approve_for_oncall(world: World) -> None:
 
 def test_auto_approve_only_in_business_hours(world: World) -> None:
     """Default business hours: 08:00-18:00 UTC, Monday to Friday (risk settings)."""
-    world.access.put_rule(ApprovalRule(name="oncall-days", auto_approve_groups=("oncall",),
-                                       auto_approve_business_hours_only=True))
+    world.access.put_rule(
+        ApprovalRule(
+            name="oncall-days",
+            auto_approve_groups=("oncall",),
+            auto_approve_business_hours_only=True,
+        )
+    )
     tuesday_10 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
     tuesday_19 = datetime(2026, 12, 1, 19, 0, tzinfo=UTC)
     saturday_10 = datetime(2026, 12, 5, 10, 0, tzinfo=UTC)
     erin = world.who("erin")
-    statuses = [world.access.create_request(erin, "prod-db", reason="paged", now=at).status
-                for at in (tuesday_10, tuesday_19, saturday_10)]
+    statuses = [
+        world.access.create_request(erin, "prod-db", reason="paged", now=at).status
+        for at in (tuesday_10, tuesday_19, saturday_10)
+    ]
     assert statuses == ["approved", "pending", "pending"]
 
 
@@ -292,7 +326,8 @@ def test_completing_a_task_ends_its_grants_cancels_its_requests_and_is_final(
         world.access.create_request(bot, "dev-db", reason="more", task_id="job-1")
     # An admin may complete anyone's task.
     assert world.access.complete_task(world.who("root"), "job-2").cancelled_requests == (
-        other_task.id,)
+        other_task.id,
+    )
     with world.access.store.session() as session:
         events = AuditLog.query(session, action="task:complete", target_name="job-1")
     assert [e.actor for e in events] == ["ci-bot"]
@@ -302,18 +337,27 @@ def test_completing_a_task_ends_its_grants_cancels_its_requests_and_is_final(
 def test_statement_grant_runs_exactly_once(world: World) -> None:
     alice = world.who("alice")
     key = statement_key("DELETE FROM t")
-    request = world.access.create_request(alice, "prod-db", reason="cleanup", kind="statement",
-                                          statement_text="DELETE FROM t", statement_key=key)
+    request = world.access.create_request(
+        alice,
+        "prod-db",
+        reason="cleanup",
+        kind="statement",
+        statement_text="DELETE FROM t",
+        statement_key=key,
+    )
     world.access.approve(world.who("bob"), request.id)
-    assert world.access.consume_statement_grant(alice.principal, None, "prod-db",
-                                                statement_key("DELETE FROM u")) is None
+    assert (
+        world.access.consume_statement_grant(
+            alice.principal, None, "prod-db", statement_key("DELETE FROM u")
+        )
+        is None
+    )
     results: list[object] = []
     barrier = threading.Barrier(4)
 
     def consume() -> None:
         barrier.wait()
-        results.append(world.access.consume_statement_grant(alice.principal, None, "prod-db",
-                                                            key))
+        results.append(world.access.consume_statement_grant(alice.principal, None, "prod-db", key))
 
     threads = [threading.Thread(target=consume) for _ in range(4)]
     for t in threads:
@@ -327,11 +371,15 @@ def test_statement_grant_runs_exactly_once(world: World) -> None:
 
 def test_break_glass_is_immediate_and_flagged(world: World) -> None:
     with pytest.raises(InvalidInput, match="reason"):
-        world.access.break_glass(world.who("alice"), "prod-db", reason="x",
-                                 duration=timedelta(minutes=5))
-    grant = world.access.break_glass(world.who("alice"), "prod-db",
-                                     reason="database down, paging failed",
-                                     duration=timedelta(minutes=5))
+        world.access.break_glass(
+            world.who("alice"), "prod-db", reason="x", duration=timedelta(minutes=5)
+        )
+    grant = world.access.break_glass(
+        world.who("alice"),
+        "prod-db",
+        reason="database down, paging failed",
+        duration=timedelta(minutes=5),
+    )
     assert grant.kind == "break_glass" and grant.active
     with world.access.store.session() as session:
         [event] = AuditLog.query(session, action="grant:break_glass")

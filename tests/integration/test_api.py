@@ -33,8 +33,15 @@ def test_health_and_openapi(api: API) -> None:
     ready = api.as_(None).get("/readyz")
     assert ready.status_code == 200 and ready.json()["store"] == "ok"
     spec = api.as_(None).get("/openapi.json").json()
-    for path in ("/api/v1/whoami", "/api/v1/connections", "/api/v1/tokens", "/api/v1/users",
-                 "/api/v1/audit", "/api/v1/tokens/exchange", "/api/v1/delegations"):
+    for path in (
+        "/api/v1/whoami",
+        "/api/v1/connections",
+        "/api/v1/tokens",
+        "/api/v1/users",
+        "/api/v1/audit",
+        "/api/v1/tokens/exchange",
+        "/api/v1/delegations",
+    ):
         assert path in spec["paths"]
     keys = api.as_(None).get("/api/v1/keys").json()["keys"]
     assert keys[0]["kty"] == "OKP" and "d" not in keys[0]
@@ -67,10 +74,19 @@ def test_connection_crud_never_returns_credential(
     api: API, gateway: Gateway, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    created = api.post("/api/v1/connections", json={
-        "name": "prod-db", "type": "postgres", "host": "127.0.0.1", "port": 5432,
-        "database": "app", "username": "app", "tags": {"env": "prod"}, "password": SECRET,
-    })
+    created = api.post(
+        "/api/v1/connections",
+        json={
+            "name": "prod-db",
+            "type": "postgres",
+            "host": "127.0.0.1",
+            "port": 5432,
+            "database": "app",
+            "username": "app",
+            "tags": {"env": "prod"},
+            "password": SECRET,
+        },
+    )
     assert created.status_code == 201, created.text
     assert created.json()["credential"] == {"kind": "password", "set": True}
     responses = [
@@ -79,10 +95,20 @@ def test_connection_crud_never_returns_credential(
         api.get("/api/v1/connections/prod-db"),
         api.patch("/api/v1/connections/prod-db", json={"port": 6432, "password": SECRET + "2"}),
         api.get("/api/v1/audit"),
-        api.post("/api/v1/connections", json={"name": "prod-db", "type": "postgres",
-                                               "host": "h", "password": SECRET}),
-        api.post("/api/v1/connections", json={"name": "p2", "type": "postgres", "host": "h",
-                                               "password": SECRET, "token": SECRET}),
+        api.post(
+            "/api/v1/connections",
+            json={"name": "prod-db", "type": "postgres", "host": "h", "password": SECRET},
+        ),
+        api.post(
+            "/api/v1/connections",
+            json={
+                "name": "p2",
+                "type": "postgres",
+                "host": "h",
+                "password": SECRET,
+                "token": SECRET,
+            },
+        ),
         api.get("/openapi.json"),
     ]
     for response in responses:
@@ -102,11 +128,17 @@ def test_connection_crud_never_returns_credential(
         ({"name": "x", "type": "oracle", "host": "h"}, 422, "type"),
         ({"name": "x", "type": "postgres", "host": "h", "port": "five"}, 422, "port"),
         ({"name": "x", "type": "postgres"}, 422, "host: field required"),
-        ({"name": "x'; DROP TABLE connections;--", "type": "postgres", "host": "h"}, 400,
-         "invalid connection name"),
+        (
+            {"name": "x'; DROP TABLE connections;--", "type": "postgres", "host": "h"},
+            400,
+            "invalid connection name",
+        ),
         ({"name": "x", "type": "postgres", "host": "h", "tags": {"env": 5}}, 422, "tags"),
-        ({"name": "x", "type": "postgres", "host": "h", "options": {"a": {"b": 1}}}, 422,
-         "options"),
+        (
+            {"name": "x", "type": "postgres", "host": "h", "options": {"a": {"b": 1}}},
+            422,
+            "options",
+        ),
     ],
 )
 def test_bad_connection_input(api: API, body: dict[str, Any], status: int, needle: str) -> None:
@@ -116,19 +148,25 @@ def test_bad_connection_input(api: API, body: dict[str, Any], status: int, needl
 
 
 def test_malformed_json_and_oversized_body(api: API, gateway: Gateway) -> None:
-    response = api.post("/api/v1/connections", content=b"{not json",
-                        headers={"Content-Type": "application/json"})
+    response = api.post(
+        "/api/v1/connections", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert "JSON" in _error(response, 400)["message"]
-    huge = {"name": "x", "type": "postgres", "host": "h",
-            "description": "a" * (gateway.settings.api.max_body_bytes + 10)}
+    huge = {
+        "name": "x",
+        "type": "postgres",
+        "host": "h",
+        "description": "a" * (gateway.settings.api.max_body_bytes + 10),
+    }
     assert _error(api.post("/api/v1/connections", json=huge), 413)["code"] == "payload_too_large"
 
     def chunks() -> Any:
         for _ in range(40):
             yield b"x" * 65536
 
-    streamed = api.post("/api/v1/connections", content=chunks(),
-                        headers={"Content-Type": "application/json"})
+    streamed = api.post(
+        "/api/v1/connections", content=chunks(), headers={"Content-Type": "application/json"}
+    )
     assert streamed.status_code == 413
     assert api.get("/api/v1/connections").json()["items"] == []
 
@@ -159,11 +197,12 @@ def test_tokens_own_and_agents(api: API) -> None:
     user = api.as_(_user_token(api, "dave"))
     own = user.post("/api/v1/tokens", json={"name": "laptop", "expires_in": 3600})
     assert own.status_code == 201 and own.json()["identity"] == "dave"
-    assert [t["name"] for t in user.get("/api/v1/tokens").json()["items"]] == ["laptop", "t"] or \
-        sorted(t["name"] for t in user.get("/api/v1/tokens").json()["items"]) == ["laptop", "t"]
+    assert [t["name"] for t in user.get("/api/v1/tokens").json()["items"]] == [
+        "laptop",
+        "t",
+    ] or sorted(t["name"] for t in user.get("/api/v1/tokens").json()["items"]) == ["laptop", "t"]
     _error(user.get("/api/v1/tokens", params={"all": True}), 403)
-    agent = api.post("/api/v1/tokens", json={"agent": "ci-bot", "name": "ci",
-                                             "create_agent": True})
+    agent = api.post("/api/v1/tokens", json={"agent": "ci-bot", "name": "ci", "create_agent": True})
     assert agent.status_code == 201 and agent.json()["identity_kind"] == "agent"
     _error(api.post("/api/v1/tokens", json={"agent": "ghost", "name": "ci"}), 404)
     _error(api.post("/api/v1/tokens", json={"agent": "dave", "name": "x"}), 400)
@@ -193,8 +232,9 @@ def test_disabling_user_stops_their_tokens(api: API) -> None:
 
 def test_local_login(api: API) -> None:
     api.post("/api/v1/users", json={"name": "erin", "password": "erin-password-1"})
-    response = api.as_(None).post("/api/v1/login",
-                                  json={"username": "erin", "password": "erin-password-1"})
+    response = api.as_(None).post(
+        "/api/v1/login", json={"username": "erin", "password": "erin-password-1"}
+    )
     assert response.status_code == 200
     session = api.as_(response.json()["token"])
     assert session.get("/api/v1/whoami").json()["method"] == "login"
@@ -226,13 +266,18 @@ def test_pagination(api: API) -> None:
 
 
 def test_audit_log_records_who_did_what(api: API) -> None:
-    api.post("/api/v1/connections", json={"name": "db", "type": "postgres", "host": "h",
-                                          "password": SECRET})
+    api.post(
+        "/api/v1/connections",
+        json={"name": "db", "type": "postgres", "host": "h", "password": SECRET},
+    )
     api.patch("/api/v1/connections/db", json={"tags": {"env": "prod"}})
     api.delete("/api/v1/connections/db")
     events = api.get("/api/v1/audit", params={"action": "connection:*"}).json()["items"]
-    assert [e["action"] for e in events] == ["connection:create", "connection:update",
-                                             "connection:delete"]
+    assert [e["action"] for e in events] == [
+        "connection:create",
+        "connection:update",
+        "connection:delete",
+    ]
     assert all(e["actor"] == "admin" and e["client_addr"] == "127.0.0.1" for e in events)
     assert events[1]["details"] == {"changed": ["tags"]}
 
@@ -240,12 +285,15 @@ def test_audit_log_records_who_did_what(api: API) -> None:
 def test_delegations_list_is_paginated(api: API) -> None:
     alice = api.as_(_user_token(api, "alice"))
     api.post("/api/v1/tokens", json={"agent": "ci-bot", "name": "ci", "create_agent": True})
-    made = {alice.post("/api/v1/delegations", json={"agent": "ci-bot", "expires_in": 600})
-            .json()["id"] for _ in range(3)}
+    made = {
+        alice.post("/api/v1/delegations", json={"agent": "ci-bot", "expires_in": 600}).json()["id"]
+        for _ in range(3)
+    }
     first = alice.get("/api/v1/delegations", params={"limit": 2}).json()
     assert len(first["items"]) == 2 and first["next_cursor"] == first["items"][-1]["id"]
-    rest = alice.get("/api/v1/delegations",
-                     params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    rest = alice.get(
+        "/api/v1/delegations", params={"limit": 2, "cursor": first["next_cursor"]}
+    ).json()
     assert len(rest["items"]) == 1 and rest["next_cursor"] is None
     assert {d["id"] for d in first["items"] + rest["items"]} == made
     _error(alice.get("/api/v1/delegations", params={"cursor": "bogus"}), 400)
@@ -253,8 +301,9 @@ def test_delegations_list_is_paginated(api: API) -> None:
 
 def test_token_exchange_and_delegations_over_http(api: API) -> None:
     alice = api.as_(_user_token(api, "alice"))
-    bot_token = api.post("/api/v1/tokens", json={"agent": "ci-bot", "name": "ci",
-                                                 "create_agent": True}).json()["token"]
+    bot_token = api.post(
+        "/api/v1/tokens", json={"agent": "ci-bot", "name": "ci", "create_agent": True}
+    ).json()["token"]
     record = alice.post("/api/v1/delegations", json={"agent": "ci-bot", "expires_in": 600})
     assert record.status_code == 201, record.text
     form = {
@@ -277,5 +326,9 @@ def test_token_exchange_and_delegations_over_http(api: API) -> None:
     again = api.as_(None).post("/api/v1/tokens/exchange", json=form)
     assert "revoked" in _error(again, 403)["message"]
     _error(api.as_(None).post("/api/v1/tokens/exchange", json={**form, "grant_type": "x"}), 422)
-    _error(api.as_(None).post("/api/v1/tokens/exchange", content=b"{",
-                              headers={"Content-Type": "application/json"}), 400)
+    _error(
+        api.as_(None).post(
+            "/api/v1/tokens/exchange", content=b"{", headers={"Content-Type": "application/json"}
+        ),
+        400,
+    )

@@ -22,8 +22,12 @@ def registry(store: Store) -> ConnectionRegistry:
 
 def test_crud_and_credential_never_in_info(registry: ConnectionRegistry) -> None:
     info = registry.create(
-        name="prod-db", type=ConnectionType.POSTGRES, host="db.internal", database="app",
-        username="app", tags={"env": "prod"},
+        name="prod-db",
+        type=ConnectionType.POSTGRES,
+        host="db.internal",
+        database="app",
+        username="app",
+        tags={"env": "prod"},
         credential=Credential(CredentialKind.PASSWORD, SECRET),
     )
     assert info.port == 5432 and info.tls_mode is TLSMode.PREFER
@@ -40,8 +44,12 @@ def test_crud_and_credential_never_in_info(registry: ConnectionRegistry) -> None
 
 
 def test_credential_is_encrypted_at_rest(registry: ConnectionRegistry, store: Store) -> None:
-    registry.create(name="db", type=ConnectionType.POSTGRES, host="h",
-                    credential=Credential(CredentialKind.PASSWORD, SECRET))
+    registry.create(
+        name="db",
+        type=ConnectionType.POSTGRES,
+        host="h",
+        credential=Credential(CredentialKind.PASSWORD, SECRET),
+    )
     with store.engine.connect() as conn:
         rows = conn.execute(text("SELECT * FROM connections")).all()
     assert SECRET.encode() not in repr(rows).encode()
@@ -54,8 +62,12 @@ def test_credential_is_encrypted_at_rest(registry: ConnectionRegistry, store: St
 def test_blob_moved_to_another_connection_does_not_open(
     registry: ConnectionRegistry, store: Store
 ) -> None:
-    registry.create(name="a", type=ConnectionType.POSTGRES, host="h",
-                    credential=Credential(CredentialKind.PASSWORD, SECRET))
+    registry.create(
+        name="a",
+        type=ConnectionType.POSTGRES,
+        host="h",
+        credential=Credential(CredentialKind.PASSWORD, SECRET),
+    )
     registry.create(name="b", type=ConnectionType.POSTGRES, host="h")
     with store.session() as session:
         a = session.scalar(select(ConnectionRow).where(ConnectionRow.name == "a"))
@@ -68,8 +80,12 @@ def test_blob_moved_to_another_connection_does_not_open(
 
 def test_key_rotation_reseals_everything(registry: ConnectionRegistry) -> None:
     for name in ("a", "b"):
-        registry.create(name=name, type=ConnectionType.SSH, host="h",
-                        credential=Credential(CredentialKind.PRIVATE_KEY, SECRET, "pp"))
+        registry.create(
+            name=name,
+            type=ConnectionType.SSH,
+            host="h",
+            credential=Credential(CredentialKind.PRIVATE_KEY, SECRET, "pp"),
+        )
     old_vault = registry.vault
     new_key = MasterKey.generate()
     assert registry.reseal_all(Vault([new_key, *old_vault._keys])) == 2
@@ -84,8 +100,9 @@ def test_bad_input(registry: ConnectionRegistry) -> None:
     with pytest.raises(Conflict):
         registry.create(name="db", type=ConnectionType.POSTGRES, host="h")
     with pytest.raises(InvalidInput):
-        registry.create(name="x'; DROP TABLE connections;--", type=ConnectionType.POSTGRES,
-                        host="h")
+        registry.create(
+            name="x'; DROP TABLE connections;--", type=ConnectionType.POSTGRES, host="h"
+        )
     with pytest.raises(InvalidInput):
         registry.create(name="y", type=ConnectionType.POSTGRES, host="bad host")
     with pytest.raises(InvalidInput):
@@ -96,8 +113,12 @@ def test_bad_input(registry: ConnectionRegistry) -> None:
 
 
 def test_clear_credential(registry: ConnectionRegistry) -> None:
-    registry.create(name="db", type=ConnectionType.POSTGRES, host="h",
-                    credential=Credential(CredentialKind.PASSWORD, SECRET))
+    registry.create(
+        name="db",
+        type=ConnectionType.POSTGRES,
+        host="h",
+        credential=Credential(CredentialKind.PASSWORD, SECRET),
+    )
     registry.update("db", credential=None)
     info, credential = registry.resolve("db")
     assert credential is None and info.credential_kind is None

@@ -49,8 +49,11 @@ def world(store: Store) -> dict[str, object]:
 def test_exchange_with_delegation_record(world: dict) -> None:
     d: DelegationService = world["delegations"]
     record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=30), connections=["db1"])
-    exchanged = d.exchange(actor_token=world["bot_token"], subject_token=record.id,
-                           subject_token_type=TOKEN_TYPE_DELEGATION)
+    exchanged = d.exchange(
+        actor_token=world["bot_token"],
+        subject_token=record.id,
+        subject_token_type=TOKEN_TYPE_DELEGATION,
+    )
     who = world["auth"].authenticate(exchanged.access_token)
     assert who.principal.name == "alice" and who.actor is not None
     assert who.actor.name == "ci-bot" and who.method is AuthMethod.DELEGATED
@@ -61,8 +64,11 @@ def test_exchange_with_delegation_record(world: dict) -> None:
 
 def test_exchange_with_user_token(world: dict) -> None:
     d: DelegationService = world["delegations"]
-    exchanged = d.exchange(actor_token=world["bot_token"], subject_token=world["alice_token"],
-                           subject_token_type=TOKEN_TYPE_ACCESS)
+    exchanged = d.exchange(
+        actor_token=world["bot_token"],
+        subject_token=world["alice_token"],
+        subject_token_type=TOKEN_TYPE_ACCESS,
+    )
     who = world["auth"].authenticate(exchanged.access_token)
     assert (who.principal.name, who.actor.name) == ("alice", "ci-bot")
     # Revoking the user's token that gave consent ends the delegated token too.
@@ -75,47 +81,69 @@ def test_mismatched_agent_refused(world: dict) -> None:
     d: DelegationService = world["delegations"]
     record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
     with pytest.raises(Forbidden, match="no delegation"):
-        d.exchange(actor_token=world["other_token"], subject_token=record.id,
-                   subject_token_type=TOKEN_TYPE_DELEGATION)
+        d.exchange(
+            actor_token=world["other_token"],
+            subject_token=record.id,
+            subject_token_type=TOKEN_TYPE_DELEGATION,
+        )
 
 
 def test_user_cannot_be_actor_and_agent_cannot_be_subject(world: dict) -> None:
     d: DelegationService = world["delegations"]
     with pytest.raises(Forbidden, match="agent"):
-        d.exchange(actor_token=world["alice_token"], subject_token=world["alice_token"],
-                   subject_token_type=TOKEN_TYPE_ACCESS)
+        d.exchange(
+            actor_token=world["alice_token"],
+            subject_token=world["alice_token"],
+            subject_token_type=TOKEN_TYPE_ACCESS,
+        )
     with pytest.raises(Forbidden, match="user"):
-        d.exchange(actor_token=world["bot_token"], subject_token=world["other_token"],
-                   subject_token_type=TOKEN_TYPE_ACCESS)
+        d.exchange(
+            actor_token=world["bot_token"],
+            subject_token=world["other_token"],
+            subject_token_type=TOKEN_TYPE_ACCESS,
+        )
     with pytest.raises(InvalidInput):
-        d.exchange(actor_token=world["bot_token"], subject_token="x",
-                   subject_token_type="urn:unknown")
+        d.exchange(
+            actor_token=world["bot_token"], subject_token="x", subject_token_type="urn:unknown"
+        )
 
 
 def test_revoked_and_expired_delegations(world: dict) -> None:
     d: DelegationService = world["delegations"]
     record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
-    token = d.exchange(actor_token=world["bot_token"], subject_token=record.id,
-                       subject_token_type=TOKEN_TYPE_DELEGATION).access_token
+    token = d.exchange(
+        actor_token=world["bot_token"],
+        subject_token=record.id,
+        subject_token_type=TOKEN_TYPE_DELEGATION,
+    ).access_token
     d.revoke(world["alice"], record.id)
     with pytest.raises(Unauthenticated, match="delegation revoked"):
         world["auth"].authenticate(token)
     with pytest.raises(Forbidden, match="revoked"):
-        d.exchange(actor_token=world["bot_token"], subject_token=record.id,
-                   subject_token_type=TOKEN_TYPE_DELEGATION)
+        d.exchange(
+            actor_token=world["bot_token"],
+            subject_token=record.id,
+            subject_token_type=TOKEN_TYPE_DELEGATION,
+        )
     second = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
     with d.store.session() as session:
         row = session.get(DelegationRow, second.id)
         row.expires_at = utcnow() - timedelta(seconds=1)
     with pytest.raises(Forbidden, match="expired"):
-        d.exchange(actor_token=world["bot_token"], subject_token=second.id,
-                   subject_token_type=TOKEN_TYPE_DELEGATION)
+        d.exchange(
+            actor_token=world["bot_token"],
+            subject_token=second.id,
+            subject_token_type=TOKEN_TYPE_DELEGATION,
+        )
 
 
 def test_forged_delegated_token(world: dict) -> None:
     d: DelegationService = world["delegations"]
-    token = d.exchange(actor_token=world["bot_token"], subject_token=world["alice_token"],
-                       subject_token_type=TOKEN_TYPE_ACCESS).access_token
+    token = d.exchange(
+        actor_token=world["bot_token"],
+        subject_token=world["alice_token"],
+        subject_token_type=TOKEN_TYPE_ACCESS,
+    ).access_token
     impostor = DelegationService(world["identities"], SigningKey.generate())
     with pytest.raises(Unauthenticated):
         impostor.verify(token)
@@ -129,22 +157,32 @@ def test_forged_delegated_token(world: dict) -> None:
 
 def test_no_delegation_chains(world: dict) -> None:
     d: DelegationService = world["delegations"]
-    delegated = d.exchange(actor_token=world["bot_token"], subject_token=world["alice_token"],
-                           subject_token_type=TOKEN_TYPE_ACCESS).access_token
+    delegated = d.exchange(
+        actor_token=world["bot_token"],
+        subject_token=world["alice_token"],
+        subject_token_type=TOKEN_TYPE_ACCESS,
+    ).access_token
     assert world["auth"].authenticate(delegated).actor is not None  # a valid token …
     # … that cannot consent to a further delegation, as an access token or as a JWT
     for token_type in (TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT):
         with pytest.raises(Forbidden, match="cannot consent"):
-            d.exchange(actor_token=world["other_token"], subject_token=delegated,
-                       subject_token_type=token_type)
+            d.exchange(
+                actor_token=world["other_token"],
+                subject_token=delegated,
+                subject_token_type=token_type,
+            )
     # … nor act in one, whatever the consent
     record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
     with pytest.raises(Forbidden, match="cannot act"):
-        d.exchange(actor_token=delegated, subject_token=record.id,
-                   subject_token_type=TOKEN_TYPE_DELEGATION)
+        d.exchange(
+            actor_token=delegated, subject_token=record.id, subject_token_type=TOKEN_TYPE_DELEGATION
+        )
     with pytest.raises(Forbidden, match="cannot act"):
-        d.exchange(actor_token=delegated, subject_token=world["alice_token"],
-                   subject_token_type=TOKEN_TYPE_ACCESS)
+        d.exchange(
+            actor_token=delegated,
+            subject_token=world["alice_token"],
+            subject_token_type=TOKEN_TYPE_ACCESS,
+        )
 
 
 def test_exchange_checks_tokens_like_every_request(world: dict) -> None:
@@ -157,14 +195,20 @@ def test_exchange_checks_tokens_like_every_request(world: dict) -> None:
         for row in session.query(APITokenRow).filter(APITokenRow.name == "short"):
             row.expires_at = utcnow() - timedelta(seconds=1)
     with pytest.raises(Unauthenticated, match="expired"):
-        d.exchange(actor_token=world["bot_token"], subject_token=short,
-                   subject_token_type=TOKEN_TYPE_ACCESS)
+        d.exchange(
+            actor_token=world["bot_token"],
+            subject_token=short,
+            subject_token_type=TOKEN_TYPE_ACCESS,
+        )
     bot = identities.verify_token(world["bot_token"])
     identities.revoke_token(bot.token_id)
     record = d.create(world["alice"], "ci-bot", ttl=timedelta(minutes=5))
     with pytest.raises(Unauthenticated, match="revoked"):
-        d.exchange(actor_token=world["bot_token"], subject_token=record.id,
-                   subject_token_type=TOKEN_TYPE_DELEGATION)
+        d.exchange(
+            actor_token=world["bot_token"],
+            subject_token=record.id,
+            subject_token_type=TOKEN_TYPE_DELEGATION,
+        )
 
 
 def test_oidc_user_token_as_consent(store: Store, oidc_provider: OIDCProvider) -> None:
@@ -177,8 +221,12 @@ def test_oidc_user_token_as_consent(store: Store, oidc_provider: OIDCProvider) -
         validator.close()
 
 
-def _oidc_consent(identities: IdentityService, delegations: DelegationService,
-                  validator: OIDCValidator, oidc_provider: OIDCProvider) -> None:
+def _oidc_consent(
+    identities: IdentityService,
+    delegations: DelegationService,
+    validator: OIDCValidator,
+    oidc_provider: OIDCProvider,
+) -> None:
     auth = Authenticator(identities, delegations, validator, cache_seconds=0)
     identities.create_identity("ci-bot", kind=IdentityKind.AGENT)
     _, bot_token = identities.create_token("ci-bot", "t")
@@ -186,8 +234,9 @@ def _oidc_consent(identities: IdentityService, delegations: DelegationService,
     consent = auth.authenticate(idp.access_token)
     assert consent.method is AuthMethod.OIDC and consent.expires_at is not None
 
-    exchanged = delegations.exchange(actor_token=bot_token, subject_token=idp.access_token,
-                                     subject_token_type=TOKEN_TYPE_JWT)
+    exchanged = delegations.exchange(
+        actor_token=bot_token, subject_token=idp.access_token, subject_token_type=TOKEN_TYPE_JWT
+    )
     who = auth.authenticate(exchanged.access_token)
     assert (who.principal.name, who.actor.name) == ("alice", "ci-bot")
     assert who.principal.id == consent.principal.id and who.method is AuthMethod.DELEGATED
@@ -195,17 +244,22 @@ def _oidc_consent(identities: IdentityService, delegations: DelegationService,
 
     # An IdP-issued agent token may act too; an IdP agent cannot consent as a user.
     machine = oidc_provider.client_credentials_token()
-    by_idp_agent = delegations.exchange(actor_token=machine, subject_token=idp.access_token,
-                                        subject_token_type=TOKEN_TYPE_JWT)
+    by_idp_agent = delegations.exchange(
+        actor_token=machine, subject_token=idp.access_token, subject_token_type=TOKEN_TYPE_JWT
+    )
     assert auth.authenticate(by_idp_agent.access_token).actor.kind is IdentityKind.AGENT
     with pytest.raises(Forbidden, match="user"):
-        delegations.exchange(actor_token=bot_token, subject_token=machine,
-                             subject_token_type=TOKEN_TYPE_JWT)
+        delegations.exchange(
+            actor_token=bot_token, subject_token=machine, subject_token_type=TOKEN_TYPE_JWT
+        )
     header, payload, signature = idp.access_token.split(".")
     forged = ("B" if signature[0] == "A" else "A") + signature[1:]
     with pytest.raises(Unauthenticated):
-        delegations.exchange(actor_token=bot_token, subject_token=f"{header}.{payload}.{forged}",
-                             subject_token_type=TOKEN_TYPE_JWT)
+        delegations.exchange(
+            actor_token=bot_token,
+            subject_token=f"{header}.{payload}.{forged}",
+            subject_token_type=TOKEN_TYPE_JWT,
+        )
 
 
 def test_delegations_listed_page_by_page(world: dict) -> None:

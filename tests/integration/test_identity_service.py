@@ -130,18 +130,30 @@ def test_revoke_requires_owner_when_asked(identities: IdentityService) -> None:
 
 def test_external_identity_provisioned_and_groups_synced(identities: IdentityService) -> None:
     first = identities.ensure_external(
-        issuer="https://idp", subject="s-1", username="alice", kind=IdentityKind.USER,
-        groups=["admins", "weird group!"], email="a@example.com",
+        issuer="https://idp",
+        subject="s-1",
+        username="alice",
+        kind=IdentityKind.USER,
+        groups=["admins", "weird group!"],
+        email="a@example.com",
     )
     assert first.name == "alice" and first.groups == {"admins"} and first.has_role(Role.ADMIN)
     again = identities.ensure_external(
-        issuer="https://idp", subject="s-1", username="alice", kind=IdentityKind.USER,
-        groups=["dbas"], email=None,
+        issuer="https://idp",
+        subject="s-1",
+        username="alice",
+        kind=IdentityKind.USER,
+        groups=["dbas"],
+        email=None,
     )
     assert again.id == first.id and again.groups == {"dbas"} and not again.has_role(Role.ADMIN)
     other = identities.ensure_external(
-        issuer="https://other", subject="s-1", username="alice", kind=IdentityKind.USER,
-        groups=[], email=None,
+        issuer="https://other",
+        subject="s-1",
+        username="alice",
+        kind=IdentityKind.USER,
+        groups=[],
+        email=None,
     )
     assert other.name == "alice-2"
 
@@ -155,6 +167,5 @@ def test_every_change_is_audited(identities: IdentityService) -> None:
     with identities.store.session() as session:
         actions = [e.action for e in AuditLog.query(session)]
         rows = session.scalars(select(APITokenRow)).all()
-    assert actions == ["user:create", "user:update", "token:create", "token:revoke",
-                       "user:delete"]
+    assert actions == ["user:create", "user:update", "token:create", "token:revoke", "user:delete"]
     assert rows == []  # tokens go with their identity

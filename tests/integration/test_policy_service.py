@@ -46,8 +46,11 @@ def test_changes_bump_the_revision_and_apply_at_once(store: Store) -> None:
     service.ensure_default_pack()
     request = Request(action="sql:select", principal=ALICE, target=DB)
     assert service.engine().decide(request).outcome is Outcome.ALLOW
-    service.put("lockdown", '@id("no") @reason("locked") forbid(principal, action, resource);',
-                create_only=True)
+    service.put(
+        "lockdown",
+        '@id("no") @reason("locked") forbid(principal, action, resource);',
+        create_only=True,
+    )
     decision = service.engine().decide(request)
     assert decision.outcome is Outcome.DENY and decision.reason == "locked"
     with pytest.raises(Conflict):
@@ -89,8 +92,9 @@ def test_an_unreadable_store_refuses_without_caching_the_refusal(store: Store) -
     connecting), nothing cached, and decisions again once it is back."""
     service = PolicyService(store, reload_interval=0)
     service.ensure_default_pack()
-    gate = StatementGate(LiveEngine(service), principal=ALICE, actor=None, target=DB,
-                         client_addr=None)
+    gate = StatementGate(
+        LiveEngine(service), principal=ALICE, actor=None, target=DB, client_addr=None
+    )
     stmt = PostgresClassifier().classify("SELECT 1").statements[0]
     assert gate(stmt, stmt.text).allowed
     real_session = store.session

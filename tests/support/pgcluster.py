@@ -68,8 +68,15 @@ class PgCluster:
         argv = list(args)
         if self._run_as:
             argv = ["runuser", "-u", self._run_as, "--", *argv]
-        return subprocess.run(argv, input=input, capture_output=True, text=True, check=True,
-                              timeout=120, cwd=self.root)
+        return subprocess.run(
+            argv,
+            input=input,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+            cwd=self.root,
+        )
 
     def start(self) -> PgCluster:
         pwfile = self.root / "pwfile"
@@ -77,9 +84,22 @@ class PgCluster:
         if self._run_as:
             entry = pwd.getpwnam(self._run_as)
             os.chown(pwfile, entry.pw_uid, entry.pw_gid)
-        self._cmd(str(self.bindir / "initdb"), "-D", str(self.datadir), "-U", self.superuser,
-                  "--pwfile", str(pwfile), "-A", "trust", "-E", "UTF8", "--locale", "C.UTF-8",
-                  "--no-sync")
+        self._cmd(
+            str(self.bindir / "initdb"),
+            "-D",
+            str(self.datadir),
+            "-U",
+            self.superuser,
+            "--pwfile",
+            str(pwfile),
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale",
+            "C.UTF-8",
+            "--no-sync",
+        )
         pwfile.unlink()
         self._write_hba()
         conf = {
@@ -99,8 +119,17 @@ class PgCluster:
         with (self.datadir / "postgresql.auto.conf").open("a") as fh:
             for key, value in conf.items():
                 fh.write(f"{key} = {value}\n")
-        self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l",
-                  str(self.root / "server.log"), "-w", "-t", "60", "start")
+        self._cmd(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.datadir),
+            "-l",
+            str(self.root / "server.log"),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
         # Re-set the password under the final password_encryption (md5 or SCRAM).
         self.psql(f"ALTER ROLE {self.superuser} PASSWORD '{self.password}'")
         return self
@@ -126,8 +155,15 @@ class PgCluster:
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
-            self._cmd(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-m", "immediate",
-                      "-w", "stop")
+            self._cmd(
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            )
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PgCluster:
@@ -140,20 +176,38 @@ class PgCluster:
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL over the local socket as the superuser (trust); return tuples-only output."""
-        result = self._cmd(str(self.bindir / "psql"), "-X", "-q", "-A", "-t", "-v",
-                           "ON_ERROR_STOP=1", "-h", str(self.root), "-p", str(self.port),
-                           "-U", self.superuser, "-d", dbname, "-c", sql)
+        result = self._cmd(
+            str(self.bindir / "psql"),
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            str(self.root),
+            "-p",
+            str(self.port),
+            "-U",
+            self.superuser,
+            "-d",
+            dbname,
+            "-c",
+            sql,
+        )
         return result.stdout.strip()
 
-    def dsn(self, dbname: str = "postgres", user: str | None = None,
-            password: str | None = None) -> str:
+    def dsn(
+        self, dbname: str = "postgres", user: str | None = None, password: str | None = None
+    ) -> str:
         user = user or self.superuser
         pw = password if password is not None else self.password
         return f"host=127.0.0.1 port={self.port} dbname={dbname} user={user} password={pw}"
 
     def url(self, dbname: str = "postgres") -> str:
-        return (f"postgresql+psycopg://{self.superuser}:{self.password}@127.0.0.1:"
-                f"{self.port}/{dbname}")
+        return (
+            f"postgresql+psycopg://{self.superuser}:{self.password}@127.0.0.1:{self.port}/{dbname}"
+        )
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

@@ -23,30 +23,42 @@ class Served:
     api: str
     admin_token: str
 
-    def cli(self, *args: str, token: str | None = None, stdin: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "JITGATE_SERVER": self.api,
-               "JITGATE_TOKEN": token if token is not None else self.admin_token,
-               "XDG_CONFIG_HOME": str(self.data_dir.parent / "xdg")}
-        result = subprocess.run([*JITGATE, *args], input=stdin or "", capture_output=True,
-                                text=True, env=env, timeout=60)
+    def cli(
+        self, *args: str, token: str | None = None, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "JITGATE_SERVER": self.api,
+            "JITGATE_TOKEN": token if token is not None else self.admin_token,
+            "XDG_CONFIG_HOME": str(self.data_dir.parent / "xdg"),
+        }
+        result = subprocess.run(
+            [*JITGATE, *args],
+            input=stdin or "",
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"jitgate {' '.join(args)} failed: {result.stderr}")
         return result
 
 
-def start_gateway(data_dir: Path, config: Path | None = None,
-                  extra_config: str = "") -> subprocess.Popen[str]:
+def start_gateway(
+    data_dir: Path, config: Path | None = None, extra_config: str = ""
+) -> subprocess.Popen[str]:
     if config is None:
         config = data_dir.parent / "jitgate.yaml"
         config.write_text(
             "api:\n  port: 0\nlisteners:\n  postgres:\n    port: 0\n"
-            "    allow_cleartext_loopback: true\n  ssh:\n    port: 0\n"
-            + extra_config
+            "    allow_cleartext_loopback: true\n  ssh:\n    port: 0\n" + extra_config
         )
     return subprocess.Popen(
         [*JITGATE, "serve", "--data-dir", str(data_dir), "--config", str(config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={k: v for k, v in os.environ.items() if not k.startswith("JITGATE_")},
     )
 
@@ -72,8 +84,6 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-
-
 @contextmanager
 def serving(data_dir: Path) -> Iterator[tuple[Served, int]]:
     """A real `jitgate serve` on its defaults (plus loopback cleartext), with the admin
@@ -83,8 +93,10 @@ def serving(data_dir: Path) -> Iterator[tuple[Served, int]]:
         api = wait_ready(proc, data_dir)
         token = (data_dir / "admin.token").read_text().strip()
         state = json.loads((data_dir / "serve.json").read_text())
-        yield Served(proc, data_dir, api, token), int(
-            state["listeners"]["postgres"].rsplit(":", 1)[1])
+        yield (
+            Served(proc, data_dir, api, token),
+            int(state["listeners"]["postgres"].rsplit(":", 1)[1]),
+        )
     finally:
         if proc.poll() is None:
             stop(proc)

@@ -20,8 +20,11 @@ def test_yaml_file_then_environment_override(tmp_path: Path) -> None:
     config.write_text("api:\n  port: 9100\nlisteners:\n  postgres:\n    port: 6000\n")
     settings = load_settings(
         config,
-        env={"JITGATE_API__PORT": "9200", "JITGATE_DATA_DIR": str(tmp_path / "d"),
-             "JITGATE_DATABASE_URL": "postgresql://x@h/db"},
+        env={
+            "JITGATE_API__PORT": "9200",
+            "JITGATE_DATA_DIR": str(tmp_path / "d"),
+            "JITGATE_DATABASE_URL": "postgresql://x@h/db",
+        },
     )
     assert settings.api.port == 9200
     assert settings.listeners.postgres.port == 6000
@@ -50,8 +53,7 @@ def test_master_key_from_environment_stays_secret() -> None:
         ("api:\n  port: eighty\n", "api.port"),
         ("api:\n  prot: 80\n", "api.prot: unknown key"),
         ("listeners:\n  postgres:\n    port: 70000\n", "listeners.postgres.port"),
-        ("oidc:\n  issuer: http://x\n  audiences: [a]\n  algorithms: [HS256]\n",
-         "oidc.algorithms"),
+        ("oidc:\n  issuer: http://x\n  audiences: [a]\n  algorithms: [HS256]\n", "oidc.algorithms"),
         ("log_level: loud\n", "log_level"),
         ("- just\n- a list\n", "top level must be a mapping"),
         ("api: [unclosed\n", "not valid yaml"),

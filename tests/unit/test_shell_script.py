@@ -111,4 +111,3 @@ def test_every_byte_is_in_exactly_one_item_in_order(data: bytes, step: int) -> N
         items += reader.feed(data[i : i + step])
     items += reader.end()
     assert b"".join(i.data for i in items) == data
-

@@ -301,8 +301,9 @@ def test_upstream_refusal_keeps_a_retryable_sqlstate(
     with psycopg.connect(local, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 1")
         try:
-            name = pg_gateway.add_connection(pg_trust, database="postgres", username=role,
-                                             password=None).name
+            name = pg_gateway.add_connection(
+                pg_trust, database="postgres", username=role, password=None
+            ).name
             with psycopg.connect(pg_gateway.dsn(name)) as first:
                 assert first.execute("SELECT 1").fetchone() == (1,)
                 with pytest.raises(ConnectionRefusedError) as refused:

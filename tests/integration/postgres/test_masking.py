@@ -52,8 +52,13 @@ def customers(pg_gateway: PgGateway, pg_scram: PgCluster) -> str:
         )
         conn.execute(
             f"INSERT INTO {table} VALUES (1, 'Alice', %s, %s, %s, %s, 12.50, %s, '\\x0102')",
-            (EMAIL, SSN, CARD, f"call {PHONE} or mail {EMAIL}",
-             json.dumps({"email": EMAIL, "card": CARD_DIGITS, "n": 7})),
+            (
+                EMAIL,
+                SSN,
+                CARD,
+                f"call {PHONE} or mail {EMAIL}",
+                json.dumps({"email": EMAIL, "card": CARD_DIGITS, "n": 7}),
+            ),
         )
         conn.execute(f"INSERT INTO {table} (id, name, ssn) VALUES (2, 'Bob', 'n/a')")
     pg_gateway.gateway.connections.update(name, options={"mask_profile": "pii"})
@@ -71,8 +76,7 @@ def assert_no_raw_values(values: object) -> None:
         assert raw not in text, raw
 
 
-def test_psycopg_text_results_are_masked_and_decode(pg_gateway: PgGateway,
-                                                     customers: str) -> None:
+def test_psycopg_text_results_are_masked_and_decode(pg_gateway: PgGateway, customers: str) -> None:
     name, table = split(customers)
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         row = conn.execute(f"SELECT * FROM {table} WHERE id = 1").fetchone()
@@ -86,13 +90,24 @@ def test_psycopg_text_results_are_masked_and_decode(pg_gateway: PgGateway,
     assert data == {"email": "[REDACTED:email]", "card": "************1111", "n": 7}
 
 
-def test_simple_protocol_psql_and_counts_in_the_recording(pg_gateway: PgGateway,
-                                                          customers: str) -> None:
+def test_simple_protocol_psql_and_counts_in_the_recording(
+    pg_gateway: PgGateway, customers: str
+) -> None:
     name, table = split(customers)
     out = subprocess.run(
-        ["psql", pg_gateway.dsn(name), "-X", "-A", "-t", "-c", f"SELECT email, ssn, card FROM "
-         f"{table} ORDER BY id"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "psql",
+            pg_gateway.dsn(name),
+            "-X",
+            "-A",
+            "-t",
+            "-c",
+            f"SELECT email, ssn, card FROM {table} ORDER BY id",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     assert_no_raw_values(out)
     assert "n/a" in out  # no SSN in it: left alone
@@ -105,8 +120,7 @@ def test_simple_protocol_psql_and_counts_in_the_recording(pg_gateway: PgGateway,
     pg_gateway.verify(session)
 
 
-def test_binary_format_text_cells_are_masked_as_text(pg_gateway: PgGateway,
-                                                     customers: str) -> None:
+def test_binary_format_text_cells_are_masked_as_text(pg_gateway: PgGateway, customers: str) -> None:
     name, table = split(customers)
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         cur = conn.cursor(binary=True)
@@ -126,11 +140,18 @@ def test_asyncpg_decodes_every_column(pg_gateway: PgGateway, customers: str) -> 
     name, table = split(customers)
 
     async def fetch() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(host="127.0.0.1", port=pg_gateway.port, database=name,
-                                     user="admin", password=pg_gateway.admin_token, ssl=False)
+        conn = await asyncpg.connect(
+            host="127.0.0.1",
+            port=pg_gateway.port,
+            database=name,
+            user="admin",
+            password=pg_gateway.admin_token,
+            ssl=False,
+        )
         try:
-            await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads,
-                                      schema="pg_catalog")
+            await conn.set_type_codec(
+                "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
             return await conn.fetch(f"SELECT * FROM {table} ORDER BY id")
         finally:
             await conn.close()
@@ -203,11 +224,12 @@ def test_notification_payloads_are_masked(pg_gateway: PgGateway, customers: str)
     ]
 
 
-def test_column_rule_masks_whatever_the_content(pg_gateway: PgGateway,
-                                                customers: str) -> None:
+def test_column_rule_masks_whatever_the_content(pg_gateway: PgGateway, customers: str) -> None:
     name, table = split(customers)
-    pg_gateway.gateway.masking.put("ssn-column", {"rules": [
-        {"columns": [f"{table}.ssn"], "strategy": "redact", "label": "ssn"}]})
+    pg_gateway.gateway.masking.put(
+        "ssn-column",
+        {"rules": [{"columns": [f"{table}.ssn"], "strategy": "redact", "label": "ssn"}]},
+    )
     pg_gateway.gateway.connections.update(name, options={"mask_profile": "ssn-column"})
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         rows = conn.execute(f"SELECT id, ssn, email FROM {table} ORDER BY id").fetchall()
@@ -217,11 +239,14 @@ def test_column_rule_masks_whatever_the_content(pg_gateway: PgGateway,
 
 def test_policy_chooses_the_mask_profile(pg_gateway: PgGateway, pg_scram: PgCluster) -> None:
     name = pg_gateway.add_connection(pg_scram, tags={"data": "cards"}).name
-    pg_gateway.gateway.policies.put("cards-masked", (
-        '@id("mask-cards") @mask("pci")\n'
-        'permit (principal, action, resource)\n'
-        'when { resource.tags has data && resource.tags.data == "cards" };'
-    ))
+    pg_gateway.gateway.policies.put(
+        "cards-masked",
+        (
+            '@id("mask-cards") @mask("pci")\n'
+            "permit (principal, action, resource)\n"
+            'when { resource.tags has data && resource.tags.data == "cards" };'
+        ),
+    )
     try:
         with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
             value = conn.execute(f"SELECT '{CARD}'::text, '{EMAIL}'::text").fetchone()
@@ -254,23 +279,28 @@ def copy_out(dsn: str, sql: str) -> str:
     return data.decode()
 
 
-def test_null_strategy_in_copy_rows_writes_null(pg_gateway: PgGateway,
-                                                nulled: tuple[str, str]) -> None:
+def test_null_strategy_in_copy_rows_writes_null(
+    pg_gateway: PgGateway, nulled: tuple[str, str]
+) -> None:
     name, table = nulled
-    text = copy_out(pg_gateway.dsn(name), f"COPY (SELECT id, email, notes FROM {table} "
-                                          "ORDER BY id) TO STDOUT")
+    text = copy_out(
+        pg_gateway.dsn(name), f"COPY (SELECT id, email, notes FROM {table} ORDER BY id) TO STDOUT"
+    )
     assert EMAIL not in text
     lines = text.splitlines()
     assert lines[0].split("\t")[:2] == ["1", "\\N"]  # the e-mail cell is NULL
     assert lines[0].split("\t")[2] == "\\N"  # notes holds an e-mail: the whole cell is NULL
     assert lines[1] == "2\t\\N\t\\N"
-    csv = copy_out(pg_gateway.dsn(name), f"COPY (SELECT id, email FROM {table} ORDER BY id) "
-                                         "TO STDOUT (FORMAT csv, NULL 'NULL')")
+    csv = copy_out(
+        pg_gateway.dsn(name),
+        f"COPY (SELECT id, email FROM {table} ORDER BY id) TO STDOUT (FORMAT csv, NULL 'NULL')",
+    )
     assert csv.splitlines() == ["1,NULL", "2,NULL"]
 
 
-def test_null_strategy_in_error_details_writes_the_marker(pg_gateway: PgGateway,
-                                                          nulled: tuple[str, str]) -> None:
+def test_null_strategy_in_error_details_writes_the_marker(
+    pg_gateway: PgGateway, nulled: tuple[str, str]
+) -> None:
     name, table = nulled
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         with pytest.raises(errors.UniqueViolation) as excinfo:
@@ -291,11 +321,14 @@ def ssn_rule(pg_gateway: PgGateway, customers: str, pg_scram: PgCluster) -> tupl
     with psycopg.connect(pg_scram.dsn("app", APP_USER, APP_PASSWORD), autocommit=True) as conn:
         conn.execute(f"CREATE VIEW {table}_v AS SELECT id, name, lower(ssn) AS x FROM {table}")
         conn.execute(f"CREATE VIEW {table}_vv AS SELECT x AS y, id FROM {table}_v")
-        conn.execute(f"CREATE FUNCTION {table}_f(int) RETURNS text LANGUAGE sql AS "
-                     f"$$SELECT ssn FROM {table} WHERE id = $1$$")
+        conn.execute(
+            f"CREATE FUNCTION {table}_f(int) RETURNS text LANGUAGE sql AS "
+            f"$$SELECT ssn FROM {table} WHERE id = $1$$"
+        )
     profile = unique("ssn-column")
-    pg_gateway.gateway.masking.put(profile, {"rules": [
-        {"columns": [f"{table}.ssn"], "label": "ssn"}]})
+    pg_gateway.gateway.masking.put(
+        profile, {"rules": [{"columns": [f"{table}.ssn"], "label": "ssn"}]}
+    )
     pg_gateway.gateway.connections.update(name, options={"mask_profile": profile})
     return name, table
 
@@ -330,31 +363,43 @@ def test_column_rule_holds_through_expressions_views_and_subqueries(
     assert [row[0] for row in rows] == [SSN_MASKED, SSN_MASKED]
 
 
-@pytest.mark.parametrize("sql", ["SELECT ssn AS s FROM {t} ORDER BY id",
-                                 "SELECT lower(x) AS z FROM {t}_v ORDER BY id",
-                                 "SELECT {t}_f(id) FROM {t} ORDER BY id"])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT ssn AS s FROM {t} ORDER BY id",
+        "SELECT lower(x) AS z FROM {t}_v ORDER BY id",
+        "SELECT {t}_f(id) FROM {t} ORDER BY id",
+    ],
+)
 def test_column_rule_holds_in_the_simple_protocol(
     pg_gateway: PgGateway, ssn_rule: tuple[str, str], sql: str
 ) -> None:
     name, table = ssn_rule
-    out = subprocess.run(["psql", pg_gateway.dsn(name), "-X", "-A", "-t", "-c",
-                          sql.format(t=table)],
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        ["psql", pg_gateway.dsn(name), "-X", "-A", "-t", "-c", sql.format(t=table)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert out.split() == [SSN_MASKED, SSN_MASKED]
 
 
-def test_star_masks_only_the_ruled_column(pg_gateway: PgGateway,
-                                          ssn_rule: tuple[str, str]) -> None:
+def test_star_masks_only_the_ruled_column(pg_gateway: PgGateway, ssn_rule: tuple[str, str]) -> None:
     name, table = ssn_rule
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         rows = conn.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
         view = conn.execute(f"SELECT * FROM {table}_v ORDER BY id").fetchall()
-        joined = conn.execute(f"SELECT a.*, b.ssn AS other FROM {table} a JOIN {table} b "
-                              "USING (id) ORDER BY id").fetchall()
-        plain = conn.execute(f"SELECT id, name, email, count(ssn) OVER () FROM {table} "
-                             "ORDER BY id").fetchall()
+        joined = conn.execute(
+            f"SELECT a.*, b.ssn AS other FROM {table} a JOIN {table} b USING (id) ORDER BY id"
+        ).fetchall()
+        plain = conn.execute(
+            f"SELECT id, name, email, count(ssn) OVER () FROM {table} ORDER BY id"
+        ).fetchall()
     assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
-        (1, "Alice", EMAIL, SSN_MASKED), (2, "Bob", None, SSN_MASKED)]
+        (1, "Alice", EMAIL, SSN_MASKED),
+        (2, "Bob", None, SSN_MASKED),
+    ]
     assert view == [(1, "Alice", SSN_MASKED), (2, "Bob", SSN_MASKED)]
     assert [r[3] for r in joined] == [SSN_MASKED, SSN_MASKED]
     assert [r[-1] for r in joined] == [SSN_MASKED, SSN_MASKED]
@@ -362,15 +407,19 @@ def test_star_masks_only_the_ruled_column(pg_gateway: PgGateway,
     assert plain == [(1, "Alice", EMAIL, 2), (2, "Bob", None, 2)]  # nothing derived: as is
 
 
-@pytest.mark.parametrize("sql", [
-    "COPY {t} TO STDOUT",
-    "COPY {t} (id, ssn) TO STDOUT",
-    "COPY (SELECT id, ssn FROM {t} ORDER BY id) TO STDOUT",
-    "COPY (SELECT id, upper(x) FROM {t}_v ORDER BY id) TO STDOUT",
-    "COPY (SELECT * FROM {t}_vv ORDER BY id) TO STDOUT (FORMAT csv, HEADER)",
-])
-def test_column_rule_holds_in_copy(pg_gateway: PgGateway, ssn_rule: tuple[str, str],
-                                   sql: str) -> None:
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "COPY {t} TO STDOUT",
+        "COPY {t} (id, ssn) TO STDOUT",
+        "COPY (SELECT id, ssn FROM {t} ORDER BY id) TO STDOUT",
+        "COPY (SELECT id, upper(x) FROM {t}_v ORDER BY id) TO STDOUT",
+        "COPY (SELECT * FROM {t}_vv ORDER BY id) TO STDOUT (FORMAT csv, HEADER)",
+    ],
+)
+def test_column_rule_holds_in_copy(
+    pg_gateway: PgGateway, ssn_rule: tuple[str, str], sql: str
+) -> None:
     name, table = ssn_rule
     text = copy_out(pg_gateway.dsn(name), sql.format(t=table))
     assert SSN not in text and "n/a" not in text, text
@@ -382,8 +431,9 @@ def test_column_rule_holds_in_copy(pg_gateway: PgGateway, ssn_rule: tuple[str, s
         assert first[:4] == ["1", "Alice", EMAIL, SSN_MASKED]  # other columns as they are
 
 
-def test_binary_copy_is_refused_while_masking(pg_gateway: PgGateway,
-                                              ssn_rule: tuple[str, str]) -> None:
+def test_binary_copy_is_refused_while_masking(
+    pg_gateway: PgGateway, ssn_rule: tuple[str, str]
+) -> None:
     name, table = ssn_rule
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         with (
@@ -395,22 +445,28 @@ def test_binary_copy_is_refused_while_masking(pg_gateway: PgGateway,
                 pass
         assert "binary format cannot be masked" in str(excinfo.value)
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
-    out = subprocess.run(["psql", pg_gateway.dsn(name), "-X", "-c",
-                          f"COPY {table} TO STDOUT WITH BINARY"],
-                         capture_output=True, timeout=60)
+    out = subprocess.run(
+        ["psql", pg_gateway.dsn(name), "-X", "-c", f"COPY {table} TO STDOUT WITH BINARY"],
+        capture_output=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and b"cannot be masked" in out.stderr
     assert SSN.encode() not in out.stdout
 
 
-def test_column_rule_survives_ddl_in_the_session(pg_gateway: PgGateway,
-                                                 ssn_rule: tuple[str, str]) -> None:
+def test_column_rule_survives_ddl_in_the_session(
+    pg_gateway: PgGateway, ssn_rule: tuple[str, str]
+) -> None:
     name, table = ssn_rule
     with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         assert conn.execute(f"SELECT x FROM {table}_v WHERE id = 2").fetchone() == (SSN_MASKED,)
-        conn.execute(f"CREATE OR REPLACE VIEW {table}_v AS SELECT id, name, ssn AS x, "
-                     f"name AS w FROM {table}")
+        conn.execute(
+            f"CREATE OR REPLACE VIEW {table}_v AS SELECT id, name, ssn AS x, name AS w FROM {table}"
+        )
         assert conn.execute(f"SELECT x, w FROM {table}_v WHERE id = 2").fetchone() == (
-            SSN_MASKED, "Bob")
+            SSN_MASKED,
+            "Bob",
+        )
         conn.execute(f"ALTER TABLE {table} RENAME COLUMN name TO nick")
         conn.execute(f"ALTER TABLE {table} RENAME COLUMN ssn TO name")
         conn.execute(f"ALTER TABLE {table} RENAME COLUMN nick TO ssn")
@@ -471,8 +527,12 @@ def test_copies_of_masked_columns_are_refused(
             conn.execute(text)  # the extended protocol
         assert "masking applies to results, not to copies" in str(excinfo.value)
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the session goes on
-    out = subprocess.run(["psql", pg_gateway.dsn(name), "-X", "-c", text],  # simple protocol
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["psql", pg_gateway.dsn(name), "-X", "-c", text],  # simple protocol
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and "not to copies" in out.stderr and "42501" not in out.stdout
     assert_nothing_copied(pg_scram, table)
     refused = [s for s in pg_gateway.statements(pg_gateway.session(name)) if s["text"] == text]
@@ -535,8 +595,9 @@ def test_detector_only_profiles_do_not_refuse_copies(
     assert rows == [("[REDACTED:ssn]",), ("n/a",)]  # the detector follows the values
 
 
-def test_notices_are_masked(pg_gateway: PgGateway, pg_scram: PgCluster,
-                            nulled: tuple[str, str]) -> None:
+def test_notices_are_masked(
+    pg_gateway: PgGateway, pg_scram: PgCluster, nulled: tuple[str, str]
+) -> None:
     """RAISE NOTICE text is masked (``public.say`` raises ``said: <msg>``)."""
     name, _table = nulled
     notices: list[str] = []
@@ -577,10 +638,13 @@ class FakeUpstream:
         conn.settimeout(30)
         frame = self.frame
         conn.recv(65536)  # StartupMessage
-        conn.sendall(frame(b"R", struct.pack("!I", 0))
-                     + frame(b"S", b"client_encoding\0UTF8\0")
-                     + frame(b"S", b"server_version\x0015.0\0")
-                     + frame(b"K", struct.pack("!II", 7, 7)) + frame(b"Z", b"I"))
+        conn.sendall(
+            frame(b"R", struct.pack("!I", 0))
+            + frame(b"S", b"client_encoding\0UTF8\0")
+            + frame(b"S", b"server_version\x0015.0\0")
+            + frame(b"K", struct.pack("!II", 7, 7))
+            + frame(b"Z", b"I")
+        )
         try:
             while True:
                 data = conn.recv(65536)
@@ -602,8 +666,9 @@ def test_a_malformed_upstream_row_under_masking_is_a_protocol_error(
 ) -> None:
     # Two cells announced, the second one's length is missing.
     bad_row = FakeUpstream.frame(b"D", struct.pack("!hi", 2, 3) + b"abc")
-    upstream = FakeUpstream(bad_row + FakeUpstream.frame(b"C", b"SELECT 1\0")
-                            + FakeUpstream.frame(b"Z", b"I"))
+    upstream = FakeUpstream(
+        bad_row + FakeUpstream.frame(b"C", b"SELECT 1\0") + FakeUpstream.frame(b"Z", b"I")
+    )
     name = pg_gateway.add_connection(None, port=upstream.port, password=None).name
     pg_gateway.gateway.connections.update(name, options={"mask_profile": "pii"})
     client = WireClient.connect(pg_gateway.port, name, pg_gateway.admin_token)
@@ -623,8 +688,10 @@ def test_a_malformed_upstream_row_under_masking_is_a_protocol_error(
 
 @pytest.fixture
 def masking_api(pg_gateway: PgGateway) -> Iterator[API]:
-    with serve_app(create_app(pg_gateway.gateway)) as url, \
-            httpx.Client(base_url=url, timeout=30) as client:
+    with (
+        serve_app(create_app(pg_gateway.gateway)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
         yield API(client, pg_gateway.admin_token)
 
 
@@ -633,19 +700,27 @@ def test_masking_api_profiles_crud_and_errors(pg_gateway: PgGateway, masking_api
     listed = masking_api.get("/api/v1/masking/profiles").json()["items"]
     assert {"none", "pii", "pci", "secrets", "strict"} <= {p["name"] for p in listed}
     assert all(p["builtin"] for p in listed if p["name"] == "pii")
-    body = {"definition": {"description": "ids", "rules": [
-        {"columns": ["customers.ssn"], "label": "ssn", "strategy": "partial"}]}}
+    body = {
+        "definition": {
+            "description": "ids",
+            "rules": [{"columns": ["customers.ssn"], "label": "ssn", "strategy": "partial"}],
+        }
+    }
     put = masking_api.request("PUT", f"/api/v1/masking/profiles/{name}", json=body)
     assert put.status_code == 200, put.text
     assert put.json()["definition"]["rules"][0]["columns"] == ["customers.ssn"]
     stored = {p["name"]: p for p in masking_api.get("/api/v1/masking/profiles").json()["items"]}
     assert stored[name]["builtin"] is False
     # invalid definitions are refused with the reason, in the API's error shape
-    bad = masking_api.request("PUT", f"/api/v1/masking/profiles/{name}",
-                              json={"definition": {"rules": [{"types": ["nope"]}]}})
+    bad = masking_api.request(
+        "PUT",
+        f"/api/v1/masking/profiles/{name}",
+        json={"definition": {"rules": [{"types": ["nope"]}]}},
+    )
     assert bad.status_code == 400 and "unknown type" in bad.json()["error"]["message"]
-    marker = masking_api.request("PUT", f"/api/v1/masking/profiles/{name}",
-                                 json={"definition": {"marker": "'", "rules": []}})
+    marker = masking_api.request(
+        "PUT", f"/api/v1/masking/profiles/{name}", json={"definition": {"marker": "'", "rules": []}}
+    )
     assert marker.status_code in (400, 422)
     # a user who is not an admin may read and test, not change
     user = pg_gateway.add_user()
@@ -659,39 +734,62 @@ def test_masking_api_profiles_crud_and_errors(pg_gateway: PgGateway, masking_api
 
 
 def test_masking_api_test_explains(masking_api: API) -> None:
-    answer = masking_api.post("/api/v1/masking/test", json={
-        "profile": "pii", "text": f"card {CARD}, mail {EMAIL}, order 4111111111111112"}).json()
-    assert answer["masked"] == ("card **** **** **** 1111, mail [REDACTED:email], "
-                                "order 4111111111111112")
+    answer = masking_api.post(
+        "/api/v1/masking/test",
+        json={"profile": "pii", "text": f"card {CARD}, mail {EMAIL}, order 4111111111111112"},
+    ).json()
+    assert answer["masked"] == (
+        "card **** **** **** 1111, mail [REDACTED:email], order 4111111111111112"
+    )
     assert answer["changed"] and answer["counts"] == {"card": 1, "email": 1}
     kinds = [(f["type"], f["start"]) for f in answer["findings"]]
     assert kinds == [("card", 5), ("email", 31)]
     assert all("partial" in f["why"] or "redact" in f["why"] for f in answer["findings"])
     assert "luhn" in answer["findings"][0]["why"].lower()
-    column = masking_api.post("/api/v1/masking/test", json={
-        "profile": "strict", "text": "hunter2", "column": "password"}).json()
+    column = masking_api.post(
+        "/api/v1/masking/test", json={"profile": "strict", "text": "hunter2", "column": "password"}
+    ).json()
     assert column["masked"] == "[REDACTED:secret]" and "column rule" in column["findings"][0]["why"]
-    numeric = masking_api.post("/api/v1/masking/test", json={
-        "profile": "pci", "text": CARD_DIGITS, "type_class": "numeric"}).json()
+    numeric = masking_api.post(
+        "/api/v1/masking/test",
+        json={"profile": "pci", "text": CARD_DIGITS, "type_class": "numeric"},
+    ).json()
     assert numeric["masked"] is None  # a numeric column gets NULL
     unknown = masking_api.post("/api/v1/masking/test", json={"profile": "nope", "text": "x"})
     assert unknown.status_code == 400 and "unknown mask profile" in unknown.text
 
 
-def jitgate_cli(api: API, *args: str, stdin: str = "",
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "JITGATE_SERVER": str(api.client.base_url), "JITGATE_TOKEN": api.token,
-           "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="jitgate-xdg-")}
-    result = subprocess.run([sys.executable, "-m", "jitgate.cli.main", *args], input=stdin,
-                            capture_output=True, text=True, env=env, timeout=60)
+def jitgate_cli(
+    api: API, *args: str, stdin: str = "", check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "JITGATE_SERVER": str(api.client.base_url),
+        "JITGATE_TOKEN": api.token,
+        "XDG_CONFIG_HOME": tempfile.mkdtemp(prefix="jitgate-xdg-"),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "jitgate.cli.main", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     if check:
         assert result.returncode == 0, result.stderr
     return result
 
 
 def test_cli_mask_test_reads_stdin_and_says_why(masking_api: API) -> None:
-    out = jitgate_cli(masking_api, "mask", "test", "--profile", "pii",
-                      stdin=f"card {CARD}\nnothing here\nssn {SSN} and {EMAIL}\n").stdout
+    out = jitgate_cli(
+        masking_api,
+        "mask",
+        "test",
+        "--profile",
+        "pii",
+        stdin=f"card {CARD}\nnothing here\nssn {SSN} and {EMAIL}\n",
+    ).stdout
     lines = out.splitlines()
     assert lines[0] == "card **** **** **** 1111"
     assert lines[1].startswith("    card") and "Luhn" in lines[1] and "partial" in lines[1]
@@ -699,22 +797,26 @@ def test_cli_mask_test_reads_stdin_and_says_why(masking_api: API) -> None:
     assert lines[3] == "ssn [REDACTED:ssn] and [REDACTED:email]"
     assert "ssn" in lines[4] and "email" in lines[5]
     assert CARD not in out and SSN not in out.split("\n", 3)[3].splitlines()[0]
-    data = json.loads(jitgate_cli(masking_api, "mask", "test", "--profile", "pii", "--output",
-                                  "json", stdin=f"{EMAIL}\n").stdout)
+    data = json.loads(
+        jitgate_cli(
+            masking_api, "mask", "test", "--profile", "pii", "--output", "json", stdin=f"{EMAIL}\n"
+        ).stdout
+    )
     assert data[0]["input"] == EMAIL and data[0]["masked"] == "[REDACTED:email]"
-    ruled = jitgate_cli(masking_api, "mask", "test", "--profile", "strict", "--column",
-                        "api_key", stdin="abc\n").stdout
+    ruled = jitgate_cli(
+        masking_api, "mask", "test", "--profile", "strict", "--column", "api_key", stdin="abc\n"
+    ).stdout
     assert ruled.splitlines()[0] == "[REDACTED:secret]" and "column rule" in ruled
-    failed = jitgate_cli(masking_api, "mask", "test", "--profile", "nope", stdin="x\n",
-                         check=False)
+    failed = jitgate_cli(masking_api, "mask", "test", "--profile", "nope", stdin="x\n", check=False)
     assert failed.returncode != 0 and "unknown mask profile" in failed.stderr
 
 
 def test_cli_mask_profiles_put_list_rm(masking_api: API, tmp_path: Path) -> None:
     name = unique("cli-profile")
     definition = tmp_path / "profile.yaml"
-    definition.write_text("description: support desk\nrules:\n"
-                          "  - {types: [email], strategy: hash}\n")
+    definition.write_text(
+        "description: support desk\nrules:\n  - {types: [email], strategy: hash}\n"
+    )
     saved = jitgate_cli(masking_api, "mask", "profiles", "put", name, "--file", str(definition))
     assert f"mask profile {name} saved" in saved.stdout
     rows = json.loads(jitgate_cli(masking_api, "mask", "profiles", "list", "-o", "json").stdout)
@@ -722,13 +824,15 @@ def test_cli_mask_profiles_put_list_rm(masking_api: API, tmp_path: Path) -> None
     assert mine["builtin"] is False and mine["definition"]["rules"][0]["strategy"] == "hash"
     table = jitgate_cli(masking_api, "mask", "profiles", "list").stdout
     assert name in table and "pii" in table
-    tokens = jitgate_cli(masking_api, "mask", "test", "--profile", name,
-                         stdin=f"{EMAIL}\n{EMAIL.upper()}\n").stdout.splitlines()
+    tokens = jitgate_cli(
+        masking_api, "mask", "test", "--profile", name, stdin=f"{EMAIL}\n{EMAIL.upper()}\n"
+    ).stdout.splitlines()
     hashed = [line for line in tokens if line.startswith("tok_")]
     assert len(hashed) == 2 and hashed[0] == hashed[1]  # deterministic, case-insensitive
     definition.write_text("rules: [{types: [nope]}]\n")
-    bad = jitgate_cli(masking_api, "mask", "profiles", "put", name, "--file", str(definition),
-                      check=False)
+    bad = jitgate_cli(
+        masking_api, "mask", "profiles", "put", name, "--file", str(definition), check=False
+    )
     assert bad.returncode != 0 and "unknown type" in bad.stderr
     removed = jitgate_cli(masking_api, "mask", "profiles", "rm", name)
     assert f"mask profile {name} removed" in removed.stdout
@@ -749,12 +853,17 @@ def test_where_lineage_is_not_known_the_column_is_masked_whole(
         assert cur.fetchall() == [(SSN_MASKED, SSN_MASKED), (SSN_MASKED, SSN_MASKED)]
         # the next statement is sent between requests: looked up, only ssn is masked
         assert conn.execute(f"SELECT name, ssn || '' FROM {table} ORDER BY id").fetchall() == [
-            ("Alice", SSN_MASKED), ("Bob", SSN_MASKED)]
+            ("Alice", SSN_MASKED),
+            ("Bob", SSN_MASKED),
+        ]
         conn.execute(f"PREPARE p AS SELECT id, lower(ssn), name FROM {table} ORDER BY id")
         assert conn.execute("EXECUTE p").fetchall() == [
-            (1, SSN_MASKED, "Alice"), (2, SSN_MASKED, "Bob")]
+            (1, SSN_MASKED, "Alice"),
+            (2, SSN_MASKED, "Bob"),
+        ]
         with conn.transaction():
-            conn.execute(f"DECLARE c CURSOR FOR SELECT name, upper(ssn) FROM {table} "
-                         "ORDER BY id")
+            conn.execute(f"DECLARE c CURSOR FOR SELECT name, upper(ssn) FROM {table} ORDER BY id")
             assert conn.execute("FETCH ALL FROM c").fetchall() == [
-                ("Alice", SSN_MASKED), ("Bob", SSN_MASKED)]
+                ("Alice", SSN_MASKED),
+                ("Bob", SSN_MASKED),
+            ]

@@ -30,8 +30,9 @@ def eventually(read: Callable[[], object], expected: object, timeout: float = 8.
         time.sleep(0.2)
 
 
-def test_open_session_follows_profile_and_default_changes(pg_gateway: PgGateway,
-                                                          pg_scram: PgCluster) -> None:
+def test_open_session_follows_profile_and_default_changes(
+    pg_gateway: PgGateway, pg_scram: PgCluster
+) -> None:
     profile = unique("live")
     masking = pg_gateway.gateway.masking
     masking.put(profile, {"rules": [{"types": ["email"]}]})
@@ -44,8 +45,15 @@ def test_open_session_follows_profile_and_default_changes(pg_gateway: PgGateway,
 
         assert read() == ("[REDACTED:email]", CARD)
         # the profile changes: cards too, e-mails by the null strategy
-        masking.put(profile, {"rules": [{"types": ["email"], "strategy": "null"},
-                                        {"types": ["card"], "strategy": "partial"}]})
+        masking.put(
+            profile,
+            {
+                "rules": [
+                    {"types": ["email"], "strategy": "null"},
+                    {"types": ["card"], "strategy": "partial"},
+                ]
+            },
+        )
         assert read() == (None, "**** **** **** 1111")
         # the connection's default profile changes (as another node would see it)
         pg_gateway.gateway.connections.update(name, options={"mask_profile": "pci"})

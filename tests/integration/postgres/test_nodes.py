@@ -37,19 +37,20 @@ def test_a_grant_revoked_on_another_node_ends_the_session_here(
         a.gateway.policies.put("agents", NEEDS_GRANT)
         agent = a.add_agent("nightly")
         a.gateway.identities.create_identity("bob", groups=("approvers",))
-        approver = Authenticated(principal=a.gateway.identities.identity("bob"),
-                                 method=AuthMethod.API_TOKEN)
+        approver = Authenticated(
+            principal=a.gateway.identities.identity("bob"), method=AuthMethod.API_TOKEN
+        )
         bot = a.gateway.authenticator.authenticate(agent)
-        request = a.gateway.access.create_request(bot, name, reason="job",
-                                                  duration=timedelta(minutes=10))
+        request = a.gateway.access.create_request(
+            bot, name, reason="job", duration=timedelta(minutes=10)
+        )
         grant_id = a.gateway.access.approve(approver, request.id).grant_id
         assert grant_id
         watch = RemoteGrantChanges(a.gateway)
         assert watch.check() is False  # the baseline: nothing from elsewhere yet
         node_b = Gateway.open(make_settings(tmp_path / "b", database_url=pg_database))
         try:
-            with psycopg.connect(a.dsn(name, token=agent, user="nightly"),
-                                 autocommit=True) as conn:
+            with psycopg.connect(a.dsn(name, token=agent, user="nightly"), autocommit=True) as conn:
                 assert conn.execute("SELECT 1").fetchone() == (1,)
                 node_b.access.revoke_grant(approver, grant_id, reason="revoked")
                 assert watch.check() is True

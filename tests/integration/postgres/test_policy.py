@@ -230,11 +230,14 @@ def test_prepared_statement_follows_a_policy_change_at_its_next_execute(
     sql = f"SELECT count(*) FROM {t}"
     with connect(pg_gateway, prod, autocommit=False) as conn:
         assert conn.execute(sql, prepare=True).fetchone() == (3,)  # Parse + Execute, named
-        pg_gateway.gateway.policies.put("no-reads-of-t", (
-            '@id("no-reads-of-t") @reason("reads of this table are suspended")\n'
-            "forbid (principal, action, resource)\n"
-            f'when {{ context.tables_read.contains("{t}") }};'
-        ))
+        pg_gateway.gateway.policies.put(
+            "no-reads-of-t",
+            (
+                '@id("no-reads-of-t") @reason("reads of this table are suspended")\n'
+                "forbid (principal, action, resource)\n"
+                f'when {{ context.tables_read.contains("{t}") }};'
+            ),
+        )
         try:
             conn.execute(f"INSERT INTO {t} VALUES (9)")
             with pytest.raises(errors.InsufficientPrivilege, match="reads of this table"):
@@ -248,7 +251,9 @@ def test_prepared_statement_follows_a_policy_change_at_its_next_execute(
         conn.rollback()
     stmts = pg_gateway.statements(pg_gateway.session(prod))
     assert [(s["text"], s["decision"], s["status"]) for s in stmts if s["text"] == sql] == [
-        (sql, "allow", "ok"), (sql, "deny", "denied"), (sql, "allow", "ok")
+        (sql, "allow", "ok"),
+        (sql, "deny", "denied"),
+        (sql, "allow", "ok"),
     ]
 
 
@@ -309,9 +314,10 @@ def test_an_agent_is_not_held_and_its_approval_is_for_those_parameter_values(
         assert found, str(denied.value)
         return found.group(1)
 
-    with connect(pg_gateway, prod) as admin, psycopg.connect(
-        pg_gateway.dsn(prod, token=agent, user="agent"), autocommit=True
-    ) as conn:
+    with (
+        connect(pg_gateway, prod) as admin,
+        psycopg.connect(pg_gateway.dsn(prod, token=agent, user="agent"), autocommit=True) as conn,
+    ):
         first = refused(conn, 5)
         request = access.get_request(first)
         assert request.status == "pending"
@@ -343,8 +349,7 @@ def test_a_grant_given_or_revoked_mid_session_applies_to_the_next_statement(
         token = pg_gateway.add_user(user)
         who = gw.authenticator.authenticate(token)
         approver = gw.authenticator.authenticate(pg_gateway.add_user(groups=("approvers",)))
-        with psycopg.connect(pg_gateway.dsn(prod, token=token, user=user),
-                             autocommit=True) as conn:
+        with psycopg.connect(pg_gateway.dsn(prod, token=token, user=user), autocommit=True) as conn:
             delete = f"DELETE FROM {t} WHERE x = %s"
             with pytest.raises(errors.InsufficientPrivilege, match="need a just-in-time grant"):
                 conn.execute(delete, (1,))
@@ -392,8 +397,9 @@ def test_backslashes_are_refused_while_standard_conforming_strings_is_off(
         assert conn.execute("SELECT 'plain text'").fetchone() == ("plain text",)
         conn.execute("SET standard_conforming_strings = on")
         assert conn.execute(sneaky).fetchone() == ("x\\", " ; DROP TABLE " + t + "; -- ")
-    with psycopg.connect(pg_gateway.dsn(prod, options="-c standard_conforming_strings=off"),
-                         autocommit=True) as conn:  # set at start-up: the same rule
+    with psycopg.connect(
+        pg_gateway.dsn(prod, options="-c standard_conforming_strings=off"), autocommit=True
+    ) as conn:  # set at start-up: the same rule
         with pytest.raises(errors.InsufficientPrivilege, match="standard_conforming_strings"):
             conn.execute(sneaky)
         assert count(conn, t) == 3

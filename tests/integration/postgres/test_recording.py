@@ -214,5 +214,7 @@ def test_a_result_is_on_disk_before_the_client_sees_it(
             conn.execute("SELECT 1/0")
         text, result = last_result()
         assert (text, result["status"], result["error"]) == (
-            "SELECT 1/0", "error", {"sqlstate": "22012", "message": "division by zero"}
+            "SELECT 1/0",
+            "error",
+            {"sqlstate": "22012", "message": "division by zero"},
         )

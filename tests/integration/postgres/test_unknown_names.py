@@ -27,11 +27,13 @@ def test_unknown_statement_and_portal_names(pg_gateway: PgGateway, pg_scram: PgC
         assert answer[0].fields["M"] == 'portal "nop" does not exist'
         client.send(describe(b"P", "nop") + sync())
         assert [(m.code, m.sqlstate) for m in client.until_ready()] == [
-            (b"E", "34000"), (b"Z", None)
+            (b"E", "34000"),
+            (b"Z", None),
         ]
         client.send(describe(b"S", "nope") + sync())
         assert [(m.code, m.sqlstate) for m in client.until_ready()] == [
-            (b"E", "26000"), (b"Z", None)
+            (b"E", "26000"),
+            (b"Z", None),
         ]
         # Inside a pipeline: what follows the error up to Sync is skipped, then all is well.
         client.send(
@@ -40,7 +42,10 @@ def test_unknown_statement_and_portal_names(pg_gateway: PgGateway, pg_scram: PgC
         )  # fmt: skip
         first = client.until_ready()
         assert [(m.code, m.sqlstate) for m in first] == [
-            (b"1", None), (b"2", None), (b"E", "34000"), (b"Z", None)
+            (b"1", None),
+            (b"2", None),
+            (b"E", "34000"),
+            (b"Z", None),
         ]
         assert [m.code for m in client.until_ready()] == [b"2", b"D", b"C", b"Z"]
         client.send(query("SELECT 2"))

@@ -29,8 +29,9 @@ def _auth(code: int, extra: bytes = b"") -> bytes:
     return b"R" + struct.pack("!I", len(body) + 4) + body
 
 
-async def _impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    final: bytes | None) -> None:
+async def _impostor(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, final: bytes | None
+) -> None:
     try:
         await _script(reader, writer, final)
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -41,8 +42,9 @@ async def _impostor(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             await writer.wait_closed()
 
 
-async def _script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                  final: bytes | None) -> None:
+async def _script(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, final: bytes | None
+) -> None:
     (length,) = struct.unpack("!I", await reader.readexactly(4))
     await reader.readexactly(length - 4)  # the startup message
     writer.write(_auth(10, b"SCRAM-SHA-256\x00\x00"))
@@ -60,8 +62,9 @@ async def _script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
     await reader.read()  # until the gateway hangs up
 
 
-@pytest.mark.parametrize("final", [None, b"v=" + base64.b64encode(b"x" * 32)],
-                         ids=["no-server-final", "wrong-signature"])
+@pytest.mark.parametrize(
+    "final", [None, b"v=" + base64.b64encode(b"x" * 32)], ids=["no-server-final", "wrong-signature"]
+)
 async def test_scram_without_a_valid_server_signature_is_refused(final: bytes | None) -> None:
     handlers: list[asyncio.Task[None]] = []
 
@@ -72,10 +75,22 @@ async def test_scram_without_a_valid_server_signature_is_refused(final: bytes | 
     port = server.sockets[0].getsockname()[1]
     now = datetime.now(UTC)
     info = ConnectionInfo(
-        id="c", name="target", type=ConnectionType.POSTGRES, host="127.0.0.1", port=port,
-        database="app", username="app", tls_mode=TLSMode.DISABLE, tls_ca=None,
-        tls_server_name=None, tags={}, options={}, description=None,
-        credential_kind=CredentialKind.PASSWORD, created_at=now, updated_at=now,
+        id="c",
+        name="target",
+        type=ConnectionType.POSTGRES,
+        host="127.0.0.1",
+        port=port,
+        database="app",
+        username="app",
+        tls_mode=TLSMode.DISABLE,
+        tls_ca=None,
+        tls_server_name=None,
+        tags={},
+        options={},
+        description=None,
+        credential_kind=CredentialKind.PASSWORD,
+        created_at=now,
+        updated_at=now,
     )
     credential = Credential(CredentialKind.PASSWORD, "pw")
     async with server:

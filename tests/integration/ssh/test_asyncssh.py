@@ -190,8 +190,11 @@ async def test_exec_needing_review_is_held_until_approved(
         assert held.exit_status == 0 and held.stdout == "deployed\n"
         assert "held for approval" in str(held.stderr)
         # The approval link, from api.public_url, is on stderr with the request id.
-        link = re.search(r"POST (https://jitgate\.example\.test/api/v1/requests/([0-9a-f-]{36})"
-                         r"/approve)", str(held.stderr))
+        link = re.search(
+            r"POST (https://jitgate\.example\.test/api/v1/requests/([0-9a-f-]{36})"
+            r"/approve)",
+            str(held.stderr),
+        )
         assert link is not None, held.stderr
         assert ssh_gateway.gateway.access.get_request(link.group(2)).status == "approved"
         denied_thread = _approver(ssh_gateway, conn.name, approve=False)

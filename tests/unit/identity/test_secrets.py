@@ -19,8 +19,14 @@ def test_tokens_are_unique() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "jgt_", "jgt_" + "z" * 56, "xyz_" + "a" * 56, "jgt_" + "a" * 16 + "!" * 40,
-     "eyJhbGciOi.x.y"],
+    [
+        "",
+        "jgt_",
+        "jgt_" + "z" * 56,
+        "xyz_" + "a" * 56,
+        "jgt_" + "a" * 16 + "!" * 40,
+        "eyJhbGciOi.x.y",
+    ],
 )
 def test_malformed_tokens(bad: str) -> None:
     assert tokens.parse_token(bad) is None

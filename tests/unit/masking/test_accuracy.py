@@ -71,8 +71,18 @@ def test_hard_negatives_are_not_found(text: str) -> None:
 
 
 def test_the_corpus_has_every_hard_negative_kind() -> None:
-    for name in ("order", "timestamp", "uuid", "luhn_fail", "long_luhn_fail", "hash",
-                 "log_numbers", "isbn", "coordinates", "uuid_hex"):
+    for name in (
+        "order",
+        "timestamp",
+        "uuid",
+        "luhn_fail",
+        "long_luhn_fail",
+        "hash",
+        "log_numbers",
+        "isbn",
+        "coordinates",
+        "uuid_hex",
+    ):
         assert name in NEGATIVES
 
 
@@ -83,8 +93,11 @@ def test_the_corpus_has_every_hard_negative_kind() -> None:
         ("Value on file: +44 7400 128499 705-755-0315 ok", "phone", "705-755-0315"),
         ("Value on file: +44 7400 128499 705-755-0315 ok", "phone", "+44 7400 128499"),
         ("+1 636 684 9404. 226.345.2969 was added", "phone", "226.345.2969"),
-        ("PL28 8599 9094 2785 6676 7908 5953 GB82 WEST 1234 5698 7654 32", "iban",
-         "GB82 WEST 1234 5698 7654 32"),
+        (
+            "PL28 8599 9094 2785 6676 7908 5953 GB82 WEST 1234 5698 7654 32",
+            "iban",
+            "GB82 WEST 1234 5698 7654 32",
+        ),
     ],
 )
 def test_values_next_to_other_numbers_are_found(text: str, kind: str, value: str) -> None:
@@ -95,7 +108,10 @@ def test_values_next_to_other_numbers_are_found(text: str, kind: str, value: str
 def test_the_benchmark_runs_without_presidio() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "bench.masking_accuracy", "--cells", "300", "--no-presidio"],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     ).stdout
     micro = next(line for line in out.splitlines() if line.startswith("| **micro (all 7"))

@@ -262,27 +262,43 @@ def test_column_rule_masks_text_that_looks_already_masked() -> None:
 
 
 def test_json_documents_stay_valid_json() -> None:
-    profile = load_profile({"name": "j", "rules": [
-        {"types": ["card"], "strategy": "partial"}, {"types": ["email"]},
-        {"columns": ["whole"], "label": "secret"}]})
+    profile = load_profile(
+        {
+            "name": "j",
+            "rules": [
+                {"types": ["card"], "strategy": "partial"},
+                {"types": ["email"]},
+                {"columns": ["whole"], "label": "secret"},
+            ],
+        }
+    )
     masker = Masker(profile, key=b"k" * 32)
     doc = '{"card": 4111111111111111, "list": [4111111111111111, 1.100], "e": "a@example.com"}'
     for type_class in ("json", "text"):
         out = masker.mask_text(doc, type_class=type_class).value
         assert out is not None
-        assert json.loads(out) == {"card": "************1111",
-                                   "list": ["************1111", 1.1], "e": "[REDACTED:email]"}
+        assert json.loads(out) == {
+            "card": "************1111",
+            "list": ["************1111", 1.1],
+            "e": "[REDACTED:email]",
+        }
         assert "1.100" in out  # numbers that are not masked keep their text
     assert masker.mask_text("4111111111111111", type_class="json").value == '"************1111"'
     assert masker.mask_text("[1, 2]", column="whole", type_class="json").value == (
-        '"[REDACTED:secret]"')
+        '"[REDACTED:secret]"'
+    )
     # Plain text that merely starts with a bracket is not quoted.
     assert masker.mask_text("[INFO] mail a@example.com").value == "[INFO] mail [REDACTED:email]"
 
 
 def test_json_finding_across_structure_is_masked_value_by_value() -> None:
-    profile = load_profile({"name": "x", "detectors": [{"name": "pair", "pattern": r"x1\", \"y"}],
-                            "rules": [{"types": ["pair", "email"]}]})
+    profile = load_profile(
+        {
+            "name": "x",
+            "detectors": [{"name": "pair", "pattern": r"x1\", \"y"}],
+            "rules": [{"types": ["pair", "email"]}],
+        }
+    )
     masker = Masker(profile, key=b"k" * 32)
     out = masker.mask_text('["x1", "y2", "b@example.com", 12.50]', type_class="json").value
     assert out is not None

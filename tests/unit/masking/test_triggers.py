@@ -18,9 +18,7 @@ from jitgate.masking.scanner import Scanner, builtin_detectors
 from tests.unit.masking.test_properties import FUZZ, any_text, cells
 
 DETECTORS = [
-    detector
-    for found in builtin_detectors(BUILTIN_TYPES).values()
-    for detector in found
+    detector for found in builtin_detectors(BUILTIN_TYPES).values() for detector in found
 ] + [d for d in builtin_detectors(["ssn"], bare_ssn=True)["ssn"]]
 CORPUS = [cell.text for cell in generate(4000, seed=11)]
 

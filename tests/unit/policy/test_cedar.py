@@ -22,12 +22,26 @@ NOON = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)  # a Wednesday
 MIDNIGHT = datetime(2026, 11, 25, 0, 30, tzinfo=UTC)
 
 
-def sql_request(sql: str, target: Target = DEV, *, principal: Identity = ALICE,
-                actor: Identity | None = None, at: datetime = NOON,
-                **context: object) -> Request:
+def sql_request(
+    sql: str,
+    target: Target = DEV,
+    *,
+    principal: Identity = ALICE,
+    actor: Identity | None = None,
+    at: datetime = NOON,
+    **context: object,
+) -> Request:
     stmt = classify_postgres(sql).statements[0]
-    return Request(action=f"sql:{stmt.kind.value}", principal=principal, actor=actor,
-                   target=target, statement=stmt, text=sql, at=at, context=context)
+    return Request(
+        action=f"sql:{stmt.kind.value}",
+        principal=principal,
+        actor=actor,
+        target=target,
+        statement=stmt,
+        text=sql,
+        at=at,
+        context=context,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +74,16 @@ def test_default_pack(default: CedarEngine, sql: str, target: Target, outcome: O
 
 def test_default_pack_agrees_with_the_builtin_reference(default: CedarEngine) -> None:
     builtin = BuiltinPolicy()
-    for sql in ("SELECT 1", "DELETE FROM t", "DROP TABLE t", "TRUNCATE t", "SELECT lo_import('x')",
-                "UPDATE t SET a = 1 WHERE id = 2", "CREATE TABLE t (a int)", "garbage"):
+    for sql in (
+        "SELECT 1",
+        "DELETE FROM t",
+        "DROP TABLE t",
+        "TRUNCATE t",
+        "SELECT lo_import('x')",
+        "UPDATE t SET a = 1 WHERE id = 2",
+        "CREATE TABLE t (a int)",
+        "garbage",
+    ):
         for target in (PROD, DEV):
             request = sql_request(sql, target)
             assert default.decide(request).outcome is builtin.decide(request).outcome, sql
@@ -76,9 +98,12 @@ def test_reasons_render_placeholders(default: CedarEngine) -> None:
 
 
 def test_agents_never_run_ddl_on_prod_and_their_writes_need_review() -> None:
-    engine = CedarEngine([
-        PolicyDocument("default", default_pack()),
-        PolicyDocument("agents", '''
+    engine = CedarEngine(
+        [
+            PolicyDocument("default", default_pack()),
+            PolicyDocument(
+                "agents",
+                """
             @id("agents-no-ddl-on-prod") @reason("agents may not change schemas on prod")
             forbid (principal, action in Action::"sql:admin", resource)
             when { context.is_agent && resource.tags has env && resource.tags.env == "prod" };
@@ -87,8 +112,10 @@ def test_agents_never_run_ddl_on_prod_and_their_writes_need_review() -> None:
             @reason("writes by agents need approval")
             permit (principal, action in Action::"sql:write", resource)
             when { context has actor };
-        '''),
-    ])
+        """,
+            ),
+        ]
+    )
     ddl = engine.decide(sql_request("CREATE TABLE x (a int)", PROD, actor=BOT))
     assert ddl.outcome is Outcome.DENY and ddl.reason == "agents may not change schemas on prod"
     assert engine.decide(sql_request("CREATE TABLE x (a int)", PROD)).outcome is Outcome.ALLOW
@@ -101,11 +128,16 @@ def test_agents_never_run_ddl_on_prod_and_their_writes_need_review() -> None:
 
 
 def test_risk_threshold_routes_to_review() -> None:
-    engine = CedarEngine([
-        PolicyDocument("base", 'permit (principal, action, resource);'),
-        PolicyDocument("risk", '''@id("risky") @outcome("review") @reason("risk {risk}")
-            permit (principal, action, resource) when { context.risk >= 70 };'''),
-    ])
+    engine = CedarEngine(
+        [
+            PolicyDocument("base", "permit (principal, action, resource);"),
+            PolicyDocument(
+                "risk",
+                """@id("risky") @outcome("review") @reason("risk {risk}")
+            permit (principal, action, resource) when { context.risk >= 70 };""",
+            ),
+        ]
+    )
     calm = engine.decide(sql_request("SELECT 1", DEV))
     assert calm.outcome is Outcome.ALLOW
     risky = engine.decide(sql_request("UPDATE t SET a = 1", PROD, actor=BOT, at=MIDNIGHT))
@@ -114,44 +146,74 @@ def test_risk_threshold_routes_to_review() -> None:
 
 
 def test_groups_actions_and_grants() -> None:
-    engine = CedarEngine([PolicyDocument("p", '''
+    engine = CedarEngine(
+        [
+            PolicyDocument(
+                "p",
+                """
         @id("dbas-read") permit (principal in Group::"dbas", action in Action::"sql:read",
                                  resource);
         @id("prod-needs-grant") @reason("production needs a just-in-time grant")
         forbid (principal, action, resource)
         when { resource.tags has env && resource.tags.env == "prod" } unless { context.has_grant };
-    ''')])
+    """,
+            )
+        ]
+    )
     assert engine.decide(sql_request("SELECT 1", DEV)).outcome is Outcome.ALLOW
     bob = Identity("u2", "bob", IdentityKind.USER, frozenset())
     assert engine.decide(sql_request("SELECT 1", DEV, principal=bob)).outcome is Outcome.DENY
-    assert engine.decide(sql_request("INSERT INTO t VALUES (1)", DEV)).reason == \
-        "no policy permits this"
+    assert (
+        engine.decide(sql_request("INSERT INTO t VALUES (1)", DEV)).reason
+        == "no policy permits this"
+    )
     denied = engine.decide(sql_request("SELECT 1", PROD))
     assert denied.reason == "production needs a just-in-time grant"
     assert engine.decide(sql_request("SELECT 1", PROD, has_grant=True)).outcome is Outcome.ALLOW
 
 
 def test_mask_annotation_becomes_the_mask_profile() -> None:
-    engine = CedarEngine([PolicyDocument("p", '''
+    engine = CedarEngine(
+        [
+            PolicyDocument(
+                "p",
+                """
         @mask("pci") permit (principal, action, resource)
         when { resource.tags has data && resource.tags.data == "cards" };
         permit (principal, action, resource);
-    ''')])
+    """,
+            )
+        ]
+    )
     cards = Target("cards", "postgres", {"data": "cards"})
     assert engine.decide(sql_request("SELECT 1", cards)).mask_profile == "pci"
     assert engine.decide(sql_request("SELECT 1", DEV)).mask_profile is None
 
 
 def test_broken_forbid_fails_closed_broken_permit_does_not_permit() -> None:
-    engine = CedarEngine([PolicyDocument("p", '''
+    engine = CedarEngine(
+        [
+            PolicyDocument(
+                "p",
+                """
         permit (principal, action, resource);
         @id("typo") forbid (principal, action, resource) when { context.riks > 5 };
-    ''')])
+    """,
+            )
+        ]
+    )
     decision = engine.decide(sql_request("SELECT 1", DEV))
     assert decision.outcome is Outcome.DENY and "typo" in (decision.reason or "")
-    only_broken_permit = CedarEngine([PolicyDocument("p", '''
+    only_broken_permit = CedarEngine(
+        [
+            PolicyDocument(
+                "p",
+                """
         permit (principal, action, resource) when { context.nope == 1 };
-    ''')])
+    """,
+            )
+        ]
+    )
     assert only_broken_permit.decide(sql_request("SELECT 1", DEV)).outcome is Outcome.DENY
 
 
@@ -181,9 +243,16 @@ def test_no_policies_means_deny() -> None:
 
 
 def test_connect_action_and_business_hours() -> None:
-    engine = CedarEngine([PolicyDocument("p", '''
+    engine = CedarEngine(
+        [
+            PolicyDocument(
+                "p",
+                """
         permit (principal, action == Action::"connect", resource) when { context.business_hours };
-    ''')])
+    """,
+            )
+        ]
+    )
     request = Request(action="connect", principal=ALICE, target=DEV, at=NOON)
     assert engine.decide(request).outcome is Outcome.ALLOW
     late = Request(action="connect", principal=ALICE, target=DEV, at=MIDNIGHT)
@@ -191,8 +260,13 @@ def test_connect_action_and_business_hours() -> None:
 
 
 def test_deny_first_a_forbid_or_deny_outcome_wins_over_review_and_allow() -> None:
-    engine = CedarEngine([PolicyDocument("p", '''
-        @id("review-deletes") @outcome("review") permit (principal, action == Action::"sql:delete", resource);
+    engine = CedarEngine(
+        [
+            PolicyDocument(
+                "p",
+                """
+        @id("review-deletes") @outcome("review")
+        permit (principal, action == Action::"sql:delete", resource);
         @id("allow-all") permit (principal, action, resource);
         @id("no-deletes-on-audit") @reason("audit rows are kept")
         forbid (principal, action == Action::"sql:delete", resource)
@@ -200,7 +274,10 @@ def test_deny_first_a_forbid_or_deny_outcome_wins_over_review_and_allow() -> Non
         @id("deny-outcome") @outcome("deny") @reason("no updates to ledger")
         permit (principal, action == Action::"sql:update", resource)
         when { context.tables_written.contains("ledger") };
-    ''')])  # noqa: E501
+    """,
+            )
+        ]
+    )
     held = engine.decide(sql_request("DELETE FROM t WHERE id = 1"))
     assert held.outcome is Outcome.REVIEW
     denied = engine.decide(sql_request("DELETE FROM audit WHERE id = 1"))
@@ -223,15 +300,14 @@ def test_deny_first_a_forbid_or_deny_outcome_wins_over_review_and_allow() -> Non
         (["none"], "none"),
     ],
 )
-def test_the_strictest_of_several_matching_masks_applies(
-    masks: list[str], strictest: str
-) -> None:
+def test_the_strictest_of_several_matching_masks_applies(masks: list[str], strictest: str) -> None:
     text = "\n".join(f'@mask("{m}") permit (principal, action, resource);' for m in masks)
     for order in (text, "\n".join(reversed(text.splitlines()))):
         engine = CedarEngine([PolicyDocument("p", order)])
         assert engine.decide(sql_request("SELECT 1")).mask_profile == strictest
-    reviewed = CedarEngine([PolicyDocument("p", text + (
-        '\n@outcome("review") permit (principal, action, resource);'))])
+    reviewed = CedarEngine(
+        [PolicyDocument("p", text + ('\n@outcome("review") permit (principal, action, resource);'))]
+    )
     assert reviewed.decide(sql_request("SELECT 1")).mask_profile == strictest
 
 
@@ -239,7 +315,7 @@ def test_the_strictest_of_several_matching_masks_applies(
     "text",
     [
         "permit (principal == ?principal, action, resource);",
-        'permit (principal, action, resource in ?resource) when { context.risk < 5 };',
+        "permit (principal, action, resource in ?resource) when { context.risk < 5 };",
         "permit (principal, action, resource);\n"
         "forbid (principal == ?principal, action, resource);",
     ],

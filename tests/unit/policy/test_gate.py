@@ -21,8 +21,13 @@ class CountingEngine:
 
 
 def gate(engine: CountingEngine) -> StatementGate:
-    return StatementGate(engine, principal=Identity("1", "alice", IdentityKind.USER),
-                         actor=None, target=Target("db", "postgres", {}), client_addr=None)
+    return StatementGate(
+        engine,
+        principal=Identity("1", "alice", IdentityKind.USER),
+        actor=None,
+        target=Target("db", "postgres", {}),
+        client_addr=None,
+    )
 
 
 def test_literal_changes_hit_the_cache() -> None:
@@ -66,8 +71,13 @@ def test_engine_errors_fail_closed() -> None:
         def decide(self, request: Request) -> Decision:
             raise RuntimeError("boom")
 
-    g = StatementGate(Broken(), principal=Identity("1", "a", IdentityKind.USER), actor=None,
-                      target=Target("db", "postgres", {}), client_addr=None)
+    g = StatementGate(
+        Broken(),
+        principal=Identity("1", "a", IdentityKind.USER),
+        actor=None,
+        target=Target("db", "postgres", {}),
+        client_addr=None,
+    )
     stmt = PostgresClassifier().classify("SELECT 1").statements[0]
     decision = g(stmt, stmt.text)
     assert not decision.allowed and "policy evaluation failed" in (decision.reason or "")

@@ -20,13 +20,24 @@ def stmt(sql: str) -> Statement:
     return classify_postgres(sql).statements[0]
 
 
-def score(sql: str | None = None, *, kind: str | None = None, tags: dict[str, str] | None = None,
-          agent: bool = False, at: datetime = WEDNESDAY_NOON,
-          settings: RiskSettings = DEFAULTS) -> int:
+def score(
+    sql: str | None = None,
+    *,
+    kind: str | None = None,
+    tags: dict[str, str] | None = None,
+    agent: bool = False,
+    at: datetime = WEDNESDAY_NOON,
+    settings: RiskSettings = DEFAULTS,
+) -> int:
     statement = stmt(sql) if sql is not None else None
-    return risk_score(kind=kind or (statement.kind.value if statement else "connect"),
-                      statement=statement, tags=tags or {}, agent=agent, at=at,
-                      settings=settings)
+    return risk_score(
+        kind=kind or (statement.kind.value if statement else "connect"),
+        statement=statement,
+        tags=tags or {},
+        agent=agent,
+        at=at,
+        settings=settings,
+    )
 
 
 def test_kind_sets_the_base() -> None:
@@ -65,11 +76,11 @@ def test_rows_and_objects_touched() -> None:
 @pytest.mark.parametrize(
     ("at", "off_hours"),
     [
-        (datetime(2026, 11, 25, 7, 59, tzinfo=UTC), True),   # before 08:00
-        (datetime(2026, 11, 25, 8, 0, tzinfo=UTC), False),   # the first business minute
+        (datetime(2026, 11, 25, 7, 59, tzinfo=UTC), True),  # before 08:00
+        (datetime(2026, 11, 25, 8, 0, tzinfo=UTC), False),  # the first business minute
         (datetime(2026, 11, 25, 17, 59, tzinfo=UTC), False),
-        (datetime(2026, 11, 25, 18, 0, tzinfo=UTC), True),   # the end is exclusive
-        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True),   # Saturday
+        (datetime(2026, 11, 25, 18, 0, tzinfo=UTC), True),  # the end is exclusive
+        (datetime(2026, 11, 28, 12, 0, tzinfo=UTC), True),  # Saturday
     ],
 )
 def test_time_of_day(at: datetime, off_hours: bool) -> None:
@@ -77,19 +88,31 @@ def test_time_of_day(at: datetime, off_hours: bool) -> None:
 
 
 def test_the_score_is_clamped() -> None:
-    worst = score("TRUNCATE a, b, c, d", tags={"env": "prod"}, agent=True,
-                  at=datetime(2026, 11, 28, 3, 0, tzinfo=UTC))
+    worst = score(
+        "TRUNCATE a, b, c, d",
+        tags={"env": "prod"},
+        agent=True,
+        at=datetime(2026, 11, 28, 3, 0, tzinfo=UTC),
+    )
     assert worst == 100
-    assert score("SELECT 1", settings=RiskSettings(base={"select": 0}, off_hours=-50),
-                 at=datetime(2026, 11, 28, 3, 0, tzinfo=UTC)) == 0
+    assert (
+        score(
+            "SELECT 1",
+            settings=RiskSettings(base={"select": 0}, off_hours=-50),
+            at=datetime(2026, 11, 28, 3, 0, tzinfo=UTC),
+        )
+        == 0
+    )
 
 
 def test_operator_overrides_are_merged_over_the_documented_weights() -> None:
-    settings = load_settings(env={}, overrides={"risk": {"base": {"ddl": 70, "vacuum": 1},
-                                                         "prod": 10}}).risk
+    settings = load_settings(
+        env={}, overrides={"risk": {"base": {"ddl": 70, "vacuum": 1}, "prod": 10}}
+    ).risk
     assert settings.base["ddl"] == 70 and settings.base["vacuum"] == 1
     assert {k: v for k, v in settings.base.items() if k not in ("ddl", "vacuum")} == {
-        k: v for k, v in DEFAULT_BASE.items() if k != "ddl"}
+        k: v for k, v in DEFAULT_BASE.items() if k != "ddl"
+    }
     assert score("SELECT 1", settings=settings) == DEFAULT_BASE["select"]  # not default_base
     assert score("CREATE TABLE x (a int)", tags={"env": "prod"}, settings=settings) == 70 + 5 + 10
     assert DEFAULT_BASE["ddl"] == 55  # the documented default is untouched

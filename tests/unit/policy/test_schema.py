@@ -29,7 +29,7 @@ def test_the_default_pack_validates() -> None:
         'unless { context.text like "127.0.0.1:*" && context.grant_scopes.contains("x") };',
         '@mask("pci") permit (principal, action, resource)\n'
         'when { resource.tags has data && resource.tags.data == "cards" && '
-        'context.hour >= 8 && context has copy_target };',
+        "context.hour >= 8 && context has copy_target };",
     ],
 )
 def test_policies_that_use_the_model_validate(text: str) -> None:
@@ -39,16 +39,23 @@ def test_policies_that_use_the_model_validate(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "needle"),
     [
-        ('@id("typo") forbid (principal, action, resource) when { context.riks > 50 };',
-         "typo: attribute `riks` in context not found"),
-        ('permit (principal, action == Action::"sql:dellete", resource);',
-         'unrecognized action `Action::"sql:dellete"`'),
-        ('permit (principal, action, resource) when { context.risk == "high" };',
-         "Long and String are not compatible"),
-        ('permit (principal, action, resource) when { principal.grups.contains("a") };',
-         "grups"),
-        ('permit (principal, action, resource) when { context.actor.name == "bot" };',
-         "optional attribute `actor`"),
+        (
+            '@id("typo") forbid (principal, action, resource) when { context.riks > 50 };',
+            "typo: attribute `riks` in context not found",
+        ),
+        (
+            'permit (principal, action == Action::"sql:dellete", resource);',
+            'unrecognized action `Action::"sql:dellete"`',
+        ),
+        (
+            'permit (principal, action, resource) when { context.risk == "high" };',
+            "Long and String are not compatible",
+        ),
+        ('permit (principal, action, resource) when { principal.grups.contains("a") };', "grups"),
+        (
+            'permit (principal, action, resource) when { context.actor.name == "bot" };',
+            "optional attribute `actor`",
+        ),
         ("permit (principal is Team, action, resource);", "Team"),
     ],
 )

@@ -70,7 +70,7 @@ def _session(path: Path, monkeypatch: pytest.MonkeyPatch, spool: _Spool | None =
         handoff = cast(Any, spool)
         recorder = SessionRecorder(cast(Any, owner), "s1", None, handoff=handoff, path=path)
     results: list[tuple[str, Decision, bytes | None, list[bytes], dict[str, Any]]] = [
-        ("SELECT id, name FROM t WHERE id = 1", ALLOW, TEXT, [_row(b"1", "✓\"%".encode())], {}),
+        ("SELECT id, name FROM t WHERE id = 1", ALLOW, TEXT, [_row(b"1", '✓"%'.encode())], {}),
         ("SELECT id, name FROM t WHERE id = 2", ALLOW, TEXT, [_row(b"2", None)] * 3, {}),
         ("SELECT blob FROM t", ALLOW, BINARY, [_row(b"\x00\xff")], {"result_formats": (1,)}),
         ("SELECT id, name FROM t WHERE id = 3", ALLOW, TEXT, [_row(b"3", b"x")], {"masked": 2}),
@@ -131,7 +131,7 @@ def test_shaped_events_are_the_whole_events(
     events = list(read_events(tmp_path / "shaped.jsonl"))
     assert [e["type"] for e in events[:4]] == ["request", "result", "request", "result"]
     first = events[1]
-    assert first["sample"] == {"columns": ["id", "name %s"], "rows": [["1", "✓\"%"]]}
+    assert first["sample"] == {"columns": ["id", "name %s"], "rows": [["1", '✓"%']]}
     assert events[3]["sample"]["truncated"] is True and len(events[3]["sample"]["rows"]) == 2
     assert events[5]["sample"]["rows"] == [["\\x00ff"]]
     assert events[7]["masked_values"] == 2

@@ -32,7 +32,6 @@ def test_packets_are_logged_only_at_debug_level_3(caplog: pytest.LogCaptureFixtu
         assert not [r for r in caplog.records if "MSG_CHANNEL_DATA" in r.getMessage()]
         asyncssh.set_debug_level(3)
         handler.log_sent_packet(94, 7, b"x" * 10)
-        assert any("Sent MSG_CHANNEL_DATA (94), 10 bytes" in r.getMessage()
-                   for r in caplog.records)
+        assert any("Sent MSG_CHANNEL_DATA (94), 10 bytes" in r.getMessage() for r in caplog.records)
     finally:
         asyncssh.set_debug_level(1)
