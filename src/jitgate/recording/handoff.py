@@ -53,6 +53,7 @@ import orjson
 
 from jitgate.recording.encode import CLOSE, OPEN, SessionEncoder, dump_record, load_record
 from jitgate.recording.log import EventLog, genesis
+from jitgate.recording.recovery import process_alive
 from jitgate.recording.ring import DEFAULT_SIZE, Ring, RingCorrupt
 
 log = logging.getLogger("jitgate.recording")
@@ -316,15 +317,22 @@ class Handoff:
 
     # ------------------------------------------------------------------- failure
 
+    def _detach(self) -> bool:
+        """Stop listening to the writer and close the control socket (which the writer
+        takes as the end); False if that was done before."""
+        if not self.alive:
+            return False
+        self.alive = False
+        with contextlib.suppress(ValueError, OSError, RuntimeError):  # (a loop closed already)
+            self._loop.remove_reader(self.control.fileno())
+        self.control.close()
+        return True
+
     def take_over(self) -> None:
         """The writer is gone: apply what it left in the ring here and hand each live
         session its log, to record inline from now on."""
-        if not self.alive:
+        if not self._detach():
             return
-        self.alive = False
-        with contextlib.suppress(ValueError, OSError, RuntimeError):
-            self._loop.remove_reader(self.control.fileno())
-        self.control.close()
         if self.process.poll() is None:  # it closed its socket but lives on: stop it
             self.process.kill()
         self.process.wait()
@@ -365,12 +373,8 @@ class Handoff:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close the control socket: the writer applies what is left and exits."""
-        if not self.alive:
+        if not self._detach():
             return
-        self.alive = False
-        with contextlib.suppress(ValueError, OSError, RuntimeError):
-            self._loop.remove_reader(self.control.fileno())
-        self.control.close()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -396,7 +400,7 @@ def drain_leftovers(root: Path, locate: Callable[[str], Path | None]) -> bool:
             continue
         try:
             owner = ring.owner
-            if owner == os.getpid() or _alive(owner):
+            if owner == os.getpid() or process_alive(owner):
                 continue  # a live gateway's (another one on this data dir)
             if not _lock(ring.fd, LEFTOVER_WAIT_SECONDS):
                 done = False  # its writer is still applying it
@@ -431,11 +435,3 @@ def _lock(fd: int, wait: float) -> bool:
             time.sleep(0.05)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -93,7 +93,8 @@ def node_id(data_dir: Path) -> str:
     return new
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (ours to signal or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -121,7 +122,7 @@ def register(store: Store, data_dir: Path, *, now: datetime | None = None) -> No
             and row.stopped_at is None
             and row.hostname == hostname
             and row.pid != pid
-            and _alive(row.pid)
+            and process_alive(row.pid)
         ):
             log.warning(
                 "node %s (data dir %s) is in use by process %d: this run is a node of its own",

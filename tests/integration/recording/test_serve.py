@@ -118,13 +118,7 @@ def test_export_job_survives_restart_and_crash(gateway: Gateway, pg_scram: PgClu
     # Killed while a statement runs: the statement is in the recording, and after the
     # restart the interrupted session is closed (unsealed) and exported too.
     client = psql(served, port, "SELECT 'three', pg_sleep(30)")
-    deadline = time.monotonic() + 15
-    while pg_scram.psql(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''three''%' "
-        "AND state = 'active' AND pid <> pg_backend_pid()"
-    ) != "1":  # fmt: skip
-        assert time.monotonic() < deadline, "the statement never reached the upstream"
-        time.sleep(0.05)
+    wait_running(pg_scram, "three")
     assert served.proc is not None
     served.proc.kill()
     served.proc.communicate(timeout=10)
@@ -170,9 +164,8 @@ def test_export_job_survives_restart_and_crash(gateway: Gateway, pg_scram: PgClu
     assert stop(served.proc)[0] == 0
 
 
-def kill_during(served: Served, port: int, cluster: PgCluster, text: str) -> None:
-    """Run ``SELECT '<text>', pg_sleep(30)`` and kill the gateway while it runs."""
-    client = psql(served, port, f"SELECT '{text}', pg_sleep(30)")
+def wait_running(cluster: PgCluster, text: str) -> None:
+    """Wait until a statement with the literal ``'<text>'`` runs on the upstream."""
     deadline = time.monotonic() + 15
     while cluster.psql(
         f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''{text}''%' "
@@ -180,6 +173,12 @@ def kill_during(served: Served, port: int, cluster: PgCluster, text: str) -> Non
     ) != "1":  # fmt: skip
         assert time.monotonic() < deadline, "the statement never reached the upstream"
         time.sleep(0.05)
+
+
+def kill_during(served: Served, port: int, cluster: PgCluster, text: str) -> None:
+    """Run ``SELECT '<text>', pg_sleep(30)`` and kill the gateway while it runs."""
+    client = psql(served, port, f"SELECT '{text}', pg_sleep(30)")
+    wait_running(cluster, text)
     assert served.proc is not None
     served.proc.kill()
     served.proc.communicate(timeout=10)
@@ -279,13 +278,7 @@ def test_a_gateway_and_its_writer_killed_together_lose_no_statement(
     assert psql(served, port, "SELECT 'spooled 1'").communicate(timeout=30)[0]
     # … and running when the gateway is killed
     held = psql(served, port, "SELECT 'spooled 2', pg_sleep(30)")
-    deadline = time.monotonic() + 15
-    while pg_scram.psql(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%''spooled 2''%' "
-        "AND state = 'active' AND pid <> pg_backend_pid()"
-    ) != "1":  # fmt: skip
-        assert time.monotonic() < deadline, "the statement never reached the upstream"
-        time.sleep(0.05)
+    wait_running(pg_scram, "spooled 2")
     recordings = list((gateway.data_dir / "recordings").rglob("*.jsonl"))
     assert not any(b"spooled" in path.read_bytes() for path in recordings)  # only in the ring
     served.proc.kill()
