@@ -110,6 +110,11 @@ def main() -> None:
         "events encoded by a writer process beside the gateway)",
     )
     parser.add_argument(
+        "--writer-first",
+        action="store_true",
+        help="as --writer, with the gateways' places swapped (the first one has the writer)",
+    )
+    parser.add_argument(
         "--workload",
         choices=("S", "S-prepared", "S-1", "all"),
         default="all",
@@ -129,22 +134,28 @@ def main() -> None:
         subprocess.run(["pgbench", "-i", "-q", "-s", str(args.scale), "-h", "127.0.0.1", "-p",
                         str(cluster.port), "-U", cluster.superuser, "bench"],
                        env=direct.env(), check=True, capture_output=True)  # fmt: skip
-        proc, port, token = start_jitgate(cluster, work)
+        # (--writer-first: the first gateway records with the writer process, the second
+        # inline: the same comparison with the gateways' places swapped)
+        first, other = ("process", "inline") if args.writer_first else ("inline", "process")
+        proc, port, token = start_jitgate(cluster, work, f"recording:\n  writer: {first}\n")
         api = json.loads((work / "data" / "serve.json").read_text())["api"]
         names = ["rec-off", *(f"rec-{mode}" for mode in modes)]
         for name in names:
             add_connection(api, token, cluster, name, TARGETS[name])
+        label = {"rec-close": "rec-close-writer"} if args.writer_first else {}
         targets = [
-            Target(name, "127.0.0.1", port, name, "admin", token, pid=proc.pid) for name in names
+            Target(label.get(name, name), "127.0.0.1", port, name, "admin", token, pid=proc.pid)
+            for name in names
         ]
-        if args.writer and "close" in modes:
+        if (args.writer or args.writer_first) and "close" in modes:
             second, iport, itoken = start_jitgate(
-                cluster, work / "writer", "recording:\n  writer: process\n"
+                cluster, work / "second", f"recording:\n  writer: {other}\n"
             )
-            iapi = json.loads((work / "writer" / "data" / "serve.json").read_text())["api"]
+            iapi = json.loads((work / "second" / "data" / "serve.json").read_text())["api"]
             add_connection(iapi, itoken, cluster, "rec-close", TARGETS["rec-close"])
-            targets.append(Target("rec-close-writer", "127.0.0.1", iport, "rec-close", "admin",
-                                  itoken, pid=second.pid))  # fmt: skip
+            targets.append(Target("rec-close" if args.writer_first else "rec-close-writer",
+                                  "127.0.0.1", iport, "rec-close", "admin", itoken,
+                                  pid=second.pid))  # fmt: skip
         runs = workloads(args.workload, args.clients, args.seconds)
         results = {w: {tg.name: Result() for tg in targets} for w in runs}
         for round_no in range(args.rounds):
