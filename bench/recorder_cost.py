@@ -9,11 +9,9 @@ One throwaway PostgreSQL cluster, one ``jitgate serve`` (started as in
 per ``--fsync`` mode: ``rec-close`` (``recording_fsync: close``, the default: every
 statement's request event handed to the kernel before it is forwarded, fsync at close)
 and ``rec-request`` (``recording_fsync: request``: fdatasync before each statement is
-forwarded). Recorded sessions keep a 5-row result sample. The gateway records inline
-(``recording.writer: inline``); ``--writer`` adds a second gateway with ``writer:
-process`` (``rec-close-writer``: its PostgreSQL sessions are encoded by a writer process,
-the default of ``jitgate serve``) to the same rounds, ``--writer-first`` the same with
-the places swapped. Workloads: ``S`` is
+forwarded). Recorded sessions keep a 5-row result sample. ``--writer`` adds a second
+gateway with ``recording.writer: process`` (``rec-close-writer``: its PostgreSQL
+sessions are encoded by a writer process) to the same rounds. Workloads: ``S`` is
 ``pgbench -S`` (simple protocol, ``--clients`` clients), ``S-prepared`` the same with
 ``-M prepared``, ``S-1`` one client. Rounds interleave the targets (their order
 alternates) so machine noise hits all alike; the table shows medians, the TPS ratio and

@@ -236,13 +236,14 @@ class RecordingSettings(_Section):
     # "request" (fdatasync before each request: survives an OS crash too, costs a disk
     # flush per statement; see bench/recorder_cost.py).
     fsync: Literal["close", "request"] = "close"
-    # Where events are encoded and written: "process" (a writer process beside the
-    # gateway, for PostgreSQL sessions with fsync "close": the gateway only hands each
-    # record over through a shared file; see jitgate.recording.handoff) or "inline" (in
-    # the gateway's event loop, as SSH sessions and fsync "request" always are). "process"
-    # takes about two thirds of the recording's CPU off the gateway's core; the writer
-    # spends it on another core (bench/recorder_cost.py --writer compares both).
-    writer: Literal["process", "inline"] = "process"
+    # Where events are encoded and written: "inline" (in the gateway's event loop) or
+    # "process" (a writer process beside the gateway, for PostgreSQL sessions with fsync
+    # "close": the gateway only hands each record over through a shared file; see
+    # jitgate.recording.handoff). "process" takes the encoding off the gateway's core but
+    # costs as much CPU again in the writer: it pays where the gateway's core is the limit
+    # and other cores are idle; on a 2-core machine running the database too it lost more
+    # TPS than inline (bench/recorder_cost.py --writer).
+    writer: Literal["process", "inline"] = "inline"
     storage: Literal["local", "s3"] = "local"
     s3: S3Settings | None = None
     retention_days: int | None = Field(default=None, ge=1)

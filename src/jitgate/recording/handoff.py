@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Encoding an event (canonical JSON, the SHA-256 chain) and writing it costs the gateway's
 event loop as much as parsing and deciding the statement. So sessions recorded with
-``recording.writer: process`` (the default; PostgreSQL sessions with ``fsync: close``)
+``recording.writer: process`` (PostgreSQL sessions with ``fsync: close``; not the default)
 only describe what happened — a small tuple, a *record* (:mod:`jitgate.recording.encode`)
 — and copy it, marshalled, into a spool ring shared with one writer process per gateway
 (:mod:`jitgate.recording.ring`, :mod:`jitgate.recording.writer`). The writer applies the
@@ -433,3 +433,5 @@ def _lock(fd: int, wait: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
+
+

@@ -186,16 +186,16 @@ def test_fsync_per_request_puts_each_request_on_disk_before_it_runs(
 
 
 def test_a_result_is_on_disk_before_the_client_sees_it(
-    pg_gateway_inline: PgGateway, pg_scram: PgCluster
+    pg_gateway: PgGateway, pg_scram: PgCluster
 ) -> None:
     """Read the recording the moment each answer arrives: its result event is there
     already (not written later by a timer), so a recording never misses a result the
     client saw."""
     import json
 
-    name = pg_gateway_inline.add_connection(pg_scram).name
-    with psycopg.connect(pg_gateway_inline.dsn(name), autocommit=True) as conn:
-        path = pg_gateway_inline.recording_path(pg_gateway_inline.session(name, ended=False))
+    name = pg_gateway.add_connection(pg_scram).name
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        path = pg_gateway.recording_path(pg_gateway.session(name, ended=False))
 
         def last_result() -> tuple[str | None, dict[str, object]]:
             events = [json.loads(line) for line in path.read_text().splitlines()]

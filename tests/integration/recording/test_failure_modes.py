@@ -1,9 +1,8 @@
 """When the recording cannot be written: fail closed (default) or open (per connection).
 
-The disk is made to fail for real: on a gateway recording inline, the session's event-log
-descriptor is pointed at ``/dev/full`` (every write fails with ENOSPC) and pointed back to
-recover. (With the writer process, the default, see test_writer.py: a small tmpfs is
-filled up and emptied again.)
+The disk is made to fail for real: the session's event-log descriptor is pointed at
+``/dev/full`` (every write fails with ENOSPC) and pointed back to recover. (With the
+writer process, see test_writer.py: a small tmpfs is filled up and emptied again.)
 """
 
 from __future__ import annotations
@@ -64,35 +63,35 @@ def _rows(cluster: PgCluster, table: str) -> list[int]:
 
 
 def test_fail_closed_a_request_that_cannot_be_recorded_never_runs(
-    pg_gateway_inline: PgGateway, pg_scram: PgCluster
+    pg_gateway: PgGateway, pg_scram: PgCluster
 ) -> None:
-    name = pg_gateway_inline.add_connection(pg_scram).name
+    name = pg_gateway.add_connection(pg_scram).name
     table = _table(pg_scram, name)
-    with psycopg.connect(pg_gateway_inline.dsn(name), autocommit=True) as conn:
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
         conn.execute(f"INSERT INTO {table} VALUES (1)")
-        recorder = _recorder(pg_gateway_inline, name)
+        recorder = _recorder(pg_gateway, name)
         refused = pytest.raises(psycopg.OperationalError, match="can no longer be recorded")
         with disk_full(recorder), refused:
             conn.execute(f"INSERT INTO {table} VALUES (2)")
     assert _rows(pg_scram, table) == [1]  # the unrecorded INSERT never reached the target
-    row = pg_gateway_inline.session(name)
+    row = pg_gateway.session(name)
     assert row.end_reason == "recording failed"
-    events = pg_gateway_inline.events(row)
+    events = pg_gateway.events(row)
     texts = [e.get("text") for e in events if e["type"] == "request"]
     # The disk came back before close: the event of the refused INSERT was kept and
     # written, marked as never answered, and the chain is whole and sealed.
     assert texts == [f"INSERT INTO {table} VALUES (1)", f"INSERT INTO {table} VALUES (2)"]
     assert events[-1]["type"] == "seal"
-    pg_gateway_inline.verify(row)
+    pg_gateway.verify(row)
 
 
 def test_fail_closed_refuses_statements_and_keeps_the_session(
-    pg_gateway_inline: PgGateway, pg_scram: PgCluster
+    pg_gateway: PgGateway, pg_scram: PgCluster
 ) -> None:
-    name = pg_gateway_inline.add_connection(pg_scram).name
+    name = pg_gateway.add_connection(pg_scram).name
     table = _table(pg_scram, name)
-    with psycopg.connect(pg_gateway_inline.dsn(name), autocommit=True) as conn:
-        recorder = _recorder(pg_gateway_inline, name)
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        recorder = _recorder(pg_gateway, name)
         # The failure is met by the result event of a statement already running …
         worker = threading.Thread(target=conn.execute, args=("SELECT pg_sleep(0.3)",))
         worker.start()
@@ -113,23 +112,23 @@ def test_fail_closed_refuses_statements_and_keeps_the_session(
             conn.execute(f"INSERT INTO {table} VALUES (4)")
         conn.execute(f"INSERT INTO {table} VALUES (5)")
     assert _rows(pg_scram, table) == [5]
-    row = pg_gateway_inline.session(name)
+    row = pg_gateway.session(name)
     assert row.recording_state == "failed"  # it had failures, though nothing was lost
-    pg_gateway_inline.verify(row)
-    decisions = [(e["text"][-3:], e["decision"]) for e in pg_gateway_inline.events(row)
+    pg_gateway.verify(row)
+    decisions = [(e["text"][-3:], e["decision"]) for e in pg_gateway.events(row)
                  if e["type"] == "request" and "INSERT" in e["text"]]  # fmt: skip
     assert decisions == [("(2)", "deny"), ("(3)", "deny"), ("(4)", "deny"), ("(5)", "allow")]
 
 
 def test_fail_open_lets_traffic_through_and_says_so_loudly(
-    pg_gateway_inline: PgGateway, pg_scram: PgCluster, caplog: pytest.LogCaptureFixture
+    pg_gateway: PgGateway, pg_scram: PgCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="jitgate.recording")
-    name = pg_gateway_inline.add_connection(pg_scram).name
-    pg_gateway_inline.gateway.connections.update(name, options={"recording_on_failure": "open"})
+    name = pg_gateway.add_connection(pg_scram).name
+    pg_gateway.gateway.connections.update(name, options={"recording_on_failure": "open"})
     table = _table(pg_scram, name)
-    with psycopg.connect(pg_gateway_inline.dsn(name), autocommit=True) as conn:
-        recorder = _recorder(pg_gateway_inline, name)
+    with psycopg.connect(pg_gateway.dsn(name), autocommit=True) as conn:
+        recorder = _recorder(pg_gateway, name)
         assert recorder.fail_open
         with disk_full(recorder):
             conn.execute(f"INSERT INTO {table} VALUES (1)")
@@ -137,7 +136,7 @@ def test_fail_open_lets_traffic_through_and_says_so_loudly(
             assert recorder.log is not None and recorder.log.failed is not None
     assert _rows(pg_scram, table) == [1, 2]
     assert "RECORDING FAILURE (fail-open)" in caplog.text
-    assert pg_gateway_inline.session(name).recording_state == "failed"
+    assert pg_gateway.session(name).recording_state == "failed"
 
 
 def test_a_session_that_cannot_be_recorded_is_refused_at_login(

@@ -1,5 +1,5 @@
-"""Recording through the writer process (``recording.writer: process``, the default for
-PostgreSQL sessions): the records reach the spool ring before the client sees an answer,
+"""Recording through the writer process (``recording.writer: process``, for PostgreSQL
+sessions): the records reach the spool ring before the client sees an answer,
 a writer that dies is taken over without losing a record, a writer that cannot write
 makes a session that fails closed refuse its statements until it can again.
 
