@@ -433,5 +433,3 @@ def _lock(fd: int, wait: float) -> bool:
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.05)
-
-
