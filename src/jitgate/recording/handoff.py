@@ -51,7 +51,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from jitgate.recording.encode import CLOSE, OPEN, SessionEncoder, dump_record, load_record
+from jitgate.recording.encode import CLOSE, OPEN, SessionEncoder, load_record
 from jitgate.recording.log import EventLog, genesis
 from jitgate.recording.recovery import process_alive
 from jitgate.recording.ring import DEFAULT_SIZE, Ring, RingCorrupt
@@ -251,13 +251,10 @@ class Handoff:
     def subscribe(self, session: str, subscriber: Subscriber, path: Path) -> None:
         self._subscribers[session] = (subscriber, path)
 
-    def put(self, record: tuple[Any, ...]) -> bool:
-        """Hand one record over. False when the writer is gone (and was taken over: the
-        caller records inline from now on); OSError when the ring stays full."""
-        return self.put_bytes(dump_record(record))
-
     def put_bytes(self, data: bytes) -> bool:
-        """:meth:`put` of a record already marshalled (:func:`encode.dump_record`)."""
+        """Hand one marshalled record (:func:`encode.dump_record`) over. False when the
+        writer is gone (and was taken over: the caller records inline from now on);
+        OSError when the ring stays full."""
         if self.ring.put(data):
             return True
         if not self.alive:

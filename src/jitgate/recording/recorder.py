@@ -52,6 +52,7 @@ from jitgate.recording.encode import (
     RESULT,
     Result,
     SessionEncoder,
+    dump_record,
 )
 from jitgate.recording.handoff import Handoff, resume_log
 from jitgate.recording.log import EventLog
@@ -426,10 +427,10 @@ class SessionRecorder:
         if put is None:
             return False
         seq = self._seq + 1
-        record = (kind, self.session_id, seq, _time_ns(), *payload)
-        if not put(_dump_record(record, MARSHAL_VERSION)):
+        if not put(dump_record((kind, self.session_id, seq, _time_ns(), *payload))):
             return False
-        self._seq = seq
+        if kind != CLOSE:  # (CLOSE makes no event)
+            self._seq = seq
         return True
 
     def opened(self, path: str, start: bytes) -> None:
@@ -721,7 +722,6 @@ class SessionRecorder:
         if not self._hand(CLOSE):
             handoff.forget(self.session_id)
             return True  # the writer died: this session was taken over, self.log is set
-        self._seq -= 1  # (CLOSE makes no event)
         handoff.wake()
         try:
             reply = await asyncio.wait_for(asyncio.shield(answer), WRITER_CLOSE_SECONDS)

@@ -93,6 +93,9 @@ def test_answers_are_spooled_first_and_a_dead_writer_loses_nothing(
     row = pg_gateway_writer.session(name)
     pg_gateway_writer.verify(row)
     assert [s["text"] for s in pg_gateway_writer.statements(row)] == ["SELECT 'new writer'"]
+    # closed through the writer: every event it was handed is there, sealed
+    assert row.recording_state == "ok" and row.event_count == len(pg_gateway_writer.events(row))
+    assert pg_gateway_writer.events(row)[-1]["type"] == "seal"
 
 
 @contextlib.contextmanager
